@@ -1,0 +1,45 @@
+# Veil — every CI step is a target here; .ci/run calls exactly these.
+#
+# Heavy builds live outside the source tree, keyed by version, so a warm
+# `make test` stays fast: cargo's target dir and (later) kube-apiserver, etcd,
+# xray and helm builds go under $(VEIL_CACHE).
+
+SHELL := /bin/bash
+VEIL_CACHE ?= $(HOME)/.cache/veil
+export VEIL_CACHE
+export CARGO_TARGET_DIR ?= $(VEIL_CACHE)/target
+CARGO ?= cargo
+EXAMPLE_DIR ?= examples/standalone
+
+.PHONY: up test lint crds bench env build
+
+## up: the standalone quick start — operator on examples/standalone, SQLite under ./.veil/
+up:
+	$(CARGO) build --release -p veil-operator -p veil-agent
+	$(CARGO_TARGET_DIR)/release/veil-operator up $(EXAMPLE_DIR)
+
+## env: install or build the real dependencies tests use (idempotent, cached)
+env:
+	bash scripts/env.sh
+
+## build: every binary of the workspace (tests start them as real processes)
+build:
+	$(CARGO) build --workspace --bins
+
+## test: everything a fresh machine needs, then the whole test suite
+test: env build
+	$(CARGO) test --workspace --no-fail-fast
+
+## lint: formatting and clippy with warnings denied
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate manifests/crds/ from the Rust types
+crds:
+	VEIL_UPDATE_CRDS=1 $(CARGO) test -p veil-crds --test crd_drift
+
+## bench: the benchmarks named by the issues; record results in docs/benchmarks.md
+bench: env
+	$(CARGO) build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/veil-bench

@@ -1,0 +1,3 @@
+//! The Veil node agent.
+
+pub mod supervisor;

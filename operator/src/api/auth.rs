@@ -1,0 +1,33 @@
+//! Bearer-token check for the admin API. The token itself is never logged.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use crate::admin::{hash_token, hashes_equal};
+
+/// Rejects requests without the admin token with 401 and a hint.
+pub async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if hashes_equal(&hash_token(token), &state.admin_token_hash) => {
+            next.run(request).await
+        }
+        Some(_) => unauthorized("the admin token is wrong (see admin.token in the data dir)"),
+        None => unauthorized("missing `Authorization: Bearer <admin token>`"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}

@@ -1,0 +1,175 @@
+//! `veil-operator get`: reads objects from a running operator and prints
+//! them like `kubectl get` (same columns as the CRDs' printer columns).
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use serde_json::Value;
+use veil_crds::kind::Kind;
+
+use super::table;
+use super::DEFAULT_DATA_DIR;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The table with extra columns.
+    Wide,
+    Yaml,
+    Json,
+}
+
+/// Arguments of `get`.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// Kind: singular, plural or short name (vlesskeys, vlesskey, vk).
+    pub kind: String,
+    /// Only the object with this name.
+    pub name: Option<String>,
+    /// Namespace to list (namespaced kinds).
+    #[arg(short, long, default_value = "default", conflicts_with = "all_namespaces")]
+    pub namespace: String,
+    /// List objects of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format: wide, yaml or json (default: a table).
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
+    /// Operator API address.
+    #[arg(long, env = "VEIL_SERVER", default_value = concat!("http://", "127.0.0.1:7070"))]
+    pub server: String,
+    /// File holding the admin token (written by the operator at first start).
+    #[arg(long, env = "VEIL_TOKEN_FILE", default_value_os_t = default_token_file())]
+    pub token_file: PathBuf,
+}
+
+fn default_token_file() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR).join(crate::admin::TOKEN_FILE)
+}
+
+/// Why `get` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("unknown kind `{0}`; try one of: {1}")]
+    UnknownKind(String, String),
+    #[error(
+        "cannot read the admin token from {path}: {source} (run this in the operator's working directory, or pass --token-file)"
+    )]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the operator at {server}: {source} (is `veil-operator run` up? see --server)")]
+    Connect {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the operator answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: String, name: String },
+}
+
+/// Runs `get`.
+pub async fn get(args: GetArgs) -> Result<(), GetError> {
+    let kind = Kind::from_cli_name(&args.kind).ok_or_else(|| {
+        let names: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| {
+                let mut names = vec![k.plural().to_owned()];
+                names.extend(k.short_names().iter().map(|s| (*s).to_owned()));
+                names.join("/")
+            })
+            .collect();
+        GetError::UnknownKind(args.kind.clone(), names.join(", "))
+    })?;
+    let token = std::fs::read_to_string(&args.token_file).map_err(|source| GetError::Token {
+        path: args.token_file.clone(),
+        source,
+    })?;
+    let items = fetch(&args, kind, token.trim()).await?;
+    if let Some(name) = &args.name
+        && items.is_empty()
+    {
+        return Err(GetError::NotFound {
+            kind: kind.plural().to_owned(),
+            name: name.clone(),
+        });
+    }
+    let single = args.name.is_some();
+    match args.output {
+        Some(Output::Json) => {
+            let doc = if single { items[0].clone() } else { list_doc(items) };
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Some(Output::Yaml) => {
+            let doc = if single { items[0].clone() } else { list_doc(items) };
+            print!("{}", serde_yaml_ng::to_string(&doc).unwrap_or_default());
+        }
+        Some(Output::Wide) | None => {
+            let wide = args.output == Some(Output::Wide);
+            if items.is_empty() {
+                eprintln!("No resources found.");
+            } else {
+                let namespaced_view = args.all_namespaces && kind.namespaced();
+                print!(
+                    "{}",
+                    table::render(kind, &items, wide, namespaced_view, chrono::Utc::now())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_doc(items: Vec<Value>) -> Value {
+    serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items })
+}
+
+async fn fetch(args: &GetArgs, kind: Kind, token: &str) -> Result<Vec<Value>, GetError> {
+    let base = if args.server.contains("://") {
+        args.server.clone()
+    } else {
+        format!("http://{}", args.server)
+    };
+    let url = format!("{}/v1/objects/{}", base.trim_end_matches('/'), kind.plural());
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if !args.all_namespaces && kind.namespaced() {
+        query.push(("namespace", &args.namespace));
+    }
+    if let Some(name) = &args.name {
+        query.push(("name", name));
+    }
+    let connect = |source| GetError::Connect {
+        server: args.server.clone(),
+        source,
+    };
+    let response = reqwest::Client::new()
+        .get(url)
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(connect)?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(connect)?;
+    if !status.is_success() {
+        let message = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no message")
+            .to_owned();
+        return Err(GetError::Api {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    Ok(body
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+

@@ -1,0 +1,184 @@
+//! `veil-operator run` and `up`: the long-running operator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminError, Provisioned};
+use crate::api::{self, ApiState};
+use crate::controller::{Controller, ControllerError};
+use crate::metrics::Metrics;
+use crate::source::SourceSnapshot;
+use crate::source::dir::{DirOptions, DirSource};
+use crate::store::{Store, StoreError, StoreTarget};
+use crate::view::View;
+
+use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+
+/// Where desired state comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `dir:PATH` — a watched directory of YAML/JSON files.
+    Dir(PathBuf),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
+            Some(("kube", _)) | None if s == "kube" || s.starts_with("kube:") => Err(
+                "`--source kube` is not available in this build yet; use `dir:PATH`".to_owned(),
+            ),
+            _ => Err(format!(
+                "unknown source `{s}`: write `dir:PATH` (a directory of YAML files)"
+            )),
+        }
+    }
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Desired state: `dir:PATH` watches a directory of YAML/JSON files.
+    #[arg(long, env = "VEIL_SOURCE")]
+    pub source: SourceSpec,
+    /// Address of the HTTP API (agents, `veil-operator get`, /metrics, /healthz, /readyz).
+    #[arg(long, env = "VEIL_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Data directory: the SQLite database (unless --database-url) and admin.token.
+    #[arg(long, env = "VEIL_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Use PostgreSQL instead of SQLite: postgres://user:password@host/db.
+    #[arg(long, env = "VEIL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Quiet period that coalesces bursts of file changes into one snapshot, in milliseconds.
+    #[arg(long, default_value_t = 25)]
+    pub debounce_ms: u64,
+    /// Replace the admin token with a new one (written to DATA_DIR/admin.token).
+    #[arg(long)]
+    pub rotate_admin_token: bool,
+}
+
+/// Arguments of `up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Directory of YAML files to run (for example examples/standalone).
+    pub dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+impl UpArgs {
+    /// `up DIR` is `run --source dir:DIR --data-dir .veil`.
+    pub fn into_run_args(self) -> RunArgs {
+        RunArgs {
+            source: SourceSpec::Dir(self.dir),
+            listen: self.listen,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
+            debounce_ms: 25,
+            rotate_admin_token: false,
+        }
+    }
+}
+
+/// Why the operator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("watching the source: {0}")]
+    Source(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the operator until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let target = StoreTarget::parse(args.database_url.as_deref(), &args.data_dir)?;
+    let store = Store::open(&target).await?;
+    tracing::info!(store = %target, "state store open");
+
+    let (admin_hash, provisioned) =
+        admin::ensure_admin_token(&store, &args.data_dir, args.rotate_admin_token).await?;
+    if let Provisioned::Created(path) = &provisioned {
+        tracing::info!(path = %path.display(), "admin token written (0600); `veil-operator get` reads it from there");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(SourceSnapshot::default()));
+
+    let SourceSpec::Dir(root) = &args.source;
+    let options = DirOptions {
+        debounce: Duration::from_millis(args.debounce_ms),
+        ..DirOptions::default()
+    };
+    let _source = DirSource::new(root.clone(), options)
+        .spawn(snapshot_tx)
+        .map_err(|e| RunError::Source(e.to_string()))?;
+    tracing::info!(dir = %root.display(), "watching source directory");
+
+    let controller = Controller::start(store.clone(), view_tx, metrics.clone()).await?;
+    let controller = tokio::spawn(controller.run(snapshot_rx));
+
+    let state = ApiState {
+        view: view_rx,
+        store,
+        metrics,
+        admin_token_hash: admin_hash.into(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(addr = %args.listen, "API listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(RunError::Serve)?;
+    controller.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,18 @@
+//! The Veil operator: reconciles desired state from a watched YAML directory
+//! (or, later, Kubernetes) into statuses, assignments and stored state.
+//!
+//! Data flow (design §3): a [`source`] publishes snapshots → [`world`] holds
+//! the desired objects with their generations → [`plan`] (pure) computes
+//! statuses → [`controller`] persists only what changed to the [`store`] and
+//! publishes a read view that the [`api`] serves to `veil-operator get`.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod metrics;
+pub mod plan;
+pub mod source;
+pub mod store;
+pub mod view;
+pub mod world;

@@ -1,0 +1,26 @@
+use clap::Parser;
+use veil_operator::cli::{Cli, Command, LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let long_running = matches!(cli.command, Command::Run(_) | Command::Up(_));
+    init_tracing(cli.log_format, long_running);
+    cli.run().await?;
+    Ok(())
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level (info for the
+/// long-running commands, warn for one-shot CLI commands).
+fn init_tracing(format: LogFormat, long_running: bool) {
+    let default = if long_running { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}

@@ -1,0 +1,133 @@
+//! Prometheus metrics (design §9), named like controller-runtime's so
+//! existing dashboards carry over. Base units, counters end in `_total`, no
+//! per-object labels.
+
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `{kind, result}` labels of reconcile counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindResult {
+    pub kind: String,
+    pub result: String,
+}
+
+/// `{kind}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// `{kind, phase}` labels of the object gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindPhase {
+    pub kind: String,
+    pub phase: String,
+}
+
+/// `{source}` labels (`dir`, `kube`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// Every metric the operator exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_total: Family<KindResult, Counter>,
+    pub reconcile_errors_total: Family<KindLabel, Counter>,
+    pub reconcile_duration_seconds: Family<KindLabel, Histogram>,
+    pub queue_depth: Gauge,
+    pub objects: Family<KindPhase, Gauge>,
+    pub source_errors_total: Family<SourceLabel, Counter>,
+    pub source_errors: Family<SourceLabel, Gauge>,
+    pub status_writes_total: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `veil_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("veil");
+        let reconcile_total = Family::<KindResult, Counter>::default();
+        let reconcile_errors_total = Family::<KindLabel, Counter>::default();
+        let reconcile_duration_seconds =
+            Family::<KindLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+            });
+        let queue_depth = Gauge::default();
+        let objects = Family::<KindPhase, Gauge>::default();
+        let source_errors_total = Family::<SourceLabel, Counter>::default();
+        let source_errors = Family::<SourceLabel, Gauge>::default();
+        let status_writes_total = Counter::default();
+        registry.register(
+            "reconcile",
+            "Reconcile passes per kind and result (success, error)",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile passes per kind that ended in an error",
+            reconcile_errors_total.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent planning one kind in one reconcile pass",
+            reconcile_duration_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Source snapshots waiting to be reconciled (0 or 1: bursts are coalesced)",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "objects",
+            "Desired objects per kind and phase",
+            objects.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Load errors reported by a source (files or objects refused), counted when they appear",
+            source_errors_total.clone(),
+        );
+        registry.register(
+            "source_errors_current",
+            "Load errors a source reports right now",
+            source_errors.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status documents written to the store",
+            status_writes_total.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_total,
+            reconcile_errors_total,
+            reconcile_duration_seconds,
+            queue_depth,
+            objects,
+            source_errors_total,
+            source_errors,
+            status_writes_total,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

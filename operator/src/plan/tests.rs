@@ -1,0 +1,127 @@
+//! Plan rules, tested in memory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use veil_crds::document::{Limits, parse_documents};
+use veil_crds::kind::Kind;
+
+use super::*;
+use crate::source::{Origin, SourceSnapshot, SourcedObject};
+use crate::world::GenerationBook;
+
+fn snapshot(yaml: &str) -> SourceSnapshot {
+    let objects = parse_documents(yaml, "default", &Limits::default())
+        .unwrap_or_else(|errors| panic!("test YAML must parse: {errors:?}"))
+        .into_iter()
+        .map(|parsed| {
+            (
+                parsed.object.key(),
+                SourcedObject {
+                    object: parsed.object,
+                    origin: Origin {
+                        file: PathBuf::from("test.yaml"),
+                        line: parsed.line,
+                    },
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    SourceSnapshot {
+        objects,
+        ..SourceSnapshot::default()
+    }
+}
+
+const NODE_AND_SECRET: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata:
+  name: edge-1
+spec:
+  cordoned: false
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: psk
+stringData:
+  key: hunter2
+";
+
+fn uids() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("uid-{n}")
+    }
+}
+
+#[test]
+fn kinds_without_reconciler_are_stalled_not_implemented_and_secrets_have_no_status() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), now, uids());
+    let plan = plan(&world, &Statuses::new(), now);
+    assert_eq!(plan.statuses.len(), 1, "only the VeilNode has a status");
+    let (key, status) = plan.statuses.iter().next().unwrap();
+    assert_eq!(key.kind, Kind::VeilNode);
+    let stalled = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "NotImplemented");
+    assert_eq!(status["observedGeneration"], 1);
+}
+
+#[test]
+fn unchanged_world_replans_to_identical_statuses() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let t1 = Utc.with_ymd_and_hms(2026, 11, 23, 13, 0, 0).unwrap();
+    let mut book = GenerationBook::default();
+    let (world, _) = book.build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let first = plan(&world, &Statuses::new(), t0);
+    let (world, changes) = book.build_world(&snapshot(NODE_AND_SECRET), t1, uids());
+    assert!(changes.is_empty(), "nothing changed, nothing to persist");
+    let second = plan(&world, &first.statuses, t1);
+    assert_eq!(first.statuses, second.statuses, "transition times are kept");
+}
+
+#[test]
+fn generation_increments_only_when_spec_changes() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let mut book = GenerationBook::default();
+    let (world, changes) = book.build_world(&snapshot(NODE_AND_SECRET), t, uids());
+    assert_eq!(changes.upserts.len(), 2);
+    let node = |w: &crate::world::World| {
+        w.of_kind(Kind::VeilNode).next().unwrap().1.object.meta().generation
+    };
+    assert_eq!(node(&world), Some(1));
+
+    let relabelled = NODE_AND_SECRET.replace("  name: edge-1\n", "  name: edge-1\n  labels:\n    zone: a\n");
+    let (world, changes) = book.build_world(&snapshot(&relabelled), t, uids());
+    assert!(changes.is_empty(), "labels are metadata, not spec");
+    assert_eq!(node(&world), Some(1));
+
+    let cordoned = NODE_AND_SECRET.replace("cordoned: false", "cordoned: true");
+    let (world, changes) = book.build_world(&snapshot(&cordoned), t, uids());
+    assert_eq!(changes.upserts.len(), 1);
+    assert_eq!(node(&world), Some(2));
+    let plan = plan(&world, &Statuses::new(), t);
+    let status: &Arc<serde_json::Value> = plan.statuses.values().next().unwrap();
+    assert_eq!(status["observedGeneration"], 2);
+}
+
+#[test]
+fn removed_objects_are_deleted_from_the_book() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let mut book = GenerationBook::default();
+    book.build_world(&snapshot(NODE_AND_SECRET), t, uids());
+    let (world, changes) = book.build_world(&SourceSnapshot::default(), t, uids());
+    assert!(world.objects.is_empty());
+    assert_eq!(changes.deletes.len(), 2);
+}

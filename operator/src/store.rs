@@ -1,0 +1,113 @@
+//! The state store: everything Veil persists that neither the YAML directory
+//! nor Kubernetes should hold (design §7).
+//!
+//! It owns the database — SQLite (a file under the data dir, the default) or
+//! PostgreSQL (`--database-url postgres://…`) — its schema and migrations,
+//! and every statement run against it. Both backends behave identically:
+//! the same tables and constraints, the same ordering (bytewise), the same
+//! timestamp precision (microseconds), the same transaction boundaries.
+//!
+//! It never stores a secret in clear: tokens are kept as SHA-256 hashes
+//! computed by the caller, and the database password never appears in
+//! errors, logs or `Debug` output.
+//!
+//! What lives here:
+//! - [`objects`](Store::object_records): dir-mode generation bookkeeping;
+//! - [`statuses`](Store::statuses) and [`load errors`](Store::load_errors) of dir mode;
+//! - admin and node [`tokens`](Store::node_tokens) (hashes);
+//! - exactly-once [`traffic`](Store::apply_traffic_delta) accounting;
+//! - task-run [`logs`](Store::append_log) and stable [`generated values`](Store::generated_value).
+
+use sqlx::{PgPool, SqlitePool};
+use std::fmt;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$store`.
+///
+/// The body is compiled once per backend, so the same runtime query code
+/// (`sqlx::query`, `QueryBuilder`, …) serves both. Hand-written SQL uses
+/// `$1`-style placeholders, which SQLite and PostgreSQL both understand.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+// Declared after `with_pool!` so its textual scope covers them.
+mod batch;
+mod error;
+mod generated;
+mod load_errors;
+mod objects;
+mod pool;
+mod records;
+mod run_logs;
+mod statuses;
+mod target;
+mod tokens;
+mod traffic;
+
+pub use error::StoreError;
+pub use records::{
+    LoadErrorRecord, NodeTokenRecord, ObjectRecord, ObjectRef, TrafficDelta, TrafficTotal,
+};
+pub use target::{Backend, StoreTarget};
+
+/// Handle on the state store. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// The connection pool of whichever backend the store was opened on.
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `target` and applies pending
+    /// migrations.
+    ///
+    /// For SQLite the parent directory of the file is created; the file is
+    /// opened in WAL mode with foreign keys on and a busy timeout, so several
+    /// connections (and processes) can share it. For PostgreSQL the database
+    /// must exist; migrations take an advisory lock, so replicas starting
+    /// together do not race. An unreachable server is retried for up to
+    /// 30 seconds (it may still be starting) before `open` fails.
+    ///
+    /// # Errors
+    /// [`StoreError::CreateDir`], [`StoreError::Connect`] or
+    /// [`StoreError::Migrate`]; none of them contains the database password.
+    pub async fn open(target: &StoreTarget) -> Result<Store, StoreError> {
+        let pool = pool::connect(target).await?;
+        Ok(Store { pool })
+    }
+
+    /// Which backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Checks that the database answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+            .map_err(StoreError::query("ping the database"))
+    }
+}
+
+impl fmt::Debug for Store {
+    /// Shows the backend only: the pools' own `Debug` would print the
+    /// connection options, password included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}

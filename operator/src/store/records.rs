@@ -1,0 +1,115 @@
+//! The rows the store reads and writes, as plain data.
+//!
+//! Kinds are stored as strings: the store persists what it is given and
+//! never interprets it. They serialise (camelCase) for the APIs that show them.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Digits of sub-second precision the store keeps: PostgreSQL's
+/// `timestamptz` holds microseconds, so SQLite is given the same.
+const STORED_SUBSEC_DIGITS: u16 = 6;
+
+/// `time` as the store will return it, on either backend.
+pub(super) fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(STORED_SUBSEC_DIGITS)
+}
+
+/// Identity of a stored object: kind, namespace (empty for cluster-scoped
+/// kinds) and name.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::FromRow, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Builds a reference; pass `""` as `namespace` for cluster-scoped kinds.
+    pub fn new(kind: &str, namespace: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    /// `VlessKey default/alice`, or `VeilNode edge-1` for cluster-scoped kinds.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// Generation bookkeeping of an object seen in dir mode: the values
+/// Kubernetes would keep in `metadata`, kept stable across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord {
+    #[sqlx(flatten)]
+    pub key: ObjectRef,
+    pub uid: String,
+    /// Incremented by the caller each time `spec_hash` changes; never negative.
+    pub generation: i64,
+    /// Hash of the spec the generation was assigned for.
+    pub spec_hash: String,
+    /// Stored with microsecond precision (sub-microsecond digits are dropped).
+    pub created_at: DateTime<Utc>,
+}
+
+/// One error found while loading the source (dir mode), with where it is.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadErrorRecord {
+    pub file: String,
+    pub line: Option<i64>,
+    #[sqlx(rename = "column_number")]
+    pub column: Option<i64>,
+    /// The object, when the error is about one (`VlessKey default/alice`).
+    pub object: Option<String>,
+    /// The field path inside the object (`spec.port`).
+    pub path: Option<String>,
+    pub message: String,
+}
+
+/// A node token as listed: its id and node, never its hash.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTokenRecord {
+    pub id: String,
+    pub node: String,
+    pub created_at: DateTime<Utc>,
+    /// Set once the token is revoked; a revoked token authenticates nothing.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Bytes to add to the counters of one user on one server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficDelta {
+    pub server: String,
+    pub email: String,
+    /// Bytes, never negative.
+    pub uplink: i64,
+    /// Bytes, never negative.
+    pub downlink: i64,
+}
+
+/// Accumulated traffic of one user on one server, in bytes.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficTotal {
+    pub server: String,
+    pub email: String,
+    pub uplink: i64,
+    pub downlink: i64,
+}

@@ -1,0 +1,172 @@
+//! The desired world: every object the source currently holds, with the
+//! bookkeeping Kubernetes would do for it (uid, generation, creation time).
+//!
+//! This module never performs I/O. In dir mode the [`GenerationBook`] plays
+//! the API server's part: `metadata.generation` starts at 1 and increments
+//! only when an object's spec changes; it is persisted through the store by
+//! the caller.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sha2::{Digest, Sha256};
+use veil_crds::kind::Kind;
+use veil_crds::object::{Object, ObjectKey};
+
+use crate::source::{SourceError, SourceSnapshot, SourcedObject};
+use crate::store::{ObjectRecord, ObjectRef};
+
+/// One desired object with its metadata filled in.
+#[derive(Clone, Debug)]
+pub struct WorldObject {
+    pub object: Object,
+    /// Where the object came from (`file:line` in dir mode).
+    pub origin: Option<String>,
+}
+
+/// Desired state: objects by key plus the source's current errors.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub objects: BTreeMap<ObjectKey, WorldObject>,
+    pub source_errors: Vec<SourceError>,
+}
+
+impl World {
+    /// Objects of one kind, in key order.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = (&ObjectKey, &WorldObject)> {
+        self.objects.iter().filter(move |(key, _)| key.kind == kind)
+    }
+}
+
+/// Dir-mode generation bookkeeping, mirrored in the store's object records.
+#[derive(Clone, Debug, Default)]
+pub struct GenerationBook {
+    records: HashMap<ObjectKey, ObjectRecord>,
+}
+
+/// What the book changed in one step; the caller persists it.
+#[derive(Clone, Debug, Default)]
+pub struct BookChanges {
+    pub upserts: Vec<ObjectRecord>,
+    pub deletes: Vec<ObjectRef>,
+}
+
+impl BookChanges {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+impl GenerationBook {
+    /// A book holding the given records (from the store); records of kinds
+    /// this build does not know are dropped.
+    pub fn from_records(records: Vec<ObjectRecord>) -> GenerationBook {
+        let records = records
+            .into_iter()
+            .filter_map(|record| Some((object_key(&record.key)?, record)))
+            .collect();
+        GenerationBook { records }
+    }
+
+    /// Builds the world from a snapshot, assigning uid, generation and
+    /// creation time the way an API server would.
+    ///
+    /// `new_uid` is called once per object seen for the first time.
+    pub fn build_world(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        now: DateTime<Utc>,
+        mut new_uid: impl FnMut() -> String,
+    ) -> (World, BookChanges) {
+        let mut changes = BookChanges::default();
+        let mut objects = BTreeMap::new();
+        for (key, sourced) in &snapshot.objects {
+            let hash = spec_hash(&sourced.object);
+            let record = match self.records.get_mut(key) {
+                Some(record) if record.spec_hash == hash => record.clone(),
+                Some(record) => {
+                    record.generation += 1;
+                    record.spec_hash = hash;
+                    changes.upserts.push(record.clone());
+                    record.clone()
+                }
+                None => {
+                    let record = ObjectRecord {
+                        key: object_ref(key),
+                        uid: new_uid(),
+                        generation: 1,
+                        spec_hash: hash,
+                        created_at: now,
+                    };
+                    changes.upserts.push(record.clone());
+                    self.records.insert(key.clone(), record.clone());
+                    record
+                }
+            };
+            objects.insert(key.clone(), world_object(sourced, &record));
+        }
+        let gone: Vec<ObjectKey> = self
+            .records
+            .keys()
+            .filter(|key| !snapshot.objects.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.records.remove(&key);
+            changes.deletes.push(object_ref(&key));
+        }
+        let world = World {
+            objects,
+            source_errors: snapshot.errors.clone(),
+        };
+        (world, changes)
+    }
+}
+
+fn world_object(sourced: &SourcedObject, record: &ObjectRecord) -> WorldObject {
+    let mut object = sourced.object.clone();
+    let meta = object.meta_mut();
+    meta.uid = Some(record.uid.clone());
+    meta.generation = Some(record.generation);
+    // k8s-openapi's `Time` wraps a jiff timestamp; RFC 3339 is the lossless bridge.
+    meta.creation_timestamp = timestamp(record.created_at).parse().ok().map(Time);
+    meta.resource_version = None;
+    WorldObject {
+        object,
+        origin: Some(format!(
+            "{}:{}",
+            sourced.origin.file.display(),
+            sourced.origin.line
+        )),
+    }
+}
+
+/// SHA-256 over the canonical JSON of what generation tracks (`spec`, or a
+/// Secret's data). serde_json's map is ordered, so equal specs hash equally.
+pub fn spec_hash(object: &Object) -> String {
+    let bytes = serde_json::to_vec(&object.spec_value()).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// The store's string form of a key.
+pub fn object_ref(key: &ObjectKey) -> ObjectRef {
+    ObjectRef {
+        kind: key.kind.as_str().to_owned(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+/// The typed key of a stored reference; `None` for kinds this build does not know.
+pub fn object_key(reference: &ObjectRef) -> Option<ObjectKey> {
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == reference.kind)?;
+    Some(ObjectKey::new(kind, &reference.namespace, &reference.name))
+}
+
+/// RFC 3339 with seconds, as Kubernetes writes timestamps.
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

@@ -1,0 +1,4 @@
+//! Helpers for Veil's end-to-end tests.
+pub mod process;
+
+pub mod postgres;

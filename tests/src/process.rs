@@ -1,0 +1,256 @@
+//! Real `veil-operator` processes for end-to-end tests.
+//!
+//! Binaries come from the cargo target dir the tests were built into (`make
+//! test` builds them first); `VEIL_OPERATOR_BIN` overrides the path. Every
+//! process is killed when its handle drops, and its log is kept in the
+//! handle's temp dir so a failing test can print it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of a workspace binary (`veil-operator`, `veil-agent`, `veil-bench`).
+///
+/// Looks next to the running test executable (`target/<profile>/deps/..`),
+/// so tests built with `--release` use release binaries.
+pub fn binary(name: &str) -> PathBuf {
+    let env = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    let mut dir = exe.parent().expect("executable dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the workspace binaries first (`make build` or `cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running `veil-operator run --source dir:…` with its own data dir.
+pub struct Operator {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    http: reqwest::Client,
+}
+
+/// How to start an operator.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorOptions {
+    /// Reuse this data dir (to test restarts); a fresh temp dir when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url` (PostgreSQL).
+    pub database_url: Option<String>,
+    /// Extra arguments after `run`.
+    pub extra_args: Vec<String>,
+}
+
+impl Operator {
+    /// Starts an operator on `source_dir` and waits until `/readyz` answers 200.
+    pub async fn start(source_dir: &Path) -> Operator {
+        Operator::start_with(source_dir, OperatorOptions::default()).await
+    }
+
+    /// Starts an operator with options and waits until it is ready.
+    pub async fn start_with(source_dir: &Path, options: OperatorOptions) -> Operator {
+        let (tmp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = tempfile::tempdir().expect("temp dir");
+                let dir = tmp.path().join("data");
+                (Some(tmp), dir)
+            }
+        };
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let port = free_port();
+        let log_path = data_dir.join(format!("operator-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(binary("veil-operator"));
+        command
+            .arg("run")
+            .arg("--source")
+            .arg(format!("dir:{}", source_dir.display()))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&options.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        if let Some(url) = &options.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let child = command.spawn().expect("spawn veil-operator");
+        let mut operator = Operator {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            log_path,
+            _tmp: tmp,
+            http: reqwest::Client::new(),
+        };
+        operator.wait_ready(Duration::from_secs(30)).await;
+        operator
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("veil-operator exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(response) = self.http.get(format!("{}/readyz", self.url)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "veil-operator not ready within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// What the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The admin token the operator wrote into its data dir.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .expect("admin.token in the data dir")
+            .trim()
+            .to_owned()
+    }
+
+    /// `GET path` with the admin token; returns status and JSON body.
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .expect("operator reachable");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Objects of `kind` in every namespace, with status.
+    pub async fn objects(&self, kind: &str) -> Vec<Value> {
+        let (status, body) = self.api(&format!("/v1/objects/{kind}")).await;
+        assert_eq!(status, 200, "list {kind}: {body}");
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One object by name (any namespace), if present.
+    pub async fn object(&self, kind: &str, name: &str) -> Option<Value> {
+        self.objects(kind)
+            .await
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+    }
+
+    /// The source's load errors.
+    pub async fn errors(&self) -> Vec<Value> {
+        let (status, body) = self.api("/v1/errors").await;
+        assert_eq!(status, 200, "errors: {body}");
+        body["errors"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls `check` every 10 ms until it returns `Some`, or panics after `timeout` with the log.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}\noperator log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Runs the `veil-operator` CLI against this operator (`get …` etc.).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("veil-operator"))
+            .args(args)
+            .env("VEIL_SERVER", &self.url)
+            .env("VEIL_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .output()
+            .expect("run veil-operator CLI")
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM (graceful stop) and waits up to 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
