@@ -41,9 +41,9 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub use error::SupervisorError;
-pub use output::{OutputLimits, OutputLine, Stream};
+pub use output::{OutputLimits, OutputLine, Stream, TRUNCATION_MARKER};
 pub use restart::{LastExit, RestartOn, RestartPolicy, State, Supervised};
-pub use spec::ProcessSpec;
+pub use spec::{DEFAULT_KILL_GRACE, ProcessSpec};
 pub use temp::{TempDir, TempFile};
 
 /// How a run ended.

@@ -52,7 +52,11 @@ pub fn hash_token(token: &str) -> String {
 
 /// Compares two hashes in constant time.
 pub fn hashes_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Makes sure an admin token exists; with `rotate`, replaces it. Returns

@@ -54,6 +54,18 @@ impl Controller {
             .filter_map(|(reference, status)| Some((object_key(&reference)?, Arc::new(status))))
             .collect();
         let errors = store.load_errors().await?;
+        let source_label = SourceLabel {
+            source: "dir".into(),
+        };
+        // Series that must exist from the start, so dashboards and alerts see 0, not "no data".
+        metrics
+            .source_errors_total
+            .get_or_create(&source_label)
+            .inc_by(0);
+        metrics
+            .reconcile_errors_total
+            .get_or_create(&KindLabel { kind: "all".into() })
+            .inc_by(0);
         Ok(Controller {
             store,
             book,
@@ -61,14 +73,18 @@ impl Controller {
             errors,
             view,
             metrics,
-            source_label: SourceLabel {
-                source: "dir".into(),
-            },
+            source_label,
         })
     }
 
     /// Reconciles snapshots until the channel closes.
+    ///
+    /// Nothing is reconciled before the source's first load (version > 0):
+    /// an empty placeholder snapshot must never prune what the store holds.
     pub async fn run(mut self, mut snapshots: watch::Receiver<Arc<SourceSnapshot>>) {
+        if snapshots.wait_for(|s| s.version > 0).await.is_err() {
+            return;
+        }
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             self.metrics.queue_depth.set(0);
@@ -117,7 +133,9 @@ impl Controller {
         let changes = status_changes(&self.statuses, &plan.statuses);
         if !changes.is_empty() {
             self.store.write_statuses(&changes).await?;
-            self.metrics.status_writes_total.inc_by(changes.len() as u64);
+            self.metrics
+                .status_writes_total
+                .inc_by(changes.len() as u64);
         }
         self.statuses = plan.statuses;
 
@@ -161,7 +179,7 @@ impl Controller {
                 .get(key)
                 .and_then(|s| s.get("phase"))
                 .and_then(Value::as_str)
-                .unwrap_or("")
+                .unwrap_or("Unknown")
                 .to_owned();
             *counts.entry((key.kind, phase)).or_default() += 1;
         }
@@ -192,10 +210,7 @@ impl Controller {
 }
 
 /// The store writes that turn `old` into `new`: changed or new statuses, and deletions.
-fn status_changes(
-    old: &Statuses,
-    new: &Statuses,
-) -> Vec<(crate::store::ObjectRef, Option<Value>)> {
+fn status_changes(old: &Statuses, new: &Statuses) -> Vec<(crate::store::ObjectRef, Option<Value>)> {
     let mut changes = Vec::new();
     for (key, status) in new {
         if old.get(key) != Some(status) {

@@ -2,7 +2,6 @@
 //! existing dashboards carry over. Base units, counters end in `_total`, no
 //! per-object labels.
 
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

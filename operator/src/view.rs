@@ -41,7 +41,9 @@ impl View {
         self.world
             .of_kind(query.kind)
             .filter(|(key, _)| {
-                query.namespace.is_none_or(|ns| key.namespace == ns || !query.kind.namespaced())
+                query
+                    .namespace
+                    .is_none_or(|ns| key.namespace == ns || !query.kind.namespaced())
                     && query.name.is_none_or(|name| key.name == name)
             })
             .map(|(key, object)| self.render(key, object))
@@ -57,7 +59,13 @@ impl View {
                     .take()
                     .into_iter()
                     .flat_map(BTreeMap::into_keys)
-                    .chain(redacted.string_data.take().into_iter().flat_map(BTreeMap::into_keys));
+                    .chain(
+                        redacted
+                            .string_data
+                            .take()
+                            .into_iter()
+                            .flat_map(BTreeMap::into_keys),
+                    );
                 let data: BTreeMap<String, ByteString> =
                     keys.map(|k| (k, ByteString(Vec::new()))).collect();
                 redacted.data = (!data.is_empty()).then_some(data);

@@ -1,5 +1,6 @@
 //! The watched-directory source end to end, against a real `veil-operator`
 //! process: add, change, break, fix, delete, symlink swap, directory removed.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,7 +34,13 @@ fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == type_)
 }
 
-async fn wait_object(op: &Operator, kind: &str, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_object(
+    op: &Operator,
+    kind: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     op.eventually(what, WAIT, || async {
         op.object(kind, name).await.filter(|o| check(o))
     })
@@ -67,7 +74,10 @@ async fn objects_are_added_changed_kept_while_broken_fixed_and_pruned() {
     assert_eq!(object["spec"]["cordoned"], true);
 
     // Broken: an error with file, line and column; the last good version stays.
-    write(&file, &format!("{}  unknownField: 1\n", node("edge-1", false)));
+    write(
+        &file,
+        &format!("{}  unknownField: 1\n", node("edge-1", false)),
+    );
     let errors = op
         .eventually("a load error", WAIT, || async {
             let errors = op.errors().await;
@@ -78,15 +88,24 @@ async fn objects_are_added_changed_kept_while_broken_fixed_and_pruned() {
     assert_eq!(error["file"], "nodes.yaml", "{error}");
     assert_eq!(error["line"], 7, "{error}");
     assert!(error["column"].as_i64().unwrap_or(0) > 0, "{error}");
-    assert!(error["message"].as_str().unwrap().contains("unknownField"), "{error}");
-    let kept = op.object("veilnodes", "edge-1").await.expect("kept while broken");
-    assert_eq!(kept["spec"]["cordoned"], true, "last good version stays in effect");
+    assert!(
+        error["message"].as_str().unwrap().contains("unknownField"),
+        "{error}"
+    );
+    let kept = op
+        .object("veilnodes", "edge-1")
+        .await
+        .expect("kept while broken");
+    assert_eq!(
+        kept["spec"]["cordoned"], true,
+        "last good version stays in effect"
+    );
     assert_eq!(generation(&kept), 2);
 
     // Fixed: error cleared, new spec applied.
     write(&file, &node("edge-1", false));
     wait_object(&op, "veilnodes", "edge-1", "fixed spec", |o| {
-        o["spec"]["cordoned"] == false && o["status"]["observedGeneration"] == 3
+        o["spec"]["cordoned"] != true && o["status"]["observedGeneration"] == 3
     })
     .await;
     op.eventually("errors cleared", WAIT, || async {
@@ -95,11 +114,17 @@ async fn objects_are_added_changed_kept_while_broken_fixed_and_pruned() {
     .await;
 
     // An object removed from a multi-document file is pruned; its neighbour stays.
-    write(&file, &format!("{}---\n{}", node("edge-1", false), node("edge-2", false)));
+    write(
+        &file,
+        &format!("{}---\n{}", node("edge-1", false), node("edge-2", false)),
+    );
     wait_object(&op, "veilnodes", "edge-2", "edge-2", |_| true).await;
     write(&file, &node("edge-2", false));
     op.eventually("edge-1 pruned", WAIT, || async {
-        op.object("veilnodes", "edge-1").await.is_none().then_some(())
+        op.object("veilnodes", "edge-1")
+            .await
+            .is_none()
+            .then_some(())
     })
     .await;
     assert!(op.object("veilnodes", "edge-2").await.is_some());
@@ -130,11 +155,16 @@ async fn directory_removed_prunes_nothing_and_recovers() {
         })
         .await;
     assert!(
-        errors.iter().any(|e| e["message"].as_str().unwrap_or("").contains("pruned")),
+        errors
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("pruned")),
         "the error says nothing is pruned: {errors:?}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(op.object("veilnodes", "keep-me").await.is_some(), "nothing pruned");
+    assert!(
+        op.object("veilnodes", "keep-me").await.is_some(),
+        "nothing pruned"
+    );
 
     std::fs::rename(&moved, &dir).unwrap();
     write(&dir.join("b.yaml"), &node("new-one", false));
@@ -158,7 +188,10 @@ async fn kubernetes_style_symlink_swap_applies_the_new_version_atomically() {
     symlink("..2026_11_23_a", root.join("..data")).unwrap();
     symlink("..data/nodes.yaml", root.join("nodes.yaml")).unwrap();
     let op = Operator::start(root).await;
-    wait_object(&op, "veilnodes", "swapped", "v1", |o| o["spec"]["cordoned"] == false).await;
+    wait_object(&op, "veilnodes", "swapped", "v1", |o| {
+        o["spec"]["cordoned"] != true
+    })
+    .await;
 
     let v2 = root.join("..2026_11_23_b");
     std::fs::create_dir(&v2).unwrap();
@@ -167,7 +200,10 @@ async fn kubernetes_style_symlink_swap_applies_the_new_version_atomically() {
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
 
-    let object = wait_object(&op, "veilnodes", "swapped", "v2", |o| o["spec"]["cordoned"] == true).await;
+    let object = wait_object(&op, "veilnodes", "swapped", "v2", |o| {
+        o["spec"]["cordoned"] == true
+    })
+    .await;
     assert_eq!(generation(&object), 2);
     assert!(op.errors().await.is_empty(), "a swap is not an error");
 }
@@ -198,7 +234,11 @@ async fn generations_and_admin_token_survive_a_restart() {
         o["status"]["observedGeneration"] == 2
     })
     .await;
-    assert_eq!(generation(&after), 2, "an unchanged spec keeps its generation");
+    assert_eq!(
+        generation(&after),
+        2,
+        "an unchanged spec keeps its generation"
+    );
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     assert_eq!(
         after["metadata"]["creationTimestamp"],
@@ -214,9 +254,15 @@ async fn generations_and_admin_token_survive_a_restart() {
 #[tokio::test]
 async fn api_requires_the_admin_token_but_probes_and_metrics_are_open() {
     let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("n.yaml"), &node("metered", false));
     let op = Operator::start(dir.path()).await;
+    wait_object(&op, "veilnodes", "metered", "metered", |_| true).await;
     let http = reqwest::Client::new();
-    let no_token = http.get(format!("{}/v1/objects/veilnodes", op.url)).send().await.unwrap();
+    let no_token = http
+        .get(format!("{}/v1/objects/veilnodes", op.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_token.status(), 401);
     let wrong = http
         .get(format!("{}/v1/objects/veilnodes", op.url))
@@ -229,11 +275,29 @@ async fn api_requires_the_admin_token_but_probes_and_metrics_are_open() {
         let response = http.get(format!("{}{path}", op.url)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
-    let metrics = http.get(format!("{}/metrics", op.url)).send().await.unwrap().text().await.unwrap();
-    for name in ["veil_reconcile_total", "veil_objects", "veil_source_errors_total", "veil_reconcile_duration_seconds"] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    let metrics = http
+        .get(format!("{}/metrics", op.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "veil_reconcile_total",
+        "veil_objects",
+        "veil_source_errors_total",
+        "veil_reconcile_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
-    assert!(!op.log().contains(&op.token()), "the admin token is never logged");
+    assert!(
+        !op.log().contains(&op.token()),
+        "the admin token is never logged"
+    );
 }
 
 #[tokio::test]
@@ -241,19 +305,36 @@ async fn cli_get_prints_printer_columns_and_accepts_short_names() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("n.yaml"), &node("edge-7", false));
     let op = Operator::start(dir.path()).await;
-    wait_object(&op, "veilnodes", "edge-7", "edge-7", |o| !o["status"].is_null()).await;
+    wait_object(&op, "veilnodes", "edge-7", "edge-7", |o| {
+        !o["status"].is_null()
+    })
+    .await;
 
     for name in ["veilnodes", "veilnode", "vn", "VeilNode"] {
         let out = op.cli(&["get", name]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "get {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "get {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut lines = stdout.lines();
         let header = lines.next().unwrap_or_default();
         assert!(header.starts_with("NAME"), "{stdout}");
-        for column in veil_crds::kind::Kind::VeilNode.printer_columns().iter().filter(|c| c.priority == 0) {
-            assert!(header.contains(&column.name.to_ascii_uppercase()), "{column:?} in {header}");
+        for column in veil_crds::kind::Kind::VeilNode
+            .printer_columns()
+            .iter()
+            .filter(|c| c.priority == 0)
+        {
+            assert!(
+                header.contains(&column.name.to_ascii_uppercase()),
+                "{column:?} in {header}"
+            );
         }
-        assert!(lines.next().unwrap_or_default().starts_with("edge-7"), "{stdout}");
+        assert!(
+            lines.next().unwrap_or_default().starts_with("edge-7"),
+            "{stdout}"
+        );
     }
 
     let out = op.cli(&["get", "vn", "edge-7", "-o", "json"]);
@@ -280,7 +361,9 @@ async fn secret_values_never_leave_the_operator() {
     );
     let op = Operator::start(dir.path()).await;
     let secret = op
-        .eventually("the secret", WAIT, || async { op.object("secrets", "psk").await })
+        .eventually("the secret", WAIT, || async {
+            op.object("secrets", "psk").await
+        })
         .await;
     assert!(!secret.to_string().contains("hunter2"), "{secret}");
     let out = op.cli(&["get", "secrets", "psk", "-o", "yaml"]);
@@ -295,7 +378,10 @@ fn validate_lists_every_error_with_file_and_line_and_fails() {
     std::fs::write(dir.path().join("good.yaml"), node("fine", false)).unwrap();
     std::fs::write(
         dir.path().join("bad.yaml"),
-        format!("{}  typo: 1\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n", node("broken", false)),
+        format!(
+            "{}  typo: 1\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            node("broken", false)
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(veil_e2e::process::binary("veil-operator"))
@@ -305,8 +391,14 @@ fn validate_lists_every_error_with_file_and_line_and_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("bad.yaml:7:"), "unknown field located: {stdout}");
-    assert!(stdout.contains("ConfigMap"), "unsupported kind reported: {stdout}");
+    assert!(
+        stdout.contains("bad.yaml:7:"),
+        "unknown field located: {stdout}"
+    );
+    assert!(
+        stdout.contains("ConfigMap"),
+        "unsupported kind reported: {stdout}"
+    );
 
     std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
     let out = std::process::Command::new(veil_e2e::process::binary("veil-operator"))
@@ -314,5 +406,9 @@ fn validate_lists_every_error_with_file_and_line_and_fails() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -213,7 +213,10 @@ impl RunningChild {
                 .await
                 .is_err()
             {
-                tracing::warn!(pid = self.pid, "output pipe still open after the process group exited; a process escaped the group");
+                tracing::warn!(
+                    pid = self.pid,
+                    "output pipe still open after the process group exited; a process escaped the group"
+                );
                 reader.abort();
             }
         }

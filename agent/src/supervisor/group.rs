@@ -24,7 +24,6 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// SIGKILL, so an abandoned run never leaves processes behind.
 #[derive(Debug)]
 pub(crate) struct ProcessGroup {
-    #[cfg_attr(not(unix), allow(dead_code))]
     pgid: u32,
     armed: bool,
 }
@@ -178,7 +177,10 @@ mod unix {
 
     fn valid(pgid: u32) -> Option<Pid> {
         // 0 would mean our own group and 1 init's; neither is ever a child's.
-        i32::try_from(pgid).ok().filter(|&id| id > 1).map(Pid::from_raw)
+        i32::try_from(pgid)
+            .ok()
+            .filter(|&id| id > 1)
+            .map(Pid::from_raw)
     }
 
     /// Scans `/proc` for a non-zombie process in group `pgid`; `None` when

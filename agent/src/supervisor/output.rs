@@ -224,13 +224,19 @@ mod tests {
     async fn lines_are_split_and_a_final_partial_line_is_kept() {
         let lines = read(b"a\r\nbb\n\nccc", OutputLimits::default()).await;
         assert_eq!(texts(&lines), ["a", "bb", "", "ccc"]);
-        assert_eq!(lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
     }
 
     #[tokio::test]
     async fn long_line_is_cut_with_marker_and_its_rest_discarded() {
         let lines = read(b"0123456789\nok\n", limits(10, 1000, 4)).await;
-        assert_eq!(texts(&lines), [format!("0123{TRUNCATION_MARKER}").as_str(), "ok"]);
+        assert_eq!(
+            texts(&lines),
+            [format!("0123{TRUNCATION_MARKER}").as_str(), "ok"]
+        );
         assert!(lines[0].truncated);
         assert!(!lines[1].truncated);
     }

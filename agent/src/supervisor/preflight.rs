@@ -72,10 +72,12 @@ fn resolve_program(spec: &ProcessSpec) -> Result<PathBuf, SupervisorError> {
             }
         }
     }
-    Err(found_unexecutable.unwrap_or_else(|| SupervisorError::BinaryNotFound {
-        program: name,
-        searched: searched_description(&search),
-    }))
+    Err(
+        found_unexecutable.unwrap_or_else(|| SupervisorError::BinaryNotFound {
+            program: name,
+            searched: searched_description(&search),
+        }),
+    )
 }
 
 fn searched_description(search: &OsStr) -> String {
@@ -109,7 +111,10 @@ fn check_executable(path: PathBuf) -> Result<PathBuf, SupervisorError> {
         if mode & 0o111 == 0 {
             return Err(SupervisorError::NotExecutable {
                 path,
-                reason: format!("mode is {:04o}; add an execute bit (chmod +x)", mode & 0o7777),
+                reason: format!(
+                    "mode is {:04o}; add an execute bit (chmod +x)",
+                    mode & 0o7777
+                ),
             });
         }
     }

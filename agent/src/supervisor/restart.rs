@@ -260,8 +260,7 @@ async fn supervise(
                     }
                 };
                 let last_exit = Some(LastExit::Exited(exit));
-                if exit == Exit::Cancelled
-                    || (policy.on == RestartOn::OnFailure && exit.success())
+                if exit == Exit::Cancelled || (policy.on == RestartOn::OnFailure && exit.success())
                 {
                     shared.state.send_replace(State::Stopped { last_exit });
                     return;
@@ -292,7 +291,11 @@ async fn supervise(
             return;
         }
         let delay = delays.next().unwrap_or(policy.max_delay);
-        tracing::info!(?last_exit, ?delay, "restarting supervised process after delay");
+        tracing::info!(
+            ?last_exit,
+            ?delay,
+            "restarting supervised process after delay"
+        );
         shared.state.send_replace(State::Backoff {
             until: SystemTime::now() + delay,
             last_exit: last_exit.clone(),

@@ -81,8 +81,15 @@ impl TempDir {
     ///
     /// [`SupervisorError::Temp`] if the directory cannot be created.
     pub fn new_in(dir: &Path) -> Result<Self, SupervisorError> {
-        let inner = tempfile::Builder::new()
-            .prefix(PREFIX)
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(PREFIX);
+        // tempfile leaves directory modes to the umask; configs inside are keys.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o700));
+        }
+        let inner = builder
             .tempdir_in(dir)
             .map_err(|source| SupervisorError::Temp {
                 dir: dir.to_path_buf(),

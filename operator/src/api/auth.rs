@@ -9,7 +9,11 @@ use super::ApiState;
 use crate::admin::{hash_token, hashes_equal};
 
 /// Rejects requests without the admin token with 401 and a hint.
-pub async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+pub async fn require_admin(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -13,7 +13,10 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let loaded = state.view.borrow().loaded;
     if !loaded {
-        return (StatusCode::SERVICE_UNAVAILABLE, "source not loaded yet\n".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "source not loaded yet\n".to_owned(),
+        );
     }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),

@@ -7,8 +7,8 @@ use clap::ValueEnum;
 use serde_json::Value;
 use veil_crds::kind::Kind;
 
-use super::table;
 use super::DEFAULT_DATA_DIR;
+use super::table;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,7 +27,12 @@ pub struct GetArgs {
     /// Only the object with this name.
     pub name: Option<String>,
     /// Namespace to list (namespaced kinds).
-    #[arg(short, long, default_value = "default", conflicts_with = "all_namespaces")]
+    #[arg(
+        short,
+        long,
+        default_value = "default",
+        conflicts_with = "all_namespaces"
+    )]
     pub namespace: String,
     /// List objects of every namespace.
     #[arg(short = 'A', long)]
@@ -60,7 +65,9 @@ pub enum GetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot reach the operator at {server}: {source} (is `veil-operator run` up? see --server)")]
+    #[error(
+        "cannot reach the operator at {server}: {source} (is `veil-operator run` up? see --server)"
+    )]
     Connect {
         server: String,
         #[source]
@@ -101,11 +108,19 @@ pub async fn get(args: GetArgs) -> Result<(), GetError> {
     let single = args.name.is_some();
     match args.output {
         Some(Output::Json) => {
-            let doc = if single { items[0].clone() } else { list_doc(items) };
+            let doc = if single {
+                items[0].clone()
+            } else {
+                list_doc(items)
+            };
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         Some(Output::Yaml) => {
-            let doc = if single { items[0].clone() } else { list_doc(items) };
+            let doc = if single {
+                items[0].clone()
+            } else {
+                list_doc(items)
+            };
             print!("{}", serde_yaml_ng::to_string(&doc).unwrap_or_default());
         }
         Some(Output::Wide) | None => {
@@ -134,7 +149,11 @@ async fn fetch(args: &GetArgs, kind: Kind, token: &str) -> Result<Vec<Value>, Ge
     } else {
         format!("http://{}", args.server)
     };
-    let url = format!("{}/v1/objects/{}", base.trim_end_matches('/'), kind.plural());
+    let url = format!(
+        "{}/v1/objects/{}",
+        base.trim_end_matches('/'),
+        kind.plural()
+    );
     let mut query: Vec<(&str, &str)> = Vec::new();
     if !args.all_namespaces && kind.namespaced() {
         query.push(("namespace", &args.namespace));
@@ -172,4 +191,3 @@ async fn fetch(args: &GetArgs, kind: Kind, token: &str) -> Result<Vec<Value>, Ge
         .cloned()
         .unwrap_or_default())
 }
-

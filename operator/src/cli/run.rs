@@ -32,9 +32,9 @@ impl FromStr for SourceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
-            Some(("kube", _)) | None if s == "kube" || s.starts_with("kube:") => Err(
-                "`--source kube` is not available in this build yet; use `dir:PATH`".to_owned(),
-            ),
+            Some(("kube", _)) | None if s == "kube" || s.starts_with("kube:") => {
+                Err("`--source kube` is not available in this build yet; use `dir:PATH`".to_owned())
+            }
             _ => Err(format!(
                 "unknown source `{s}`: write `dir:PATH` (a directory of YAML files)"
             )),

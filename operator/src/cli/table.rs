@@ -90,9 +90,6 @@ mod tests {
             vec!["NAME".to_owned(), "READY".to_owned()],
             vec!["a-long-name".to_owned(), "True".to_owned()],
         ];
-        assert_eq!(
-            align(&rows),
-            "NAME          READY\na-long-name   True\n"
-        );
+        assert_eq!(align(&rows), "NAME          READY\na-long-name   True\n");
     }
 }

@@ -98,11 +98,20 @@ fn generation_increments_only_when_spec_changes() {
     let (world, changes) = book.build_world(&snapshot(NODE_AND_SECRET), t, uids());
     assert_eq!(changes.upserts.len(), 2);
     let node = |w: &crate::world::World| {
-        w.of_kind(Kind::VeilNode).next().unwrap().1.object.meta().generation
+        w.of_kind(Kind::VeilNode)
+            .next()
+            .unwrap()
+            .1
+            .object
+            .meta()
+            .generation
     };
     assert_eq!(node(&world), Some(1));
 
-    let relabelled = NODE_AND_SECRET.replace("  name: edge-1\n", "  name: edge-1\n  labels:\n    zone: a\n");
+    let relabelled = NODE_AND_SECRET.replace(
+        "  name: edge-1\n",
+        "  name: edge-1\n  labels:\n    zone: a\n",
+    );
     let (world, changes) = book.build_world(&snapshot(&relabelled), t, uids());
     assert!(changes.is_empty(), "labels are metadata, not spec");
     assert_eq!(node(&world), Some(1));

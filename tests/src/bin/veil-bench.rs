@@ -15,7 +15,10 @@ async fn main() {
 }
 
 fn chrono_like_now() -> String {
-    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output();
+    let out = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
 }
@@ -68,7 +71,11 @@ async fn wait_generation(op: &Operator, generation: i64, timeout: Duration) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "generation {generation} not observed in time:\n{}", op.log());
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} not observed in time:\n{}",
+            op.log()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
