@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod get;
 pub mod run;
 pub mod table;
+pub mod token;
 pub mod validate;
 
 /// Default address of the operator's HTTP API (agents, `get`, metrics).
@@ -62,6 +63,11 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the CustomResourceDefinitions of every Veil kind (for kubectl apply).
     Crds(CrdsArgs),
+    /// Manage node tokens for agents: create (printed once), list, revoke.
+    ///
+    /// Example: veil-operator token create --node edge-1 > edge-1.token
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Arguments of `crds`.
@@ -79,6 +85,8 @@ pub enum CliError {
     Run(#[from] run::RunError),
     #[error(transparent)]
     Get(#[from] get::GetError),
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
     /// `validate` found errors (already printed).
     #[error("{0} error(s) found")]
     Invalid(usize),
@@ -99,6 +107,7 @@ impl Cli {
             Command::Get(args) => Ok(get::get(args).await?),
             Command::Validate(args) => validate::validate(&args),
             Command::Crds(args) => crds(&args),
+            Command::Token(command) => Ok(token::token(command).await?),
         }
     }
 }

@@ -1,13 +1,21 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use veil_operator::cli::{Cli, Command, LogFormat};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Run(_) | Command::Up(_));
     init_tracing(cli.log_format, long_running);
-    cli.run().await?;
-    Ok(())
+    match cli.run().await.map_err(anyhow::Error::from) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the cause chain on one line; never a backtrace for a user error.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (info for the

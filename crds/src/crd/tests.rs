@@ -64,8 +64,3 @@ fn yaml_has_one_document_per_kind() {
     assert!(files.iter().any(|(f, _)| f == "vlesskeys.veil.dev.yaml"));
 }
 
-#[test]
-#[ignore = "prints the CRDs for inspection"]
-fn print_crds() {
-    println!("{}", crds_yaml());
-}

@@ -9,15 +9,6 @@ use crate::Fixture;
 /// The batch size the reconcile loop must handle (design §3: 10,000 objects).
 const MANY: usize = 10_000;
 
-/// Time allowed for writing `MANY` statuses: about 10x what SQLite takes
-/// (~60-90 ms); PostgreSQL (~100-200 ms) adds a round trip per statement
-/// and shares its server with the tests running in parallel.
-fn many_budget(backend: Backend) -> Duration {
-    match backend {
-        Backend::Sqlite => Duration::from_secs(1),
-        Backend::Postgres => Duration::from_secs(2),
-    }
-}
 
 fn key(kind: &str, name: &str) -> ObjectRef {
     ObjectRef::new(kind, "default", name)
@@ -152,14 +143,7 @@ pub async fn ten_thousand_statuses_are_written_in_one_batch(fixture: &Fixture) {
          read {read_time:?}, delete {delete_time:?}",
         fixture.backend()
     );
-    let budget = many_budget(fixture.backend());
-    for (what, took) in [
-        ("insert", insert_time),
-        ("update", update_time),
-        ("delete", delete_time),
-    ] {
-        assert!(took < budget, "{what} of {MANY} statuses took {took:?}");
-    }
+    // Speed is measured by `make bench`, not asserted here.
 }
 
 pub async fn load_errors_are_replaced_wholesale_in_order(fixture: &Fixture) {
