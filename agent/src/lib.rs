@@ -1,3 +1,8 @@
 //! The Veil node agent.
 
+pub mod capabilities;
+pub mod client;
+pub mod drivers;
+pub mod journal;
+pub mod runtime;
 pub mod supervisor;

@@ -1,1 +1,111 @@
-fn main() {}
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use veil_agent::runtime::{AgentConfig, run};
+
+/// veil-agent: applies what the Veil operator assigns to this node (task
+/// runs now; xray, sing-box, nfqws and protocol servers as they land) and
+/// reports back.
+///
+/// Example:
+///   veil-operator token create --node edge-1 > /etc/veil/edge-1.token
+///   veil-agent --operator http://10.0.0.1:7070 --node edge-1 --token-file /etc/veil/edge-1.token
+#[derive(Debug, Parser)]
+#[command(name = "veil-agent", version)]
+struct Args {
+    /// Operator API base URL.
+    #[arg(long, env = "VEIL_OPERATOR")]
+    operator: String,
+    /// This node's name (the token must have been created for it).
+    #[arg(long, env = "VEIL_NODE")]
+    node: String,
+    /// File holding the node token.
+    #[arg(long, env = "VEIL_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Node label reported at registration (repeatable): --label zone=eu.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Journal, run work dirs and markers.
+    #[arg(long, env = "VEIL_AGENT_DATA_DIR", default_value = ".veil-agent")]
+    data_dir: PathBuf,
+    /// Address this node is reachable at (shown in VeilNode status).
+    #[arg(long)]
+    address: Option<String>,
+    /// Log output: plain or json.
+    #[arg(long, default_value = "plain")]
+    log_format: String,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let token = match std::fs::read_to_string(&args.token_file) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!(
+                "error: cannot read the token file {}: {error}",
+                args.token_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = AgentConfig {
+        node: args.node,
+        operator: args.operator,
+        token: token.trim().to_owned(),
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        data_dir: args.data_dir,
+        address: args.address,
+    };
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    match run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {:#}", anyhow::Error::from(error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

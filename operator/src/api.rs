@@ -10,12 +10,16 @@ use axum::Router;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use crate::agents::Agents;
 use crate::metrics::Metrics;
+use crate::runs::RunBook;
 use crate::store::Store;
 use crate::view::View;
 
+pub mod agent;
 mod auth;
 mod health;
+mod logs;
 mod objects;
 
 /// Shared state of every handler.
@@ -26,6 +30,10 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// SHA-256 of the admin token.
     pub admin_token_hash: Arc<str>,
+    pub agents: Arc<Agents>,
+    pub runs: Arc<RunBook>,
+    /// Heartbeat interval agents are told to keep.
+    pub heartbeat_interval_seconds: u32,
 }
 
 /// The whole router.
@@ -33,14 +41,23 @@ pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
         .route("/v1/objects/{kind}", get(objects::list))
         .route("/v1/errors", get(objects::errors))
+        .route(
+            "/v1/logs/taskruns/{namespace}/{name}",
+            get(logs::task_run_log),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
         ));
+    let agent = Router::new()
+        .route("/v1/agent/register", axum::routing::post(agent::register))
+        .route("/v1/agent/assignment", get(agent::assignment))
+        .route("/v1/agent/report", axum::routing::post(agent::report));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(admin)
+        .merge(agent)
         .with_state(state)
 }

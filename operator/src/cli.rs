@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod get;
+pub mod logs;
 pub mod run;
 pub mod table;
 pub mod token;
@@ -57,6 +58,10 @@ pub enum Command {
     /// KIND accepts singular, plural and short names: `vlesskeys`, `vlesskey`, `vk`.
     /// Examples: veil-operator get vk;  veil-operator get schedule nightly -o yaml
     Get(get::GetArgs),
+    /// Print a task run's full output (kept in the store); -f follows until it ends.
+    ///
+    /// Example: veil-operator logs taskrun nightly-29412345 -f
+    Logs(logs::LogsArgs),
     /// Check YAML files offline; exits non-zero listing every error.
     ///
     /// Example: veil-operator validate ./infra
@@ -105,6 +110,7 @@ impl Cli {
             Command::Run(args) => Ok(run::run(args).await?),
             Command::Up(args) => Ok(run::run(args.into_run_args()).await?),
             Command::Get(args) => Ok(get::get(args).await?),
+            Command::Logs(args) => Ok(logs::logs(args).await?),
             Command::Validate(args) => validate::validate(&args),
             Command::Crds(args) => crds(&args),
             Command::Token(command) => Ok(token::token(command).await?),

@@ -13,9 +13,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 use veil_crds::kind::Kind;
 
+use crate::agents::{Agents, NodeObservation};
 use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
-use crate::plan::{Statuses, plan};
-use crate::source::{SourceError, SourceSnapshot};
+use crate::plan::{PlanInputs, Statuses, plan};
+use crate::runs::RunBook;
+use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
 use crate::store::{LoadErrorRecord, Store, StoreError};
 use crate::view::View;
 use crate::world::{GenerationBook, object_key, object_ref};
@@ -31,6 +33,10 @@ pub enum ControllerError {
 /// Owns the dir-mode reconcile state: generation book, last written statuses and errors.
 pub struct Controller {
     store: Store,
+    agents: Arc<Agents>,
+    runs: Arc<RunBook>,
+    /// A node silent longer than this is NotReady and its runs NodeLost.
+    node_timeout: chrono::Duration,
     book: GenerationBook,
     statuses: Statuses,
     errors: Vec<LoadErrorRecord>,
@@ -43,9 +49,22 @@ impl Controller {
     /// Loads the generation book and the last written statuses from the store.
     pub async fn start(
         store: Store,
+        agents: Arc<Agents>,
+        runs: Arc<RunBook>,
+        node_timeout: std::time::Duration,
         view: watch::Sender<Arc<View>>,
         metrics: Arc<Metrics>,
     ) -> Result<Controller, ControllerError> {
+        for record in store.nodes().await? {
+            if let Ok(registration) = serde_json::from_value(record.registration.clone()) {
+                agents.restore(NodeObservation {
+                    registration,
+                    registered_at: record.registered_at,
+                    last_seen: record.last_seen,
+                    applied_revision: 0,
+                });
+            }
+        }
         let book = GenerationBook::from_records(store.object_records().await?);
         let statuses = store
             .statuses()
@@ -68,6 +87,10 @@ impl Controller {
             .inc_by(0);
         Ok(Controller {
             store,
+            agents,
+            runs,
+            node_timeout: chrono::Duration::from_std(node_timeout)
+                .unwrap_or(chrono::Duration::seconds(30)),
             book,
             statuses,
             errors,
@@ -85,21 +108,31 @@ impl Controller {
         if snapshots.wait_for(|s| s.version > 0).await.is_err() {
             return;
         }
+        let mut agent_changes = self.agents.changes();
+        // Node timeouts need a pass even when nothing else happens.
+        let mut tick = tokio::time::interval(
+            (self.node_timeout / 3)
+                .to_std()
+                .unwrap_or(std::time::Duration::from_secs(10)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
+            agent_changes.borrow_and_update();
             self.metrics.queue_depth.set(0);
             if let Err(error) = self.reconcile(&snapshot, Utc::now()).await {
-                tracing::error!(%error, "reconcile pass failed; retrying on the next change");
+                tracing::error!(%error, "reconcile pass failed; retrying");
                 self.metrics
                     .reconcile_errors_total
                     .get_or_create(&KindLabel { kind: "all".into() })
                     .inc();
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                snapshots.mark_changed();
                 continue;
             }
-            if snapshots.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                _ = agent_changes.changed() => {}
+                _ = tick.tick() => {}
             }
             self.metrics.queue_depth.set(1);
         }
@@ -111,9 +144,11 @@ impl Controller {
         snapshot: &SourceSnapshot,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
+        let nodes = self.agents.observations();
+        let snapshot = with_registered_nodes(snapshot, &nodes);
         let mut book = self.book.clone();
         let (world, book_changes) =
-            book.build_world(snapshot, now, || uuid::Uuid::new_v4().to_string());
+            book.build_world(&snapshot, now, || uuid::Uuid::new_v4().to_string());
         if !book_changes.upserts.is_empty() {
             self.store
                 .upsert_object_records(&book_changes.upserts)
@@ -126,9 +161,25 @@ impl Controller {
         }
         self.book = book;
 
+        let runs = self.runs.snapshot();
         let started = Instant::now();
-        let plan = plan(&world, &self.statuses, now);
+        let plan = plan(&PlanInputs {
+            world: &world,
+            previous: &self.statuses,
+            nodes: &nodes,
+            runs: &runs,
+            now,
+            node_timeout: self.node_timeout,
+        });
         let elapsed = started.elapsed().as_secs_f64();
+        for change in &plan.run_changes {
+            if change.phase == "Failed" {
+                tracing::warn!(run = %change.run, reason = ?change.reason, message = ?change.message, "task run failed");
+            }
+        }
+        self.runs.put(plan.run_changes.clone()).await?;
+        self.runs.remove(plan.stale_runs.clone()).await?;
+        self.agents.set_assignments(plan.assignments.clone(), now);
 
         let changes = status_changes(&self.statuses, &plan.statuses);
         if !changes.is_empty() {
@@ -207,6 +258,33 @@ impl Controller {
             .get_or_create(&KindLabel { kind: "all".into() })
             .observe(plan_seconds);
     }
+}
+
+/// The snapshot plus a `VeilNode` for every registered agent that no file
+/// declares, so `get veilnodes` lists every node.
+fn with_registered_nodes(
+    snapshot: &SourceSnapshot,
+    nodes: &BTreeMap<String, NodeObservation>,
+) -> SourceSnapshot {
+    let mut snapshot = snapshot.clone();
+    for name in nodes.keys() {
+        let key = veil_crds::object::ObjectKey::new(Kind::VeilNode, "", name);
+        if snapshot.objects.contains_key(&key) {
+            continue;
+        }
+        let node = veil_crds::veil_node::VeilNode::new(name, Default::default());
+        snapshot.objects.insert(
+            key,
+            SourcedObject {
+                object: veil_crds::object::Object::VeilNode(Box::new(node)),
+                origin: Origin {
+                    file: std::path::PathBuf::from("<registered by its agent>"),
+                    line: 0,
+                },
+            },
+        );
+    }
+    snapshot
 }
 
 /// The store writes that turn `old` into `new`: changed or new statuses, and deletions.

@@ -7,11 +7,15 @@
 //! publishes a read view that the [`api`] serves to `veil-operator get`.
 
 pub mod admin;
+pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
+pub mod runs;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod view;

@@ -17,6 +17,10 @@
 //! - admin and node [`tokens`](Store::node_tokens) (hashes);
 //! - exactly-once [`traffic`](Store::apply_traffic_delta) accounting;
 //! - task-run [`logs`](Store::append_log) and stable [`generated values`](Store::generated_value).
+//! - task-run [`states`](Store::run_states), registered [`nodes`](Store::nodes)
+//!   with exactly-once [`report claims`](Store::claim_report_seq),
+//!   dir-mode [`generated objects`](Store::generated_objects) and
+//!   [`schedule states`](Store::schedule_states).
 
 use sqlx::{PgPool, SqlitePool};
 use std::fmt;
@@ -39,11 +43,15 @@ macro_rules! with_pool {
 mod batch;
 mod error;
 mod generated;
+mod generated_objects;
 mod load_errors;
+mod nodes;
 mod objects;
 mod pool;
 mod records;
 mod run_logs;
+mod run_states;
+mod schedules;
 mod statuses;
 mod target;
 mod tokens;
@@ -51,7 +59,8 @@ mod traffic;
 
 pub use error::StoreError;
 pub use records::{
-    LoadErrorRecord, NodeTokenRecord, ObjectRecord, ObjectRef, TrafficDelta, TrafficTotal,
+    GeneratedObjectRecord, LoadErrorRecord, NodeRecord, NodeTokenRecord, ObjectRecord, ObjectRef,
+    RunStateRecord, TrafficDelta, TrafficTotal,
 };
 pub use target::{Backend, StoreTarget};
 

@@ -254,3 +254,127 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+impl Operator {
+    /// `veil-operator token create --node NODE` against this operator's store; the token.
+    pub fn create_token(&self, node: &str) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "--node",
+            node,
+            "--data-dir",
+            &self.data_dir.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// A running `veil-agent`.
+pub struct Agent {
+    child: Option<Child>,
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent for `node` against `operator`, with a fresh token and data dir.
+    pub fn start(operator: &Operator, node: &str, labels: &[&str]) -> Agent {
+        let token = operator.create_token(node);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("agent");
+        Agent::start_in(operator, node, labels, &token, tmp, data_dir)
+    }
+
+    /// Starts an agent with a given token and data dir (to restart one).
+    pub fn start_in(
+        operator: &Operator,
+        node: &str,
+        labels: &[&str],
+        token: &str,
+        tmp: tempfile::TempDir,
+        data_dir: PathBuf,
+    ) -> Agent {
+        std::fs::create_dir_all(&data_dir).expect("agent data dir");
+        let token_file = data_dir.join("node.token");
+        std::fs::write(&token_file, token).expect("token file");
+        let log_path = data_dir.join("agent.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("agent log");
+        let mut command = Command::new(binary("veil-agent"));
+        command
+            .arg("--operator")
+            .arg(&operator.url)
+            .arg("--node")
+            .arg(node)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for label in labels {
+            command.arg("--label").arg(label);
+        }
+        let child = command.spawn().expect("spawn veil-agent");
+        Agent {
+            child: Some(child),
+            node: node.to_owned(),
+            data_dir,
+            log_path,
+            _tmp: tmp,
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL, like a crash; returns the temp dir so the agent can be restarted on the same data.
+    pub fn kill(mut self) -> (tempfile::TempDir, PathBuf) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("temp dir"));
+        (tmp, self.data_dir.clone())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

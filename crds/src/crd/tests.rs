@@ -63,4 +63,3 @@ fn yaml_has_one_document_per_kind() {
     let files = crd_files();
     assert!(files.iter().any(|(f, _)| f == "vlesskeys.veil.dev.yaml"));
 }
-

@@ -40,12 +40,59 @@ pub struct GetArgs {
     /// Output format: wide, yaml or json (default: a table).
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// How to reach a running operator's admin API.
+#[derive(Debug, clap::Args)]
+pub struct Connection {
     /// Operator API address.
     #[arg(long, env = "VEIL_SERVER", default_value = concat!("http://", "127.0.0.1:7070"))]
     pub server: String,
     /// File holding the admin token (written by the operator at first start).
     #[arg(long, env = "VEIL_TOKEN_FILE", default_value_os_t = default_token_file())]
     pub token_file: PathBuf,
+}
+
+impl Connection {
+    /// `GET path` (with query) with the admin token; the JSON body of a success.
+    pub async fn request(&self, path_and_query: &str) -> Result<Value, GetError> {
+        let token =
+            std::fs::read_to_string(&self.token_file).map_err(|source| GetError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        let base = if self.server.contains("://") {
+            self.server.clone()
+        } else {
+            format!("http://{}", self.server)
+        };
+        let connect = |source| GetError::Connect {
+            server: self.server.clone(),
+            source,
+        };
+        let response = reqwest::Client::new()
+            .get(format!("{}{path_and_query}", base.trim_end_matches('/')))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .map_err(connect)?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(connect)?;
+        if !status.is_success() {
+            let message = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no message")
+                .to_owned();
+            return Err(GetError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(body)
+    }
 }
 
 fn default_token_file() -> PathBuf {
@@ -92,11 +139,7 @@ pub async fn get(args: GetArgs) -> Result<(), GetError> {
             .collect();
         GetError::UnknownKind(args.kind.clone(), names.join(", "))
     })?;
-    let token = std::fs::read_to_string(&args.token_file).map_err(|source| GetError::Token {
-        path: args.token_file.clone(),
-        source,
-    })?;
-    let items = fetch(&args, kind, token.trim()).await?;
+    let items = fetch(&args, kind).await?;
     if let Some(name) = &args.name
         && items.is_empty()
     {
@@ -143,48 +186,22 @@ fn list_doc(items: Vec<Value>) -> Value {
     serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items })
 }
 
-async fn fetch(args: &GetArgs, kind: Kind, token: &str) -> Result<Vec<Value>, GetError> {
-    let base = if args.server.contains("://") {
-        args.server.clone()
-    } else {
-        format!("http://{}", args.server)
-    };
-    let url = format!(
-        "{}/v1/objects/{}",
-        base.trim_end_matches('/'),
-        kind.plural()
-    );
-    let mut query: Vec<(&str, &str)> = Vec::new();
+async fn fetch(args: &GetArgs, kind: Kind) -> Result<Vec<Value>, GetError> {
+    let mut query = Vec::new();
     if !args.all_namespaces && kind.namespaced() {
-        query.push(("namespace", &args.namespace));
+        query.push(format!("namespace={}", args.namespace));
     }
     if let Some(name) = &args.name {
-        query.push(("name", name));
+        query.push(format!("name={name}"));
     }
-    let connect = |source| GetError::Connect {
-        server: args.server.clone(),
-        source,
-    };
-    let response = reqwest::Client::new()
-        .get(url)
-        .query(&query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(connect)?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(connect)?;
-    if !status.is_success() {
-        let message = body
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no message")
-            .to_owned();
-        return Err(GetError::Api {
-            status: status.as_u16(),
-            message,
-        });
-    }
+    let body = args
+        .connection
+        .request(&format!(
+            "/v1/objects/{}?{}",
+            kind.plural(),
+            query.join("&")
+        ))
+        .await?;
     Ok(body
         .get("items")
         .and_then(Value::as_array)

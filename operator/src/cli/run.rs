@@ -9,9 +9,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminError, Provisioned};
+use crate::agents::Agents;
 use crate::api::{self, ApiState};
 use crate::controller::{Controller, ControllerError};
 use crate::metrics::Metrics;
+use crate::runs::RunBook;
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::store::{Store, StoreError, StoreTarget};
@@ -63,6 +65,10 @@ pub struct RunArgs {
     /// Replace the admin token with a new one (written to DATA_DIR/admin.token).
     #[arg(long)]
     pub rotate_admin_token: bool,
+    /// Seconds between agent heartbeats; a node silent for 3 intervals is NotReady
+    /// and its running task runs end with reason NodeLost.
+    #[arg(long, default_value_t = crate::api::agent::HEARTBEAT_INTERVAL_SECONDS)]
+    pub heartbeat_interval: u32,
 }
 
 /// Arguments of `up`.
@@ -85,6 +91,7 @@ impl UpArgs {
             database_url: None,
             debounce_ms: 25,
             rotate_admin_token: false,
+            heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
         }
     }
 }
@@ -136,7 +143,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(|e| RunError::Source(e.to_string()))?;
     tracing::info!(dir = %root.display(), "watching source directory");
 
-    let controller = Controller::start(store.clone(), view_tx, metrics.clone()).await?;
+    let agents = Arc::new(Agents::default());
+    let runs = Arc::new(RunBook::load(store.clone()).await?);
+    let heartbeat = args.heartbeat_interval.max(1);
+    let controller = Controller::start(
+        store.clone(),
+        agents.clone(),
+        runs.clone(),
+        Duration::from_secs(3 * u64::from(heartbeat)),
+        view_tx,
+        metrics.clone(),
+    )
+    .await?;
     let controller = tokio::spawn(controller.run(snapshot_rx));
 
     let state = ApiState {
@@ -144,6 +162,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         store,
         metrics,
         admin_token_hash: admin_hash.into(),
+        agents,
+        runs,
+        heartbeat_interval_seconds: heartbeat,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

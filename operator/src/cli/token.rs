@@ -76,7 +76,9 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
             store
                 .create_node_token(&node, &hash_token(&token), &id)
                 .await?;
-            eprintln!("token {id} for node {node} (shown once; keep it in the agent's --token-file):");
+            eprintln!(
+                "token {id} for node {node} (shown once; keep it in the agent's --token-file):"
+            );
             println!("{token}");
         }
         TokenCommand::List { store } => {
@@ -100,7 +102,10 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
             if !store.revoke_node_token(&id).await? {
                 return Err(TokenError::NotFound(id));
             }
-            println!("token {id} revoked at {}", crate::world::timestamp(Utc::now()));
+            println!(
+                "token {id} revoked at {}",
+                crate::world::timestamp(Utc::now())
+            );
         }
     }
     Ok(())

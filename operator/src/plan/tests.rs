@@ -51,6 +51,18 @@ stringData:
   key: hunter2
 ";
 
+/// Plans with no agents and no runs.
+fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTime<Utc>) -> Plan {
+    plan(&PlanInputs {
+        world,
+        previous,
+        nodes: &BTreeMap::new(),
+        runs: &BTreeMap::new(),
+        now,
+        node_timeout: chrono::Duration::seconds(30),
+    })
+}
+
 fn uids() -> impl FnMut() -> String {
     let mut n = 0;
     move || {
@@ -62,21 +74,55 @@ fn uids() -> impl FnMut() -> String {
 #[test]
 fn kinds_without_reconciler_are_stalled_not_implemented_and_secrets_have_no_status() {
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let yaml = format!("{NODE_AND_SECRET}---\n{KEY}");
+    let (world, _) = GenerationBook::default().build_world(&snapshot(&yaml), now, uids());
+    let plan = plan_of(&world, &Statuses::new(), now);
+    assert_eq!(
+        plan.statuses.len(),
+        2,
+        "the VeilNode and the VlessKey have statuses"
+    );
+    let key_status = plan
+        .statuses
+        .iter()
+        .find(|(k, _)| k.kind == Kind::VlessKey)
+        .map(|(_, s)| s)
+        .unwrap();
+    let stalled = condition(key_status, "Stalled");
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "NotImplemented");
+    assert_eq!(key_status["observedGeneration"], 1);
+}
+
+#[test]
+fn a_declared_node_without_agent_is_not_ready_not_registered() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), now, uids());
-    let plan = plan(&world, &Statuses::new(), now);
-    assert_eq!(plan.statuses.len(), 1, "only the VeilNode has a status");
-    let (key, status) = plan.statuses.iter().next().unwrap();
-    assert_eq!(key.kind, Kind::VeilNode);
-    let stalled = status["conditions"]
+    let plan = plan_of(&world, &Statuses::new(), now);
+    let status = plan.statuses.values().next().unwrap();
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "NotRegistered");
+}
+
+fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    status["conditions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["type"] == "Stalled")
-        .unwrap();
-    assert_eq!(stalled["status"], "True");
-    assert_eq!(stalled["reason"], "NotImplemented");
-    assert_eq!(status["observedGeneration"], 1);
+        .find(|c| c["type"] == type_)
+        .unwrap()
 }
+
+const KEY: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: VlessKey
+metadata:
+  name: alice
+spec:
+  serverRef:
+    name: edge-vless
+";
 
 #[test]
 fn unchanged_world_replans_to_identical_statuses() {
@@ -84,10 +130,10 @@ fn unchanged_world_replans_to_identical_statuses() {
     let t1 = Utc.with_ymd_and_hms(2026, 11, 23, 13, 0, 0).unwrap();
     let mut book = GenerationBook::default();
     let (world, _) = book.build_world(&snapshot(NODE_AND_SECRET), t0, uids());
-    let first = plan(&world, &Statuses::new(), t0);
+    let first = plan_of(&world, &Statuses::new(), t0);
     let (world, changes) = book.build_world(&snapshot(NODE_AND_SECRET), t1, uids());
     assert!(changes.is_empty(), "nothing changed, nothing to persist");
-    let second = plan(&world, &first.statuses, t1);
+    let second = plan_of(&world, &first.statuses, t1);
     assert_eq!(first.statuses, second.statuses, "transition times are kept");
 }
 
@@ -120,7 +166,7 @@ fn generation_increments_only_when_spec_changes() {
     let (world, changes) = book.build_world(&snapshot(&cordoned), t, uids());
     assert_eq!(changes.upserts.len(), 1);
     assert_eq!(node(&world), Some(2));
-    let plan = plan(&world, &Statuses::new(), t);
+    let plan = plan_of(&world, &Statuses::new(), t);
     let status: &Arc<serde_json::Value> = plan.statuses.values().next().unwrap();
     assert_eq!(status["observedGeneration"], 2);
 }

@@ -74,6 +74,18 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+
+    /// A stored JSON document other than a status (a node registration, a
+    /// generated object, a run's log tail) is not valid JSON.
+    #[error("state store: the {what} of {key} is not valid JSON")]
+    CorruptDocument {
+        /// Which document, as a noun phrase ("registration").
+        what: &'static str,
+        /// Whose document: a node name, an object as `kind namespace/name`, a uid.
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl StoreError {
@@ -93,6 +105,7 @@ impl StoreError {
             StoreError::DuplicateToken { .. } => "duplicate_token",
             StoreError::InvalidTrafficDelta { .. } => "invalid_traffic_delta",
             StoreError::CorruptStatus { .. } => "corrupt_status",
+            StoreError::CorruptDocument { .. } => "corrupt_document",
         }
     }
 }

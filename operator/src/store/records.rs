@@ -113,3 +113,55 @@ pub struct TrafficTotal {
     pub uplink: i64,
     pub downlink: i64,
 }
+
+/// What agents reported about one task run and where it was placed, keyed by
+/// the TaskRun's uid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStateRecord {
+    /// The TaskRun's uid; not empty.
+    pub uid: String,
+    /// The TaskRun (kind `TaskRun`, namespace, name).
+    pub run: ObjectRef,
+    /// The node the run was placed on, once placed.
+    pub node: Option<String>,
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Cancelled`; the store
+    /// keeps any non-empty string without interpreting it.
+    pub phase: String,
+    pub placed_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    /// The last lines of output (stored as a JSON array).
+    pub log_tail: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A registered agent (node), so VeilNodes survive operator restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// The node's name; not empty.
+    pub node: String,
+    /// The registration the agent sent, returned as written.
+    pub registration: serde_json::Value,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The highest report sequence number applied for the node.
+    pub last_report_seq: i64,
+}
+
+/// An object the operator generated in dir mode (a TaskRun created by a
+/// Schedule), kept whole: its key is taken once, by the first writer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedObjectRecord {
+    pub key: ObjectRef,
+    /// The object that made it (a Schedule), if any.
+    pub owner: Option<ObjectRef>,
+    /// The full object, returned as written.
+    pub document: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}

@@ -10,9 +10,13 @@ use tempfile::TempDir;
 use veil_e2e::postgres::TestPostgres;
 use veil_operator::store::{Backend, Store, StoreTarget};
 
+mod generated_objects;
 mod lifecycle;
 mod logs;
+mod nodes;
 mod objects;
+mod run_states;
+mod schedules;
 mod statuses;
 mod tokens;
 mod traffic;
@@ -128,4 +132,26 @@ both_backends!(
     logs::logs_are_read_after_a_seq_per_run,
     logs::generated_value_first_writer_wins,
     logs::racing_generated_value_inserts_agree,
+    run_states::run_states_round_trip_in_uid_order,
+    run_states::run_state_timestamps_keep_microseconds,
+    run_states::run_state_batch_upsert_replaces,
+    run_states::run_state_batch_is_all_or_nothing,
+    run_states::run_states_are_deleted_by_uid,
+    run_states::task_state_survives_reopening,
+    nodes::node_registrations_round_trip_in_name_order,
+    nodes::upsert_replaces_a_registration_but_never_lowers_the_seq,
+    nodes::touch_node_sets_last_seen_of_known_nodes_only,
+    nodes::a_report_seq_is_claimed_once,
+    nodes::concurrent_claims_of_one_seq_let_one_through,
+    nodes::nodes_are_deleted,
+    nodes::corrupt_registration_is_reported,
+    generated_objects::generated_objects_round_trip_in_key_order,
+    generated_objects::first_insert_of_a_key_wins,
+    generated_objects::generated_object_documents_are_updated,
+    generated_objects::invalid_generated_objects_are_rejected,
+    generated_objects::racing_inserts_of_one_key_let_one_win,
+    generated_objects::generated_objects_are_deleted,
+    schedules::last_schedule_time_never_moves_backwards,
+    schedules::schedule_states_are_per_schedule_and_deleted,
+    schedules::racing_writers_keep_the_latest_time,
 );

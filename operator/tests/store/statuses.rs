@@ -1,14 +1,13 @@
 //! Dir-mode statuses and load errors.
 
 use serde_json::json;
-use std::time::{Duration, Instant};
-use veil_operator::store::{Backend, LoadErrorRecord, ObjectRef};
+use std::time::Instant;
+use veil_operator::store::{LoadErrorRecord, ObjectRef};
 
 use crate::Fixture;
 
 /// The batch size the reconcile loop must handle (design §3: 10,000 objects).
 const MANY: usize = 10_000;
-
 
 fn key(kind: &str, name: &str) -> ObjectRef {
     ObjectRef::new(kind, "default", name)

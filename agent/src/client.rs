@@ -1,0 +1,150 @@
+//! HTTP client for the agent protocol (design §5): register, long-poll the
+//! assignment, post reports. Retries and pacing belong to the caller.
+//!
+//! The node token is sent as a bearer token and never logged.
+
+use std::time::Duration;
+
+use veil_crds::wire::{
+    AGENT_PATH, Assignment, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
+};
+
+/// Why a call to the operator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Network trouble or the operator is away: retry with backoff.
+    #[error("operator unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// 401: the token is missing, wrong or revoked. Retrying will not help.
+    #[error("the operator rejected the node token (401): {0}")]
+    Unauthorized(String),
+    /// 403: the token belongs to another node.
+    #[error("the token is for another node (403): {0}")]
+    Forbidden(String),
+    /// 409: the operator forgot this agent (it restarted): register again.
+    #[error("the operator asks to register again: {0}")]
+    RegisterAgain(String),
+    /// Any other answer.
+    #[error("the operator answered {status}: {message}")]
+    Status { status: u16, message: String },
+}
+
+impl ClientError {
+    /// Whether retrying later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable(_) | ClientError::RegisterAgain(_) => true,
+            ClientError::Status { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Unauthorized(_) | ClientError::Forbidden(_) => false,
+        }
+    }
+}
+
+/// A connection to one operator.
+#[derive(Clone)]
+pub struct OperatorClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OperatorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperatorClient {
+    /// `base` like `http://10.0.0.1:7070`; `token` as read from the token file.
+    pub fn new(base: &str, token: &str) -> OperatorClient {
+        OperatorClient {
+            base: format!("{}{AGENT_PATH}", base.trim_end_matches('/')),
+            token: token.trim().to_owned(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `POST register`.
+    pub async fn register(
+        &self,
+        request: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/register", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(15))
+            .json(request)
+            .send()
+            .await
+            .map_err(ClientError::Unreachable)?;
+        decode(response).await
+    }
+
+    /// `GET assignment?after=REV`: `Ok(None)` when nothing newer came within the long-poll.
+    pub async fn assignment(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Option<Assignment>, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/assignment", self.base))
+            .query(&[
+                ("after", after.to_string()),
+                ("wait", wait.as_secs().to_string()),
+            ])
+            .bearer_auth(&self.token)
+            .timeout(wait + Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(ClientError::Unreachable)?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        decode(response).await.map(Some)
+    }
+
+    /// `POST report`.
+    pub async fn report(&self, report: &NodeReport) -> Result<ReportAck, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/report", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(15))
+            .json(report)
+            .send()
+            .await
+            .map_err(ClientError::Unreachable)?;
+        decode(response).await
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.map_err(ClientError::Unreachable);
+    }
+    let message = response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| status.to_string());
+    Err(match status.as_u16() {
+        401 => ClientError::Unauthorized(message),
+        403 => ClientError::Forbidden(message),
+        409 => ClientError::RegisterAgain(message),
+        code => ClientError::Status {
+            status: code,
+            message,
+        },
+    })
+}

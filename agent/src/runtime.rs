@@ -1,0 +1,167 @@
+//! The agent's main loop: register, long-poll assignments, run what is
+//! assigned, and report — surviving an operator that comes and goes.
+//!
+//! - Registration retries with exponential backoff and jitter; a 401/403 is
+//!   final (a wrong token never fixes itself).
+//! - While the operator is away the agent keeps running what it was last
+//!   assigned, and journals every report until it is acknowledged.
+//! - Level-triggered: each assignment is the node's whole desired state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use veil_crds::wire::RegisterRequest;
+
+use crate::client::{ClientError, OperatorClient};
+use crate::journal::{Journal, JournalError, JournalLimits};
+
+mod backoff;
+mod reporter;
+mod tasks;
+
+pub use backoff::Backoff;
+
+/// How the agent was started.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// This node's name (the token must be bound to it).
+    pub node: String,
+    /// Operator base URL, e.g. `http://127.0.0.1:7070`.
+    pub operator: String,
+    /// Node token (secret).
+    pub token: String,
+    /// Labels reported at registration.
+    pub labels: BTreeMap<String, String>,
+    /// Journal, run work dirs and markers live here.
+    pub data_dir: PathBuf,
+    /// Address the node is reachable at, if known.
+    pub address: Option<String>,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A non-transient refusal (wrong or revoked token, token of another node).
+    #[error("registration refused: {0}")]
+    Refused(#[source] ClientError),
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `shutdown` is cancelled (then stops every task's
+/// process tree) or registration is refused.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let runs_dir = config.data_dir.join("runs");
+    std::fs::create_dir_all(&runs_dir).map_err(|source| AgentError::DataDir {
+        path: runs_dir.clone(),
+        source,
+    })?;
+    let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
+    let client = OperatorClient::new(&config.operator, &config.token);
+    let capabilities = crate::capabilities::detect_async().await;
+    let request = RegisterRequest {
+        node: config.node.clone(),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: config.labels.clone(),
+        capabilities: capabilities.clone(),
+        address: config.address.clone(),
+    };
+
+    let applied = Arc::new(AtomicU64::new(0));
+    let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+    let registered = register(&client, &request, &shutdown).await?;
+    let Some(registered) = registered else {
+        return Ok(());
+    };
+    tracing::info!(node = %config.node, "registered with the operator");
+
+    let reporter = reporter::Reporter {
+        client: client.clone(),
+        node: config.node.clone(),
+        journal,
+        heartbeat: Duration::from_secs(registered.heartbeat_interval_seconds.max(1).into()),
+        applied: applied.clone(),
+    };
+    let reporter = tokio::spawn(reporter.run(outbox_rx, registered.last_report_seq));
+
+    let mut tasks = tasks::Tasks::new(
+        crate::drivers::task::TaskContext {
+            capabilities,
+            ..crate::drivers::task::TaskContext::new(config.node.clone(), runs_dir.clone())
+        },
+        runs_dir,
+        outbox_tx,
+    );
+    let long_poll = Duration::from_secs(registered.long_poll_seconds.max(1).into());
+    let mut revision = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        let poll = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            poll = client.assignment(revision, long_poll) => poll,
+        };
+        match poll {
+            Ok(Some(assignment)) => {
+                backoff.reset();
+                revision = assignment.revision;
+                tasks.apply(&assignment);
+                applied.store(revision, Ordering::Relaxed);
+            }
+            Ok(None) => backoff.reset(),
+            Err(ClientError::RegisterAgain(_)) => {
+                if register(&client, &request, &shutdown).await?.is_none() {
+                    break;
+                }
+            }
+            Err(error) if error.is_transient() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "assignment poll failed; keeping the last assignment");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(AgentError::Refused(error)),
+        }
+    }
+    tasks.stop_all().await;
+    drop(tasks); // closes the outbox: the reporter delivers what is left and ends
+    let _ = reporter.await;
+    Ok(())
+}
+
+/// Registers, retrying transient failures; `Ok(None)` if shut down meanwhile.
+async fn register(
+    client: &OperatorClient,
+    request: &RegisterRequest,
+    shutdown: &CancellationToken,
+) -> Result<Option<veil_crds::wire::RegisterResponse>, AgentError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match client.register(request).await {
+            Ok(response) => return Ok(Some(response)),
+            Err(error) if error.is_transient() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "registration failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(AgentError::Refused(error)),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Statuses of VeilNodes (from agent registrations and heartbeats) and of
+//! Runners (capacity and run counts over the nodes they select).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use veil_crds::runner::Runner;
+
+use super::tasks::{NodeView, strip_nulls};
+use crate::store::RunStateRecord;
+use crate::world::timestamp;
+
+type Conditions = [(&'static str, &'static str, String, String); 3];
+
+/// A VeilNode's status: what its agent registered, its heartbeat, Ready.
+pub fn node_status(
+    view: Option<&NodeView<'_>>,
+    runs: &BTreeMap<String, RunStateRecord>,
+    timeout: chrono::Duration,
+) -> (Value, Conditions) {
+    let observation = view.and_then(|v| v.observation);
+    let running = view.map_or(0, |v| {
+        runs.values()
+            .filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running")
+            .count()
+    });
+    let body = json!({
+        "os": observation.map(|o| o.registration.os.clone()),
+        "arch": observation.map(|o| o.registration.arch.clone()),
+        "agentVersion": observation.map(|o| o.registration.agent_version.clone()),
+        "address": observation.and_then(|o| o.registration.address.clone()),
+        "lastHeartbeat": observation.map(|o| timestamp(o.last_seen)),
+        "capabilities": observation.map(|o| o.registration.capabilities.clone()).unwrap_or_default(),
+        "workloads": { "runningTasks": running },
+    });
+    let conditions = match (observation, view.is_some_and(|v| v.ready)) {
+        (None, _) => [
+            (
+                "Ready",
+                "False",
+                "NotRegistered".to_owned(),
+                "no agent has registered as this node yet".to_owned(),
+            ),
+            (
+                "Reconciling",
+                "True",
+                "NotRegistered".to_owned(),
+                String::new(),
+            ),
+            (
+                "Stalled",
+                "False",
+                "NotRegistered".to_owned(),
+                String::new(),
+            ),
+        ],
+        (Some(_), true) => [
+            (
+                "Ready",
+                "True",
+                "Heartbeat".to_owned(),
+                "the agent reports regularly".to_owned(),
+            ),
+            (
+                "Reconciling",
+                "False",
+                "Heartbeat".to_owned(),
+                String::new(),
+            ),
+            ("Stalled", "False", "Heartbeat".to_owned(), String::new()),
+        ],
+        (Some(o), false) => {
+            let message = format!(
+                "no heartbeat since {} (more than {}s); its runs are marked NodeLost",
+                timestamp(o.last_seen),
+                timeout.num_seconds()
+            );
+            [
+                ("Ready", "False", "NodeLost".to_owned(), message.clone()),
+                ("Reconciling", "False", "NodeLost".to_owned(), String::new()),
+                ("Stalled", "True", "NodeLost".to_owned(), message),
+            ]
+        }
+    };
+    (strip_nulls(body), conditions)
+}
+
+/// A Runner's status: Ready nodes it selects, capacity, run counts.
+pub fn runner_status(
+    runner: &Runner,
+    views: &BTreeMap<&str, NodeView<'_>>,
+    runs: &BTreeMap<String, RunStateRecord>,
+) -> (Value, Conditions) {
+    let selected: Vec<&NodeView<'_>> = views
+        .values()
+        .filter(|v| runner.spec.node_selector.matches(&v.labels))
+        .collect();
+    let ready: Vec<&str> = selected
+        .iter()
+        .filter(|v| v.ready && !v.cordoned)
+        .map(|v| v.name)
+        .collect();
+    let count = |phase: &str| {
+        runs.values()
+            .filter(|r| {
+                r.phase == phase
+                    && r.node
+                        .as_deref()
+                        .is_some_and(|n| ready.contains(&n) || selected.iter().any(|v| v.name == n))
+            })
+            .count()
+    };
+    let nodes: Vec<Value> = selected
+        .iter()
+        .map(|v| {
+            json!({
+                "node": v.name,
+                "ready": v.ready && !v.cordoned,
+                "capacity": runner.spec.max_parallel_tasks,
+                "running": runs.values().filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running").count(),
+            })
+        })
+        .collect();
+    let body = json!({
+        "readyNodes": ready.len(),
+        "capacity": runner.spec.max_parallel_tasks as usize * ready.len(),
+        "running": count("Running"),
+        "succeeded": count("Succeeded"),
+        "failed": count("Failed"),
+        "nodes": nodes,
+    });
+    let conditions = if ready.is_empty() {
+        let message = if selected.is_empty() {
+            "no node matches nodeSelector".to_owned()
+        } else {
+            "no selected node is Ready and uncordoned".to_owned()
+        };
+        [
+            ("Ready", "False", "NoReadyNodes".to_owned(), message.clone()),
+            ("Reconciling", "True", "NoReadyNodes".to_owned(), message),
+            ("Stalled", "False", "NoReadyNodes".to_owned(), String::new()),
+        ]
+    } else {
+        [
+            (
+                "Ready",
+                "True",
+                "NodesReady".to_owned(),
+                format!("{} node(s) ready", ready.len()),
+            ),
+            (
+                "Reconciling",
+                "False",
+                "NodesReady".to_owned(),
+                String::new(),
+            ),
+            ("Stalled", "False", "NodesReady".to_owned(), String::new()),
+        ]
+    };
+    (strip_nulls(body), conditions)
+}

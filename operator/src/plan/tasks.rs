@@ -1,0 +1,515 @@
+//! Task placement and the statuses of TaskRuns, Runners and VeilNodes.
+//!
+//! Pure: inputs are the world, the agents' observations and the run book;
+//! outputs are run-state changes (placements, lost runs, refusals), each
+//! node's task assignments and statuses. A run is placed on a Ready,
+//! uncordoned node that some Runner in the run's namespace selects, whose
+//! Runner allows the run's executor and is picked by the run's
+//! `runnerSelector`, that has the executor's tool, and that has free
+//! capacity (the largest `maxParallelTasks` of the Runners selecting it,
+//! counted over every active run on the node). Least-loaded node first,
+//! ties by name.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use veil_crds::kind::Kind;
+use veil_crds::object::{Object, ObjectKey};
+use veil_crds::runner::{Executor, Runner};
+use veil_crds::task_run::TaskRun;
+use veil_crds::wire::{ResolvedEnv, RunRef, SecretValue, TaskAssignment};
+
+use crate::agents::NodeObservation;
+use crate::runs::is_finished;
+use crate::store::{ObjectRef, RunStateRecord};
+use crate::world::{World, timestamp};
+
+/// What the task plan needs besides the world.
+pub struct TaskInputs<'a> {
+    pub world: &'a World,
+    pub nodes: &'a BTreeMap<String, NodeObservation>,
+    pub runs: &'a BTreeMap<String, RunStateRecord>,
+    pub now: DateTime<Utc>,
+    /// A node silent longer than this is NotReady (3 heartbeat intervals).
+    pub node_timeout: chrono::Duration,
+}
+
+/// The task plan's decisions.
+#[derive(Debug, Default)]
+pub struct TaskPlan {
+    /// Run states to write (placements, lost runs, refusals).
+    pub run_changes: Vec<RunStateRecord>,
+    /// Run states whose TaskRun is gone.
+    pub stale_runs: Vec<String>,
+    /// Every node's task assignments (nodes without tasks included when registered).
+    pub assignments: BTreeMap<String, Vec<TaskAssignment>>,
+    /// Why each still-pending run waits (by uid).
+    pub pending_reasons: BTreeMap<String, String>,
+}
+
+/// A node as placement sees it.
+#[derive(Debug)]
+pub struct NodeView<'a> {
+    pub name: &'a str,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub cordoned: bool,
+    pub observation: Option<&'a NodeObservation>,
+}
+
+/// Every known node: registered agents and declared VeilNodes.
+pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>> {
+    let mut views: BTreeMap<&str, NodeView<'_>> = BTreeMap::new();
+    for (name, observation) in inputs.nodes {
+        views.insert(
+            name,
+            NodeView {
+                name,
+                labels: observation.registration.labels.clone(),
+                ready: inputs.now - observation.last_seen <= inputs.node_timeout,
+                cordoned: false,
+                observation: Some(observation),
+            },
+        );
+    }
+    for (key, object) in inputs.world.of_kind(Kind::VeilNode) {
+        let Object::VeilNode(node) = &object.object else {
+            continue;
+        };
+        let view = views.entry(key.name.as_str()).or_insert_with(|| NodeView {
+            name: key.name.as_str(),
+            labels: BTreeMap::new(),
+            ready: false,
+            cordoned: false,
+            observation: None,
+        });
+        view.cordoned = node.spec.cordoned;
+        for (k, v) in &node.spec.labels {
+            view.labels
+                .insert(k.as_str().to_owned(), v.as_str().to_owned());
+        }
+    }
+    views
+}
+
+/// The tool an executor needs on the node.
+pub fn executor_tools(executor: Executor) -> &'static [&'static str] {
+    match executor {
+        Executor::Shell => &["sh"],
+        Executor::Ansible => &["ansible-playbook"],
+        Executor::Terraform => &["tofu", "terraform"],
+    }
+}
+
+fn has_tool(node: &NodeView<'_>, executor: Executor) -> bool {
+    node.observation.is_some_and(|o| {
+        o.registration
+            .capabilities
+            .iter()
+            .any(|c| executor_tools(executor).contains(&c.name.as_str()))
+    })
+}
+
+fn runner_labels(runner: &Runner) -> BTreeMap<String, String> {
+    runner
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// Runners in `namespace` that `run` may use.
+fn runners_for<'w>(world: &'w World, run: &TaskRun, namespace: &str) -> Vec<&'w Runner> {
+    world
+        .of_kind(Kind::Runner)
+        .filter(|(key, _)| key.namespace == namespace)
+        .filter_map(|(_, o)| match &o.object {
+            Object::Runner(r) => Some(&**r),
+            _ => None,
+        })
+        .filter(|r| {
+            r.spec.executors.contains(&run.spec.task.executor)
+                && run
+                    .spec
+                    .runner_selector
+                    .as_ref()
+                    .is_none_or(|s| s.matches(&runner_labels(r), &r.spec.tags))
+        })
+        .collect()
+}
+
+/// Plans task placement and assignments.
+pub fn plan_tasks(inputs: &TaskInputs<'_>) -> TaskPlan {
+    let mut plan = TaskPlan::default();
+    let views = node_views(inputs);
+    let mut active: BTreeMap<String, u32> = BTreeMap::new();
+    for state in inputs.runs.values() {
+        if let Some(node) = &state.node
+            && !is_finished(&state.phase)
+        {
+            *active.entry(node.clone()).or_default() += 1;
+        }
+    }
+    let runs = task_runs(inputs.world);
+    let live: std::collections::HashSet<&str> = runs.iter().map(|(_, uid, _)| *uid).collect();
+    plan.stale_runs = inputs
+        .runs
+        .keys()
+        .filter(|uid| !live.contains(uid.as_str()))
+        .cloned()
+        .collect();
+
+    for (key, uid, run) in &runs {
+        let state = inputs.runs.get(*uid);
+        if state.is_some_and(|s| is_finished(&s.phase)) {
+            continue;
+        }
+        if let Some(state) = state
+            && let Some(node) = &state.node
+        {
+            if views.get(node.as_str()).is_none_or(|v| !v.ready) {
+                plan.run_changes.push(finish(state, "Failed", "NodeLost",
+                    &format!("node {node} stopped reporting (no heartbeat for {}s); the run's outcome is unknown",
+                        inputs.node_timeout.num_seconds()), inputs.now));
+                continue;
+            }
+            plan.assignments
+                .entry(node.clone())
+                .or_default()
+                .push(assignment(
+                    inputs.world,
+                    key,
+                    uid,
+                    run,
+                    &runners_for(inputs.world, run, &key.namespace),
+                ));
+            continue;
+        }
+        if run.spec.cancel {
+            let record = state
+                .cloned()
+                .unwrap_or_else(|| new_state(key, uid, inputs.now));
+            plan.run_changes.push(finish(
+                &record,
+                "Cancelled",
+                "Cancelled",
+                "cancelled before it was placed",
+                inputs.now,
+            ));
+            continue;
+        }
+        match place(inputs, &views, &active, key, run) {
+            Placement::Node(node) => {
+                *active.entry(node.clone()).or_default() += 1;
+                let mut record = state
+                    .cloned()
+                    .unwrap_or_else(|| new_state(key, uid, inputs.now));
+                record.node = Some(node.clone());
+                record.placed_at = Some(inputs.now);
+                record.updated_at = inputs.now;
+                plan.run_changes.push(record);
+                plan.assignments.entry(node).or_default().push(assignment(
+                    inputs.world,
+                    key,
+                    uid,
+                    run,
+                    &runners_for(inputs.world, run, &key.namespace),
+                ));
+            }
+            Placement::Wait(reason) => {
+                plan.pending_reasons.insert((*uid).to_owned(), reason);
+            }
+            Placement::Refuse(reason, message) => {
+                let record = state
+                    .cloned()
+                    .unwrap_or_else(|| new_state(key, uid, inputs.now));
+                plan.run_changes
+                    .push(finish(&record, "Failed", &reason, &message, inputs.now));
+            }
+        }
+    }
+    for name in inputs.nodes.keys() {
+        plan.assignments.entry(name.clone()).or_default();
+    }
+    plan
+}
+
+enum Placement {
+    Node(String),
+    Wait(String),
+    Refuse(String, String),
+}
+
+fn place(
+    inputs: &TaskInputs<'_>,
+    views: &BTreeMap<&str, NodeView<'_>>,
+    active: &BTreeMap<String, u32>,
+    key: &ObjectKey,
+    run: &TaskRun,
+) -> Placement {
+    let runners = runners_for(inputs.world, run, &key.namespace);
+    if runners.is_empty() {
+        return Placement::Wait(format!(
+            "no Runner in namespace {} matches the runnerSelector and allows executor {:?}",
+            key.namespace, run.spec.task.executor
+        ));
+    }
+    let executor = run.spec.task.executor;
+    let mut matching = Vec::new();
+    for view in views.values() {
+        let capacity = runners
+            .iter()
+            .filter(|r| r.spec.node_selector.matches(&view.labels))
+            .map(|r| r.spec.max_parallel_tasks)
+            .max();
+        if let Some(capacity) = capacity {
+            matching.push((view, capacity));
+        }
+    }
+    if matching.is_empty() {
+        return Placement::Wait(
+            "no node matches the nodeSelector of the Runners this run may use".to_owned(),
+        );
+    }
+    let usable: Vec<_> = matching
+        .iter()
+        .filter(|(v, _)| v.ready && !v.cordoned)
+        .collect();
+    if usable.is_empty() {
+        let names: Vec<&str> = matching.iter().map(|(v, _)| v.name).collect();
+        return Placement::Wait(format!(
+            "no matching node is Ready and uncordoned ({})",
+            names.join(", ")
+        ));
+    }
+    let equipped: Vec<_> = usable
+        .iter()
+        .filter(|(v, _)| has_tool(v, executor))
+        .collect();
+    if equipped.is_empty() {
+        let missing: Vec<String> = usable
+            .iter()
+            .map(|(v, _)| {
+                format!(
+                    "node {} has no {}",
+                    v.name,
+                    executor_tools(executor).join(" or ")
+                )
+            })
+            .collect();
+        return Placement::Refuse("ExecutorMissing".to_owned(), missing.join("; "));
+    }
+    let free = equipped
+        .iter()
+        .map(|(v, cap)| (active.get(v.name).copied().unwrap_or(0), *cap, v.name))
+        .filter(|(used, cap, _)| used < cap)
+        .min_by_key(|(used, _, name)| (*used, *name));
+    match free {
+        Some((_, _, name)) => Placement::Node(name.to_owned()),
+        None => Placement::Wait(format!(
+            "all {} matching nodes are busy (maxParallelTasks reached)",
+            equipped.len()
+        )),
+    }
+}
+
+/// TaskRuns of the world with their uid, oldest first.
+fn task_runs(world: &World) -> Vec<(&ObjectKey, &str, &TaskRun)> {
+    let mut runs: Vec<_> = world
+        .of_kind(Kind::TaskRun)
+        .filter_map(|(key, o)| match &o.object {
+            Object::TaskRun(run) => {
+                Some((key, run.metadata.uid.as_deref().unwrap_or_default(), &**run))
+            }
+            _ => None,
+        })
+        .collect();
+    runs.sort_by_key(|(key, _, run)| {
+        (
+            run.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            (*key).clone(),
+        )
+    });
+    runs
+}
+
+fn new_state(key: &ObjectKey, uid: &str, now: DateTime<Utc>) -> RunStateRecord {
+    RunStateRecord {
+        uid: uid.to_owned(),
+        run: ObjectRef::new("TaskRun", &key.namespace, &key.name),
+        node: None,
+        phase: "Pending".to_owned(),
+        placed_at: None,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: None,
+        message: None,
+        log_tail: Vec::new(),
+        updated_at: now,
+    }
+}
+
+fn finish(
+    state: &RunStateRecord,
+    phase: &str,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) -> RunStateRecord {
+    let mut record = state.clone();
+    record.phase = phase.to_owned();
+    record.reason = Some(reason.to_owned());
+    record.message = Some(message.to_owned());
+    record.finished_at = Some(now);
+    record.updated_at = now;
+    record
+}
+
+/// The assignment of one run: the task, its env resolved (Runner env first, then the task's).
+fn assignment(
+    world: &World,
+    key: &ObjectKey,
+    uid: &str,
+    run: &TaskRun,
+    runners: &[&Runner],
+) -> TaskAssignment {
+    let runner = runners.first();
+    let mut env = Vec::new();
+    let vars = runner
+        .iter()
+        .flat_map(|r| r.spec.env.iter())
+        .chain(run.spec.task.env.iter());
+    for var in vars {
+        let value = match (&var.value, &var.secret_key_ref) {
+            (Some(value), _) => Some(value.clone()),
+            (None, Some(reference)) => secret_value(
+                world,
+                &key.namespace,
+                reference.name.as_str(),
+                reference.key.as_str(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(value) = value {
+            env.retain(|e: &ResolvedEnv| e.name != var.name);
+            env.push(ResolvedEnv {
+                name: var.name.clone(),
+                value: SecretValue(value),
+            });
+        }
+    }
+    TaskAssignment {
+        run: RunRef {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid: uid.to_owned(),
+        },
+        task: run.spec.task.clone(),
+        env,
+        work_dir: runner.and_then(|r| r.spec.work_dir.clone()),
+        cancel: run.spec.cancel,
+    }
+}
+
+/// A Secret's value by key (`data` decoded, else `stringData`).
+pub fn secret_value(world: &World, namespace: &str, name: &str, key: &str) -> Option<String> {
+    let object = world
+        .objects
+        .get(&ObjectKey::new(Kind::Secret, namespace, name))?;
+    let Object::Secret(secret) = &object.object else {
+        return None;
+    };
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+}
+
+/// The status of a TaskRun from its run state.
+pub fn task_run_status(
+    generation: Option<i64>,
+    state: Option<&RunStateRecord>,
+    pending_reason: Option<&String>,
+    runner: Option<&str>,
+) -> (Value, [(&'static str, &'static str, String, String); 3]) {
+    let phase = state.map_or("Pending", |s| s.phase.as_str()).to_owned();
+    let reason = state.and_then(|s| s.reason.clone());
+    let message = state
+        .and_then(|s| s.message.clone())
+        .or_else(|| pending_reason.cloned())
+        .unwrap_or_default();
+    let status = json!({
+        "observedGeneration": generation,
+        "phase": phase,
+        "reason": reason,
+        "message": if message.is_empty() { Value::Null } else { Value::String(message.clone()) },
+        "node": state.and_then(|s| s.node.clone()),
+        "runner": runner,
+        "startedAt": state.and_then(|s| s.started_at).map(timestamp),
+        "finishedAt": state.and_then(|s| s.finished_at).map(timestamp),
+        "exitCode": state.and_then(|s| s.exit_code),
+        "logTail": state.map(|s| s.log_tail.clone()).unwrap_or_default(),
+    });
+    let why = reason.clone().unwrap_or_else(|| phase.clone());
+    let conditions = match phase.as_str() {
+        "Succeeded" => [
+            (
+                "Ready",
+                "True",
+                "Succeeded".to_owned(),
+                "the run exited 0".to_owned(),
+            ),
+            (
+                "Reconciling",
+                "False",
+                "Succeeded".to_owned(),
+                String::new(),
+            ),
+            ("Stalled", "False", "Succeeded".to_owned(), String::new()),
+        ],
+        "Failed" | "Cancelled" => [
+            ("Ready", "False", why.clone(), message.clone()),
+            ("Reconciling", "False", why.clone(), String::new()),
+            ("Stalled", "True", why, message),
+        ],
+        "Running" => [
+            (
+                "Ready",
+                "False",
+                "Running".to_owned(),
+                "the run is executing".to_owned(),
+            ),
+            ("Reconciling", "True", "Running".to_owned(), String::new()),
+            ("Stalled", "False", "Running".to_owned(), String::new()),
+        ],
+        _ => [
+            ("Ready", "False", "Pending".to_owned(), message.clone()),
+            ("Reconciling", "True", "Pending".to_owned(), message),
+            ("Stalled", "False", "Pending".to_owned(), String::new()),
+        ],
+    };
+    (strip_nulls(status), conditions)
+}
+
+/// Drops `null` fields so statuses stay small and compare stably.
+pub fn strip_nulls(mut value: Value) -> Value {
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|_, v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
+    }
+    value
+}

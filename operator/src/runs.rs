@@ -1,0 +1,216 @@
+//! The run book: the observed state of every task run (placement, phase,
+//! exit code, log tail), shared by the agent API (reports) and the
+//! controller (placement, lost nodes), written through to the store.
+//!
+//! Transitions only move forward: a finished run never becomes Running or
+//! Pending again, whatever a late or replayed report says, so applying the
+//! same report twice changes nothing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use veil_crds::task_run::TaskRunPhase;
+use veil_crds::wire::{LogChunk, NodeReport, RegisterRequest, TaskUpdate};
+
+use crate::store::{NodeRecord, ObjectRef, RunStateRecord, Store, StoreError};
+
+/// Lines of output kept in `status.logTail`.
+pub const LOG_TAIL_LINES: usize = 20;
+
+/// Observed task runs by uid.
+pub struct RunBook {
+    store: Store,
+    runs: Mutex<BTreeMap<String, RunStateRecord>>,
+}
+
+/// The phase names stored for each [`TaskRunPhase`].
+pub fn phase_name(phase: TaskRunPhase) -> &'static str {
+    match phase {
+        TaskRunPhase::Pending => "Pending",
+        TaskRunPhase::Running => "Running",
+        TaskRunPhase::Succeeded => "Succeeded",
+        TaskRunPhase::Failed => "Failed",
+        TaskRunPhase::Cancelled => "Cancelled",
+    }
+}
+
+/// Whether a stored phase name is final.
+pub fn is_finished(phase: &str) -> bool {
+    matches!(phase, "Succeeded" | "Failed" | "Cancelled")
+}
+
+/// The store key of a run's log: by uid, so a recreated run with the same name starts clean.
+pub fn log_ref(namespace: &str, uid: &str) -> ObjectRef {
+    ObjectRef::new("TaskRun", namespace, uid)
+}
+
+impl RunBook {
+    /// Loads every run state from the store.
+    pub async fn load(store: Store) -> Result<RunBook, StoreError> {
+        let runs = store
+            .run_states()
+            .await?
+            .into_iter()
+            .map(|r| (r.uid.clone(), r))
+            .collect();
+        Ok(RunBook {
+            store,
+            runs: Mutex::new(runs),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunStateRecord>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of every run state.
+    pub fn snapshot(&self) -> BTreeMap<String, RunStateRecord> {
+        self.lock().clone()
+    }
+
+    /// Writes `records` to the store, then to memory.
+    pub async fn put(&self, records: Vec<RunStateRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.store.upsert_run_states(&records).await?;
+        let mut runs = self.lock();
+        for record in records {
+            runs.insert(record.uid.clone(), record);
+        }
+        Ok(())
+    }
+
+    /// Forgets runs (their TaskRuns are gone).
+    pub async fn remove(&self, uids: Vec<String>) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        self.store.delete_run_states(&uids).await?;
+        let mut runs = self.lock();
+        for uid in uids {
+            runs.remove(&uid);
+        }
+        Ok(())
+    }
+
+    /// Records an agent's registration; returns the last report seq applied for it.
+    pub async fn register(
+        &self,
+        request: &RegisterRequest,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let existing = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.node == request.node);
+        let record = NodeRecord {
+            node: request.node.clone(),
+            registration: serde_json::to_value(request).unwrap_or_default(),
+            registered_at: existing.as_ref().map_or(now, |n| n.registered_at),
+            last_seen: now,
+            last_report_seq: existing.as_ref().map_or(0, |n| n.last_report_seq),
+        };
+        self.store.upsert_node(&record).await?;
+        Ok(record.last_report_seq.max(0) as u64)
+    }
+
+    /// Applies a report: log chunks (idempotent per run and seq), task
+    /// updates (forward-only), then records the seq. Safe to call twice.
+    pub async fn report(
+        &self,
+        node: &str,
+        report: &NodeReport,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tails: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for chunk in &report.logs {
+            if self.append_chunk(chunk).await? {
+                tails
+                    .entry(chunk.run.uid.clone())
+                    .or_default()
+                    .extend(chunk.text.lines().map(str::to_owned));
+            }
+        }
+        let changed = {
+            let runs = self.lock();
+            let mut changed = Vec::new();
+            for update in &report.task_updates {
+                let current = runs.get(&update.run.uid);
+                if let Some(next) = advance(current, update, node, now) {
+                    changed.push(next);
+                }
+            }
+            for (uid, lines) in tails {
+                let base = changed
+                    .iter()
+                    .position(|r| r.uid == uid)
+                    .map(|i| changed.remove(i))
+                    .or_else(|| runs.get(&uid).cloned());
+                if let Some(mut record) = base {
+                    let mut tail: VecDeque<String> = record.log_tail.into();
+                    tail.extend(lines);
+                    while tail.len() > LOG_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    record.log_tail = tail.into();
+                    record.updated_at = now;
+                    changed.push(record);
+                }
+            }
+            changed
+        };
+        self.put(changed).await?;
+        self.store.claim_report_seq(node, report.seq as i64).await?;
+        self.store.touch_node(node, now).await?;
+        Ok(())
+    }
+
+    async fn append_chunk(&self, chunk: &LogChunk) -> Result<bool, StoreError> {
+        self.store
+            .append_log(
+                &log_ref(&chunk.run.namespace, &chunk.run.uid),
+                chunk.seq as i64,
+                &chunk.text,
+            )
+            .await
+    }
+}
+
+/// The run state after `update`, or `None` when it changes nothing (stale,
+/// repeated, or from a node the run is not placed on).
+fn advance(
+    current: Option<&RunStateRecord>,
+    update: &TaskUpdate,
+    node: &str,
+    now: DateTime<Utc>,
+) -> Option<RunStateRecord> {
+    let current = current?;
+    if current.node.as_deref() != Some(node) || is_finished(&current.phase) {
+        return None;
+    }
+    let phase = phase_name(update.phase);
+    if phase == "Pending" || (phase == "Running" && current.phase == "Running") {
+        return None;
+    }
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut next = current.clone();
+    next.phase = phase.to_owned();
+    next.started_at = parse(&update.started_at).or(current.started_at);
+    next.finished_at = parse(&update.finished_at).or(current.finished_at);
+    if is_finished(phase) && next.finished_at.is_none() {
+        next.finished_at = Some(now);
+    }
+    next.exit_code = update.exit_code.or(current.exit_code);
+    next.reason = update.reason.clone();
+    next.message = update.message.clone();
+    next.updated_at = now;
+    Some(next)
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs the real tools the task-driver tests run: ansible-core (from PyPI,
+# into a venv) and OpenTofu (built from its Go module). Idempotent: each tool
+# is cached under ${VEIL_CACHE:-$HOME/.cache/veil}, keyed by its version, and
+# only (re)built when that version is not there yet. Both are exposed in
+# $VEIL_CACHE/bin, which `make env` users put on PATH.
+#
+# Change a version by editing the pins below; the old build stays in the cache
+# until removed by hand.
+set -euo pipefail
+
+# ansible-core 2.18 is the newest line whose templating behaves like the
+# playbooks people already have (2.19 changed it); it needs Python >= 3.11.
+ANSIBLE_CORE_VERSION="2.18.19"
+# OpenTofu's go.mod needs Go >= 1.24 at this version (1.12 needs 1.26).
+OPENTOFU_VERSION="v1.10.10"
+
+VEIL_CACHE="${VEIL_CACHE:-$HOME/.cache/veil}"
+BIN="$VEIL_CACHE/bin"
+mkdir -p "$BIN"
+
+log() { printf 'env-tools: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+install_ansible() {
+    local dest="$VEIL_CACHE/ansible-core-$ANSIBLE_CORE_VERSION"
+    if [[ ! -f "$dest/.complete" ]]; then
+        command -v python3 >/dev/null || die "python3 is needed for ansible-core; install python3 and python3-venv"
+        python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+            || die "ansible-core $ANSIBLE_CORE_VERSION needs Python >= 3.11 (found $(python3 --version 2>&1))"
+        log "installing ansible-core $ANSIBLE_CORE_VERSION into $dest"
+        local started=$SECONDS
+        rm -rf "$dest"
+        python3 -m venv "$dest" || die "python3 -m venv failed; install python3-venv"
+        "$dest/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "ansible-core==$ANSIBLE_CORE_VERSION"
+        touch "$dest/.complete"
+        log "ansible-core installed in $((SECONDS - started)) s"
+    fi
+    ln -sfn "$dest/bin/ansible-playbook" "$BIN/ansible-playbook"
+    ln -sfn "$dest/bin/ansible" "$BIN/ansible"
+}
+
+install_opentofu() {
+    local dest="$VEIL_CACHE/opentofu-$OPENTOFU_VERSION"
+    if [[ ! -x "$dest/tofu" ]]; then
+        command -v go >/dev/null || die "go is needed to build OpenTofu; install Go >= 1.24"
+        log "building OpenTofu $OPENTOFU_VERSION from its Go module (takes minutes the first time)"
+        local started=$SECONDS
+        # `go install module@version` refuses modules whose go.mod has
+        # `replace` directives, and OpenTofu's has one (its hcl fork). So the
+        # module source is fetched through the module proxy and built in place.
+        local src
+        src="$(go mod download -json "github.com/opentofu/opentofu@$OPENTOFU_VERSION" \
+            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        [[ -n "$src" && -d "$src" ]] || die "could not download github.com/opentofu/opentofu@$OPENTOFU_VERSION"
+        local work
+        work="$(mktemp -d "$VEIL_CACHE/.opentofu-build.XXXXXX")"
+        # shellcheck disable=SC2064 # expand now: `work` is local
+        trap "rm -rf '$work'" EXIT
+        cp -R "$src/." "$work/"
+        chmod -R u+w "$work"
+        mkdir -p "$dest"
+        (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
+            -ldflags "-s -w -X github.com/opentofu/opentofu/version.dev=no" \
+            -o "$dest/tofu.partial" ./cmd/tofu)
+        mv "$dest/tofu.partial" "$dest/tofu"
+        rm -rf "$work"
+        trap - EXIT
+        log "OpenTofu built in $((SECONDS - started)) s"
+    fi
+    ln -sfn "$dest/tofu" "$BIN/tofu"
+}
+
+install_ansible
+install_opentofu
+
+first_line() { local out; out="$("$@" 2>/dev/null || true)"; printf '%s' "${out%%$'\n'*}"; }
+echo "tools in $BIN (put it on PATH):"
+echo "  ansible-playbook: $(first_line "$BIN/ansible-playbook" --version)"
+echo "  tofu: $(first_line "$BIN/tofu" version)"

@@ -1,0 +1,363 @@
+//! Agents end to end: real `veil-operator` and `veil-agent` processes on
+//! loopback — token isolation, registration, placement, shell task runs
+//! with logs, failures, and an agent killed mid-run.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use veil_e2e::process::{Agent, Operator, OperatorOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const RUNNER: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata:
+  name: edge
+  labels:
+    pool: main
+spec:
+  nodeSelector:
+    matchLabels:
+      role: edge
+  maxParallelTasks: 2
+  executors: [shell]
+";
+
+fn task_run(name: &str, script: &str, timeout: u32) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: TaskRun\nmetadata:\n  name: {name}\nspec:\n  task:\n    executor: shell\n    timeoutSeconds: {timeout}\n    shell:\n      script: {}\n",
+        serde_json::to_string(script).unwrap()
+    )
+}
+
+async fn start(dir: &Path, heartbeat: u32) -> Operator {
+    Operator::start_with(
+        dir,
+        OperatorOptions {
+            extra_args: vec!["--heartbeat-interval".into(), heartbeat.to_string()],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn wait_run(op: &Operator, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    op.eventually(what, WAIT, || async {
+        op.object("taskruns", name).await.filter(|o| check(o))
+    })
+    .await
+}
+
+async fn raw(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> u16 {
+    let client = reqwest::Client::new();
+    let mut request = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+fn registration(node: &str) -> Value {
+    json!({"node": node, "os": "linux", "arch": "x86_64", "agentVersion": "test"})
+}
+
+#[tokio::test]
+async fn node_tokens_read_and_write_only_their_own_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(dir.path(), 10).await;
+    let a = op.create_token("node-a");
+    let b = op.create_token("node-b");
+    let url = |path: &str| format!("{}/v1/agent/{path}", op.url);
+
+    // 401: missing, wrong.
+    assert_eq!(
+        raw("POST", &url("register"), None, Some(registration("node-a"))).await,
+        401
+    );
+    assert_eq!(
+        raw(
+            "POST",
+            &url("register"),
+            Some("veil_node_wrong"),
+            Some(registration("node-a"))
+        )
+        .await,
+        401
+    );
+    assert_eq!(raw("GET", &url("assignment?wait=0"), None, None).await, 401);
+    assert_eq!(
+        raw(
+            "POST",
+            &url("report"),
+            None,
+            Some(json!({"node": "node-a", "seq": 1, "appliedRevision": 0}))
+        )
+        .await,
+        401
+    );
+
+    // Own data: fine.
+    assert_eq!(
+        raw(
+            "POST",
+            &url("register"),
+            Some(&a),
+            Some(registration("node-a"))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        raw("GET", &url("assignment?wait=0"), Some(&a), None).await,
+        200
+    );
+    assert_eq!(
+        raw(
+            "POST",
+            &url("report"),
+            Some(&a),
+            Some(json!({"node": "node-a", "seq": 1, "appliedRevision": 0}))
+        )
+        .await,
+        200
+    );
+
+    // 403: another node's data.
+    assert_eq!(
+        raw(
+            "POST",
+            &url("register"),
+            Some(&a),
+            Some(registration("node-b"))
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        raw("GET", &url("assignment?node=node-b&wait=0"), Some(&a), None).await,
+        403
+    );
+    assert_eq!(
+        raw(
+            "POST",
+            &url("report"),
+            Some(&a),
+            Some(json!({"node": "node-b", "seq": 1, "appliedRevision": 0}))
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        raw(
+            "POST",
+            &url("register"),
+            Some(&b),
+            Some(registration("node-a"))
+        )
+        .await,
+        403
+    );
+
+    // 401: revoked.
+    let list = op.cli(&[
+        "token",
+        "list",
+        "--data-dir",
+        &op.data_dir.display().to_string(),
+    ]);
+    let listing = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(!listing.contains(&a), "token list never shows tokens");
+    let id = listing
+        .lines()
+        .find(|l| l.contains("node-a"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = op.cli(&[
+        "token",
+        "revoke",
+        &id,
+        "--data-dir",
+        &op.data_dir.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        raw(
+            "POST",
+            &url("register"),
+            Some(&a),
+            Some(registration("node-a"))
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        raw("GET", &url("assignment?wait=0"), Some(&a), None).await,
+        401
+    );
+    assert!(
+        !op.log().contains(&a) && !op.log().contains(&b),
+        "tokens are never logged"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_registers_runs_a_shell_task_and_streams_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("runner.yaml"), RUNNER);
+    let op = start(dir.path(), 1).await;
+    let _agent = Agent::start(&op, "edge-1", &["role=edge"]);
+
+    let node = op
+        .eventually("the agent's VeilNode Ready", WAIT, || async {
+            op.object("veilnodes", "edge-1").await.filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+        })
+        .await;
+    let capabilities = node["status"]["capabilities"].as_array().unwrap();
+    assert!(capabilities.iter().any(|c| c["name"] == "sh"), "{node}");
+
+    write(
+        &dir.path().join("run.yaml"),
+        &task_run(
+            "hello",
+            "echo first; echo to-stderr >&2; sleep 1; echo last",
+            60,
+        ),
+    );
+    // Output printed before exit is visible while the run is still going.
+    wait_run(&op, "hello", "first line while running", |r| {
+        r["status"]["phase"] == "Running"
+            && r["status"]["logTail"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|l| l == "first"))
+    })
+    .await;
+    let done = wait_run(&op, "hello", "Succeeded", |r| {
+        r["status"]["phase"] == "Succeeded"
+    })
+    .await;
+    assert_eq!(done["status"]["exitCode"], 0);
+    assert_eq!(done["status"]["node"], "edge-1");
+    let tail: Vec<&str> = done["status"]["logTail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tail.contains(&"to-stderr") && tail.contains(&"last"),
+        "{tail:?}"
+    );
+
+    let out = op.cli(&["logs", "taskrun", "hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        log.matches("first").count(),
+        1,
+        "each chunk stored once: {log}"
+    );
+    assert!(log.contains("last"), "{log}");
+
+    write(
+        &dir.path().join("fail.yaml"),
+        &task_run("broken", "echo nope; exit 3", 60),
+    );
+    let failed = wait_run(&op, "broken", "Failed", |r| {
+        r["status"]["phase"] == "Failed"
+    })
+    .await;
+    assert_eq!(failed["status"]["exitCode"], 3);
+}
+
+#[tokio::test]
+async fn a_run_without_a_matching_runner_stays_pending_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("runner.yaml"), RUNNER);
+    write(
+        &dir.path().join("run.yaml"),
+        &task_run("waiting", "true", 60),
+    );
+    let op = start(dir.path(), 1).await;
+    let _agent = Agent::start(&op, "db-1", &["role=db"]);
+    let run = wait_run(&op, "waiting", "a pending message", |r| {
+        r["status"]["phase"] == "Pending"
+            && r["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no node matches"))
+    })
+    .await;
+    assert!(run["status"]["node"].is_null());
+}
+
+#[tokio::test]
+async fn killing_the_agent_mid_run_ends_the_run_node_lost_and_never_reruns_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("runner.yaml"), RUNNER);
+    let op = start(dir.path(), 1).await;
+    let token = op.create_token("edge-9");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let agent = Agent::start_in(&op, "edge-9", &["role=edge"], &token, tmp, data);
+    write(
+        &dir.path().join("run.yaml"),
+        &task_run("long", "echo started; sleep 300", 600),
+    );
+    wait_run(&op, "long", "started", |r| {
+        r["status"]["logTail"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|l| l == "started"))
+    })
+    .await;
+
+    let (tmp, data) = agent.kill();
+    let lost = wait_run(&op, "long", "NodeLost", |r| {
+        r["status"]["phase"] == "Failed"
+    })
+    .await;
+    assert_eq!(lost["status"]["reason"], "NodeLost", "{lost}");
+
+    // The restarted agent replays its journal but does not run the task again.
+    let agent = Agent::start_in(&op, "edge-9", &["role=edge"], &token, tmp, data);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = op.object("taskruns", "long").await.unwrap();
+    assert_eq!(after["status"]["phase"], "Failed");
+    let out = op.cli(&["logs", "taskrun", "long"]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        log.matches("started").count(),
+        1,
+        "no duplicate log chunk: {log}\n{}",
+        agent.log()
+    );
+}
