@@ -8,6 +8,8 @@ SHELL := /bin/bash
 VEIL_CACHE ?= $(HOME)/.cache/veil
 export VEIL_CACHE
 export CARGO_TARGET_DIR ?= $(VEIL_CACHE)/target
+# Tools built or installed by `make env` (ansible-playbook, tofu) are found here.
+export PATH := $(VEIL_CACHE)/bin:$(PATH)
 CARGO ?= cargo
 EXAMPLE_DIR ?= examples/standalone
 

@@ -14,3 +14,6 @@ fi
 if [ -x "$here/env-postgres.sh" ] || [ -f "$here/env-postgres.sh" ]; then
   bash "$here/env-postgres.sh"
 fi
+
+# ansible-core (PyPI) and OpenTofu (built from its Go module) for the task driver tests.
+bash "$here/env-tools.sh"

@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 use veil_crds::kind::Kind;
+use veil_crds::object::ObjectKey;
 
 use crate::agents::{Agents, NodeObservation};
 use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
@@ -37,6 +39,15 @@ pub struct Controller {
     runs: Arc<RunBook>,
     /// A node silent longer than this is NotReady and its runs NodeLost.
     node_timeout: chrono::Duration,
+    /// TaskRuns made by Schedules (dir mode keeps them in the store).
+    generated: BTreeMap<ObjectKey, SourcedObject>,
+    /// Last schedule time per Schedule.
+    last_schedule_times: BTreeMap<ObjectKey, DateTime<Utc>>,
+    /// When a Schedule next needs a pass.
+    wake_at: Option<tokio::time::Instant>,
+    notifier: crate::notify::Notifier,
+    /// Finished runs already seen (webhooks fire once, on the transition).
+    finished_seen: Option<std::collections::HashSet<String>>,
     book: GenerationBook,
     statuses: Statuses,
     errors: Vec<LoadErrorRecord>,
@@ -55,6 +66,18 @@ impl Controller {
         view: watch::Sender<Arc<View>>,
         metrics: Arc<Metrics>,
     ) -> Result<Controller, ControllerError> {
+        let mut generated = BTreeMap::new();
+        for record in store.generated_objects().await? {
+            if let Some((key, sourced)) = generated_object(&record.document) {
+                generated.insert(key, sourced);
+            }
+        }
+        let last_schedule_times = store
+            .schedule_states()
+            .await?
+            .into_iter()
+            .filter_map(|(reference, time)| Some((object_key(&reference)?, time)))
+            .collect();
         for record in store.nodes().await? {
             if let Ok(registration) = serde_json::from_value(record.registration.clone()) {
                 agents.restore(NodeObservation {
@@ -70,7 +93,9 @@ impl Controller {
             .statuses()
             .await?
             .into_iter()
-            .filter_map(|(reference, status)| Some((object_key(&reference)?, Arc::new(status))))
+            .filter_map(|(reference, status)| {
+                Some((object_key(&reference)?, crate::plan::raw_status(&status)))
+            })
             .collect();
         let errors = store.load_errors().await?;
         let source_label = SourceLabel {
@@ -91,6 +116,14 @@ impl Controller {
             runs,
             node_timeout: chrono::Duration::from_std(node_timeout)
                 .unwrap_or(chrono::Duration::seconds(30)),
+            generated,
+            last_schedule_times,
+            wake_at: None,
+            notifier: crate::notify::Notifier::spawn(
+                reqwest::Client::new(),
+                crate::notify::NotifierOptions::default(),
+            ),
+            finished_seen: None,
             book,
             statuses,
             errors,
@@ -129,10 +162,15 @@ impl Controller {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
+            let wake = self.wake_at;
             tokio::select! {
                 changed = snapshots.changed() => if changed.is_err() { return },
                 _ = agent_changes.changed() => {}
                 _ = tick.tick() => {}
+                _ = async { match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                } } => {}
             }
             self.metrics.queue_depth.set(1);
         }
@@ -145,10 +183,11 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
         let nodes = self.agents.observations();
-        let snapshot = with_registered_nodes(snapshot, &nodes);
+        let mut extra = registered_nodes(snapshot, &nodes);
+        extra.extend(self.generated.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut book = self.book.clone();
         let (world, book_changes) =
-            book.build_world(&snapshot, now, || uuid::Uuid::new_v4().to_string());
+            book.build_world_with(snapshot, &extra, now, || uuid::Uuid::new_v4().to_string());
         if !book_changes.upserts.is_empty() {
             self.store
                 .upsert_object_records(&book_changes.upserts)
@@ -170,6 +209,7 @@ impl Controller {
             runs: &runs,
             now,
             node_timeout: self.node_timeout,
+            last_schedule_times: &self.last_schedule_times,
         });
         let elapsed = started.elapsed().as_secs_f64();
         for change in &plan.run_changes {
@@ -180,6 +220,9 @@ impl Controller {
         self.runs.put(plan.run_changes.clone()).await?;
         self.runs.remove(plan.stale_runs.clone()).await?;
         self.agents.set_assignments(plan.assignments.clone(), now);
+        let replan = self
+            .apply_schedule_actions(&plan.schedule_actions, now)
+            .await?;
 
         let changes = status_changes(&self.statuses, &plan.statuses);
         if !changes.is_empty() {
@@ -208,41 +251,153 @@ impl Controller {
             .get_or_create(&self.source_label)
             .set(self.errors.len() as i64);
 
-        self.record_metrics(&world, elapsed);
+        self.record_metrics(&plan.phase_counts, elapsed);
         tracing::debug!(
             objects = world.objects.len(),
             status_writes = changes.len(),
             "reconciled"
         );
+        self.notify_finished(&world);
         self.view.send_replace(Arc::new(View {
             world: Arc::new(world),
             statuses: Arc::new(self.statuses.clone()),
             loaded: true,
         }));
+        if replan {
+            // Runs were created, cancelled or pruned: show them now, not on the next event.
+            Box::pin(self.reconcile(snapshot, now)).await?;
+        }
         Ok(())
     }
 
-    fn record_metrics(&self, world: &crate::world::World, plan_seconds: f64) {
-        let mut counts: BTreeMap<(Kind, String), i64> = BTreeMap::new();
-        for key in world.objects.keys() {
-            let phase = self
-                .statuses
-                .get(key)
-                .and_then(|s| s.get("phase"))
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown")
-                .to_owned();
-            *counts.entry((key.kind, phase)).or_default() += 1;
+    /// Creates, cancels and prunes Schedule-owned TaskRuns and persists
+    /// schedule times. Returns whether the world changed.
+    async fn apply_schedule_actions(
+        &mut self,
+        actions: &crate::plan::schedules::ScheduleActions,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControllerError> {
+        let mut changed = false;
+        for (key, document, owner) in &actions.create {
+            let record = crate::store::GeneratedObjectRecord {
+                key: object_ref(key),
+                owner: Some(object_ref(owner)),
+                document: document.clone(),
+                created_at: now,
+            };
+            // The name is the lock: an existing run with this name is adopted, never duplicated.
+            self.store.insert_generated_object(&record).await?;
+            if let Some((key, sourced)) = generated_object(document) {
+                tracing::info!(schedule = %owner, run = %key.name, "scheduled a task run");
+                self.generated.entry(key).or_insert(sourced);
+                changed = true;
+            }
         }
+        for key in &actions.cancel {
+            if let Some(sourced) = self.generated.get_mut(key)
+                && let veil_crds::object::Object::TaskRun(run) = &mut sourced.object
+                && !run.spec.cancel
+            {
+                run.spec.cancel = true;
+                let document = sourced.object.to_value();
+                self.store
+                    .update_generated_object(&object_ref(key), &document)
+                    .await?;
+                changed = true;
+            }
+        }
+        if !actions.prune.is_empty() {
+            let refs: Vec<_> = actions.prune.iter().map(object_ref).collect();
+            self.store.delete_generated_objects(&refs).await?;
+            for key in &actions.prune {
+                changed |= self.generated.remove(key).is_some();
+            }
+        }
+        for (key, time) in &actions.last_schedule_times {
+            self.store
+                .set_last_schedule_time(&object_ref(key), *time)
+                .await?;
+            self.last_schedule_times.insert(key.clone(), *time);
+        }
+        for (key, event) in &actions.events {
+            tracing::warn!(schedule = %key, reason = event.reason, message = %event.message, "schedule event");
+        }
+        self.wake_at = actions
+            .requeue_after
+            .map(|after| tokio::time::Instant::now() + after);
+        Ok(changed)
+    }
+
+    /// Fires the `notify` webhooks of Schedules whose runs just finished.
+    fn notify_finished(&mut self, world: &crate::world::World) {
+        use crate::plan::schedules::SCHEDULE_LABEL;
+        let runs = self.runs.snapshot();
+        let finished: std::collections::HashSet<String> = runs
+            .values()
+            .filter(|r| crate::runs::is_finished(&r.phase))
+            .map(|r| r.uid.clone())
+            .collect();
+        let Some(seen) = self.finished_seen.replace(finished.clone()) else {
+            return; // first pass after start: nothing "just" finished
+        };
+        for uid in finished.difference(&seen) {
+            let Some(state) = runs.get(uid) else { continue };
+            let run_key = veil_crds::object::ObjectKey::new(
+                Kind::TaskRun,
+                &state.run.namespace,
+                &state.run.name,
+            );
+            let Some(run) = world.objects.get(&run_key) else {
+                continue;
+            };
+            let Some(schedule_name) = run
+                .object
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SCHEDULE_LABEL))
+            else {
+                continue;
+            };
+            let schedule_key = veil_crds::object::ObjectKey::new(
+                Kind::Schedule,
+                &state.run.namespace,
+                schedule_name,
+            );
+            let Some(veil_crds::object::Object::Schedule(schedule)) =
+                world.objects.get(&schedule_key).map(|o| &o.object)
+            else {
+                continue;
+            };
+            let Some(status) = self.statuses.get(&run_key).and_then(|s| {
+                serde_json::from_str::<veil_crds::task_run::TaskRunStatus>(s.get()).ok()
+            }) else {
+                continue;
+            };
+            let payload = crate::notify::finish_payload(
+                &state.run.namespace,
+                schedule_name,
+                &state.run.name,
+                &status,
+            );
+            for url in crate::notify::webhooks_for(schedule.spec.notify.as_ref(), status.phase) {
+                if let Ok(url) = reqwest::Url::parse(url.as_str()) {
+                    self.notifier.notify(url, payload.clone());
+                }
+            }
+        }
+    }
+
+    fn record_metrics(&self, counts: &BTreeMap<(Kind, String), i64>, plan_seconds: f64) {
         self.metrics.objects.clear();
-        for ((kind, phase), count) in counts {
+        for ((kind, phase), count) in counts.iter() {
             self.metrics
                 .objects
                 .get_or_create(&KindPhase {
                     kind: kind.as_str().into(),
-                    phase,
+                    phase: phase.clone(),
                 })
-                .set(count);
+                .set(*count);
         }
         for kind in Kind::VEIL {
             self.metrics
@@ -260,20 +415,37 @@ impl Controller {
     }
 }
 
-/// The snapshot plus a `VeilNode` for every registered agent that no file
-/// declares, so `get veilnodes` lists every node.
-fn with_registered_nodes(
+/// A generated object (TaskRun made by a Schedule) as the world reads it.
+fn generated_object(document: &Value) -> Option<(ObjectKey, SourcedObject)> {
+    let run: veil_crds::task_run::TaskRun = serde_json::from_value(document.clone()).ok()?;
+    let object = veil_crds::object::Object::TaskRun(Box::new(run));
+    let key = object.key();
+    Some((
+        key,
+        SourcedObject {
+            object,
+            origin: Origin {
+                file: std::path::PathBuf::from("<made by a Schedule>"),
+                line: 0,
+            },
+        },
+    ))
+}
+
+/// A `VeilNode` for every registered agent that no file declares, so
+/// `get veilnodes` lists every node.
+fn registered_nodes(
     snapshot: &SourceSnapshot,
     nodes: &BTreeMap<String, NodeObservation>,
-) -> SourceSnapshot {
-    let mut snapshot = snapshot.clone();
+) -> BTreeMap<veil_crds::object::ObjectKey, SourcedObject> {
+    let mut extra = BTreeMap::new();
     for name in nodes.keys() {
         let key = veil_crds::object::ObjectKey::new(Kind::VeilNode, "", name);
         if snapshot.objects.contains_key(&key) {
             continue;
         }
         let node = veil_crds::veil_node::VeilNode::new(name, Default::default());
-        snapshot.objects.insert(
+        extra.insert(
             key,
             SourcedObject {
                 object: veil_crds::object::Object::VeilNode(Box::new(node)),
@@ -284,15 +456,22 @@ fn with_registered_nodes(
             },
         );
     }
-    snapshot
+    extra
 }
 
-/// The store writes that turn `old` into `new`: changed or new statuses, and deletions.
-fn status_changes(old: &Statuses, new: &Statuses) -> Vec<(crate::store::ObjectRef, Option<Value>)> {
+/// The store writes that turn `old` into `new`: changed or new statuses, and
+/// deletions. Statuses are shared, not copied.
+fn status_changes(
+    old: &Statuses,
+    new: &Statuses,
+) -> Vec<(crate::store::ObjectRef, Option<Arc<RawValue>>)> {
     let mut changes = Vec::new();
     for (key, status) in new {
-        if old.get(key) != Some(status) {
-            changes.push((object_ref(key), Some((**status).clone())));
+        if old
+            .get(key)
+            .is_none_or(|o| !crate::plan::same_status(o, status))
+        {
+            changes.push((object_ref(key), Some(status.clone())));
         }
     }
     for key in old.keys() {

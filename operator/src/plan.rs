@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
@@ -21,12 +22,30 @@ use crate::world::World;
 pub mod conditions;
 mod nodes;
 mod not_implemented;
+pub mod schedules;
 pub mod tasks;
 
 use conditions::{ConditionUpdate, set_conditions};
 
-/// Statuses by object, shared cheaply between the controller and readers.
-pub type Statuses = BTreeMap<ObjectKey, Arc<Value>>;
+/// Statuses by object as compact JSON text, shared cheaply between the
+/// controller and readers. Text, not JSON trees: 10,000 statuses take a few
+/// MB instead of tens, and comparing two is a string comparison.
+pub type Statuses = BTreeMap<ObjectKey, Arc<RawValue>>;
+
+/// A status document as shared text.
+pub fn raw_status(value: &Value) -> Arc<RawValue> {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
+    match RawValue::from_string(text) {
+        Ok(raw) => Arc::from(raw),
+        // Unreachable: serde_json just produced this text.
+        Err(_) => Arc::from(RawValue::NULL.to_owned()),
+    }
+}
+
+/// Two statuses are equal when their texts are.
+pub fn same_status(a: &RawValue, b: &RawValue) -> bool {
+    a.get() == b.get()
+}
 
 /// Everything `plan` reads.
 pub struct PlanInputs<'a> {
@@ -38,6 +57,8 @@ pub struct PlanInputs<'a> {
     pub now: DateTime<Utc>,
     /// A node silent longer than this is NotReady.
     pub node_timeout: chrono::Duration,
+    /// Last schedule time of every Schedule (persisted by the controller).
+    pub last_schedule_times: &'a BTreeMap<ObjectKey, DateTime<Utc>>,
 }
 
 /// What should be true after this pass.
@@ -51,6 +72,10 @@ pub struct Plan {
     pub stale_runs: Vec<String>,
     /// Every node's task assignments.
     pub assignments: BTreeMap<String, Vec<TaskAssignment>>,
+    /// What Schedules need done (runs to create, cancel, prune; times to persist).
+    pub schedule_actions: schedules::ScheduleActions,
+    /// Objects with a status per kind and phase (`Unknown` without one), for metrics.
+    pub phase_counts: BTreeMap<(Kind, String), i64>,
 }
 
 /// Computes the plan.
@@ -69,11 +94,18 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         runs.insert(change.uid.clone(), change.clone());
     }
     let views = tasks::node_views(&task_inputs);
+    let (schedule_actions, mut schedule_statuses) =
+        schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
 
     let mut statuses = Statuses::new();
+    let mut phase_counts = BTreeMap::new();
     for (key, object) in &inputs.world.objects {
         let generation = object.object.meta().generation;
-        let previous = inputs.previous.get(key).map(|v| &**v);
+        let previous: Option<Value> = inputs
+            .previous
+            .get(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok());
+        let previous = previous.as_ref();
         let status = match &object.object {
             Object::Secret(_) => continue,
             Object::TaskRun(run) => {
@@ -92,6 +124,12 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 let (body, conditions) = nodes::runner_status(runner, &views, &runs);
                 with_conditions(body, previous, &conditions, generation, inputs.now)
             }
+            Object::Schedule(_) => match schedule_statuses.remove(key) {
+                Some((body, conditions)) => {
+                    with_conditions(body, previous, &conditions, generation, inputs.now)
+                }
+                None => continue,
+            },
             Object::VeilNode(_) => {
                 let (body, conditions) =
                     nodes::node_status(views.get(key.name.as_str()), &runs, inputs.node_timeout);
@@ -99,7 +137,16 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             }
             _ => not_implemented::status(key.kind, generation, previous, inputs.now),
         };
-        statuses.insert(key.clone(), Arc::new(status));
+        if let Some(phase) = status.get("phase").and_then(Value::as_str) {
+            *phase_counts
+                .entry((key.kind, phase.to_owned()))
+                .or_default() += 1;
+        } else {
+            *phase_counts
+                .entry((key.kind, "Unknown".to_owned()))
+                .or_default() += 1;
+        }
+        statuses.insert(key.clone(), raw_status(&status));
     }
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));
     Plan {
@@ -107,6 +154,8 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         run_changes: task_plan.run_changes,
         stale_runs: task_plan.stale_runs,
         assignments: task_plan.assignments,
+        schedule_actions,
+        phase_counts,
     }
 }
 

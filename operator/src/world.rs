@@ -77,11 +77,27 @@ impl GenerationBook {
         &mut self,
         snapshot: &SourceSnapshot,
         now: DateTime<Utc>,
+        new_uid: impl FnMut() -> String,
+    ) -> (World, BookChanges) {
+        self.build_world_with(snapshot, &BTreeMap::new(), now, new_uid)
+    }
+
+    /// Like [`Self::build_world`], plus `extra` objects the operator itself
+    /// holds (VeilNodes of registered agents, TaskRuns made by Schedules);
+    /// on a key clash the source's object wins.
+    pub fn build_world_with(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        extra: &BTreeMap<ObjectKey, SourcedObject>,
+        now: DateTime<Utc>,
         mut new_uid: impl FnMut() -> String,
     ) -> (World, BookChanges) {
         let mut changes = BookChanges::default();
         let mut objects = BTreeMap::new();
-        for (key, sourced) in &snapshot.objects {
+        let extra = extra
+            .iter()
+            .filter(|(key, _)| !snapshot.objects.contains_key(*key));
+        for (key, sourced) in snapshot.objects.iter().chain(extra) {
             let hash = spec_hash(&sourced.object);
             let record = match self.records.get_mut(key) {
                 Some(record) if record.spec_hash == hash => record.clone(),
@@ -109,7 +125,7 @@ impl GenerationBook {
         let gone: Vec<ObjectKey> = self
             .records
             .keys()
-            .filter(|key| !snapshot.objects.contains_key(*key))
+            .filter(|key| !objects.contains_key(*key))
             .cloned()
             .collect();
         for key in gone {

@@ -54,15 +54,15 @@ async fn objects_are_added_changed_kept_while_broken_fixed_and_pruned() {
     write(&file, &node("edge-1", false));
     let op = Operator::start(dir.path()).await;
 
-    // Added: status computed, generation 1, honest NotImplemented condition.
+    // Added: status computed, generation 1; no agent has registered as this node.
     let object = wait_object(&op, "veilnodes", "edge-1", "edge-1 with status", |o| {
         o["status"]["observedGeneration"] == 1
     })
     .await;
     assert_eq!(generation(&object), 1);
-    let stalled = condition(&object, "Stalled").expect("Stalled condition");
-    assert_eq!(stalled["status"], "True");
-    assert_eq!(stalled["reason"], "NotImplemented");
+    let ready = condition(&object, "Ready").expect("Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "NotRegistered");
 
     // Changed spec: generation and observedGeneration move to 2.
     write(&file, &node("edge-1", true));

@@ -35,12 +35,16 @@ pub async fn list(
             .into_response();
     };
     let snapshot = state.view.borrow().clone();
-    let items = snapshot.list(&view::Query {
+    let body = snapshot.list_json(&view::Query {
         kind,
         namespace: params.namespace.as_deref(),
         name: params.name.as_deref(),
     });
-    Json(json!({ "kind": kind.as_str(), "items": items })).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// The source's current load errors (file, line, column, object, field, message).

@@ -1,5 +1,6 @@
 //! The honest status of kinds whose reconcilers do not exist yet:
-//! `Stalled=True` with reason `NotImplemented`, `Ready=False`.
+//! `Stalled=True` with reason `NotImplemented`, `Ready=False` (no
+//! `Reconciling` condition: kstatus reads its absence as "not reconciling").
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -17,10 +18,7 @@ pub fn status(
     previous: Option<&Value>,
     now: DateTime<Utc>,
 ) -> Value {
-    let message = format!(
-        "this build of veil-operator accepts {kind} objects but does not reconcile them yet; \
-         the object is stored and will be acted on by a later version"
-    );
+    let message = format!("{kind} objects are accepted and stored but not reconciled yet");
     let mut status = Map::new();
     if let Some(generation) = generation {
         status.insert("observedGeneration".into(), generation.into());
@@ -40,12 +38,6 @@ pub fn status(
                 status: "True",
                 reason: REASON,
                 message: &message,
-            },
-            ConditionUpdate {
-                type_: "Reconciling",
-                status: "False",
-                reason: REASON,
-                message: "",
             },
         ],
         generation,

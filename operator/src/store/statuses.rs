@@ -46,9 +46,9 @@ impl Store {
     /// is applied. When a key appears more than once, its last change wins.
     /// Rows go out in multi-row statements, so 10,000 changes take
     /// milliseconds.
-    pub async fn write_statuses(
+    pub async fn write_statuses<V: serde::Serialize>(
         &self,
-        changes: &[(ObjectRef, Option<serde_json::Value>)],
+        changes: &[(ObjectRef, Option<V>)],
     ) -> Result<(), StoreError> {
         let changes = batch::last_per_key(changes, |(key, _)| key);
         if changes.is_empty() {
@@ -58,7 +58,15 @@ impl Store {
         let mut deletes = Vec::new();
         for (key, document) in changes {
             match document {
-                Some(document) => upserts.push((key, document.to_string())),
+                Some(document) => upserts.push((
+                    key,
+                    serde_json::to_string(document).map_err(|source| {
+                        StoreError::CorruptStatus {
+                            object: key.to_string(),
+                            source,
+                        }
+                    })?,
+                )),
                 None => deletes.push(key),
             }
         }

@@ -53,7 +53,10 @@ pub async fn statuses_are_upserted_and_deleted_in_key_order(fixture: &Fixture) {
         store.statuses().await.expect("read"),
         [(lower, json!({"phase": "Ready"}))]
     );
-    store.write_statuses(&[]).await.expect("empty batch");
+    store
+        .write_statuses::<serde_json::Value>(&[])
+        .await
+        .expect("empty batch");
 }
 
 pub async fn status_documents_come_back_as_written(fixture: &Fixture) {
@@ -131,7 +134,10 @@ pub async fn ten_thousand_statuses_are_written_in_one_batch(fixture: &Fixture) {
         (keys[MANY - 1].clone(), status(&keys[MANY - 1].name, 2))
     );
 
-    let deletes: Vec<_> = keys.iter().map(|k| (k.clone(), None)).collect();
+    let deletes: Vec<_> = keys
+        .iter()
+        .map(|k| (k.clone(), None::<serde_json::Value>))
+        .collect();
     let started = Instant::now();
     store.write_statuses(&deletes).await.expect("delete 10,000");
     let delete_time = started.elapsed();
