@@ -34,6 +34,9 @@ pub struct ApiState {
     pub runs: Arc<RunBook>,
     /// Heartbeat interval agents are told to keep.
     pub heartbeat_interval_seconds: u32,
+    /// Cancelled when the operator stops: open long-polls answer at once
+    /// instead of holding the graceful shutdown for up to 30 s.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The whole router.

@@ -49,9 +49,10 @@ pub enum Command {
     ///
     /// Example: veil-operator run --source dir:./infra --listen 127.0.0.1:7070
     Run(run::RunArgs),
-    /// Quick start: run on a directory with SQLite under ./.veil/.
+    /// Quick start: run on a directory with SQLite under ./.veil/ and an
+    /// in-process agent for this machine (node `local`).
     ///
-    /// Same as `run --source dir:DIR --data-dir .veil`.
+    /// Same as `run --source dir:DIR --data-dir .veil` plus `veil-agent --node local`.
     Up(run::UpArgs),
     /// Show objects and their status from a running operator, like kubectl get.
     ///
@@ -108,7 +109,7 @@ impl Cli {
     pub async fn run(self) -> Result<(), CliError> {
         match self.command {
             Command::Run(args) => Ok(run::run(args).await?),
-            Command::Up(args) => Ok(run::run(args.into_run_args()).await?),
+            Command::Up(args) => Ok(run::up(args).await?),
             Command::Get(args) => Ok(get::get(args).await?),
             Command::Logs(args) => Ok(logs::logs(args).await?),
             Command::Validate(args) => validate::validate(&args),

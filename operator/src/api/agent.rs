@@ -137,7 +137,10 @@ pub async fn assignment(
             .into(),
     );
     let mut rx = state.agents.subscribe(&node);
-    let newer = tokio::time::timeout(wait, rx.wait_for(|a| a.revision > query.after)).await;
+    let newer = tokio::select! {
+        newer = tokio::time::timeout(wait, rx.wait_for(|a| a.revision > query.after)) => newer,
+        _ = state.shutdown.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "operator shutting down"),
+    };
     match newer {
         Ok(Ok(assignment)) => Json((**assignment).clone()).into_response(),
         Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "operator shutting down"),

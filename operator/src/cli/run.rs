@@ -119,6 +119,47 @@ pub enum RunError {
 
 /// Runs the operator until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    run_with(args, None).await
+}
+
+/// `up`: the operator plus an in-process agent for this machine, node `local`.
+pub async fn up(args: UpArgs) -> Result<(), RunError> {
+    run_with(args.into_run_args(), Some(LOCAL_NODE)).await
+}
+
+/// Node name of the agent `up` runs in-process.
+pub const LOCAL_NODE: &str = "local";
+
+/// The local agent's token: kept in `DATA_DIR/local-agent.token` (0600) and
+/// reused while the store still knows it; a new one otherwise.
+async fn local_agent_token(store: &Store, data_dir: &std::path::Path) -> Result<String, RunError> {
+    let path = data_dir.join("local-agent.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_owned();
+        if store
+            .node_for_token_hash(&admin::hash_token(&token))
+            .await?
+            .as_deref()
+            == Some(LOCAL_NODE)
+        {
+            return Ok(token);
+        }
+    }
+    let token = admin::generate_token("veil_node_");
+    let id = admin::generate_token("")[..12].to_owned();
+    store
+        .create_node_token(LOCAL_NODE, &admin::hash_token(&token), &id)
+        .await?;
+    admin::write_secret_file(&path, &token).map_err(|source| {
+        RunError::Admin(AdminError::WriteFile {
+            path: path.clone(),
+            source,
+        })
+    })?;
+    Ok(token)
+}
+
+async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunError> {
     let target = StoreTarget::parse(args.database_url.as_deref(), &args.data_dir)?;
     let store = Store::open(&target).await?;
     tracing::info!(store = %target, "state store open");
@@ -157,7 +198,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     .await?;
     let controller = tokio::spawn(controller.run(snapshot_rx));
 
+    let store_for_agent = store.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let state = ApiState {
+        shutdown: shutdown.clone(),
         view: view_rx,
         store,
         metrics,
@@ -173,10 +217,41 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             source,
         })?;
     tracing::info!(addr = %args.listen, "API listening");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let agent = match local_agent {
+        Some(node) => {
+            let config = veil_agent::runtime::AgentConfig {
+                node: node.to_owned(),
+                operator: format!("http://{}", args.listen),
+                token: local_agent_token(&store_for_agent, &args.data_dir).await?,
+                labels: Default::default(),
+                data_dir: args.data_dir.join("agent"),
+                address: None,
+            };
+            tracing::info!(%node, "starting the in-process agent for this machine");
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) = veil_agent::runtime::run(config, stop).await {
+                    tracing::error!(error = %error, "in-process agent stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        on_signal.cancel();
+    });
+    let stopped = shutdown.clone();
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
-        .map_err(RunError::Serve)?;
+        .map_err(RunError::Serve);
+    if let Some(agent) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(35), agent).await;
+    }
+    served?;
     controller.abort();
     tracing::info!("stopped");
     Ok(())
