@@ -5,13 +5,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use veil_e2e::process::Operator;
+use veil_e2e::process::{Agent, Operator, OperatorOptions};
+
+mod tasks;
 
 #[tokio::main]
 async fn main() {
     println!("# veil-bench ({})", chrono_like_now());
     edit_to_status_latency(200).await;
     start_with_many_objects(10_000).await;
+    tasks::run_all().await;
 }
 
 fn chrono_like_now() -> String {
@@ -29,13 +32,13 @@ fn node_yaml(name: &str, zone: usize) -> String {
     )
 }
 
-fn write_atomically(path: &Path, text: &str) {
+pub(crate) fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }
@@ -116,12 +119,12 @@ async fn start_with_many_objects(count: usize) {
     );
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// VmHWM of a process (peak resident set), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -1,0 +1,184 @@
+//! Task benchmarks (issue 4): throughput through two agents, file write →
+//! Running latency, operator memory with a long run history, agent idle cost.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Agent, Operator, OperatorOptions, ms, percentile, peak_rss_kib, write_atomically};
+
+const RUNNER: &str = "apiVersion: veil.dev/v1alpha1\\nkind: Runner\\nmetadata:\\n  name: bench\\nspec:\\n  nodeSelector:\\n    matchLabels:\\n      role: bench\\n  maxParallelTasks: 16\\n  executors: [shell]\\n";
+
+fn runs_yaml(prefix: &str, from: usize, count: usize) -> String {
+    let mut text = String::new();
+    for i in from..from + count {
+        text.push_str(&format!(
+            "apiVersion: veil.dev/v1alpha1\\nkind: TaskRun\\nmetadata:\\n  name: {prefix}-{i:05}\\nspec:\\n  task:\\n    executor: shell\\n    shell:\\n      command: [\\"echo\\", \\"run {i}\\"]\\n---\\n"
+        ));
+    }
+    text
+}
+
+async fn operator(dir: &Path) -> Operator {
+    std::fs::write(dir.join("runner.yaml"), RUNNER).expect("runner");
+    Operator::start_with(
+        dir,
+        OperatorOptions {
+            extra_args: vec!["--heartbeat-interval".into(), "2".into()],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Runs 1,000 TaskRuns through 2 agents, then measures write → Running, then 10,000 in history.
+pub async fn run_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let op = operator(dir.path()).await;
+    let agents = [Agent::start(&op, "bench-1", &["role=bench"]), Agent::start(&op, "bench-2", &["role=bench"])];
+    wait_ready_nodes(&op, 2).await;
+
+    throughput(&op, dir.path(), 1_000).await;
+    write_to_running(&op, dir.path(), 100).await;
+    agent_idle(&agents).await;
+    history(&op, dir.path(), 10_000).await;
+}
+
+async fn wait_ready_nodes(op: &Operator, count: usize) {
+    op.eventually("agents Ready", Duration::from_secs(30), || async {
+        let ready = op
+            .objects("veilnodes")
+            .await
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        (ready >= count).then_some(())
+    })
+    .await;
+}
+
+async fn finished(op: &Operator, prefix: &str) -> (usize, usize) {
+    let runs = op.objects("taskruns").await;
+    let mine: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .collect();
+    let done = mine
+        .iter()
+        .filter(|r| matches!(r["status"]["phase"].as_str(), Some("Succeeded" | "Failed" | "Cancelled")))
+        .count();
+    (done, mine.len())
+}
+
+async fn throughput(op: &Operator, dir: &Path, count: usize) {
+    let started = Instant::now();
+    for file in 0..count.div_ceil(100) {
+        let n = 100.min(count - file * 100);
+        write_atomically(&dir.join(format!("tp-{file:03}.yaml")), &runs_yaml("tp", file * 100, n));
+    }
+    op.eventually("all runs finished", Duration::from_secs(300), || async {
+        (finished(op, "tp-").await == (count, count)).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let failed = op
+        .objects("taskruns")
+        .await
+        .iter()
+        .filter(|r| r["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("tp-")) && r["status"]["phase"] != "Succeeded")
+        .count();
+    let mut logged = 0;
+    for i in (0..count).step_by(count / 20) {
+        let (_, body) = op.api(&format!("/v1/logs/taskruns/default/tp-{i:05}")).await;
+        if body["chunks"].as_array().is_some_and(|c| c.iter().any(|c| c["text"].as_str().is_some_and(|t| t.contains(&format!("run {i}"))))) {
+            logged += 1;
+        }
+    }
+    println!(
+        "taskruns_throughput: runs={count} agents=2 elapsed={:.1}s rate={:.0} runs/s not_succeeded={failed} logs_checked={logged}/20 (target >= 100 runs/s)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+}
+
+async fn write_to_running(op: &Operator, dir: &Path, count: usize) {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("lat-{i:05}");
+        let started = Instant::now();
+        write_atomically(&dir.join(format!("{name}.yaml")), &runs_yaml("lat", i, 1));
+        op.eventually("running", Duration::from_secs(30), || async {
+            let run = op.object("taskruns", &name).await?;
+            matches!(run["status"]["phase"].as_str(), Some("Running" | "Succeeded")).then_some(())
+        })
+        .await;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!(
+        "taskrun_write_to_running: runs={count} p50={:.1}ms p99={:.1}ms (target p99 < 200 ms)",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn agent_idle(agents: &[Agent; 2]) {
+    let pid = agents[0].pid();
+    let before = cpu_ticks(pid);
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let ticks = cpu_ticks(pid) - before;
+    println!(
+        "agent_idle: rss={:.1}MiB cpu={:.2}% over {}s (clock ticks {ticks}; targets < 15 MB, ~0)",
+        rss_kib(pid) as f64 / 1024.0,
+        ticks as f64 / 100.0 / window.as_secs_f64() * 100.0,
+        window.as_secs()
+    );
+}
+
+async fn history(op: &Operator, dir: &Path, total: usize) {
+    let started = Instant::now();
+    for file in 0..total.div_ceil(500) {
+        let n = 500.min(total - file * 500);
+        write_atomically(&dir.join(format!("hist-{file:03}.yaml")), &runs_yaml("hist", file * 500, n));
+    }
+    op.eventually("history finished", Duration::from_secs(600), || async {
+        let (done, all) = finished(op, "hist-").await;
+        (all == total && done == total).then_some(())
+    })
+    .await;
+    println!(
+        "operator_with_history: finished_taskruns={} (plus 1,100 earlier) in {:.0}s; rss={:.1}MiB peak={:.1}MiB (target < 200 MB)",
+        total,
+        started.elapsed().as_secs_f64(),
+        rss_kib(op.pid()) as f64 / 1024.0,
+        peak_rss_kib(op.pid()) as f64 / 1024.0
+    );
+}
