@@ -137,31 +137,30 @@ impl RunBook {
         }
         let changed = {
             let runs = self.lock();
-            let mut changed = Vec::new();
+            // Each update builds on the one before it in the same report
+            // (a report often carries Running and Succeeded for one run).
+            let mut changed: BTreeMap<String, RunStateRecord> = BTreeMap::new();
             for update in &report.task_updates {
-                let current = runs.get(&update.run.uid);
+                let uid = &update.run.uid;
+                let current = changed.get(uid).or_else(|| runs.get(uid));
                 if let Some(next) = advance(current, update, node, now) {
-                    changed.push(next);
+                    changed.insert(uid.clone(), next);
                 }
             }
             for (uid, lines) in tails {
-                let base = changed
-                    .iter()
-                    .position(|r| r.uid == uid)
-                    .map(|i| changed.remove(i))
-                    .or_else(|| runs.get(&uid).cloned());
-                if let Some(mut record) = base {
-                    let mut tail: VecDeque<String> = record.log_tail.into();
-                    tail.extend(lines);
-                    while tail.len() > LOG_TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    record.log_tail = tail.into();
-                    record.updated_at = now;
-                    changed.push(record);
+                let Some(mut record) = changed.remove(&uid).or_else(|| runs.get(&uid).cloned()) else {
+                    continue;
+                };
+                let mut tail: VecDeque<String> = record.log_tail.into();
+                tail.extend(lines);
+                while tail.len() > LOG_TAIL_LINES {
+                    tail.pop_front();
                 }
+                record.log_tail = tail.into();
+                record.updated_at = now;
+                changed.insert(uid, record);
             }
-            changed
+            changed.into_values().collect::<Vec<_>>()
         };
         self.put(changed).await?;
         self.store.claim_report_seq(node, report.seq as i64).await?;
@@ -213,4 +212,55 @@ fn advance(
     next.message = update.message.clone();
     next.updated_at = now;
     Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_crds::wire::RunRef;
+
+    fn placed(now: DateTime<Utc>) -> RunStateRecord {
+        RunStateRecord {
+            uid: "u1".into(),
+            run: ObjectRef::new("TaskRun", "default", "r"),
+            node: Some("n".into()),
+            phase: "Pending".into(),
+            placed_at: Some(now),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            log_tail: Vec::new(),
+            updated_at: now,
+        }
+    }
+
+    fn update(phase: TaskRunPhase) -> TaskUpdate {
+        TaskUpdate {
+            run: RunRef { namespace: "default".into(), name: "r".into(), uid: "u1".into() },
+            phase,
+            started_at: None,
+            finished_at: None,
+            exit_code: Some(0),
+            reason: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_run_never_moves_back() {
+        let now = Utc::now();
+        let running = advance(Some(&placed(now)), &update(TaskRunPhase::Running), "n", now).unwrap();
+        let done = advance(Some(&running), &update(TaskRunPhase::Succeeded), "n", now).unwrap();
+        assert_eq!(done.phase, "Succeeded");
+        assert!(advance(Some(&done), &update(TaskRunPhase::Running), "n", now).is_none());
+        assert!(advance(Some(&done), &update(TaskRunPhase::Succeeded), "n", now).is_none());
+    }
+
+    #[test]
+    fn updates_from_another_node_are_ignored() {
+        let now = Utc::now();
+        assert!(advance(Some(&placed(now)), &update(TaskRunPhase::Running), "other", now).is_none());
+    }
 }

@@ -176,12 +176,12 @@ impl Operator {
         body["items"].as_array().cloned().unwrap_or_default()
     }
 
-    /// One object by name (any namespace), if present.
+    /// One object by name (any namespace), if present; filtered by the
+    /// server, so polling one object stays cheap next to thousands.
     pub async fn object(&self, kind: &str, name: &str) -> Option<Value> {
-        self.objects(kind)
-            .await
-            .into_iter()
-            .find(|o| o["metadata"]["name"] == name)
+        let (status, body) = self.api(&format!("/v1/objects/{kind}?name={name}")).await;
+        assert_eq!(status, 200, "get {kind} {name}: {body}");
+        body["items"].as_array()?.first().cloned()
     }
 
     /// The source's load errors.

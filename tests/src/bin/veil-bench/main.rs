@@ -12,9 +12,14 @@ mod tasks;
 #[tokio::main]
 async fn main() {
     println!("# veil-bench ({})", chrono_like_now());
-    edit_to_status_latency(200).await;
-    start_with_many_objects(10_000).await;
-    tasks::run_all().await;
+    let only = std::env::var("VEIL_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "dir" {
+        edit_to_status_latency(200).await;
+        start_with_many_objects(10_000).await;
+    }
+    if only.is_empty() || only == "tasks" {
+        tasks::run_all().await;
+    }
 }
 
 fn chrono_like_now() -> String {
