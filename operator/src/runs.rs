@@ -22,7 +22,13 @@ pub const LOG_TAIL_LINES: usize = 20;
 pub struct RunBook {
     store: Store,
     runs: Mutex<BTreeMap<String, RunStateRecord>>,
+    /// When each node's `last_seen` was last written: written at most every
+    /// [`TOUCH_EVERY`], not on every report (each write is an fsync).
+    touched: Mutex<BTreeMap<String, DateTime<Utc>>>,
 }
+
+/// How often a node's `last_seen` is persisted (it only matters after an operator restart).
+const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// The phase names stored for each [`TaskRunPhase`].
 pub fn phase_name(phase: TaskRunPhase) -> &'static str {
@@ -57,6 +63,7 @@ impl RunBook {
         Ok(RunBook {
             store,
             runs: Mutex::new(runs),
+            touched: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -148,7 +155,8 @@ impl RunBook {
                 }
             }
             for (uid, lines) in tails {
-                let Some(mut record) = changed.remove(&uid).or_else(|| runs.get(&uid).cloned()) else {
+                let Some(mut record) = changed.remove(&uid).or_else(|| runs.get(&uid).cloned())
+                else {
                     continue;
                 };
                 let mut tail: VecDeque<String> = record.log_tail.into();
@@ -164,7 +172,17 @@ impl RunBook {
         };
         self.put(changed).await?;
         self.store.claim_report_seq(node, report.seq as i64).await?;
-        self.store.touch_node(node, now).await?;
+        let due = {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            let due = touched.get(node).is_none_or(|t| now - *t >= TOUCH_EVERY);
+            if due {
+                touched.insert(node.to_owned(), now);
+            }
+            due
+        };
+        if due {
+            self.store.touch_node(node, now).await?;
+        }
         Ok(())
     }
 
@@ -238,7 +256,11 @@ mod tests {
 
     fn update(phase: TaskRunPhase) -> TaskUpdate {
         TaskUpdate {
-            run: RunRef { namespace: "default".into(), name: "r".into(), uid: "u1".into() },
+            run: RunRef {
+                namespace: "default".into(),
+                name: "r".into(),
+                uid: "u1".into(),
+            },
             phase,
             started_at: None,
             finished_at: None,
@@ -251,7 +273,8 @@ mod tests {
     #[test]
     fn a_finished_run_never_moves_back() {
         let now = Utc::now();
-        let running = advance(Some(&placed(now)), &update(TaskRunPhase::Running), "n", now).unwrap();
+        let running =
+            advance(Some(&placed(now)), &update(TaskRunPhase::Running), "n", now).unwrap();
         let done = advance(Some(&running), &update(TaskRunPhase::Succeeded), "n", now).unwrap();
         assert_eq!(done.phase, "Succeeded");
         assert!(advance(Some(&done), &update(TaskRunPhase::Running), "n", now).is_none());
@@ -261,6 +284,14 @@ mod tests {
     #[test]
     fn updates_from_another_node_are_ignored() {
         let now = Utc::now();
-        assert!(advance(Some(&placed(now)), &update(TaskRunPhase::Running), "other", now).is_none());
+        assert!(
+            advance(
+                Some(&placed(now)),
+                &update(TaskRunPhase::Running),
+                "other",
+                now
+            )
+            .is_none()
+        );
     }
 }
