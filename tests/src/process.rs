@@ -307,6 +307,18 @@ impl Agent {
         tmp: tempfile::TempDir,
         data_dir: PathBuf,
     ) -> Agent {
+        Agent::spawn(operator, node, labels, token, tmp, data_dir, None)
+    }
+
+    fn spawn(
+        operator: &Operator,
+        node: &str,
+        labels: &[&str],
+        token: &str,
+        tmp: tempfile::TempDir,
+        data_dir: PathBuf,
+        path: Option<&str>,
+    ) -> Agent {
         std::fs::create_dir_all(&data_dir).expect("agent data dir");
         let token_file = data_dir.join("node.token");
         std::fs::write(&token_file, token).expect("token file");
@@ -332,6 +344,9 @@ impl Agent {
             .stderr(log);
         for label in labels {
             command.arg("--label").arg(label);
+        }
+        if let Some(path) = path {
+            command.env("PATH", path);
         }
         let child = command.spawn().expect("spawn veil-agent");
         Agent {
@@ -369,5 +384,15 @@ impl Drop for Agent {
         if let Some(child) = self.child.take() {
             terminate(child, Duration::from_secs(5));
         }
+    }
+}
+
+impl Agent {
+    /// Starts an agent whose processes see only `path` as PATH (to hide tools).
+    pub fn start_with_path(operator: &Operator, node: &str, labels: &[&str], path: &str) -> Agent {
+        let token = operator.create_token(node);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("agent");
+        Agent::spawn(operator, node, labels, &token, tmp, data_dir, Some(path))
     }
 }
