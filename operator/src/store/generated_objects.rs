@@ -8,9 +8,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::pool::begin_write;
 use super::records::stored_time;
-use super::{GeneratedObjectRecord, ObjectRef, Store, StoreError, batch};
+use super::{GeneratedObjectRecord, ObjectRef, Store, StoreError};
 
 /// A generated-object row as read back, before its document is parsed.
 #[derive(sqlx::FromRow)]
@@ -129,21 +128,7 @@ impl Store {
     /// Deletes the objects at `keys` in one transaction; unknown keys are
     /// ignored.
     pub async fn delete_generated_objects(&self, keys: &[ObjectRef]) -> Result<(), StoreError> {
-        let keys = batch::last_per_key(keys, |key| key);
-        if keys.is_empty() {
-            return Ok(());
-        }
-        with_pool!(self, pool => async {
-            let mut tx = begin_write(pool).await?;
-            for chunk in keys.chunks(batch::rows_per_statement(3)) {
-                batch::delete_objects("generated_objects", chunk)
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        }
-        .await)
-        .map_err(StoreError::query("delete generated objects"))
+        self.delete_by_key("generated_objects", keys, "delete generated objects")
+            .await
     }
 }

@@ -58,6 +58,18 @@ impl Store {
 
     /// Deletes the records of `keys` in one transaction; unknown keys are ignored.
     pub async fn delete_object_records(&self, keys: &[ObjectRef]) -> Result<(), StoreError> {
+        self.delete_by_key("object_records", keys, "delete object records")
+            .await
+    }
+
+    /// Deletes the rows of `table` (keyed by kind, namespace, name) at `keys`
+    /// in one transaction; unknown keys are ignored.
+    pub(super) async fn delete_by_key(
+        &self,
+        table: &'static str,
+        keys: &[ObjectRef],
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
         let keys = batch::last_per_key(keys, |key| key);
         if keys.is_empty() {
             return Ok(());
@@ -65,7 +77,7 @@ impl Store {
         with_pool!(self, pool => async {
             let mut tx = begin_write(pool).await?;
             for chunk in keys.chunks(batch::rows_per_statement(3)) {
-                batch::delete_objects("object_records", chunk)
+                batch::delete_objects(table, chunk)
                     .build()
                     .execute(&mut *tx)
                     .await?;
@@ -73,6 +85,6 @@ impl Store {
             tx.commit().await
         }
         .await)
-        .map_err(StoreError::query("delete object records"))
+        .map_err(StoreError::query(operation))
     }
 }
