@@ -416,3 +416,118 @@ async fn a_schedule_makes_one_owned_run_even_across_an_operator_restart() {
     assert_eq!(runs.len(), 1, "exactly one run after a restart: {runs:?}");
     assert_eq!(runs[0]["status"]["phase"], "Succeeded");
 }
+
+#[tokio::test]
+async fn an_operator_killed_while_a_schedule_is_due_makes_exactly_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    write(&dir.path().join("runner.yaml"), RUNNER);
+    let options = OperatorOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        extra_args: vec!["--heartbeat-interval".into(), "1".into()],
+        ..Default::default()
+    };
+    let mut op = Operator::start_with(dir.path(), options.clone()).await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    write(
+        &dir.path().join("schedule.yaml"),
+        &one_shot_schedule("due", at),
+    );
+    // SIGKILL right when the run is due: before, during or after its creation.
+    let until_due = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(5)).await;
+    op.kill();
+
+    let op = Operator::start_with(dir.path(), options).await;
+    let token = op.create_token("edge-d");
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_data = tmp.path().join("agent");
+    let _agent = Agent::start_in(&op, "edge-d", &["role=edge"], &token, tmp, agent_data);
+    let run_name = format!("due-{}", at.timestamp() / 60);
+    wait_run(&op, &run_name, "the due run succeeded", |r| {
+        r["status"]["phase"] == "Succeeded"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs: Vec<Value> = op
+        .objects("taskruns")
+        .await
+        .into_iter()
+        .filter(|r| r["metadata"]["labels"]["veil.dev/schedule"] == "due")
+        .collect();
+    assert_eq!(runs.len(), 1, "exactly one run: {runs:?}");
+}
+
+fn every_minute(name: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: {name}\nspec:\n  schedule: \"* * * * *\"\n  concurrencyPolicy: {policy}\n  task:\n    executor: shell\n    shell:\n      command: [\"sleep\", \"600\"]\n"
+    )
+}
+
+fn phases(runs: &[Value], schedule: &str) -> Vec<String> {
+    let mut mine: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["metadata"]["labels"]["veil.dev/schedule"] == schedule)
+        .collect();
+    mine.sort_by_key(|r| {
+        r["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    mine.iter()
+        .map(|r| {
+            r["status"]["phase"]
+                .as_str()
+                .unwrap_or("Pending")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Waits for two minute boundaries (up to about two minutes) with real cron schedules.
+#[tokio::test]
+async fn concurrency_policies_allow_forbid_and_replace_with_a_real_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("runner.yaml"),
+        &RUNNER.replace("maxParallelTasks: 2", "maxParallelTasks: 8"),
+    );
+    let op = start(dir.path(), 1).await;
+    let _agent = Agent::start(&op, "edge-p", &["role=edge"]);
+    for (name, policy) in [
+        ("allow", "Allow"),
+        ("forbid", "Forbid"),
+        ("replace", "Replace"),
+    ] {
+        write(
+            &dir.path().join(format!("{name}.yaml")),
+            &every_minute(name, policy),
+        );
+    }
+    let runs = op
+        .eventually(
+            "a second minute boundary",
+            Duration::from_secs(150),
+            || async {
+                let runs = op.objects("taskruns").await;
+                let allow = phases(&runs, "allow");
+                let replace = phases(&runs, "replace");
+                (allow.len() >= 2
+                    && allow.iter().all(|p| p == "Running")
+                    && replace.len() >= 2
+                    && replace.last().is_some_and(|p| p == "Running")
+                    && replace.first().is_some_and(|p| p == "Cancelled"))
+                .then_some(runs)
+            },
+        )
+        .await;
+    let forbid = phases(&runs, "forbid");
+    assert_eq!(
+        forbid,
+        vec!["Running".to_owned()],
+        "Forbid never starts a second run while one is active"
+    );
+    let schedule = op.object("schedules", "forbid").await.unwrap();
+    assert_eq!(schedule["status"]["activeCount"], 1, "{schedule}");
+}
