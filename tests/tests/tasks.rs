@@ -189,3 +189,93 @@ async fn a_real_tofu_init_and_apply_runs_from_a_repository() {
     assert!(log.contains("Apply complete"), "{log}");
     assert!(log.contains("hi-from-veil"), "{log}");
 }
+
+#[tokio::test]
+async fn a_timed_out_task_dies_with_its_whole_process_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(dir.path()).await;
+    let _agent = Agent::start(&op, "edge-x", &["role=edge"]);
+    // A distinctive duration so the check below finds only this test's processes.
+    let task = "    executor: shell\n    timeoutSeconds: 1\n    shell:\n      script: \"sleep 317 & sleep 317 & echo spawned; wait\"\n";
+    write(&dir.path().join("run.yaml"), &run_yaml("slow", task, false));
+    let run = wait_phase(&op, "slow", &["Failed", "Succeeded"]).await;
+    assert_eq!(run["status"]["reason"], "Timeout", "{run}");
+    let survivors = Command::new("pgrep")
+        .args(["-f", "sleep 317"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&survivors.stdout).trim().is_empty(),
+        "no orphan survives the timeout: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
+}
+
+#[tokio::test]
+async fn capacity_is_respected_and_a_waiting_run_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(dir.path()).await;
+    write(
+        &dir.path().join("runner.yaml"),
+        &RUNNER.replace("maxParallelTasks: 4", "maxParallelTasks: 1"),
+    );
+    let _agent = Agent::start(&op, "edge-1cap", &["role=edge"]);
+    let task = "    executor: shell\n    shell:\n      command: [\"sleep\", \"2\"]\n";
+    write(&dir.path().join("a.yaml"), &run_yaml("first", task, false));
+    wait_phase(&op, "first", &["Running"]).await;
+    write(&dir.path().join("b.yaml"), &run_yaml("second", task, false));
+    let waiting = op
+        .eventually("second waits for capacity", WAIT, || async {
+            op.object("taskruns", "second").await.filter(|r| {
+                r["status"]["phase"] == "Pending"
+                    && r["status"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("busy"))
+            })
+        })
+        .await;
+    assert!(waiting["status"]["node"].is_null(), "{waiting}");
+    wait_phase(&op, "second", &["Succeeded"]).await;
+    let first = op.object("taskruns", "first").await.unwrap();
+    let second = op.object("taskruns", "second").await.unwrap();
+    assert!(
+        second["status"]["startedAt"].as_str() >= first["status"]["finishedAt"].as_str(),
+        "one at a time: {first} {second}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_env_value_reaches_the_task_but_never_a_log_or_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(dir.path()).await;
+    write(
+        &dir.path().join("secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: deploy\nstringData:\n  token: s3cr3t-VALUE-42\n",
+    );
+    let _agent = Agent::start(&op, "edge-s2", &["role=edge"]);
+    let task = "    executor: shell\n    env:\n      - name: DEPLOY_TOKEN\n        secretKeyRef:\n          name: deploy\n          key: token\n    shell:\n      script: \"test ${#DEPLOY_TOKEN} -eq 15 && echo token-ok; echo value=$DEPLOY_TOKEN\"\n";
+    write(
+        &dir.path().join("run.yaml"),
+        &run_yaml("uses-secret", task, false),
+    );
+    let run = wait_phase(&op, "uses-secret", &["Succeeded", "Failed"]).await;
+    assert_eq!(
+        run["status"]["phase"], "Succeeded",
+        "the task saw the value: {run}"
+    );
+    let out = op.cli(&["logs", "taskrun", "uses-secret"]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("token-ok"), "{log}");
+    assert!(
+        !log.contains("s3cr3t-VALUE-42"),
+        "masked in the stored log: {log}"
+    );
+    assert!(
+        !run["status"].to_string().contains("s3cr3t-VALUE-42"),
+        "not in status"
+    );
+    assert!(
+        !op.log().contains("s3cr3t-VALUE-42"),
+        "not in the operator's log"
+    );
+}
