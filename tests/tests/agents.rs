@@ -531,3 +531,65 @@ async fn concurrency_policies_allow_forbid_and_replace_with_a_real_operator() {
     let schedule = op.object("schedules", "forbid").await.unwrap();
     assert_eq!(schedule["status"]["activeCount"], 1, "{schedule}");
 }
+
+/// Waits for a minute boundary to pass while the operator is down (up to about 85 s).
+#[tokio::test]
+async fn a_run_missed_during_downtime_starts_once_unless_past_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    write(&dir.path().join("runner.yaml"), RUNNER);
+    let schedule = |name: &str, deadline: &str| {
+        format!(
+            "apiVersion: veil.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: {name}\nspec:\n  schedule: \"* * * * *\"\n{deadline}  task:\n    executor: shell\n    shell:\n      command: [\"true\"]\n"
+        )
+    };
+    write(&dir.path().join("late-ok.yaml"), &schedule("late-ok", ""));
+    write(
+        &dir.path().join("late-skip.yaml"),
+        &schedule("late-skip", "  startingDeadlineSeconds: 10\n"),
+    );
+    let options = OperatorOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        extra_args: vec!["--heartbeat-interval".into(), "1".into()],
+        ..Default::default()
+    };
+    let mut op = Operator::start_with(dir.path(), options.clone()).await;
+    op.eventually("both schedules seen", WAIT, || async {
+        (op.objects("schedules").await.len() == 2).then_some(())
+    })
+    .await;
+    op.stop();
+
+    // Down across a minute boundary, until the missed time is 20 s old.
+    let now = chrono::Utc::now();
+    let boundary = (now.timestamp() / 60 + 1) * 60;
+    let restart_at = boundary + 20;
+    tokio::time::sleep(Duration::from_secs(
+        (restart_at - now.timestamp()).max(0) as u64
+    ))
+    .await;
+    let op = Operator::start_with(dir.path(), options).await;
+    let _agent = Agent::start(&op, "edge-m", &["role=edge"]);
+
+    let missed = format!("late-ok-{}", boundary / 60);
+    wait_run(&op, &missed, "the missed run started late", |r| {
+        r["status"]["phase"] == "Succeeded"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let skipped: Vec<Value> = op
+        .objects("taskruns")
+        .await
+        .into_iter()
+        .filter(|r| r["metadata"]["labels"]["veil.dev/schedule"] == "late-skip")
+        .collect();
+    assert!(
+        skipped.is_empty(),
+        "past startingDeadlineSeconds: skipped, not started: {skipped:?}"
+    );
+    assert!(
+        op.log().contains("MissedSchedule"),
+        "the skip is reported:\n{}",
+        op.log()
+    );
+}
