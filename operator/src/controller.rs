@@ -46,6 +46,11 @@ pub struct Controller {
     /// When a Schedule next needs a pass.
     wake_at: Option<tokio::time::Instant>,
     notifier: crate::notify::Notifier,
+    /// The last world built and what it was built from: a pass caused only
+    /// by agent reports reuses it instead of copying every object again.
+    cached_world: Option<(WorldInputs, Arc<crate::world::World>)>,
+    /// Bumped whenever `generated` changes.
+    generated_rev: u64,
     /// Finished runs already seen (webhooks fire once, on the transition).
     finished_seen: Option<std::collections::HashSet<String>>,
     book: GenerationBook,
@@ -124,6 +129,8 @@ impl Controller {
                 crate::notify::NotifierOptions::default(),
             ),
             finished_seen: None,
+            cached_world: None,
+            generated_rev: 0,
             book,
             statuses,
             errors,
@@ -183,22 +190,7 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
         let nodes = self.agents.observations();
-        let mut extra = registered_nodes(snapshot, &nodes);
-        extra.extend(self.generated.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut book = self.book.clone();
-        let (world, book_changes) =
-            book.build_world_with(snapshot, &extra, now, || uuid::Uuid::new_v4().to_string());
-        if !book_changes.upserts.is_empty() {
-            self.store
-                .upsert_object_records(&book_changes.upserts)
-                .await?;
-        }
-        if !book_changes.deletes.is_empty() {
-            self.store
-                .delete_object_records(&book_changes.deletes)
-                .await?;
-        }
-        self.book = book;
+        let world = self.world(snapshot, &nodes, now).await?;
 
         let runs = self.runs.snapshot();
         let started = Instant::now();
@@ -259,7 +251,7 @@ impl Controller {
         );
         self.notify_finished(&world);
         self.view.send_replace(Arc::new(View {
-            world: Arc::new(world),
+            world: world.clone(),
             statuses: Arc::new(self.statuses.clone()),
             loaded: true,
         }));
@@ -268,6 +260,46 @@ impl Controller {
             Box::pin(self.reconcile(snapshot, now)).await?;
         }
         Ok(())
+    }
+
+    /// The world for this pass: rebuilt (and generation records persisted)
+    /// only when the source snapshot, the operator's own objects or the set
+    /// of registered nodes changed; otherwise the last one, shared.
+    async fn world(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        nodes: &BTreeMap<String, NodeObservation>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<crate::world::World>, ControllerError> {
+        let inputs = WorldInputs {
+            snapshot_version: snapshot.version,
+            generated_rev: self.generated_rev,
+            nodes: nodes.keys().cloned().collect(),
+        };
+        if let Some((cached, world)) = &self.cached_world
+            && *cached == inputs
+        {
+            return Ok(world.clone());
+        }
+        let mut extra = registered_nodes(snapshot, nodes);
+        extra.extend(self.generated.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut book = self.book.clone();
+        let (world, book_changes) =
+            book.build_world_with(snapshot, &extra, now, || uuid::Uuid::new_v4().to_string());
+        if !book_changes.upserts.is_empty() {
+            self.store
+                .upsert_object_records(&book_changes.upserts)
+                .await?;
+        }
+        if !book_changes.deletes.is_empty() {
+            self.store
+                .delete_object_records(&book_changes.deletes)
+                .await?;
+        }
+        self.book = book;
+        let world = Arc::new(world);
+        self.cached_world = Some((inputs, world.clone()));
+        Ok(world)
     }
 
     /// Creates, cancels and prunes Schedule-owned TaskRuns and persists
@@ -325,6 +357,9 @@ impl Controller {
         self.wake_at = actions
             .requeue_after
             .map(|after| tokio::time::Instant::now() + after);
+        if changed {
+            self.generated_rev += 1;
+        }
         Ok(changed)
     }
 
@@ -413,6 +448,14 @@ impl Controller {
             .get_or_create(&KindLabel { kind: "all".into() })
             .observe(plan_seconds);
     }
+}
+
+/// What a world is built from; equal inputs give an equal world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WorldInputs {
+    snapshot_version: u64,
+    generated_rev: u64,
+    nodes: Vec<String>,
 }
 
 /// A generated object (TaskRun made by a Schedule) as the world reads it.
