@@ -35,16 +35,10 @@ pub struct Query<'a> {
 }
 
 impl View {
-    /// The objects matching `query`, rendered as Kubernetes would return
-    /// them (with `apiVersion`, `kind`, `metadata`, `spec`, `status`).
-    pub fn list(&self, query: &Query<'_>) -> Vec<Value> {
-        self.matching(query)
-            .map(|(key, object)| self.render(key, object))
-            .collect()
-    }
-
-    /// `{"kind": …, "items": [...]}` as JSON bytes, rendering one object at a
-    /// time: listing 10,000 objects never holds 10,000 JSON trees at once.
+    /// The objects matching `query` as `{"kind": …, "items": [...]}` JSON
+    /// bytes, each rendered as Kubernetes would return it (`apiVersion`,
+    /// `kind`, `metadata`, `spec`, `status`), one at a time: listing 10,000
+    /// objects never holds 10,000 JSON trees at once.
     pub fn list_json(&self, query: &Query<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(b"{\"kind\":");
