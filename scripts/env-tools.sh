@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real tools the task-driver tests run: ansible-core (from PyPI,
-# into a venv) and OpenTofu (built from its Go module). Idempotent: each tool
+# Installs the real tools the tests run: ansible-core (from PyPI, into a
+# venv), OpenTofu and xray (built from their Go modules). Idempotent: each tool
 # is cached under ${VEIL_CACHE:-$HOME/.cache/veil}, keyed by its version, and
 # only (re)built when that version is not there yet. Both are exposed in
 # $VEIL_CACHE/bin, which `make env` users put on PATH.
@@ -14,6 +14,8 @@ set -euo pipefail
 ANSIBLE_CORE_VERSION="2.18.19"
 # OpenTofu's go.mod needs Go >= 1.24 at this version (1.12 needs 1.26).
 OPENTOFU_VERSION="v1.10.10"
+# xray-core's Go module tags encode the release: v1.260327.0 is Xray 26.3.27.
+XRAY_CORE_VERSION="v1.260327.0"
 
 VEIL_CACHE="${VEIL_CACHE:-$HOME/.cache/veil}"
 BIN="$VEIL_CACHE/bin"
@@ -72,10 +74,30 @@ install_opentofu() {
     ln -sfn "$dest/tofu" "$BIN/tofu"
 }
 
+# xray, built from its Go module's `main` package (about a minute once the
+# modules are downloaded). Tests and `make bench` run this binary.
+install_xray() {
+    local dest="$VEIL_CACHE/xray-$XRAY_CORE_VERSION"
+    if [[ ! -x "$dest/xray" ]]; then
+        command -v go >/dev/null || die "Go is needed to build xray; install Go >= 1.26"
+        log "building xray $XRAY_CORE_VERSION from its Go module"
+        local started=$SECONDS
+        mkdir -p "$dest"
+        GOBIN="$dest/.gobin" GOFLAGS=-trimpath \
+            go install -ldflags "-s -w" "github.com/xtls/xray-core/main@$XRAY_CORE_VERSION"
+        mv "$dest/.gobin/main" "$dest/xray"
+        rmdir "$dest/.gobin"
+        log "xray built in $((SECONDS - started)) s"
+    fi
+    ln -sfn "$dest/xray" "$BIN/xray"
+}
+
 install_ansible
 install_opentofu
+install_xray
 
 first_line() { local out; out="$("$@" 2>/dev/null || true)"; printf '%s' "${out%%$'\n'*}"; }
 echo "tools in $BIN (put it on PATH):"
 echo "  ansible-playbook: $(first_line "$BIN/ansible-playbook" --version)"
 echo "  tofu: $(first_line "$BIN/tofu" version)"
+echo "  xray: $(first_line "$BIN/xray" version)"

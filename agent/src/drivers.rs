@@ -4,3 +4,4 @@
 //! them talks to the operator itself.
 
 pub mod task;
+pub mod xray;

@@ -21,6 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::task_run::{Task, TaskRunPhase};
 
+mod servers;
+
+pub use servers::{
+    FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, VlessAssignment, VlessUser,
+    traffic_stream,
+};
+
 /// Path prefix of the agent protocol.
 pub const AGENT_PATH: &str = "/v1/agent";
 
@@ -84,6 +91,10 @@ pub struct Assignment {
     /// Task runs this node must run (or keep running, or cancel).
     #[serde(default)]
     pub tasks: Vec<TaskAssignment>,
+    /// Protocol servers this node must run, each with its whole user set.
+    /// A server absent from the list is stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerAssignment>,
 }
 
 /// Identity of one task run, stable across retries.
@@ -159,6 +170,14 @@ pub struct NodeReport {
     pub task_updates: Vec<TaskUpdate>,
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// The current state of every server the agent runs (a state: applying
+    /// it twice is harmless). Sent in full with every report and heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerReport>,
+    /// Traffic since the previous report, per user: counted exactly once by
+    /// this report's `seq` (see [`traffic_stream`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<UserTraffic>,
 }
 
 /// The state of one task run as the agent sees it.

@@ -1,0 +1,1 @@
+//! Client for xray's gRPC API (HandlerService, StatsService).
