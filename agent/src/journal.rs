@@ -193,8 +193,11 @@ impl Journal {
     }
 }
 
+/// A report that may be dropped when the journal is full: logs and server
+/// states only (a later report repeats the states). Task results and
+/// traffic deltas are never dropped.
 fn log_only(report: &NodeReport) -> bool {
-    report.task_updates.is_empty()
+    report.task_updates.is_empty() && report.traffic.is_empty()
 }
 
 fn read_report(path: &Path) -> Result<NodeReport, JournalError> {
@@ -291,6 +294,29 @@ mod tests {
         let seqs: Vec<u64> = journal.pending().unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 4, 5]);
         assert_eq!(journal.dropped(), 2);
+    }
+
+    #[test]
+    fn a_full_journal_never_drops_traffic() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = JournalLimits {
+            max_entries: 2,
+            max_bytes: u64::MAX,
+        };
+        let mut journal = Journal::open(dir.path(), limits).unwrap();
+        let mut traffic = logs(1);
+        traffic.logs.clear();
+        traffic.traffic = vec![veil_crds::wire::UserTraffic {
+            server: veil_crds::wire::ServerId::default(),
+            email: "alice".into(),
+            uplink: 1,
+            downlink: 2,
+        }];
+        journal.append(&traffic).unwrap();
+        journal.append(&logs(2)).unwrap();
+        journal.append(&logs(3)).unwrap();
+        let seqs: Vec<u64> = journal.pending().unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
     }
 
     #[test]

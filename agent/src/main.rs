@@ -34,6 +34,11 @@ struct Args {
     /// Address this node is reachable at (shown in VeilNode status).
     #[arg(long)]
     address: Option<String>,
+    /// How often xray's per-user traffic counters are read and reported
+    /// (e.g. `10s`; at most this much counted traffic is at risk if xray
+    /// itself is killed).
+    #[arg(long, env = "VEIL_STATS_INTERVAL", default_value = "10s")]
+    stats_interval: veil_crds::validate::Duration,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -66,6 +71,7 @@ async fn main() -> ExitCode {
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,
+        stats_interval: args.stats_interval.as_std(),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

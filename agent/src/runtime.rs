@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use veil_crds::wire::RegisterRequest;
 
 use crate::client::{ClientError, OperatorClient};
+use crate::drivers::xray::{Event, XrayContext, XrayDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
 
 mod backoff;
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Address the node is reachable at, if known.
     pub address: Option<String>,
+    /// How often xray's traffic counters are read.
+    pub stats_interval: Duration,
 }
 
 /// Why the agent stopped.
@@ -97,6 +100,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     };
     let reporter = tokio::spawn(reporter.run(outbox_rx, registered.last_report_seq));
 
+    let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone());
     let mut tasks = tasks::Tasks::new(
         crate::drivers::task::TaskContext {
             capabilities,
@@ -118,6 +122,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 backoff.reset();
                 revision = assignment.revision;
                 tasks.apply(&assignment);
+                servers.apply(&assignment.servers).await;
                 applied.store(revision, Ordering::Relaxed);
             }
             Ok(None) => backoff.reset(),
@@ -138,9 +143,54 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     }
     tasks.stop_all().await;
-    drop(tasks); // closes the outbox: the reporter delivers what is left and ends
+    servers.stop_all().await;
+    // Dropping both closes the outbox: the reporter delivers what is left and ends.
+    drop(tasks);
+    drop(servers);
     let _ = reporter.await;
     Ok(())
+}
+
+/// The xray driver, with its observations forwarded to the reporter.
+fn servers_driver(
+    config: &AgentConfig,
+    capabilities: &[veil_crds::wire::Capability],
+    outbox: mpsc::UnboundedSender<reporter::Outgoing>,
+) -> XrayDriver {
+    use reporter::Outgoing;
+    let (events, mut observed) = mpsc::unbounded_channel();
+    let ctx = capabilities
+        .iter()
+        .find(|c| c.name == "xray")
+        .map(|c| XrayContext {
+            xray: PathBuf::from(&c.path),
+            version: c.version.as_deref().map(xray_version),
+            data_dir: config.data_dir.join("servers"),
+            stats_interval: config.stats_interval,
+            events: events.clone(),
+        });
+    tokio::spawn(async move {
+        while let Some(event) = observed.recv().await {
+            let item = match event {
+                Event::State(report) => Outgoing::Server(report),
+                Event::Gone(id) => Outgoing::ServerGone(id),
+                Event::Traffic(traffic) => Outgoing::Traffic(traffic),
+            };
+            if outbox.send(item).is_err() {
+                break;
+            }
+        }
+    });
+    XrayDriver::new(ctx, events)
+}
+
+/// `26.3.27` from `Xray 26.3.27 (Xray, Penetrates Everything.) …`.
+fn xray_version(text: &str) -> String {
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("Xray"), Some(version)) => version.to_owned(),
+        _ => text.to_owned(),
+    }
 }
 
 /// Registers, retrying transient failures; `Ok(None)` if shut down meanwhile.

@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub use error::SupervisorError;
+pub(crate) use group::kill_now as kill_group_now;
 pub use output::{OutputLimits, OutputLine, Stream, TRUNCATION_MARKER};
 pub use restart::{LastExit, RestartOn, RestartPolicy, State, Supervised};
 pub use spec::{DEFAULT_KILL_GRACE, ProcessSpec};

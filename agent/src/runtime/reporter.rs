@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use veil_crds::wire::{LogChunk, NodeReport, TaskUpdate};
+
+use veil_crds::wire::{LogChunk, NodeReport, ServerId, ServerReport, TaskUpdate, UserTraffic};
 
 use super::Backoff;
 use crate::client::OperatorClient;
@@ -24,6 +26,13 @@ pub enum Outgoing {
     Update(TaskUpdate),
     /// Output of a run.
     Log(LogChunk),
+    /// A server's current state; sent at once, and with every later report.
+    Server(ServerReport),
+    /// A server was removed from this node.
+    ServerGone(ServerId),
+    /// Traffic deltas read (and reset) from a server: journaled at once, so
+    /// an agent killed right after the read loses nothing.
+    Traffic(Vec<UserTraffic>),
 }
 
 pub struct Reporter {
@@ -43,8 +52,7 @@ impl Reporter {
             tracing::warn!(%error, "could not trim the journal");
         }
         let mut seq = self.journal.last_seq().max(acknowledged);
-        let mut updates = Vec::new();
-        let mut logs = Vec::new();
+        let mut pending = Pending::default();
         let mut tick = tokio::time::interval(BATCH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sent = Instant::now();
@@ -55,30 +63,29 @@ impl Reporter {
             let mut urgent = false;
             tokio::select! {
                 item = outbox.recv() => match item {
-                    Some(Outgoing::Update(update)) => { updates.push(update); urgent = true; }
-                    Some(Outgoing::Log(chunk)) => logs.push(chunk),
+                    Some(item) => urgent = pending.take(item),
                     None => stopping = true,
                 },
                 _ = tick.tick() => urgent = true,
             }
             while let Ok(item) = outbox.try_recv() {
-                match item {
-                    Outgoing::Update(update) => updates.push(update),
-                    Outgoing::Log(chunk) => logs.push(chunk),
-                }
+                pending.take(item);
             }
             if !(urgent || stopping) {
                 continue;
             }
-            if !updates.is_empty() || !logs.is_empty() {
+            if pending.has_news() {
                 seq += 1;
                 let report = NodeReport {
                     node: self.node.clone(),
                     seq,
                     applied_revision: self.applied.load(Ordering::Relaxed),
-                    task_updates: std::mem::take(&mut updates),
-                    logs: std::mem::take(&mut logs),
+                    task_updates: std::mem::take(&mut pending.updates),
+                    logs: std::mem::take(&mut pending.logs),
+                    servers: pending.servers.values().cloned().collect(),
+                    traffic: std::mem::take(&mut pending.traffic),
                 };
+                pending.servers_changed = false;
                 if let Err(error) = self.journal.append(&report) {
                     tracing::error!(%error, "cannot journal a report; it is lost if the agent dies before it is sent");
                 }
@@ -86,7 +93,11 @@ impl Reporter {
             let now = Instant::now();
             if stopping || retry_at.is_none_or(|t| now >= t) {
                 match self
-                    .deliver(seq, now.duration_since(last_sent) >= self.heartbeat)
+                    .deliver(
+                        seq,
+                        now.duration_since(last_sent) >= self.heartbeat,
+                        &pending.servers,
+                    )
                     .await
                 {
                     Ok(sent) => {
@@ -107,7 +118,12 @@ impl Reporter {
 
     /// Sends the journal in order (or a heartbeat when it is empty and one
     /// is due). `Ok(true)` when something was delivered.
-    async fn deliver(&mut self, seq: u64, heartbeat_due: bool) -> Result<bool, ()> {
+    async fn deliver(
+        &mut self,
+        seq: u64,
+        heartbeat_due: bool,
+        servers: &BTreeMap<ServerId, ServerReport>,
+    ) -> Result<bool, ()> {
         let pending = match self.journal.pending() {
             Ok(pending) => pending,
             Err(error) => {
@@ -123,6 +139,7 @@ impl Reporter {
                 node: self.node.clone(),
                 seq,
                 applied_revision: self.applied.load(Ordering::Relaxed),
+                servers: servers.values().cloned().collect(),
                 ..NodeReport::default()
             };
             return match self.client.report(&heartbeat).await {
@@ -148,5 +165,54 @@ impl Reporter {
             }
         }
         Ok(true)
+    }
+}
+
+/// What is gathered for the next report.
+#[derive(Default)]
+struct Pending {
+    updates: Vec<TaskUpdate>,
+    logs: Vec<LogChunk>,
+    traffic: Vec<UserTraffic>,
+    /// Latest state of every server (kept: each report carries them all).
+    servers: BTreeMap<ServerId, ServerReport>,
+    servers_changed: bool,
+}
+
+impl Pending {
+    /// Takes one item; true when it should be reported without waiting.
+    fn take(&mut self, item: Outgoing) -> bool {
+        match item {
+            Outgoing::Update(update) => {
+                self.updates.push(update);
+                true
+            }
+            Outgoing::Log(chunk) => {
+                self.logs.push(chunk);
+                false
+            }
+            Outgoing::Server(report) => {
+                self.servers.insert(report.server.clone(), report);
+                self.servers_changed = true;
+                true
+            }
+            Outgoing::ServerGone(id) => {
+                self.servers.remove(&id);
+                self.servers_changed = true;
+                true
+            }
+            Outgoing::Traffic(traffic) => {
+                self.traffic.extend(traffic);
+                true
+            }
+        }
+    }
+
+    /// Whether a report (not just a heartbeat) is due.
+    fn has_news(&self) -> bool {
+        !self.updates.is_empty()
+            || !self.logs.is_empty()
+            || !self.traffic.is_empty()
+            || self.servers_changed
     }
 }

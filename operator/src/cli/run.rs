@@ -226,6 +226,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 labels: Default::default(),
                 data_dir: args.data_dir.join("agent"),
                 address: None,
+                stats_interval: std::time::Duration::from_secs(10),
             };
             tracing::info!(%node, "starting the in-process agent for this machine");
             let stop = shutdown.clone();

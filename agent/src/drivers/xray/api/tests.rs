@@ -299,25 +299,19 @@ async fn thousand_users_apply_pipelined_in_order() {
     assert_eq!(api.inbound_users_count(INBOUND).await.unwrap(), 0);
 }
 
-/// The driver's budget: a node's whole user set (10,000) in one batch, well
-/// under 5 s (about 0.4 s in a debug build); `--nocapture` prints the time.
+/// A node's whole user set (10,000) in one batch: every add succeeds and
+/// xray lists them all (the time is measured by `make bench`, not here).
 #[tokio::test]
-async fn ten_thousand_adds_apply_well_under_five_seconds() {
+async fn ten_thousand_adds_in_one_batch_all_land() {
     let xray = Xray::start().await;
     let api = xray.client().await;
     let adds: Vec<UserOp> = (0..10_000)
         .map(|n| UserOp::Add(mk_user(&format!("user-{n}@example.com"), n)))
         .collect();
-    let started = Instant::now();
     let results = api.apply(INBOUND, adds).await;
-    let took = started.elapsed();
-    println!("10,000 pipelined adds took {took:?}");
     assert!(results.iter().all(|(_, result)| result.is_ok()));
     assert_eq!(api.inbound_users_count(INBOUND).await.unwrap(), 10_000);
-    let started = Instant::now();
     assert_eq!(api.inbound_users(INBOUND).await.unwrap().len(), 10_000);
-    println!("listing 10,000 users took {:?}", started.elapsed());
-    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,208 @@
+//! Rendering the full xray configuration of one server.
+//!
+//! The config has one VLESS+Reality inbound (tag [`INBOUND_TAG`]) holding
+//! every user, the gRPC API on loopback only, per-user traffic stats and the
+//! policy of the spec. [`Rendered::infra_hash`] fingerprints everything but
+//! the users: xray is restarted only when it changes; user changes go through
+//! the API.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use veil_crds::protocol_server::{VlessFlow, XrayPolicy};
+use veil_crds::wire::{ServerAssignment, VlessUser};
+
+/// Tag of the VLESS inbound users are added to.
+pub const INBOUND_TAG: &str = "vless-in";
+
+/// A rendered config: the JSON document and its fingerprint without users.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The complete config, users included (holds secrets: write it 0600).
+    pub document: Vec<u8>,
+    /// Hex SHA-256 of the config rendered with no users.
+    pub infra_hash: String,
+}
+
+/// Renders the config for `server` with its API on `127.0.0.1:api_port` and
+/// exactly `users` in the inbound.
+pub fn render(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Rendered {
+    let without_users = config(server, api_port, &[]);
+    let infra_hash = hex_sha256(&serde_json::to_vec(&without_users).unwrap_or_default());
+    let document = serde_json::to_vec_pretty(&config(server, api_port, users)).unwrap_or_default();
+    Rendered {
+        document,
+        infra_hash,
+    }
+}
+
+/// The flow string xray expects for a user (`""` for none).
+pub fn flow_name(flow: VlessFlow) -> &'static str {
+    match flow {
+        VlessFlow::XtlsRprxVision => "xtls-rprx-vision",
+        VlessFlow::None => "",
+    }
+}
+
+fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Value {
+    let vless = &server.vless;
+    let clients: Vec<Value> = users
+        .iter()
+        .map(|user| {
+            json!({
+                "id": user.id.expose(),
+                "email": user.email,
+                "flow": flow_name(user.flow),
+                "level": 0,
+            })
+        })
+        .collect();
+    json!({
+        // Access lines go to stdout (the driver reads them to know which
+        // connection belongs to which user); errors to stderr.
+        "log": { "loglevel": "warning", "access": "", "error": "/dev/stderr", "dnsLog": false },
+        "api": {
+            "tag": "api",
+            "listen": format!("127.0.0.1:{api_port}"),
+            "services": ["HandlerService", "StatsService"],
+        },
+        "stats": {},
+        "policy": { "levels": { "0": policy_level(vless.policy.as_ref()) } },
+        "inbounds": [{
+            "tag": INBOUND_TAG,
+            "listen": server.listen,
+            "port": server.port,
+            "protocol": "vless",
+            "settings": { "clients": clients, "decryption": "none" },
+            "streamSettings": {
+                "network": "tcp",
+                "security": "reality",
+                "realitySettings": {
+                    "show": false,
+                    "dest": vless.dest,
+                    "xver": 0,
+                    "serverNames": vless.server_names,
+                    "privateKey": vless.private_key.expose(),
+                    "shortIds": vless.short_ids,
+                },
+            },
+            "sniffing": { "enabled": false },
+        }],
+        "outbounds": [
+            { "protocol": "freedom", "tag": "direct" },
+            { "protocol": "blackhole", "tag": "block" },
+        ],
+    })
+}
+
+fn policy_level(policy: Option<&XrayPolicy>) -> Value {
+    let mut level = json!({
+        "statsUserUplink": true,
+        "statsUserDownlink": true,
+        "statsUserOnline": true,
+    });
+    let Some(policy) = policy else {
+        return level;
+    };
+    let seconds = [
+        ("handshake", &policy.handshake),
+        ("connIdle", &policy.conn_idle),
+        ("uplinkOnly", &policy.uplink_only),
+        ("downlinkOnly", &policy.downlink_only),
+    ];
+    if let Value::Object(map) = &mut level {
+        for (name, value) in seconds {
+            if let Some(duration) = value {
+                map.insert(name.into(), duration.as_std().as_secs().into());
+            }
+        }
+        if let Some(kib) = policy.buffer_size {
+            map.insert("bufferSize".into(), kib.into());
+        }
+    }
+    level
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use veil_crds::wire::{SecretValue, ServerId, VlessAssignment};
+
+    fn server() -> ServerAssignment {
+        ServerAssignment {
+            server: ServerId {
+                namespace: "default".into(),
+                name: "edge".into(),
+            },
+            listen: "127.0.0.1".into(),
+            port: 8443,
+            vless: VlessAssignment {
+                private_key: SecretValue("cHJpdmF0ZQ".into()),
+                dest: "127.0.0.1:9443".into(),
+                server_names: vec!["dest.test".into()],
+                short_ids: vec![String::new()],
+                policy: None,
+                users: vec![],
+                users_hash: String::new(),
+            },
+        }
+    }
+
+    fn user(email: &str) -> VlessUser {
+        VlessUser {
+            email: email.into(),
+            id: SecretValue("6f2a1c3e-0000-4000-8000-000000000001".into()),
+            flow: VlessFlow::XtlsRprxVision,
+        }
+    }
+
+    #[test]
+    fn users_do_not_change_the_infra_hash() {
+        let alice = user("alice");
+        let bob = user("bob");
+        let a = render(&server(), 10085, &[&alice]);
+        let b = render(&server(), 10085, &[&alice, &bob]);
+        assert_eq!(a.infra_hash, b.infra_hash);
+        assert_ne!(a.document, b.document);
+        let doc: Value = serde_json::from_slice(&b.document).unwrap();
+        assert_eq!(doc["inbounds"][0]["settings"]["clients"][1]["email"], "bob");
+    }
+
+    #[test]
+    fn settings_change_the_infra_hash() {
+        let a = render(&server(), 10085, &[]);
+        let mut other = server();
+        other.vless.server_names.push("www.example.com".into());
+        assert_ne!(a.infra_hash, render(&other, 10085, &[]).infra_hash);
+        assert_ne!(a.infra_hash, render(&server(), 10086, &[]).infra_hash);
+    }
+
+    #[test]
+    fn api_listens_on_loopback_only() {
+        let doc: Value = serde_json::from_slice(&render(&server(), 10085, &[]).document).unwrap();
+        assert_eq!(doc["api"]["listen"], "127.0.0.1:10085");
+    }
+
+    #[test]
+    fn policy_fields_are_whole_seconds() {
+        let mut s = server();
+        s.vless.policy = Some(XrayPolicy {
+            handshake: Some("4s".parse().unwrap()),
+            conn_idle: Some("5m".parse().unwrap()),
+            buffer_size: Some(4),
+            ..XrayPolicy::default()
+        });
+        let doc: Value = serde_json::from_slice(&render(&s, 1, &[]).document).unwrap();
+        let level = &doc["policy"]["levels"]["0"];
+        assert_eq!(level["handshake"], 4);
+        assert_eq!(level["connIdle"], 300);
+        assert_eq!(level["bufferSize"], 4);
+        assert_eq!(level["statsUserUplink"], true);
+    }
+}
