@@ -307,7 +307,41 @@ impl Agent {
         tmp: tempfile::TempDir,
         data_dir: PathBuf,
     ) -> Agent {
-        Agent::spawn(operator, node, labels, token, tmp, data_dir, None)
+        Agent::spawn(
+            operator,
+            node,
+            labels,
+            token,
+            tmp,
+            data_dir,
+            &AgentOptions::default(),
+        )
+    }
+
+    /// Starts an agent with a fresh token and data dir, and `options`.
+    pub fn start_with(
+        operator: &Operator,
+        node: &str,
+        labels: &[&str],
+        options: &AgentOptions,
+    ) -> Agent {
+        let token = operator.create_token(node);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("agent");
+        Agent::spawn(operator, node, labels, &token, tmp, data_dir, options)
+    }
+
+    /// Restarts an agent on the data dir and token of a killed one.
+    pub fn restart(
+        operator: &Operator,
+        node: &str,
+        labels: &[&str],
+        killed: (tempfile::TempDir, PathBuf),
+        options: &AgentOptions,
+    ) -> Agent {
+        let (tmp, data_dir) = killed;
+        let token = std::fs::read_to_string(data_dir.join("node.token")).expect("token file");
+        Agent::spawn(operator, node, labels, &token, tmp, data_dir, options)
     }
 
     fn spawn(
@@ -317,7 +351,7 @@ impl Agent {
         token: &str,
         tmp: tempfile::TempDir,
         data_dir: PathBuf,
-        path: Option<&str>,
+        options: &AgentOptions,
     ) -> Agent {
         std::fs::create_dir_all(&data_dir).expect("agent data dir");
         let token_file = data_dir.join("node.token");
@@ -345,8 +379,20 @@ impl Agent {
         for label in labels {
             command.arg("--label").arg(label);
         }
-        if let Some(path) = path {
-            command.env("PATH", path);
+        match &options.path {
+            Some(path) => {
+                command.env("PATH", path);
+            }
+            None => {
+                // xray from `make env`, also when tests run without `make`.
+                let inherited = std::env::var("PATH").unwrap_or_default();
+                if let Some(xray) = crate::xray::xray_dir() {
+                    command.env("PATH", format!("{}:{inherited}", xray.display()));
+                }
+            }
+        }
+        for (name, value) in &options.env {
+            command.env(name, value);
         }
         let child = command.spawn().expect("spawn veil-agent");
         Agent {
@@ -393,6 +439,20 @@ impl Agent {
         let token = operator.create_token(node);
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("agent");
-        Agent::spawn(operator, node, labels, &token, tmp, data_dir, Some(path))
+        let options = AgentOptions {
+            path: Some(path.to_owned()),
+            ..AgentOptions::default()
+        };
+        Agent::spawn(operator, node, labels, &token, tmp, data_dir, &options)
     }
+}
+
+/// How to start an agent.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// The agent's whole `PATH` (to hide tools); default: the test's `PATH`
+    /// with the xray of `make env` in front.
+    pub path: Option<String>,
+    /// Extra environment, e.g. `VEIL_STATS_INTERVAL=1s`.
+    pub env: Vec<(String, String)>,
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use veil_e2e::process::{Agent, Operator, OperatorOptions};
 
 mod tasks;
+mod vless;
 
 #[tokio::main]
 async fn main() {
@@ -19,6 +20,9 @@ async fn main() {
     }
     if only.is_empty() || only == "tasks" {
         tasks::run_all().await;
+    }
+    if only.is_empty() || only == "vless" {
+        vless::run_all().await;
     }
 }
 

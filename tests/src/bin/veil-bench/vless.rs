@@ -1,0 +1,210 @@
+//! VLESS benchmarks (issue 6): 10,000 keys from files to xray, key add and
+//! remove latency with xray restarts counted, agent memory with 10,000
+//! users, the cost of one stats read, and the panels' way (restarting xray
+//! with a 10,000-user config) on the same machine for comparison.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use veil_agent::drivers::xray::api::XrayApi;
+use veil_e2e::process::{Agent, AgentOptions, Operator, free_port};
+use veil_e2e::xray::{RealityDest, xray_binary};
+
+use super::{ms, percentile, write_atomically};
+
+const KEYS: usize = 10_000;
+
+fn server_yaml(port: u16, dest: &RealityDest) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  vless:\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n",
+        dest.dest(),
+        dest.server_name
+    )
+}
+
+fn key_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: VlessKey\nmetadata:\n  name: {name}\nspec:\n  serverRef:\n    name: edge\n"
+    )
+}
+
+pub async fn run_all() {
+    let dest = RealityDest::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("server.yaml"),
+        server_yaml(free_port(), &dest),
+    )
+    .expect("server");
+    let op = Operator::start(dir.path()).await;
+    let agent = Agent::start_with(&op, "bench-edge", &[], &AgentOptions::default());
+    let first = server_node(&op, |n| n["phase"] == "Running").await;
+    let pid = first["pid"].clone();
+
+    ten_thousand_keys(&op, dir.path(), &agent).await;
+    add_remove_latency(&op, dir.path(), 500).await;
+    let last = server_node(&op, |_| true).await;
+    println!(
+        "vless_xray_restarts: {} (pid {} → {}, target 0)",
+        last["restarts"], pid, last["pid"]
+    );
+    stats_and_restart_cost(&dest).await;
+}
+
+/// The first node entry of the server's status once `check` holds.
+async fn server_node(op: &Operator, check: impl Fn(&Value) -> bool) -> Value {
+    op.eventually("server status", Duration::from_secs(120), || async {
+        let server = op.object("protocolservers", "edge").await?;
+        let node = server["status"]["nodes"].get(0)?.clone();
+        check(&node).then_some(node)
+    })
+    .await
+}
+
+async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) {
+    let mut text = String::with_capacity(KEYS * 100);
+    for i in 0..KEYS {
+        text.push_str(&key_yaml(&format!("k{i:05}")));
+        text.push_str("---\n");
+    }
+    let started = Instant::now();
+    write_atomically(&dir.join("keys.yaml"), &text);
+    server_node(op, |n| n["users"] == KEYS as u64).await;
+    let applied = started.elapsed();
+    println!(
+        "vless_{KEYS}_keys_to_xray: {:.0}ms from file write to all users in xray (target < 5 s)",
+        ms(applied)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "vless_agent_rss_{KEYS}_users: {:.1}MiB now, peak {:.1}MiB (target < 40 MB)",
+        rss_kib(agent.pid(), "VmRSS:") as f64 / 1024.0,
+        rss_kib(agent.pid(), "VmHWM:") as f64 / 1024.0
+    );
+    std::fs::remove_file(dir.join("keys.yaml")).expect("remove keys");
+    server_node(op, |n| n["users"] == 0).await;
+}
+
+/// `ops` keys added then removed one at a time: file write → key Active,
+/// file removal → user gone from xray (the server's reported user count).
+async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize) {
+    let mut added = Vec::with_capacity(ops);
+    let mut removed = Vec::with_capacity(ops);
+    for i in 0..ops {
+        let name = format!("lat{i:04}");
+        let file = dir.join(format!("{name}.yaml"));
+        let started = Instant::now();
+        write_atomically(&file, &key_yaml(&name));
+        op.eventually("key Active", Duration::from_secs(30), || async {
+            let key = op.object("vlesskeys", &name).await?;
+            (key["status"]["phase"] == "Active").then_some(())
+        })
+        .await;
+        added.push(started.elapsed());
+        let started = Instant::now();
+        std::fs::remove_file(&file).expect("remove");
+        server_node(op, |n| n["users"] == 0).await;
+        removed.push(started.elapsed());
+    }
+    added.sort();
+    removed.sort();
+    println!(
+        "vless_key_add: ops={ops} p50={:.1}ms p99={:.1}ms max={:.1}ms (file write → Active; target p99 < 300 ms)",
+        ms(percentile(&added, 0.5)),
+        ms(percentile(&added, 0.99)),
+        ms(*added.last().expect("samples"))
+    );
+    println!(
+        "vless_key_remove: ops={ops} p50={:.1}ms p99={:.1}ms max={:.1}ms (file removal → user gone from xray)",
+        ms(percentile(&removed, 0.5)),
+        ms(percentile(&removed, 0.99)),
+        ms(*removed.last().expect("samples"))
+    );
+}
+
+/// A fresh xray with a 10,000-user config: time until its API answers (what
+/// a panel's restart costs, every connection dropped meanwhile), and the
+/// cost of one `QueryStats` read with reset over all users.
+async fn stats_and_restart_cost(dest: &RealityDest) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api_port = free_port();
+    let clients: Vec<Value> = (0..KEYS)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("6f2a1c3e-0000-4000-8000-{i:012}"),
+                "email": format!("user{i}"),
+                "flow": "xtls-rprx-vision",
+            })
+        })
+        .collect();
+    let private_key = veil_crds::reality::generate_private_key();
+    let config = serde_json::json!({
+        "log": { "loglevel": "warning" },
+        "api": { "tag": "api", "listen": format!("127.0.0.1:{api_port}"), "services": ["HandlerService", "StatsService"] },
+        "stats": {},
+        "policy": { "levels": { "0": { "statsUserUplink": true, "statsUserDownlink": true } } },
+        "inbounds": [{
+            "tag": "vless-in", "listen": "127.0.0.1", "port": free_port(), "protocol": "vless",
+            "settings": { "clients": clients, "decryption": "none" },
+            "streamSettings": { "network": "tcp", "security": "reality", "realitySettings": {
+                "dest": dest.dest(), "serverNames": [dest.server_name], "privateKey": private_key, "shortIds": [""],
+            }},
+        }],
+        "outbounds": [{ "protocol": "freedom" }],
+    });
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(xray_binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("xray");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], api_port));
+    let api = loop {
+        if let Ok(api) = XrayApi::connect(addr).await
+            && api.inbound_users_count("vless-in").await.is_ok()
+        {
+            break api;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "xray did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let restart = started.elapsed();
+    println!(
+        "xray_restart_{KEYS}_users: {:.0}ms from start to API ready (the panels' way; every connection dropped)",
+        ms(restart)
+    );
+    let mut samples = Vec::new();
+    let mut counters = 0;
+    for _ in 0..20 {
+        let started = Instant::now();
+        counters = api.user_traffic(true).await.expect("stats").len();
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!(
+        "xray_stats_read_{KEYS}_users: {counters} users with counters, p50={:.2}ms max={:.2}ms per read (QueryStats reset)",
+        ms(percentile(&samples, 0.5)),
+        ms(*samples.last().expect("samples"))
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,354 @@
+//! Real xray peers for VLESS tests: the xray binary `make env` builds, a
+//! local TLS 1.3 site for Reality's `dest` (a threaded Python HTTPS server), a second
+//! xray as the VLESS+Reality client with a SOCKS inbound, a SOCKS5 connect,
+//! and a byte server (echo, or a paced endless stream) to move bytes through.
+//!
+//! Every process is killed when its handle drops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::process::free_port;
+
+/// The xray binary: `$VEIL_XRAY`, else `$VEIL_CACHE/bin/xray`, else
+/// `~/.cache/veil/bin/xray`. Panics with what to run when it is missing.
+pub fn xray_binary() -> PathBuf {
+    find_xray().expect("xray not found: run `make env` (it builds xray into ~/.cache/veil/bin)")
+}
+
+fn find_xray() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("VEIL_XRAY").map(PathBuf::from),
+        std::env::var_os("VEIL_CACHE").map(|c| PathBuf::from(c).join("bin/xray")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/veil/bin/xray")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.exists())
+}
+
+/// The directory holding xray, to put on agents' `PATH`; `None` without xray.
+pub fn xray_dir() -> Option<PathBuf> {
+    find_xray().and_then(|binary| binary.parent().map(PathBuf::from))
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{what} did not listen on {port}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A threaded HTTPS server (TLS 1.3): argv = port, cert, key.
+const DEST_SERVER: &str = r#"
+import http.server, ssl, sys
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(cert, key)
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
+server.daemon_threads = True
+server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+server.serve_forever()
+"#;
+
+/// A TLS 1.3 site on loopback that Reality borrows its handshake from.
+pub struct RealityDest {
+    child: Child,
+    pub port: u16,
+    /// The SNI name to use (the certificate's name).
+    pub server_name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RealityDest {
+    pub fn start() -> RealityDest {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=dest.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl) is needed for the Reality dest");
+        assert!(made.success(), "openssl req failed");
+        let port = free_port();
+        let log = dir.path().join("dest.log");
+        // `openssl s_server` serves one connection at a time, and Reality
+        // opens one to `dest` per client handshake: a threaded server keeps
+        // concurrent handshakes from queueing behind each other.
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(DEST_SERVER)
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(dir.path().join("dest.err")).expect("log"))
+            .spawn()
+            .expect("python3 for the Reality dest");
+        wait_for_port(
+            port,
+            "the Reality dest (python3 TLS server)",
+            &mut child,
+            &log,
+        );
+        RealityDest {
+            child,
+            port,
+            server_name: "dest.test".into(),
+            _dir: dir,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, for `reality.dest`.
+    pub fn dest(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RealityDest {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// What a VLESS+Reality client needs to reach a server.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    pub server_port: u16,
+    pub id: String,
+    pub flow: String,
+    pub public_key: String,
+    pub server_name: String,
+    pub short_id: String,
+}
+
+/// A real xray acting as a VLESS+Reality client, with a SOCKS5 inbound.
+pub struct XrayClient {
+    child: Child,
+    pub socks_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl XrayClient {
+    pub fn start(settings: &ClientSettings) -> XrayClient {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socks_port = free_port();
+        let config = serde_json::json!({
+            "log": { "loglevel": "warning" },
+            "inbounds": [{
+                "tag": "socks", "listen": "127.0.0.1", "port": socks_port,
+                "protocol": "socks", "settings": { "udp": false },
+            }],
+            "outbounds": [{
+                "protocol": "vless",
+                "settings": { "vnext": [{
+                    "address": "127.0.0.1", "port": settings.server_port,
+                    "users": [{ "id": settings.id, "flow": settings.flow, "encryption": "none" }],
+                }]},
+                "streamSettings": {
+                    "network": "tcp", "security": "reality",
+                    "realitySettings": {
+                        "serverName": settings.server_name, "fingerprint": "chrome",
+                        "publicKey": settings.public_key, "shortId": settings.short_id,
+                        "spiderX": "/",
+                    },
+                },
+            }],
+        });
+        let path = dir.path().join("client.json");
+        std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write config");
+        let log = dir.path().join("client.log");
+        let mut child = Command::new(xray_binary())
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("xray client");
+        wait_for_port(socks_port, "xray client", &mut child, &log);
+        XrayClient {
+            child,
+            socks_port,
+            dir,
+        }
+    }
+
+    /// The client's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("client.log")).unwrap_or_default()
+    }
+
+    /// Opens a connection to `target` through the VLESS server.
+    pub async fn connect(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
+        socks5_connect(self.socks_port, target).await
+    }
+}
+
+impl Drop for XrayClient {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// A SOCKS5 CONNECT (no authentication) to an IPv4 `target`.
+pub async fn socks5_connect(socks_port: u16, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", socks_port)).await?;
+    stream.write_all(&[5, 1, 0]).await?;
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).await?;
+    if reply != [5, 0] {
+        return Err(std::io::Error::other(format!(
+            "socks greeting refused: {reply:?}"
+        )));
+    }
+    let SocketAddr::V4(v4) = target else {
+        return Err(std::io::Error::other("IPv4 targets only"));
+    };
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&v4.ip().octets());
+    request.extend_from_slice(&v4.port().to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut head = [0u8; 10];
+    stream.read_exact(&mut head).await?;
+    if head[1] != 0 {
+        return Err(std::io::Error::other(format!(
+            "socks connect refused: code {}",
+            head[1]
+        )));
+    }
+    Ok(stream)
+}
+
+/// A byte server on loopback. The first byte a client sends picks the mode:
+/// `E` echoes everything after it; `S` + 8-byte big-endian count sends that
+/// many bytes and closes; `P` streams 16 KiB every 5 ms until the client goes.
+pub struct ByteServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ByteServer {
+    pub async fn start() -> ByteServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream));
+            }
+        });
+        ByteServer { addr, task }
+    }
+}
+
+impl Drop for ByteServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream) {
+    let mut mode = [0u8; 1];
+    if stream.read_exact(&mut mode).await.is_err() {
+        return;
+    }
+    match mode[0] {
+        b'E' => {
+            let (mut r, mut w) = stream.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+        b'S' => {
+            let mut count = [0u8; 8];
+            if stream.read_exact(&mut count).await.is_err() {
+                return;
+            }
+            let mut left = u64::from_be_bytes(count);
+            let chunk = vec![0x5a_u8; 64 * 1024];
+            while left > 0 {
+                let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+                if stream.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+            let _ = stream.shutdown().await;
+        }
+        b'P' => {
+            let chunk = vec![0x33_u8; 16 * 1024];
+            loop {
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sends `payload` in echo mode and reads it back; the bytes moved each way.
+pub async fn echo_roundtrip(stream: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
+    stream.write_all(payload).await?;
+    let mut back = vec![0u8; payload.len()];
+    stream.read_exact(&mut back).await?;
+    if back != payload {
+        return Err(std::io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+/// Downloads exactly `count` bytes in `S` mode over a fresh connection.
+pub async fn download(client: &XrayClient, server: SocketAddr, count: u64) -> std::io::Result<u64> {
+    let mut stream = client.connect(server).await?;
+    let mut request = vec![b'S'];
+    request.extend_from_slice(&count.to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    Ok(got)
+}
