@@ -5,7 +5,8 @@
 //! - [`validate`]: "parse, don't validate" newtypes (cron, UUID, port, duration, DNS-1123 names, …);
 //! - [`object`]: the closed set of objects Veil reads, keyed by [`object::ObjectKey`];
 //! - [`document`]: YAML/JSON text → objects, with line/column/field-path errors;
-//! - [`crd`]: CustomResourceDefinitions generated from these types.
+//! - [`crd`]: CustomResourceDefinitions generated from these types;
+//! - [`reality`]: Reality x25519 keys (derivation, generation).
 //!
 //! This crate does no I/O.
 
@@ -18,6 +19,7 @@ pub mod printer;
 pub mod validate;
 
 pub mod protocol_server;
+pub mod reality;
 pub mod runner;
 pub mod schedule;
 pub mod strategy;
