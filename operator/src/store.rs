@@ -15,7 +15,9 @@
 //! - [`objects`](Store::object_records): dir-mode generation bookkeeping;
 //! - [`statuses`](Store::statuses) and [`load errors`](Store::load_errors) of dir mode;
 //! - admin and node [`tokens`](Store::node_tokens) (hashes);
-//! - exactly-once [`traffic`](Store::apply_traffic_delta) accounting;
+//! - exactly-once [`traffic`](Store::apply_traffic_delta) accounting, with
+//!   VlessKey period [`baselines`](Store::traffic_baselines) and
+//!   [`last-seen`](Store::traffic_last_seen) times;
 //! - task-run [`logs`](Store::append_log) and stable [`generated values`](Store::generated_value).
 //! - task-run [`states`](Store::run_states), registered [`nodes`](Store::nodes)
 //!   with exactly-once [`report claims`](Store::claim_report_seq),
@@ -56,11 +58,12 @@ mod statuses;
 mod target;
 mod tokens;
 mod traffic;
+mod traffic_periods;
 
 pub use error::StoreError;
 pub use records::{
     GeneratedObjectRecord, LoadErrorRecord, NodeRecord, NodeTokenRecord, ObjectRecord, ObjectRef,
-    RunStateRecord, TrafficDelta, TrafficTotal,
+    RunStateRecord, TrafficBaselineRecord, TrafficDelta, TrafficSeenRecord, TrafficTotal,
 };
 pub use target::{Backend, StoreTarget};
 

@@ -165,3 +165,31 @@ pub struct GeneratedObjectRecord {
     pub document: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
+
+/// The traffic counters of a VlessKey at the start of its current period
+/// (period traffic = lifetime totals − baseline), keyed by the key's uid.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficBaselineRecord {
+    /// The VlessKey's `metadata.uid`; not empty.
+    pub key_uid: String,
+    /// The counters' server (`namespace/name`) when the baseline was taken.
+    pub server: String,
+    /// The counters' email when the baseline was taken.
+    pub email: String,
+    /// When the period began (stored with microsecond precision).
+    pub period_start: DateTime<Utc>,
+    /// Lifetime uplink bytes at the period start; never negative.
+    pub uplink: i64,
+    /// Lifetime downlink bytes at the period start; never negative.
+    pub downlink: i64,
+}
+
+/// When traffic of one user on one server was last reported.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSeenRecord {
+    pub server: String,
+    pub email: String,
+    pub last_seen: DateTime<Utc>,
+}

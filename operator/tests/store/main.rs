@@ -20,6 +20,7 @@ mod schedules;
 mod statuses;
 mod tokens;
 mod traffic;
+mod vless;
 
 /// One backend's database for one test.
 pub struct Fixture {
@@ -154,4 +155,10 @@ both_backends!(
     schedules::last_schedule_time_never_moves_backwards,
     schedules::schedule_states_are_per_schedule_and_deleted,
     schedules::racing_writers_keep_the_latest_time,
+    vless::traffic_baselines_are_upserted_and_deleted,
+    vless::baseline_batch_is_all_or_nothing,
+    vless::baseline_period_starts_keep_microseconds,
+    vless::traffic_last_seen_never_moves_backwards,
+    vless::generated_values_are_stored_in_batches_first_writer_wins,
+    vless::racing_generated_value_batches_agree,
 );
