@@ -63,6 +63,8 @@ pub struct OperatorOptions {
     pub database_url: Option<String>,
     /// Extra arguments after `run`.
     pub extra_args: Vec<String>,
+    /// Listen on this port (to restart an operator at the same address); a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl Operator {
@@ -82,9 +84,13 @@ impl Operator {
             }
         };
         std::fs::create_dir_all(&data_dir).expect("data dir");
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let log_path = data_dir.join(format!("operator-{port}.log"));
-        let log = std::fs::File::create(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         let mut command = Command::new(binary("veil-operator"));
         command
             .arg("run")

@@ -352,3 +352,31 @@ pub async fn download(client: &XrayClient, server: SocketAddr, count: u64) -> st
     }
     Ok(got)
 }
+
+/// Opens an echo connection through `client` to `bytes` and checks one round trip.
+pub async fn open_echo(client: &XrayClient, bytes: &ByteServer) -> TcpStream {
+    let mut stream = client
+        .connect(bytes.addr)
+        .await
+        .expect("connect through VLESS");
+    stream.write_all(b"E").await.expect("echo mode");
+    echo_roundtrip(&mut stream, b"hello through vless")
+        .await
+        .expect("echo through VLESS");
+    stream
+}
+
+/// True once the other side closes `stream` (end of stream or reset)
+/// within `limit`; keeps poking it so a half-open connection is noticed.
+pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let _ = stream.write_all(b"x").await;
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

@@ -15,7 +15,8 @@ use veil_crds::wire::{
 };
 use veil_e2e::process::free_port;
 use veil_e2e::xray::{
-    ByteServer, ClientSettings, RealityDest, XrayClient, download, echo_roundtrip, xray_binary,
+    ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
+    open_echo, xray_binary,
 };
 
 struct Harness {
@@ -158,29 +159,6 @@ impl Harness {
             server_name: self.dest.server_name.clone(),
             short_id: String::new(),
         })
-    }
-}
-
-async fn open_echo(client: &XrayClient, server: &ByteServer) -> tokio::net::TcpStream {
-    let mut stream = client.connect(server.addr).await.unwrap();
-    stream.write_all(b"E").await.unwrap();
-    echo_roundtrip(&mut stream, b"hello through vless")
-        .await
-        .unwrap();
-    stream
-}
-
-/// True once the stream is closed by the other side (EOF or reset).
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let _ = stream.write_all(b"x").await;
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
     }
 }
 

@@ -1,0 +1,373 @@
+//! VLESS end to end: YAML in a watched directory → veil-operator →
+//! veil-agent → real xray, with real xray clients built from the
+//! credentials' `vless://` link. Revocation by editing a file, exact traffic
+//! totals across agent, xray and operator restarts, duplicate emails,
+//! expiry and traffic limits.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
+use veil_e2e::xray::{
+    ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
+    open_echo,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+fn agent_options() -> AgentOptions {
+    AgentOptions {
+        env: vec![("VEIL_STATS_INTERVAL".into(), "1s".into())],
+        ..AgentOptions::default()
+    }
+}
+
+fn server_yaml(port: u16, dest: &RealityDest, secret: bool) -> String {
+    let key_ref = if secret {
+        "      privateKeySecretRef:\n        name: reality\n        key: privateKey\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n{key_ref}      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
+        dest.dest(),
+        dest.server_name
+    )
+}
+
+fn key_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: VlessKey\nmetadata:\n  name: {name}\nspec:\n  serverRef:\n    name: edge\n{extra}"
+    )
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+struct Edge {
+    dir: tempfile::TempDir,
+    op: Operator,
+    /// Kept alive for the server's Reality handshakes.
+    _dest: RealityDest,
+    bytes: ByteServer,
+}
+
+async fn edge(secret: bool, options: OperatorOptions) -> (Edge, Agent) {
+    let dest = RealityDest::start();
+    let dir = tempfile::tempdir().unwrap();
+    if secret {
+        let private = veil_crds::reality::generate_private_key();
+        write(
+            dir.path(),
+            "reality.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: reality\nstringData:\n  privateKey: {private}\n"
+            ),
+        );
+    }
+    write(
+        dir.path(),
+        "server.yaml",
+        &server_yaml(free_port(), &dest, secret),
+    );
+    let op = Operator::start_with(dir.path(), options).await;
+    let agent = Agent::start_with(&op, "edge-1", &[], &agent_options());
+    let bytes = ByteServer::start().await;
+    (
+        Edge {
+            dir,
+            op,
+            _dest: dest,
+            bytes,
+        },
+        agent,
+    )
+}
+
+impl Edge {
+    async fn key(&self, name: &str) -> Value {
+        self.op
+            .object("vlesskeys", name)
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) -> Value {
+        self.op
+            .eventually(
+                &format!("{name} {phase}"),
+                Duration::from_secs(30),
+                || async {
+                    let key = self.key(name).await;
+                    (key["status"]["phase"] == phase).then_some(key)
+                },
+            )
+            .await
+    }
+
+    async fn server_node(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.op
+            .eventually(what, Duration::from_secs(40), || async {
+                let server = self.op.object("protocolservers", "edge").await?;
+                let node = server["status"]["nodes"].get(0)?.clone();
+                check(&node).then_some(node)
+            })
+            .await
+    }
+
+    /// A real xray client configured from the key's `vless://` link.
+    async fn client(&self, name: &str) -> XrayClient {
+        let (status, body) = self
+            .op
+            .api(&format!("/v1/credentials/vlesskeys/default/{name}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let link = body["link"].as_str().expect("link").to_owned();
+        XrayClient::start(&settings_from_link(&link))
+    }
+
+    /// Waits until the key's reported downlink reaches `at_least`.
+    async fn wait_downlink(&self, name: &str, at_least: u64) -> u64 {
+        self.op
+            .eventually(
+                &format!("{name} downlink ≥ {at_least}"),
+                Duration::from_secs(30),
+                || async {
+                    let down = self.key(name).await["status"]["downlinkBytes"].as_u64()?;
+                    (down >= at_least).then_some(down)
+                },
+            )
+            .await
+    }
+}
+
+/// Parses `vless://ID@HOST:PORT?…&pbk=…&sni=…&sid=…&flow=…#remark`.
+fn settings_from_link(link: &str) -> ClientSettings {
+    let rest = link.strip_prefix("vless://").expect("vless:// link");
+    let (id, rest) = rest.split_once('@').unwrap();
+    let (address, rest) = rest.split_once('?').unwrap();
+    let (_, port) = address.rsplit_once(':').unwrap();
+    let query = rest.split('#').next().unwrap();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .replace("%2F", "/")
+    };
+    assert_eq!(param("security"), "reality");
+    assert_eq!(param("type"), "tcp");
+    ClientSettings {
+        server_port: port.parse().unwrap(),
+        id: id.to_owned(),
+        flow: param("flow"),
+        public_key: param("pbk"),
+        server_name: param("sni"),
+        short_id: param("sid"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_as_yaml_connects_and_disabling_it_cuts_only_its_connection() {
+    let (edge, _agent) = edge(false, OperatorOptions::default()).await;
+    write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
+    write(edge.dir.path(), "bob.yaml", &key_yaml("bob", ""));
+    let alice = edge.wait_phase("alice", "Active").await;
+    edge.wait_phase("bob", "Active").await;
+
+    // The id is a credential: status shows 8 characters, the Secret the rest.
+    let (_, creds) = edge.op.api("/v1/credentials/vlesskeys/default/alice").await;
+    let id = creds["id"].as_str().unwrap();
+    assert!(
+        !alice.to_string().contains(id),
+        "the id leaked into status: {alice}"
+    );
+    assert_eq!(alice["status"]["idPrefix"], id[..8]);
+    assert_eq!(alice["status"]["credentialsSecret"], "alice-vless");
+    let server = edge.op.object("protocolservers", "edge").await.unwrap();
+    let public_key = server["status"]["publicKey"].as_str().unwrap();
+    assert!(
+        creds["link"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pbk={public_key}"))
+    );
+
+    // `veil-operator link` prints the same link.
+    let out = edge.op.cli(&["link", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        creds["link"].as_str().unwrap()
+    );
+
+    // Both connect through the generated Reality key, from the same IP.
+    let alice_client = edge.client("alice").await;
+    let bob_client = edge.client("bob").await;
+    let mut alice_stream = open_echo(&alice_client, &edge.bytes).await;
+    let mut bob_stream = open_echo(&bob_client, &edge.bytes).await;
+    let pid = edge
+        .server_node("server running", |n| n["phase"] == "Running")
+        .await["pid"]
+        .clone();
+
+    write(
+        edge.dir.path(),
+        "alice.yaml",
+        &key_yaml("alice", "  enabled: false\n"),
+    );
+    assert!(
+        closed_within(&mut alice_stream, Duration::from_secs(5)).await,
+        "alice's open connection survived `enabled: false`"
+    );
+    echo_roundtrip(&mut bob_stream, b"bob continues")
+        .await
+        .expect("bob keeps his connection");
+    edge.wait_phase("alice", "Disabled").await;
+    let node = edge.server_node("one user left", |n| n["users"] == 1).await;
+    assert_eq!(node["pid"], pid, "no xray restart for a key change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_totals_survive_agent_xray_and_operator_kills() {
+    let data = tempfile::tempdir().unwrap();
+    let options = OperatorOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        port: Some(free_port()),
+        extra_args: vec!["--heartbeat-interval".into(), "2".into()],
+        ..OperatorOptions::default()
+    };
+    let (mut edge, agent) = edge(true, options.clone()).await;
+    write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
+    edge.wait_phase("alice", "Active").await;
+    let chunk = 4 * MIB;
+    let mut moved = 0;
+
+    let client = edge.client("alice").await;
+    moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
+    edge.wait_downlink("alice", moved).await;
+
+    // Agent killed: its xray keeps counting until the new agent reads it.
+    let first_pid = edge
+        .server_node("running", |n| n["phase"] == "Running")
+        .await["pid"]
+        .clone();
+    moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
+    let killed = agent.kill();
+    let agent = Agent::restart(&edge.op, "edge-1", &[], killed, &agent_options());
+    edge.wait_downlink("alice", moved).await;
+    edge.server_node("xray replaced", |n| {
+        n["phase"] == "Running" && n["pid"] != first_pid
+    })
+    .await;
+
+    // xray killed: counted bytes were read before; the supervisor restarts it.
+    moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
+    edge.wait_downlink("alice", moved).await;
+    let pid = edge
+        .server_node("running", |n| n["phase"] == "Running")
+        .await["pid"]
+        .as_u64()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    edge.server_node("xray restarted", |n| {
+        n["phase"] == "Running" && n["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    edge.wait_phase("alice", "Active").await;
+
+    // Operator killed: totals are in the store.
+    moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
+    edge.wait_downlink("alice", moved).await;
+    edge.op.kill();
+    moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
+    edge.op = Operator::start_with(edge.dir.path(), options).await;
+    let down = edge.wait_downlink("alice", moved).await;
+
+    // Nothing lost, nothing counted twice (VLESS adds a few bytes per connection).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = edge.key("alice").await["status"].clone();
+    let down = status["downlinkBytes"].as_u64().unwrap().max(down);
+    assert_eq!(moved, 5 * chunk);
+    assert!(
+        down >= moved && down <= moved + moved / 100,
+        "downlink {down} for {moved} bytes moved: {status}"
+    );
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_emails_expiry_and_traffic_limits_are_enforced() {
+    let (edge, _agent) = edge(false, OperatorOptions::default()).await;
+    write(
+        edge.dir.path(),
+        "first.yaml",
+        &key_yaml("first", "  email: shared@example.com\n"),
+    );
+    edge.wait_phase("first", "Active").await;
+    write(
+        edge.dir.path(),
+        "second.yaml",
+        &key_yaml("second", "  email: shared@example.com\n"),
+    );
+    let second = edge.wait_phase("second", "Error").await;
+    let message = second["status"]["conditions"].to_string();
+    assert!(
+        message.contains("first"),
+        "the error must name the key holding the email: {message}"
+    );
+    edge.wait_phase("first", "Active").await;
+
+    // Expiry: the key leaves xray when its time comes.
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(6))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    write(
+        edge.dir.path(),
+        "brief.yaml",
+        &key_yaml("brief", &format!("  expiresAt: \"{expires}\"\n")),
+    );
+    edge.wait_phase("brief", "Active").await;
+    let brief_client = edge.client("brief").await;
+    let mut brief_stream = open_echo(&brief_client, &edge.bytes).await;
+    edge.wait_phase("brief", "Expired").await;
+    assert!(
+        closed_within(&mut brief_stream, Duration::from_secs(5)).await,
+        "an expired key kept its connection"
+    );
+
+    // Traffic limit: 2 MiB, then the key is cut off.
+    write(
+        edge.dir.path(),
+        "capped.yaml",
+        &key_yaml("capped", "  trafficLimitBytes: 2097152\n"),
+    );
+    edge.wait_phase("capped", "Active").await;
+    let capped_client = edge.client("capped").await;
+    let _ = download(&capped_client, edge.bytes.addr, 3 * MIB).await;
+    let capped = edge.wait_phase("capped", "LimitExceeded").await;
+    assert!(capped["status"]["trafficBytes"].as_u64().unwrap() >= 2 * MIB);
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        download(&capped_client, edge.bytes.addr, MIB),
+    )
+    .await;
+    assert!(
+        !matches!(again, Ok(Ok(n)) if n == MIB),
+        "a key over its limit still downloads"
+    );
+    // The first key still works.
+    let first_client = edge.client("first").await;
+    open_echo(&first_client, &edge.bytes).await;
+}
