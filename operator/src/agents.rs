@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
-use veil_crds::wire::{Assignment, RegisterRequest, TaskAssignment};
+use veil_crds::wire::{
+    Assignment, RegisterRequest, ServerAssignment, ServerReport, TaskAssignment,
+};
 
 /// What the operator knows about one node's agent.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,22 @@ pub struct NodeObservation {
     pub last_seen: DateTime<Utc>,
     /// Revision of the assignment the agent last said it applied.
     pub applied_revision: u64,
+    /// Every server the agent runs, from its latest report (a state: the
+    /// whole list is replaced by each report). Empty until the first report.
+    pub servers: Vec<ServerReport>,
+    /// When `servers` was reported.
+    pub servers_reported_at: Option<DateTime<Utc>>,
+    /// The report seq `servers` came from: an older, replayed report never
+    /// replaces a newer state (reset by a registration, whose agent may
+    /// have started numbering again).
+    pub servers_seq: u64,
+}
+
+/// A node's whole desired state, before its revision is assigned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeAssignment {
+    pub tasks: Vec<TaskAssignment>,
+    pub servers: Vec<ServerAssignment>,
 }
 
 struct NodeEntry {
@@ -73,13 +91,20 @@ impl Agents {
     pub fn register(&self, request: RegisterRequest, now: DateTime<Utc>) {
         let mut nodes = self.lock();
         let entry = Self::entry(&mut nodes, &request.node);
-        let registered_at = entry.observation.as_ref().map_or(now, |o| o.registered_at);
-        let applied_revision = entry.observation.as_ref().map_or(0, |o| o.applied_revision);
+        let previous = entry.observation.take();
+        let registered_at = previous.as_ref().map_or(now, |o| o.registered_at);
+        let applied_revision = previous.as_ref().map_or(0, |o| o.applied_revision);
+        let (servers, servers_reported_at) = previous
+            .map(|o| (o.servers, o.servers_reported_at))
+            .unwrap_or_default();
         entry.observation = Some(NodeObservation {
             registration: request,
             registered_at,
             last_seen: now,
             applied_revision,
+            servers,
+            servers_reported_at,
+            servers_seq: 0,
         });
         drop(nodes);
         self.changes.send_modify(|n| *n += 1);
@@ -106,6 +131,29 @@ impl Agents {
         true
     }
 
+    /// Replaces `node`'s server states with those of report `seq`, unless a
+    /// newer report's states are already held (a replayed journal entry).
+    /// Returns whether they were taken; false too for an unknown node.
+    pub fn set_servers(
+        &self,
+        node: &str,
+        seq: u64,
+        servers: Vec<ServerReport>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut nodes = self.lock();
+        let Some(observation) = nodes.get_mut(node).and_then(|e| e.observation.as_mut()) else {
+            return false;
+        };
+        if seq < observation.servers_seq {
+            return false;
+        }
+        observation.servers_seq = seq;
+        observation.servers = servers;
+        observation.servers_reported_at = Some(now);
+        true
+    }
+
     /// Tells the controller something changed (a report was applied).
     pub fn notify_changed(&self) {
         self.changes.send_modify(|n| *n += 1);
@@ -124,21 +172,25 @@ impl Agents {
         Self::entry(&mut self.lock(), node).assignment.subscribe()
     }
 
-    /// Sets every node's desired tasks. A node whose content is unchanged
+    /// Sets every node's desired state (tasks and servers); a node absent
+    /// from `desired` gets an empty one. A node whose content is unchanged
     /// keeps its revision and is not woken; a changed one gets a revision
     /// larger than any before (wall-clock microseconds, at least previous + 1,
     /// so revisions keep growing across operator restarts).
     pub fn set_assignments(
         &self,
-        mut tasks: BTreeMap<String, Vec<TaskAssignment>>,
+        mut desired: BTreeMap<String, NodeAssignment>,
         now: DateTime<Utc>,
     ) {
         let mut nodes = self.lock();
-        let names: std::collections::BTreeSet<String> =
-            nodes.keys().cloned().chain(tasks.keys().cloned()).collect();
+        let names: std::collections::BTreeSet<String> = nodes
+            .keys()
+            .cloned()
+            .chain(desired.keys().cloned())
+            .collect();
         for node in names {
-            let node_tasks = tasks.remove(&node).unwrap_or_default();
-            let hash = content_hash(&node_tasks);
+            let content = desired.remove(&node).unwrap_or_default();
+            let hash = content_hash(&content);
             let entry = Self::entry(&mut nodes, &node);
             if entry.content_hash == hash {
                 continue;
@@ -149,7 +201,8 @@ impl Agents {
             entry.assignment.send_replace(Arc::new(Assignment {
                 node: node.clone(),
                 revision,
-                tasks: node_tasks,
+                tasks: content.tasks,
+                servers: content.servers,
             }));
         }
     }
@@ -160,9 +213,14 @@ impl Agents {
     }
 }
 
-fn content_hash(tasks: &[TaskAssignment]) -> String {
-    let bytes = serde_json::to_vec(tasks).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+/// SHA-256 over the serialised content (secret values included, so a
+/// rotated key or id is a change).
+fn content_hash(content: &NodeAssignment) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&content.tasks).unwrap_or_default());
+    hasher.update(b"\0");
+    hasher.update(serde_json::to_vec(&content.servers).unwrap_or_default());
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]
@@ -189,6 +247,16 @@ mod tests {
         }
     }
 
+    fn tasks_of(node: &str, tasks: Vec<TaskAssignment>) -> BTreeMap<String, NodeAssignment> {
+        BTreeMap::from([(
+            node.to_owned(),
+            NodeAssignment {
+                tasks,
+                servers: Vec::new(),
+            },
+        )])
+    }
+
     fn registration(node: &str) -> RegisterRequest {
         serde_json::from_value(serde_json::json!({
             "node": node, "os": "linux", "arch": "x86_64", "agentVersion": "t"
@@ -202,11 +270,11 @@ mod tests {
         let now = Utc::now();
         agents.register(registration("a"), now);
         let rx = agents.subscribe("a");
-        agents.set_assignments(BTreeMap::from([("a".to_owned(), vec![task("r1")])]), now);
+        agents.set_assignments(tasks_of("a", vec![task("r1")]), now);
         let first = rx.borrow().clone();
         assert_eq!(first.tasks.len(), 1, "tasks of a registered node are kept");
         assert!(first.revision > 0);
-        agents.set_assignments(BTreeMap::from([("a".to_owned(), vec![task("r1")])]), now);
+        agents.set_assignments(tasks_of("a", vec![task("r1")]), now);
         assert_eq!(
             rx.borrow().revision,
             first.revision,
@@ -215,5 +283,39 @@ mod tests {
         agents.set_assignments(BTreeMap::new(), now);
         assert!(rx.borrow().revision > first.revision);
         assert!(rx.borrow().tasks.is_empty());
+    }
+
+    #[test]
+    fn server_states_are_replaced_by_newer_reports_only() {
+        use veil_crds::wire::{ServerId, ServerReport};
+        let agents = Agents::default();
+        let now = Utc::now();
+        let report = |users| ServerReport {
+            server: ServerId {
+                namespace: "default".into(),
+                name: "edge".into(),
+            },
+            users,
+            ..ServerReport::default()
+        };
+        assert!(
+            !agents.set_servers("a", 1, vec![report(1)], now),
+            "unknown node"
+        );
+        agents.register(registration("a"), now);
+        assert!(agents.set_servers("a", 5, vec![report(5)], now));
+        assert!(
+            !agents.set_servers("a", 4, vec![report(4)], now),
+            "a replayed older report"
+        );
+        assert_eq!(agents.observations()["a"].servers[0].users, 5);
+        assert!(
+            agents.set_servers("a", 6, Vec::new(), now),
+            "the whole list is replaced"
+        );
+        assert!(agents.observations()["a"].servers.is_empty());
+        // A re-registered agent may number its reports from scratch.
+        agents.register(registration("a"), now);
+        assert!(agents.set_servers("a", 1, vec![report(1)], now));
     }
 }

@@ -1,5 +1,6 @@
-//! The operator's HTTP API: health, metrics, and the read API behind
-//! `veil-operator get` (agents' endpoints join later under `/v1/agent/`).
+//! The operator's HTTP API: health, metrics, the read API behind
+//! `veil-operator get`, VLESS credentials for `veil-operator link`, and the
+//! agents' endpoints under `/v1/agent/`.
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open, as Kubernetes probes and
 //! Prometheus expect; everything under `/v1/` needs the admin token.
@@ -14,10 +15,12 @@ use crate::agents::Agents;
 use crate::metrics::Metrics;
 use crate::runs::RunBook;
 use crate::store::Store;
+use crate::traffic::TrafficBook;
 use crate::view::View;
 
 pub mod agent;
 mod auth;
+mod credentials;
 mod health;
 mod logs;
 mod objects;
@@ -32,6 +35,8 @@ pub struct ApiState {
     pub admin_token_hash: Arc<str>,
     pub agents: Arc<Agents>,
     pub runs: Arc<RunBook>,
+    /// Traffic counters, fed by reports.
+    pub traffic: Arc<TrafficBook>,
     /// Heartbeat interval agents are told to keep.
     pub heartbeat_interval_seconds: u32,
     /// Cancelled when the operator stops: open long-polls answer at once
@@ -47,6 +52,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/logs/taskruns/{namespace}/{name}",
             get(logs::task_run_log),
+        )
+        .route(
+            "/v1/credentials/vlesskeys/{namespace}/{name}",
+            get(credentials::vless_key),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -64,3 +73,6 @@ pub fn router(state: ApiState) -> Router {
         .merge(agent)
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;

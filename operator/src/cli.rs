@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod get;
+pub mod link;
 pub mod logs;
 pub mod run;
 pub mod table;
@@ -59,6 +60,10 @@ pub enum Command {
     /// KIND accepts singular, plural and short names: `vlesskeys`, `vlesskey`, `vk`.
     /// Examples: veil-operator get vk;  veil-operator get schedule nightly -o yaml
     Get(get::GetArgs),
+    /// Print a VlessKey's vless:// link (a credential) for clients; --qr also draws a QR code.
+    ///
+    /// Example: veil-operator link alice -n default --qr
+    Link(link::LinkArgs),
     /// Print a task run's full output (kept in the store); -f follows until it ends.
     ///
     /// Example: veil-operator logs taskrun nightly-29412345 -f
@@ -93,6 +98,8 @@ pub enum CliError {
     Get(#[from] get::GetError),
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
     /// `validate` found errors (already printed).
     #[error("{0} error(s) found")]
     Invalid(usize),
@@ -111,6 +118,7 @@ impl Cli {
             Command::Run(args) => Ok(run::run(args).await?),
             Command::Up(args) => Ok(run::up(args).await?),
             Command::Get(args) => Ok(get::get(args).await?),
+            Command::Link(args) => Ok(link::link(args).await?),
             Command::Logs(args) => Ok(logs::logs(args).await?),
             Command::Validate(args) => validate::validate(&args),
             Command::Crds(args) => crds(&args),

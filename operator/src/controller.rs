@@ -17,12 +17,20 @@ use veil_crds::object::ObjectKey;
 
 use crate::agents::{Agents, NodeObservation};
 use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
+use crate::plan::vless::{GeneratedSecrets, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
 use crate::plan::{PlanInputs, Statuses, plan};
 use crate::runs::RunBook;
 use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
 use crate::store::{LoadErrorRecord, Store, StoreError};
+use crate::traffic::TrafficBook;
 use crate::view::View;
 use crate::world::{GenerationBook, object_key, object_ref};
+
+mod secrets;
+
+/// Added to a clock-driven wake-up, so the pass runs just after the
+/// instant (an expiry), not a hair before it.
+const WAKE_MARGIN: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Why a reconcile pass failed. The pass is retried on the next snapshot or tick.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +45,19 @@ pub struct Controller {
     store: Store,
     agents: Arc<Agents>,
     runs: Arc<RunBook>,
+    /// Traffic counters, shared with the agent API.
+    traffic: Arc<TrafficBook>,
+    /// VLESS ids and Reality keys generated so far (kept in the store).
+    secrets: GeneratedSecrets,
+    /// The world `secrets` was last completed for.
+    secrets_world: Option<Arc<crate::world::World>>,
     /// A node silent longer than this is NotReady and its runs NodeLost.
     node_timeout: chrono::Duration,
     /// TaskRuns made by Schedules (dir mode keeps them in the store).
     generated: BTreeMap<ObjectKey, SourcedObject>,
     /// Last schedule time per Schedule.
     last_schedule_times: BTreeMap<ObjectKey, DateTime<Utc>>,
-    /// When a Schedule next needs a pass.
+    /// When a Schedule, an expiring VlessKey or a traffic period next needs a pass.
     wake_at: Option<tokio::time::Instant>,
     notifier: crate::notify::Notifier,
     /// The last world built and what it was built from: a pass caused only
@@ -62,11 +76,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Loads the generation book and the last written statuses from the store.
+    /// Loads the generation book, the last written statuses and the
+    /// generated credentials from the store.
     pub async fn start(
         store: Store,
         agents: Arc<Agents>,
         runs: Arc<RunBook>,
+        traffic: Arc<TrafficBook>,
         node_timeout: std::time::Duration,
         view: watch::Sender<Arc<View>>,
         metrics: Arc<Metrics>,
@@ -90,6 +106,9 @@ impl Controller {
                     registered_at: record.registered_at,
                     last_seen: record.last_seen,
                     applied_revision: 0,
+                    servers: Vec::new(),
+                    servers_reported_at: None,
+                    servers_seq: 0,
                 });
             }
         }
@@ -103,6 +122,18 @@ impl Controller {
             })
             .collect();
         let errors = store.load_errors().await?;
+        let secrets = GeneratedSecrets {
+            vless_ids: store
+                .generated_values(VLESS_ID_SCOPE)
+                .await?
+                .into_iter()
+                .collect(),
+            reality_keys: store
+                .generated_values(REALITY_KEY_SCOPE)
+                .await?
+                .into_iter()
+                .collect(),
+        };
         let source_label = SourceLabel {
             source: "dir".into(),
         };
@@ -119,6 +150,9 @@ impl Controller {
             store,
             agents,
             runs,
+            traffic,
+            secrets,
+            secrets_world: None,
             node_timeout: chrono::Duration::from_std(node_timeout)
                 .unwrap_or(chrono::Duration::seconds(30)),
             generated,
@@ -191,8 +225,10 @@ impl Controller {
     ) -> Result<(), ControllerError> {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
+        self.complete_secrets(&world).await?;
 
         let runs = self.runs.snapshot();
+        let traffic = self.traffic.snapshot();
         let started = Instant::now();
         let plan = plan(&PlanInputs {
             world: &world,
@@ -202,7 +238,10 @@ impl Controller {
             now,
             node_timeout: self.node_timeout,
             last_schedule_times: &self.last_schedule_times,
+            secrets: &self.secrets,
+            traffic: &traffic,
         });
+        drop(traffic);
         let elapsed = started.elapsed().as_secs_f64();
         for change in &plan.run_changes {
             if change.phase == "Failed" {
@@ -211,10 +250,23 @@ impl Controller {
         }
         self.runs.put(plan.run_changes.clone()).await?;
         self.runs.remove(plan.stale_runs.clone()).await?;
+        // Baselines before assignments: a period's traffic is counted from
+        // the baseline on, and users come back only once it is stored.
+        self.traffic
+            .put_baselines(plan.traffic_baselines.clone())
+            .await?;
+        self.traffic
+            .remove_baselines(plan.stale_baselines.clone())
+            .await?;
         self.agents.set_assignments(plan.assignments.clone(), now);
         let replan = self
             .apply_schedule_actions(&plan.schedule_actions, now)
             .await?;
+        if let Some(at) = plan.wake_at {
+            let after = (at - now).to_std().unwrap_or_default() + WAKE_MARGIN;
+            let wake = tokio::time::Instant::now() + after;
+            self.wake_at = Some(self.wake_at.map_or(wake, |other| other.min(wake)));
+        }
 
         let changes = status_changes(&self.statuses, &plan.statuses);
         if !changes.is_empty() {
@@ -539,3 +591,6 @@ fn load_error(error: &SourceError) -> LoadErrorRecord {
         message: error.message.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,5 +18,6 @@ pub mod runs;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod traffic;
 pub mod view;
 pub mod world;

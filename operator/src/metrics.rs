@@ -35,6 +35,14 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// `{server, direction}` labels of traffic counters: the server as
+/// `namespace/name`, the direction `uplink` (from clients) or `downlink`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerDirection {
+    pub server: String,
+    pub direction: String,
+}
+
 /// Every metric the operator exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +54,8 @@ pub struct Metrics {
     pub source_errors_total: Family<SourceLabel, Counter>,
     pub source_errors: Family<SourceLabel, Gauge>,
     pub status_writes_total: Counter,
+    /// Bytes VLESS users moved, per server (never per user: cardinality).
+    pub traffic_bytes_total: Family<ServerDirection, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +73,7 @@ impl Metrics {
         let source_errors_total = Family::<SourceLabel, Counter>::default();
         let source_errors = Family::<SourceLabel, Gauge>::default();
         let status_writes_total = Counter::default();
+        let traffic_bytes_total = Family::<ServerDirection, Counter>::default();
         registry.register(
             "reconcile",
             "Reconcile passes per kind and result (success, error)",
@@ -103,6 +114,11 @@ impl Metrics {
             "Status documents written to the store",
             status_writes_total.clone(),
         );
+        registry.register(
+            "traffic_bytes",
+            "Bytes moved by VLESS users per server and direction (uplink: from clients, downlink: to clients), counted once per agent report",
+            traffic_bytes_total.clone(),
+        );
         Metrics {
             registry,
             reconcile_total,
@@ -113,6 +129,7 @@ impl Metrics {
             source_errors_total,
             source_errors,
             status_writes_total,
+            traffic_bytes_total,
         }
     }
 

@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
-use veil_crds::wire::TaskAssignment;
+use veil_crds::protocol_server::Protocol;
 
-use crate::agents::NodeObservation;
-use crate::store::RunStateRecord;
+use crate::agents::{NodeAssignment, NodeObservation};
+use crate::store::{RunStateRecord, TrafficBaselineRecord};
 use crate::world::World;
 
 pub mod conditions;
@@ -24,6 +24,7 @@ mod nodes;
 mod not_implemented;
 pub mod schedules;
 pub mod tasks;
+pub mod vless;
 
 use conditions::{ConditionUpdate, set_conditions};
 
@@ -59,6 +60,10 @@ pub struct PlanInputs<'a> {
     pub node_timeout: chrono::Duration,
     /// Last schedule time of every Schedule (persisted by the controller).
     pub last_schedule_times: &'a BTreeMap<ObjectKey, DateTime<Utc>>,
+    /// VLESS ids and Reality keys the operator generated (by object uid).
+    pub secrets: &'a vless::GeneratedSecrets,
+    /// Traffic counters, period baselines and last-seen times.
+    pub traffic: &'a vless::TrafficState,
 }
 
 /// What should be true after this pass.
@@ -70,12 +75,20 @@ pub struct Plan {
     pub run_changes: Vec<RunStateRecord>,
     /// Run states whose TaskRun is gone.
     pub stale_runs: Vec<String>,
-    /// Every node's task assignments.
-    pub assignments: BTreeMap<String, Vec<TaskAssignment>>,
+    /// Every node's desired tasks and servers (registered nodes included
+    /// when they have none).
+    pub assignments: BTreeMap<String, NodeAssignment>,
     /// What Schedules need done (runs to create, cancel, prune; times to persist).
     pub schedule_actions: schedules::ScheduleActions,
     /// Objects with a status per kind and phase (`Unknown` without one), for metrics.
     pub phase_counts: BTreeMap<(Kind, String), i64>,
+    /// VlessKey traffic baselines to persist (periods that began).
+    pub traffic_baselines: Vec<TrafficBaselineRecord>,
+    /// Uids of traffic baselines whose VlessKey is gone.
+    pub stale_baselines: Vec<String>,
+    /// The next instant at which time alone changes this plan (a VlessKey
+    /// expires, a traffic period begins); Schedules requeue on their own.
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 /// Computes the plan.
@@ -96,6 +109,13 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     let views = tasks::node_views(&task_inputs);
     let (schedule_actions, mut schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
+    let mut vless_plan = vless::plan_vless(&vless::VlessInputs {
+        world: inputs.world,
+        views: &views,
+        secrets: inputs.secrets,
+        traffic: inputs.traffic,
+        now: inputs.now,
+    });
 
     let mut statuses = Statuses::new();
     let mut phase_counts = BTreeMap::new();
@@ -135,6 +155,20 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                     nodes::node_status(views.get(key.name.as_str()), &runs, inputs.node_timeout);
                 with_conditions(body, previous, &conditions, generation, inputs.now)
             }
+            Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
+                match vless_plan.statuses.remove(key) {
+                    Some((body, conditions)) => {
+                        with_conditions(body, previous, &conditions, generation, inputs.now)
+                    }
+                    None => continue,
+                }
+            }
+            Object::VlessKey(_) => match vless_plan.statuses.remove(key) {
+                Some((body, conditions)) => {
+                    with_conditions(body, previous, &conditions, generation, inputs.now)
+                }
+                None => continue,
+            },
             _ => not_implemented::status(key.kind, generation, previous, inputs.now),
         };
         if let Some(phase) = status.get("phase").and_then(Value::as_str) {
@@ -149,13 +183,30 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         statuses.insert(key.clone(), raw_status(&status));
     }
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));
+    let mut assignments: BTreeMap<String, NodeAssignment> = task_plan
+        .assignments
+        .into_iter()
+        .map(|(node, tasks)| {
+            let content = NodeAssignment {
+                tasks,
+                servers: Vec::new(),
+            };
+            (node, content)
+        })
+        .collect();
+    for (node, servers) in vless_plan.assignments {
+        assignments.entry(node).or_default().servers = servers;
+    }
     Plan {
         statuses,
         run_changes: task_plan.run_changes,
         stale_runs: task_plan.stale_runs,
-        assignments: task_plan.assignments,
+        assignments,
         schedule_actions,
         phase_counts,
+        traffic_baselines: vless_plan.baselines,
+        stale_baselines: vless_plan.stale_baselines,
+        wake_at: vless_plan.wake_at,
     }
 }
 
@@ -188,4 +239,4 @@ fn with_conditions(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -149,6 +149,10 @@ pub async fn assignment(
 }
 
 /// `POST report`: applied once per `seq`; a retried report is acknowledged without effect.
+///
+/// Traffic is applied first: the run book records the report's seq, which
+/// a re-registering agent is told so it drops what was applied; traffic
+/// must be in the store by then.
 pub async fn report(
     State(state): State<ApiState>,
     NodeIdentity(node): NodeIdentity,
@@ -161,8 +165,15 @@ pub async fn report(
     if !state.agents.seen(&node, now, Some(report.applied_revision)) {
         return error(StatusCode::CONFLICT, "register before reporting");
     }
-    match state.runs.report(&node, &report, now).await {
+    let applied = async {
+        state.traffic.apply_report(&node, &report, now).await?;
+        state.runs.report(&node, &report, now).await
+    };
+    match applied.await {
         Ok(()) => {
+            state
+                .agents
+                .set_servers(&node, report.seq, report.servers, now);
             state.agents.notify_changed();
             Json(ReportAck { seq: report.seq }).into_response()
         }

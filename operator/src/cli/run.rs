@@ -17,6 +17,7 @@ use crate::runs::RunBook;
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::store::{Store, StoreError, StoreTarget};
+use crate::traffic::TrafficBook;
 use crate::view::View;
 
 use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
@@ -186,11 +187,13 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
 
     let agents = Arc::new(Agents::default());
     let runs = Arc::new(RunBook::load(store.clone()).await?);
+    let traffic = Arc::new(TrafficBook::load(store.clone(), metrics.clone()).await?);
     let heartbeat = args.heartbeat_interval.max(1);
     let controller = Controller::start(
         store.clone(),
         agents.clone(),
         runs.clone(),
+        traffic.clone(),
         Duration::from_secs(3 * u64::from(heartbeat)),
         view_tx,
         metrics.clone(),
@@ -208,6 +211,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         admin_token_hash: admin_hash.into(),
         agents,
         runs,
+        traffic,
         heartbeat_interval_seconds: heartbeat,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -11,7 +11,8 @@ use super::*;
 use crate::source::{Origin, SourceSnapshot, SourcedObject};
 use crate::world::GenerationBook;
 
-fn snapshot(yaml: &str) -> SourceSnapshot {
+/// A source snapshot of the objects in `yaml` (namespace `default`).
+pub(crate) fn snapshot(yaml: &str) -> SourceSnapshot {
     let objects = parse_documents(yaml, "default", &Limits::default())
         .unwrap_or_else(|errors| panic!("test YAML must parse: {errors:?}"))
         .into_iter()
@@ -60,10 +61,13 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
         now,
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),
+        secrets: &vless::GeneratedSecrets::default(),
+        traffic: &vless::TrafficState::default(),
     })
 }
 
-fn uids() -> impl FnMut() -> String {
+/// `uid-1`, `uid-2`, … in the order objects are first seen (key order).
+pub(crate) fn uids() -> impl FnMut() -> String {
     let mut n = 0;
     move || {
         n += 1;
@@ -74,18 +78,18 @@ fn uids() -> impl FnMut() -> String {
 #[test]
 fn kinds_without_reconciler_are_stalled_not_implemented_and_secrets_have_no_status() {
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-    let yaml = format!("{NODE_AND_SECRET}---\n{KEY}");
+    let yaml = format!("{NODE_AND_SECRET}---\n{STRATEGY}");
     let (world, _) = GenerationBook::default().build_world(&snapshot(&yaml), now, uids());
     let plan = plan_of(&world, &Statuses::new(), now);
     assert_eq!(
         plan.statuses.len(),
         2,
-        "the VeilNode and the VlessKey have statuses"
+        "the VeilNode and the Strategy have statuses"
     );
     let key_status = plan
         .statuses
         .iter()
-        .find(|(k, _)| k.kind == Kind::VlessKey)
+        .find(|(k, _)| k.kind == Kind::Strategy)
         .map(|(_, s)| json(s))
         .unwrap();
     let stalled = condition(&key_status, "Stalled");
@@ -118,14 +122,15 @@ fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::
         .unwrap()
 }
 
-const KEY: &str = "
+const STRATEGY: &str = "
 apiVersion: veil.dev/v1alpha1
-kind: VlessKey
+kind: Strategy
 metadata:
-  name: alice
+  name: youtube
 spec:
-  serverRef:
-    name: edge-vless
+  engine: zapret
+  zapret:
+    args: [--wf-tcp=443]
 ";
 
 #[test]

@@ -1,0 +1,243 @@
+//! The API served in process on loopback: the VLESS credentials endpoint
+//! and traffic from agent reports.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use veil_crds::kind::Kind;
+use veil_crds::object::ObjectKey;
+
+use super::*;
+use crate::admin::hash_token;
+use crate::plan::tests::{snapshot, uids};
+use crate::plan::vless::{GeneratedSecrets, TrafficState, VLESS_ID_SCOPE};
+use crate::plan::{PlanInputs, Statuses, plan};
+use crate::store::StoreTarget;
+use crate::world::GenerationBook;
+
+const ADMIN_TOKEN: &str = "veil_admin_test";
+const NODE_TOKEN: &str = "veil_node_test";
+const ALICE_ID: &str = "7d6a1b0e-3c1f-4b8e-9a57-2f0c1e5d9b41";
+const BOB_ID: &str = "0f3c2a9e-1b4d-4c6e-8a2f-5d7e9b1c3a60";
+
+const OBJECTS: &str = "
+apiVersion: v1
+kind: Secret
+metadata: {name: edge-reality}
+stringData: {privateKey: dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo}
+---
+apiVersion: veil.dev/v1alpha1
+kind: ProtocolServer
+metadata: {name: edge-vless}
+spec:
+  protocol: vless
+  port: 8443
+  vless:
+    publicAddress: vpn.example.com
+    reality:
+      privateKeySecretRef: {name: edge-reality, key: privateKey}
+      dest: www.microsoft.com:443
+      serverNames: [www.microsoft.com, cdn.example.com]
+      shortIds: [6ba85179e30d4fc2, '']
+      fingerprint: firefox
+---
+apiVersion: veil.dev/v1alpha1
+kind: VlessKey
+metadata: {name: alice}
+spec:
+  serverRef: {name: edge-vless}
+  id: 7d6a1b0e-3c1f-4b8e-9a57-2f0c1e5d9b41
+---
+apiVersion: veil.dev/v1alpha1
+kind: VlessKey
+metadata: {name: bob}
+spec:
+  serverRef: {name: edge-vless}
+  flow: none
+";
+
+/// An operator API on a free loopback port, with `OBJECTS` planned once.
+struct Served {
+    url: String,
+    store: Store,
+    state: ApiState,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreTarget::Sqlite(dir.path().join("veil.db")))
+        .await
+        .unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(OBJECTS), now, uids());
+    let planned = plan(&PlanInputs {
+        world: &world,
+        previous: &Statuses::new(),
+        nodes: &BTreeMap::new(),
+        runs: &BTreeMap::new(),
+        now,
+        node_timeout: chrono::Duration::seconds(30),
+        last_schedule_times: &BTreeMap::new(),
+        secrets: &GeneratedSecrets::default(),
+        traffic: &TrafficState::default(),
+    });
+    let bob_uid = world.objects[&ObjectKey::new(Kind::VlessKey, "default", "bob")]
+        .object
+        .meta()
+        .uid
+        .clone()
+        .unwrap();
+    store
+        .generated_value_or_insert(VLESS_ID_SCOPE, &bob_uid, BOB_ID)
+        .await
+        .unwrap();
+    store
+        .create_node_token("edge-1", &hash_token(NODE_TOKEN), "t1")
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let view = View {
+        world: Arc::new(world),
+        statuses: Arc::new(planned.statuses),
+        loaded: true,
+    };
+    let state = ApiState {
+        view: watch::channel(Arc::new(view)).1,
+        store: store.clone(),
+        metrics: metrics.clone(),
+        admin_token_hash: hash_token(ADMIN_TOKEN).into(),
+        agents: Arc::new(Agents::default()),
+        runs: Arc::new(RunBook::load(store.clone()).await.unwrap()),
+        traffic: Arc::new(
+            crate::traffic::TrafficBook::load(store.clone(), metrics)
+                .await
+                .unwrap(),
+        ),
+        heartbeat_interval_seconds: 10,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Served {
+        url,
+        store,
+        state,
+        _dir: dir,
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap_or(Value::Null), cache)
+}
+
+#[tokio::test]
+async fn credentials_need_the_admin_token_and_hold_the_id_and_link() {
+    let served = serve().await;
+    let alice = format!("{}/v1/credentials/vlesskeys/default/alice", served.url);
+    assert_eq!(get(&alice, None).await.0, 401);
+    assert_eq!(get(&alice, Some("wrong")).await.0, 401);
+    assert_eq!(
+        get(&alice, Some(NODE_TOKEN)).await.0,
+        401,
+        "a node token is not enough"
+    );
+
+    let (status, body, cache) = get(&alice, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(cache.as_deref(), Some("no-store"));
+    assert_eq!(body["id"], ALICE_ID);
+    assert_eq!(
+        body["link"],
+        "vless://7d6a1b0e-3c1f-4b8e-9a57-2f0c1e5d9b41@vpn.example.com:8443?encryption=none&flow=xtls-rprx-vision&security=reality&sni=www.microsoft.com&fp=firefox&pbk=hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo&sid=6ba85179e30d4fc2&spx=%2F&type=tcp#alice"
+    );
+
+    let bob = format!("{}/v1/credentials/vlesskeys/default/bob", served.url);
+    let (status, body, _) = get(&bob, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], BOB_ID, "the generated id from the store");
+    let link = body["link"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!(
+            "vless://{BOB_ID}@vpn.example.com:8443?encryption=none&security=reality&"
+        )),
+        "{link}"
+    );
+    assert!(link.ends_with("#bob"), "{link}");
+
+    let missing = format!("{}/v1/credentials/vlesskeys/default/nobody", served.url);
+    let (status, body, _) = get(&missing, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("nobody"));
+}
+
+#[tokio::test]
+async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
+    let served = serve().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}/v1/agent/{path}", served.url))
+            .bearer_auth(NODE_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let registered = post(
+        "register",
+        json!({"node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "t"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.status().as_u16(), 200);
+    let report = json!({
+        "node": "edge-1", "seq": 3, "appliedRevision": 0,
+        "servers": [{"server": {"namespace": "default", "name": "edge-vless"}, "phase": "Running", "users": 2}],
+        "traffic": [{"server": {"namespace": "default", "name": "edge-vless"}, "email": "default.bob", "uplink": 100, "downlink": 2000}],
+    });
+    for attempt in 0..2 {
+        let answer = post("report", report.clone()).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "attempt {attempt}");
+        assert_eq!(answer.json::<Value>().await.unwrap()["seq"], 3);
+    }
+    let totals = served
+        .state
+        .traffic
+        .snapshot()
+        .total("default/edge-vless", "default.bob");
+    assert_eq!((totals.uplink, totals.downlink), (100, 2000));
+    let stored = served.store.traffic_totals().await.unwrap();
+    assert_eq!((stored[0].uplink, stored[0].downlink), (100, 2000));
+    let metrics = reqwest::get(format!("{}/metrics", served.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "veil_traffic_bytes_total{server=\"default/edge-vless\",direction=\"downlink\"} 2000"
+        ),
+        "{metrics}"
+    );
+    let observed = served.state.agents.observations();
+    assert_eq!(
+        observed["edge-1"].servers[0].users, 2,
+        "server states are kept"
+    );
+}

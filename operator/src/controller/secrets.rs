@@ -1,0 +1,138 @@
+//! Credentials the operator generates: a VLESS id for every VlessKey
+//! without `spec.id`, a Reality private key for every vless ProtocolServer
+//! without `privateKeySecretRef`.
+//!
+//! Each is made once, keyed by the object's uid, and kept in the store
+//! (`generated_values`): in dir mode the store is the Secret the operator
+//! owns, and the credentials API serves what a client needs. New objects
+//! get theirs in one batch per pass, before `plan` reads them; values of
+//! objects that are gone are deleted (a uid never comes back). Values are
+//! never logged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use veil_crds::kind::Kind;
+use veil_crds::object::Object;
+use veil_crds::protocol_server::Protocol;
+use veil_crds::reality;
+use veil_crds::validate::VlessId;
+
+use super::{Controller, ControllerError};
+use crate::plan::vless::{REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
+use crate::store::Store;
+use crate::world::World;
+
+/// Per scope: the uids that need a generated value, and the uids of every
+/// object of the kind (a value is kept while its object exists, so a key
+/// that sets `spec.id` for a while gets its generated id back after).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Needed {
+    pub vless_ids: HashSet<String>,
+    pub keys: HashSet<String>,
+    pub reality_keys: HashSet<String>,
+    pub servers: HashSet<String>,
+}
+
+/// Which objects of `world` need a generated value.
+pub(super) fn needed(world: &World) -> Needed {
+    let mut needed = Needed::default();
+    for (_, object) in world.of_kind(Kind::VlessKey) {
+        if let Object::VlessKey(key) = &object.object
+            && let Some(uid) = &key.metadata.uid
+        {
+            needed.keys.insert(uid.clone());
+            if key.spec.id.is_none() {
+                needed.vless_ids.insert(uid.clone());
+            }
+        }
+    }
+    for (_, object) in world.of_kind(Kind::ProtocolServer) {
+        if let Object::ProtocolServer(server) = &object.object
+            && let Some(uid) = &server.metadata.uid
+        {
+            needed.servers.insert(uid.clone());
+            let generated = server.spec.protocol == Protocol::Vless
+                && server
+                    .spec
+                    .vless
+                    .as_ref()
+                    .is_some_and(|v| v.reality.private_key_secret_ref.is_none());
+            if generated {
+                needed.reality_keys.insert(uid.clone());
+            }
+        }
+    }
+    needed
+}
+
+impl Controller {
+    /// Makes sure every object of `world` that needs a generated value has
+    /// one (in the store and in `self.secrets`), and forgets the values of
+    /// objects that are gone. Does nothing for a world already completed.
+    pub(super) async fn complete_secrets(
+        &mut self,
+        world: &Arc<World>,
+    ) -> Result<(), ControllerError> {
+        if self
+            .secrets_world
+            .as_ref()
+            .is_some_and(|done| Arc::ptr_eq(done, world))
+        {
+            return Ok(());
+        }
+        let needed = needed(world);
+        sync_scope(
+            &self.store,
+            VLESS_ID_SCOPE,
+            (&needed.vless_ids, &needed.keys),
+            &mut self.secrets.vless_ids,
+            || VlessId::generate().uuid().hyphenated().to_string(),
+        )
+        .await?;
+        sync_scope(
+            &self.store,
+            REALITY_KEY_SCOPE,
+            (&needed.reality_keys, &needed.servers),
+            &mut self.secrets.reality_keys,
+            reality::generate_private_key,
+        )
+        .await?;
+        self.secrets_world = Some(world.clone());
+        Ok(())
+    }
+}
+
+/// Generates values for `needed` uids missing from `held` (one store batch;
+/// a value another replica stored first wins), and deletes held values
+/// whose object is gone (not in `live`).
+async fn sync_scope(
+    store: &Store,
+    scope: &str,
+    (needed, live): (&HashSet<String>, &HashSet<String>),
+    held: &mut HashMap<String, String>,
+    generate: impl Fn() -> String,
+) -> Result<(), ControllerError> {
+    let missing: Vec<(String, String)> = needed
+        .iter()
+        .filter(|uid| !held.contains_key(*uid))
+        .map(|uid| (uid.clone(), generate()))
+        .collect();
+    if !missing.is_empty() {
+        let stored = store.generated_values_or_insert(scope, &missing).await?;
+        tracing::info!(scope, count = stored.len(), "generated credentials stored");
+        held.extend(stored);
+    }
+    let gone: Vec<String> = held
+        .keys()
+        .filter(|uid| !live.contains(*uid))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        store.delete_generated_values(scope, &gone).await?;
+        for uid in &gone {
+            held.remove(uid);
+        }
+    }
+    Ok(())
+}

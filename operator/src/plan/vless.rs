@@ -1,0 +1,171 @@
+//! `protocol: vless` ProtocolServers and their VlessKeys: which nodes run
+//! which server with which users, the statuses of both kinds, the traffic
+//! baselines to persist when a period begins, and when the clock alone
+//! next changes something.
+//!
+//! Pure like the rest of `plan`: generated credentials and traffic counters
+//! are inputs the controller loads from the store. Secrets (Reality private
+//! keys, user ids) go only into assignments, inside `SecretValue`s; statuses
+//! carry the public key and an 8-character id prefix, never a secret.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use veil_crds::kind::Kind;
+use veil_crds::object::{Object, ObjectKey};
+use veil_crds::wire::ServerAssignment;
+
+use super::tasks::NodeView;
+use crate::store::TrafficBaselineRecord;
+use crate::world::World;
+
+mod inputs;
+mod key_status;
+mod keys;
+pub mod link;
+mod observed;
+pub mod period;
+mod server_status;
+mod servers;
+mod usage;
+mod users;
+
+pub use inputs::{
+    Counters, GeneratedSecrets, REALITY_KEY_SCOPE, TrafficState, UserKey, VLESS_ID_SCOPE,
+};
+pub use observed::Conditions;
+pub use server_status::host_port;
+pub use users::users_hash;
+
+/// What VLESS planning reads.
+pub struct VlessInputs<'a> {
+    pub world: &'a World,
+    /// Every known node (registered agents and declared VeilNodes).
+    pub views: &'a BTreeMap<&'a str, NodeView<'a>>,
+    pub secrets: &'a GeneratedSecrets,
+    pub traffic: &'a TrafficState,
+    pub now: DateTime<Utc>,
+}
+
+/// What VLESS planning decided.
+#[derive(Debug, Default)]
+pub struct VlessPlan {
+    /// Status bodies (without conditions and generation) of every vless
+    /// ProtocolServer and every VlessKey, with their conditions.
+    pub statuses: BTreeMap<ObjectKey, (Value, Conditions)>,
+    /// The servers each node must run, in server order.
+    pub assignments: BTreeMap<String, Vec<ServerAssignment>>,
+    /// Baselines of periods that began (the controller persists them).
+    pub baselines: Vec<TrafficBaselineRecord>,
+    /// Uids of baselines whose VlessKey is gone.
+    pub stale_baselines: Vec<String>,
+    /// The next instant at which time alone changes the plan: a key expires
+    /// or a traffic period begins.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// Plans every vless server and key.
+pub fn plan_vless(inputs: &VlessInputs<'_>) -> VlessPlan {
+    let servers = servers::resolve(inputs.world, inputs.views, inputs.secrets);
+    let (keys, baselines) = keys::resolve(
+        inputs.world,
+        &servers,
+        inputs.secrets,
+        inputs.traffic,
+        inputs.now,
+    );
+    let mut user_sets = users::user_sets(&keys);
+    let mut plan = VlessPlan {
+        baselines,
+        ..VlessPlan::default()
+    };
+
+    // (users_hash, users) of every server that has an assignment.
+    let mut assigned: BTreeMap<&ObjectKey, (String, usize)> = BTreeMap::new();
+    for (&key, server) in &servers {
+        let Ok(reality) = &server.reality else {
+            continue;
+        };
+        let users = user_sets.remove(key).unwrap_or_default();
+        let count = users.len();
+        let assignment = users::assignment(server, reality, users);
+        assigned.insert(key, (assignment.vless.users_hash.clone(), count));
+        for node in &server.nodes {
+            plan.assignments
+                .entry(node.clone())
+                .or_default()
+                .push(assignment.clone());
+        }
+    }
+
+    for (&key, server) in &servers {
+        let users = assigned.get(key).map_or(0, |(_, users)| *users);
+        plan.statuses.insert(
+            key.clone(),
+            server_status::server_status(server, users, inputs.views),
+        );
+    }
+    for key in &keys {
+        let server = key.server.and_then(|server| servers.get(server));
+        let hash = key
+            .server
+            .and_then(|server| assigned.get(server))
+            .map(|(hash, _)| hash.as_str());
+        plan.statuses.insert(
+            key.key.clone(),
+            key_status::key_status(key, server, hash, inputs.views, inputs.now),
+        );
+    }
+
+    plan.wake_at = keys
+        .iter()
+        .filter_map(|key| next_change(key, inputs.now))
+        .min();
+    plan.stale_baselines = stale_baselines(inputs.world, inputs.traffic);
+    plan
+}
+
+/// When time alone next changes `key`: its expiry, or its next period.
+fn next_change(key: &keys::Key<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if matches!(key.state, keys::KeyState::Error(_)) {
+        return None;
+    }
+    let spec = &key.object.spec;
+    let expiry = spec
+        .expires_at
+        .as_ref()
+        .map(|at| at.utc())
+        .filter(|at| *at > now);
+    let tz = spec
+        .time_zone
+        .as_ref()
+        .map_or(chrono_tz::Tz::UTC, |zone| zone.tz());
+    let reset = period::next_start(spec.traffic_reset_period, tz, now);
+    expiry.into_iter().chain(reset).min()
+}
+
+/// Baselines of keys that no longer exist.
+fn stale_baselines(world: &World, traffic: &TrafficState) -> Vec<String> {
+    if traffic.baselines.is_empty() {
+        return Vec::new();
+    }
+    let live: HashSet<&str> = world
+        .of_kind(Kind::VlessKey)
+        .filter_map(|(_, object)| match &object.object {
+            Object::VlessKey(key) => key.metadata.uid.as_deref(),
+            _ => None,
+        })
+        .collect();
+    let mut stale: Vec<String> = traffic
+        .baselines
+        .keys()
+        .filter(|uid| !live.contains(uid.as_str()))
+        .cloned()
+        .collect();
+    stale.sort();
+    stale
+}
+
+#[cfg(test)]
+mod tests;

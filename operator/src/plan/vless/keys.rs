@@ -1,0 +1,215 @@
+//! VlessKeys as planning sees them: the server they belong to, their email,
+//! id and flow, their period usage, and whether they are in the server's
+//! user set.
+//!
+//! Rules, in order: a key naming a missing or non-vless server is `Error`;
+//! of keys sharing an email on one server, the one created first (then by
+//! name) keeps it and the others are `Error`; then `enabled: false` is
+//! `Disabled`, `now >= expiresAt` is `Expired`, period usage at or over
+//! `trafficLimitBytes` is `LimitExceeded`; every other key is eligible.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use veil_crds::kind::Kind;
+use veil_crds::object::{Object, ObjectKey};
+use veil_crds::protocol_server::{Protocol, VlessFlow};
+use veil_crds::vless_key::VlessKey;
+
+use super::inputs::{GeneratedSecrets, TrafficState};
+use super::servers::{Problem, Server};
+use super::usage::{PeriodUsage, period_usage};
+use crate::store::TrafficBaselineRecord;
+use crate::world::World;
+
+/// A VlessKey, resolved.
+pub struct Key<'a> {
+    pub key: &'a ObjectKey,
+    pub object: &'a VlessKey,
+    /// The user key in effect: `spec.email` or `<namespace>.<name>`.
+    pub email: String,
+    /// The server it belongs to, when that is a vless ProtocolServer.
+    pub server: Option<&'a ObjectKey>,
+    /// The id (hyphenated UUID) when known. A credential.
+    pub id: Option<String>,
+    pub flow: VlessFlow,
+    /// Period usage (keys on a vless server only).
+    pub usage: Option<PeriodUsage>,
+    pub state: KeyState,
+}
+
+/// Where a key stands before node reports are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Cannot be applied (missing server, taken email).
+    Error(Problem),
+    /// In the user set once the id and the server's keys exist; `Some`
+    /// names what it is waiting for.
+    Eligible(Option<Problem>),
+    Disabled,
+    Expired,
+    /// Usage reached the limit (bytes) in this period.
+    LimitExceeded(u64),
+}
+
+/// Every VlessKey of the world, oldest first (creation time, then key), and
+/// the baselines to persist for periods that began.
+pub fn resolve<'a>(
+    world: &'a World,
+    servers: &BTreeMap<&'a ObjectKey, Server<'a>>,
+    secrets: &GeneratedSecrets,
+    traffic: &TrafficState,
+    now: DateTime<Utc>,
+) -> (Vec<Key<'a>>, Vec<TrafficBaselineRecord>) {
+    let mut objects: Vec<(Option<DateTime<Utc>>, &ObjectKey, &VlessKey)> = world
+        .of_kind(Kind::VlessKey)
+        .filter_map(|(key, object)| match &object.object {
+            Object::VlessKey(vless_key) => Some((created(vless_key), key, &**vless_key)),
+            _ => None,
+        })
+        .collect();
+    objects.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+
+    let mut holders: HashMap<(&ObjectKey, String), &ObjectKey> = HashMap::new();
+    let mut baselines = Vec::new();
+    let mut keys = Vec::with_capacity(objects.len());
+    for (created, key, object) in objects {
+        let email = object.spec.email.as_ref().map_or_else(
+            || format!("{}.{}", key.namespace, key.name),
+            |e| e.as_str().to_owned(),
+        );
+        let uid = object.metadata.uid.as_deref().unwrap_or_default();
+        let id = match &object.spec.id {
+            Some(id) => Some(id.uuid().hyphenated().to_string()),
+            None => secrets.vless_ids.get(uid).cloned(),
+        };
+        let server_key = ObjectKey::new(
+            Kind::ProtocolServer,
+            &key.namespace,
+            object.spec.server_ref.name.as_str(),
+        );
+        let Some((&server_key, server)) = servers.get_key_value(&server_key) else {
+            keys.push(Key {
+                key,
+                object,
+                email,
+                server: None,
+                id,
+                flow: object.spec.flow.unwrap_or_default(),
+                usage: None,
+                state: KeyState::Error(missing_server(world, &server_key)),
+            });
+            continue;
+        };
+        let flow = object.spec.flow.unwrap_or(server.vless.flow);
+        let (usage, baseline) = period_usage(
+            object,
+            created,
+            &server.id.to_string(),
+            &email,
+            traffic,
+            now,
+        );
+        baselines.extend(baseline);
+        let state = match holders.get(&(server_key, email.clone())) {
+            Some(holder) => KeyState::Error(Problem {
+                reason: "DuplicateEmail",
+                message: format!(
+                    "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier); set a different `email`",
+                    server_key.name, holder.name
+                ),
+                stalled: true,
+            }),
+            None => {
+                holders.insert((server_key, email.clone()), key);
+                lifecycle(object, &usage, server, id.is_some(), now)
+            }
+        };
+        keys.push(Key {
+            key,
+            object,
+            email,
+            server: Some(server_key),
+            id,
+            flow,
+            usage: Some(usage),
+            state,
+        });
+    }
+    (keys, baselines)
+}
+
+/// Disabled, expired, over the limit, or eligible (and what it waits for).
+fn lifecycle(
+    object: &VlessKey,
+    usage: &PeriodUsage,
+    server: &Server<'_>,
+    has_id: bool,
+    now: DateTime<Utc>,
+) -> KeyState {
+    if !object.spec.enabled {
+        return KeyState::Disabled;
+    }
+    if object
+        .spec
+        .expires_at
+        .as_ref()
+        .is_some_and(|at| now >= at.utc())
+    {
+        return KeyState::Expired;
+    }
+    if let Some(limit) = object.spec.traffic_limit_bytes
+        && usage.total() >= limit.get()
+    {
+        return KeyState::LimitExceeded(limit.get());
+    }
+    let waiting = if !has_id {
+        Some(Problem {
+            reason: "IdPending",
+            message: "waiting for the operator to generate the id".to_owned(),
+            stalled: false,
+        })
+    } else {
+        server.reality.as_ref().err().map(|problem| Problem {
+            reason: "ServerNotReady",
+            message: format!(
+                "ProtocolServer {} cannot run: {}",
+                server.key.name, problem.message
+            ),
+            stalled: false,
+        })
+    };
+    KeyState::Eligible(waiting)
+}
+
+fn missing_server(world: &World, server: &ObjectKey) -> Problem {
+    let (reason, message) = match world.objects.get(server).map(|o| &o.object) {
+        Some(Object::ProtocolServer(other)) if other.spec.protocol != Protocol::Vless => (
+            "ServerNotVless",
+            format!(
+                "ProtocolServer {} has `protocol: somnytoo`; VlessKeys need a `protocol: vless` server",
+                server.name
+            ),
+        ),
+        _ => (
+            "ServerNotFound",
+            format!(
+                "ProtocolServer {} not found in namespace {}; create it or fix spec.serverRef.name",
+                server.name, server.namespace
+            ),
+        ),
+    };
+    Problem {
+        reason,
+        message,
+        stalled: true,
+    }
+}
+
+/// `metadata.creationTimestamp` as a UTC instant.
+pub fn created(key: &VlessKey) -> Option<DateTime<Utc>> {
+    let time = key.metadata.creation_timestamp.as_ref()?;
+    DateTime::parse_from_rfc3339(&time.0.to_string())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
