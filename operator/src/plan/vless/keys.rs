@@ -111,17 +111,20 @@ pub fn resolve<'a>(
             now,
         );
         baselines.extend(baseline);
-        let state = match holders.get(&(server_key, email.clone())) {
+        // xray compares emails without regard to case: `Alice@x` and
+        // `alice@x` are one user to it, so they are one email here too.
+        let email_key = email.to_lowercase();
+        let state = match holders.get(&(server_key, email_key.clone())) {
             Some(holder) => KeyState::Error(Problem {
                 reason: "DuplicateEmail",
                 message: format!(
-                    "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier); set a different `email`",
+                    "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier; xray ignores case in emails); set a different `email`",
                     server_key.name, holder.name
                 ),
                 stalled: true,
             }),
             None => {
-                holders.insert((server_key, email.clone()), key);
+                holders.insert((server_key, email_key), key);
                 lifecycle(object, &usage, server, id.is_some(), now)
             }
         };

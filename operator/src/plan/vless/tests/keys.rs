@@ -65,6 +65,27 @@ fn the_later_of_two_keys_with_one_email_is_an_error_naming_the_earlier() {
 }
 
 #[test]
+fn emails_differing_only_in_case_are_one_email_as_in_xray() {
+    let first = format!("{BASE}{}", alice("  email: Shared@Example.com\n"));
+    let mut case = Case::new(&first, now());
+    case.agent("edge-1", "203.0.113.1");
+    case.now += TimeDelta::minutes(1);
+    let both = format!(
+        "{first}{}",
+        key(
+            "aaron",
+            &format!("  id: {BOB_ID}\n  email: shared@example.com\n")
+        )
+    );
+    case.edit(&both);
+    let plan = case.plan();
+    assert_eq!(emails(&plan, "edge-1"), ["Shared@Example.com"]);
+    let aaron = key_status(&plan, "aaron");
+    assert_eq!(aaron["phase"], "Error");
+    assert_eq!(condition(&aaron, "Stalled")["reason"], "DuplicateEmail");
+}
+
+#[test]
 fn keys_created_together_keep_an_email_by_name() {
     let yaml = format!(
         "{BASE}{}{}",
