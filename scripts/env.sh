@@ -17,3 +17,7 @@ fi
 
 # ansible-core (PyPI) and OpenTofu (built from its Go module) for the task driver tests.
 bash "$here/env-tools.sh"
+
+# kube-apiserver, kubectl and etcd (built from their Go modules) for the
+# Kubernetes-mode tests and `make cluster`.
+bash "$here/env-kube.sh"
