@@ -1,5 +1,6 @@
 //! Helpers for Veil's end-to-end tests.
 pub mod process;
 
+pub mod kube;
 pub mod postgres;
 pub mod xray;
