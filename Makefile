@@ -1,8 +1,8 @@
 # Veil — every CI step is a target here; .ci/run calls exactly these.
 #
 # Heavy builds live outside the source tree, keyed by version, so a warm
-# `make test` stays fast: cargo's target dir and (later) kube-apiserver, etcd,
-# xray and helm builds go under $(VEIL_CACHE).
+# `make test` stays fast: cargo's target dir, kube-apiserver, kubectl, etcd,
+# xray and (later) helm builds go under $(VEIL_CACHE).
 
 SHELL := /bin/bash
 VEIL_CACHE ?= $(HOME)/.cache/veil
@@ -13,12 +13,17 @@ export PATH := $(VEIL_CACHE)/bin:$(PATH)
 CARGO ?= cargo
 EXAMPLE_DIR ?= examples/standalone
 
-.PHONY: up test lint crds bench env build
+.PHONY: up test lint crds bench env build cluster
 
 ## up: the standalone quick start — operator on examples/standalone, SQLite under ./.veil/
 up:
 	$(CARGO) build --release -p veil-operator -p veil-agent
 	$(CARGO_TARGET_DIR)/release/veil-operator up $(EXAMPLE_DIR)
+
+## cluster: real etcd + kube-apiserver with Veil's CRDs until Ctrl-C; kubeconfig at .veil/kubeconfig
+cluster:
+	bash scripts/env-kube.sh
+	$(CARGO) run -q -p veil-e2e --bin veil-cluster -- --kubeconfig .veil/kubeconfig
 
 ## env: install or build the real dependencies tests use (idempotent, cached)
 env:
