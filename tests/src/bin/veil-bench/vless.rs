@@ -63,13 +63,21 @@ async fn server_node(op: &Operator, check: impl Fn(&Value) -> bool) -> Value {
 }
 
 async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) {
-    let mut text = String::with_capacity(KEYS * 100);
-    for i in 0..KEYS {
-        text.push_str(&key_yaml(&format!("k{i:05}")));
-        text.push_str("---\n");
-    }
+    // Files of 1,000 keys (one file may hold at most 5,000 documents).
+    let files: Vec<String> = (0..KEYS)
+        .collect::<Vec<_>>()
+        .chunks(1_000)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|i| format!("{}---\n", key_yaml(&format!("k{i:05}"))))
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
-    write_atomically(&dir.join("keys.yaml"), &text);
+    for (n, text) in files.iter().enumerate() {
+        write_atomically(&dir.join(format!("keys-{n:02}.yaml")), text);
+    }
     server_node(op, |n| n["users"] == KEYS as u64).await;
     let applied = started.elapsed();
     println!(
@@ -82,7 +90,9 @@ async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) {
         rss_kib(agent.pid(), "VmRSS:") as f64 / 1024.0,
         rss_kib(agent.pid(), "VmHWM:") as f64 / 1024.0
     );
-    std::fs::remove_file(dir.join("keys.yaml")).expect("remove keys");
+    for n in 0..files.len() {
+        std::fs::remove_file(dir.join(format!("keys-{n:02}.yaml"))).expect("remove keys");
+    }
     server_node(op, |n| n["users"] == 0).await;
 }
 
@@ -129,12 +139,13 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize) {
 async fn stats_and_restart_cost(dest: &RealityDest) {
     let dir = tempfile::tempdir().expect("temp dir");
     let api_port = free_port();
+    let plain_port = free_port();
     let clients: Vec<Value> = (0..KEYS)
         .map(|i| {
             serde_json::json!({
                 "id": format!("6f2a1c3e-0000-4000-8000-{i:012}"),
                 "email": format!("user{i}"),
-                "flow": "xtls-rprx-vision",
+                "flow": "",
             })
         })
         .collect();
@@ -145,6 +156,11 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
         "stats": {},
         "policy": { "levels": { "0": { "statsUserUplink": true, "statsUserDownlink": true } } },
         "inbounds": [{
+            // Plain VLESS (no Reality) with the same users: lets the bench
+            // give every user real traffic, so every user has counters.
+            "tag": "plain-in", "listen": "127.0.0.1", "port": plain_port, "protocol": "vless",
+            "settings": { "clients": clients.clone(), "decryption": "none" },
+        }, {
             "tag": "vless-in", "listen": "127.0.0.1", "port": free_port(), "protocol": "vless",
             "settings": { "clients": clients, "decryption": "none" },
             "streamSettings": { "network": "tcp", "security": "reality", "realitySettings": {
@@ -180,6 +196,13 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
         "xray_restart_{KEYS}_users: {:.0}ms from start to API ready (the panels' way; every connection dropped)",
         ms(restart)
     );
+    let echo = veil_e2e::xray::ByteServer::start().await;
+    let started = Instant::now();
+    touch_every_user(plain_port, echo.addr).await;
+    println!(
+        "xray_traffic_for_{KEYS}_users: {:.0}ms to move a few bytes as every user (plain VLESS, 64 at a time)",
+        ms(started.elapsed())
+    );
     let mut samples = Vec::new();
     let mut counters = 0;
     for _ in 0..20 {
@@ -195,6 +218,46 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// One short VLESS request per user through the plain inbound, so each
+/// user's counters exist (xray creates them on first traffic).
+async fn touch_every_user(port: u16, echo: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std::net::SocketAddr::V4(echo) = echo else {
+        panic!("IPv4 echo server expected");
+    };
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+        tasks.spawn(async move {
+            let _permit = permit;
+            let id = format!("6f2a1c3e00004000800{i:013}");
+            let mut request = vec![0u8];
+            for pair in id.as_bytes().chunks(2) {
+                let hex = std::str::from_utf8(pair).expect("hex");
+                request.push(u8::from_str_radix(hex, 16).expect("hex"));
+            }
+            // No addons, command TCP, port, IPv4 address, then the payload.
+            request.extend_from_slice(&[0, 1]);
+            request.extend_from_slice(&echo.port().to_be_bytes());
+            request.push(1);
+            request.extend_from_slice(&echo.ip().octets());
+            request.extend_from_slice(b"Eping");
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("plain inbound");
+            stream.write_all(&request).await.expect("request");
+            // Response header (version, addons length), then the echo.
+            let mut reply = [0u8; 2 + 4];
+            stream.read_exact(&mut reply).await.expect("echo through xray");
+            assert_eq!(&reply[2..], b"ping");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("user request");
+    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
