@@ -251,7 +251,10 @@ async fn touch_every_user(port: u16, echo: std::net::SocketAddr) {
             stream.write_all(&request).await.expect("request");
             // Response header (version, addons length), then the echo.
             let mut reply = [0u8; 2 + 4];
-            stream.read_exact(&mut reply).await.expect("echo through xray");
+            stream
+                .read_exact(&mut reply)
+                .await
+                .expect("echo through xray");
             assert_eq!(&reply[2..], b"ping");
         });
     }
