@@ -21,3 +21,6 @@ bash "$here/env-tools.sh"
 # kube-apiserver, kubectl and etcd (built from their Go modules) for the
 # Kubernetes-mode tests and `make cluster`.
 bash "$here/env-kube.sh"
+
+# helm (built from its Go module) for the chart tests: `helm lint`, `helm template`.
+bash "$here/env-helm.sh"

@@ -403,3 +403,9 @@ impl Drop for TestCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A tool `make env` builds into `$VEIL_CACHE/bin` (`kubectl`, `helm`, …);
+/// an error saying to run `make env` when it is missing.
+pub fn env_tool(name: &str) -> Result<PathBuf> {
+    processes::binary(name)
+}

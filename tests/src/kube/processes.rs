@@ -27,7 +27,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .find(|path| path.exists())
         .ok_or_else(|| {
             anyhow!(
-                "{name} not found: run `make env` (it builds etcd, kube-apiserver and kubectl into ~/.cache/veil/bin)"
+                "{name} not found: run `make env` (it builds etcd, kube-apiserver, kubectl and helm into ~/.cache/veil/bin)"
             )
         })
 }
