@@ -2,7 +2,7 @@
 #
 # Heavy builds live outside the source tree, keyed by version, so a warm
 # `make test` stays fast: cargo's target dir, kube-apiserver, kubectl, etcd,
-# xray and (later) helm builds go under $(VEIL_CACHE).
+# xray and helm builds go under $(VEIL_CACHE).
 
 SHELL := /bin/bash
 VEIL_CACHE ?= $(HOME)/.cache/veil
@@ -42,9 +42,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## crds: regenerate manifests/crds/ from the Rust types
+## crds: regenerate manifests/crds/ from the Rust types, and the Helm chart's copy
 crds:
 	VEIL_UPDATE_CRDS=1 $(CARGO) test -p veil-crds --test crd_drift
+	rm -f charts/veil/crds/*.yaml
+	cp manifests/crds/*.yaml charts/veil/crds/
 
 ## bench: the benchmarks named by the issues; record results in docs/benchmarks.md
 bench: env
