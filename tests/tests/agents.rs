@@ -341,7 +341,26 @@ async fn killing_the_agent_mid_run_ends_the_run_node_lost_and_never_reruns_it() 
     })
     .await;
 
+    // The run's process group is recorded; after `kill -9` of the agent it
+    // keeps running until the restarted agent ends it.
+    let record = std::fs::read_dir(data_dir_runs(&agent))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pid"))
+        .expect("the run's pid record");
+    let pid: u32 = std::fs::read_to_string(&record)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let (tmp, data) = agent.kill();
+    assert!(
+        alive(pid),
+        "the task outlives a killed agent until one restarts"
+    );
     let lost = wait_run(&op, "long", "NodeLost", |r| {
         r["status"]["phase"] == "Failed"
     })
@@ -350,6 +369,14 @@ async fn killing_the_agent_mid_run_ends_the_run_node_lost_and_never_reruns_it() 
 
     // The restarted agent replays its journal but does not run the task again.
     let agent = Agent::start_in(&op, "edge-9", &["role=edge"], &token, tmp, data);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !alive(pid),
+        "the restarted agent must end the lost run's processes"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = op.object("taskruns", "long").await.unwrap();
     assert_eq!(after["status"]["phase"], "Failed");
@@ -361,6 +388,24 @@ async fn killing_the_agent_mid_run_ends_the_run_node_lost_and_never_reruns_it() 
         "no duplicate log chunk: {log}\n{}",
         agent.log()
     );
+}
+
+fn data_dir_runs(agent: &Agent) -> std::path::PathBuf {
+    agent.data_dir.join("runs")
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn one_shot_schedule(name: &str, at: chrono::DateTime<chrono::Utc>) -> String {

@@ -67,6 +67,24 @@ pub struct TaskContext {
     /// (a rerun of the same run still starts from an empty dir).
     /// Default `false`: work dirs can hold checked-out secrets and state.
     pub keep_work_dirs: bool,
+    /// Where each run's current process is recorded as `<run file stem>.pid`
+    /// ([`run_file_stem`]), so a restarted agent can end what a killed one
+    /// left running. `None`: not recorded.
+    pub pid_dir: Option<PathBuf>,
+}
+
+/// A run's uid made safe as a file name (anything but ASCII letters, digits
+/// and `-` becomes `_`): the stem of its marker and pid files.
+pub fn run_file_stem(uid: &str) -> String {
+    uid.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl TaskContext {
@@ -78,6 +96,7 @@ impl TaskContext {
             capabilities: Vec::new(),
             kill_grace: DEFAULT_KILL_GRACE,
             keep_work_dirs: false,
+            pid_dir: None,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! A marker file `<uid>.started` exists while a run executes. If the agent
 //! dies (`kill -9`) mid-run, the marker survives; the restarted agent then
 //! reports that run `Failed` with reason `NodeLost` instead of running it
-//! again (a task may not be safe to repeat).
+//! again (a task may not be safe to repeat). At start the agent also ends
+//! the processes such runs left behind, recorded in `<uid>.pid` (pid and
+//! start time, so a recycled pid is never killed).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use veil_crds::task_run::TaskRunPhase;
 use veil_crds::wire::{Assignment, LogChunk, RunRef, TaskAssignment, TaskUpdate};
 
 use super::reporter::{BATCH, Outgoing};
-use crate::drivers::task::{TaskContext, run_task};
+use crate::drivers::task::{TaskContext, run_file_stem, run_task};
 use crate::supervisor::OutputLine;
 
 /// Largest log chunk sent in one piece.
@@ -46,6 +48,11 @@ impl Tasks {
         markers: PathBuf,
         outbox: mpsc::UnboundedSender<Outgoing>,
     ) -> Tasks {
+        end_leftovers(&markers);
+        let ctx = TaskContext {
+            pid_dir: Some(markers.clone()),
+            ..ctx
+        };
         Tasks {
             ctx: Arc::new(ctx),
             markers,
@@ -56,7 +63,13 @@ impl Tasks {
     }
 
     fn marker(&self, run: &RunRef) -> PathBuf {
-        self.markers.join(format!("{}.started", sanitize(&run.uid)))
+        self.markers
+            .join(format!("{}.started", run_file_stem(&run.uid)))
+    }
+
+    fn pid_file(&self, run: &RunRef) -> PathBuf {
+        self.markers
+            .join(format!("{}.pid", run_file_stem(&run.uid)))
     }
 
     /// Brings the running set in line with `assignment`.
@@ -133,6 +146,7 @@ impl Tasks {
     }
 
     fn start(&mut self, task: TaskAssignment, marker: PathBuf) {
+        let pid_file = self.pid_file(&task.run);
         if let Err(error) = std::fs::write(&marker, task.run.to_string()) {
             tracing::warn!(%error, run = %task.run, "cannot write the run marker");
         }
@@ -158,6 +172,7 @@ impl Tasks {
             let _ = batcher.await;
             let _ = outbox.send(Outgoing::Update(outcome.to_update(&task.run)));
             let _ = std::fs::remove_file(&marker);
+            let _ = std::fs::remove_file(&pid_file);
         });
         self.running.insert(uid, Running { cancel, handle });
     }
@@ -223,15 +238,17 @@ fn flush(run: &RunRef, seq: &mut u64, text: &mut String, outbox: &mpsc::Unbounde
     }));
 }
 
-/// A uid made safe as a file name.
-fn sanitize(uid: &str) -> String {
-    uid.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// A new agent runs no task yet: every process a previous agent run
+/// recorded in `dir` is a leftover of a run that agent lost. Ends them all
+/// (their process groups), checking each recorded start time first.
+fn end_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "pid") && crate::supervisor::kill_recorded(&path) {
+            tracing::warn!(file = %path.display(), "ended the processes of a run lost by a previous agent");
+        }
+    }
 }

@@ -92,6 +92,11 @@ pub(crate) async fn start(
         ));
     };
     let group = ProcessGroup::led_by(pid);
+    if let Some(path) = spec.recorded_pid_file()
+        && let Err(error) = super::pidfile::record(path, pid)
+    {
+        tracing::warn!(%error, path = %path.display(), "cannot record the child's pid");
+    }
     let mut readers = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
         readers.push(tokio::spawn(log.clone().read_pipe(Stream::Stdout, stdout)));

@@ -60,6 +60,7 @@ pub struct ProcessSpec {
     ports: Vec<PortCheck>,
     paths: Vec<PathBuf>,
     held: Vec<Box<dyn Any + Send + Sync>>,
+    pid_file: Option<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -81,6 +82,7 @@ impl ProcessSpec {
             ports: Vec::new(),
             paths: Vec::new(),
             held: Vec::new(),
+            pid_file: None,
         }
     }
 
@@ -196,6 +198,18 @@ impl ProcessSpec {
     /// The arguments, in order.
     pub fn arguments(&self) -> &[OsString] {
         &self.args
+    }
+
+    /// Records the child's pid and start time in `path` once it is spawned
+    /// (see [`kill_recorded`](super::kill_recorded)), so an agent restarted
+    /// after a crash can end what this run left behind.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    pub(crate) fn recorded_pid_file(&self) -> Option<&Path> {
+        self.pid_file.as_deref()
     }
 
     pub(crate) fn program_display(&self) -> String {

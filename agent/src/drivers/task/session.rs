@@ -81,6 +81,8 @@ pub(super) struct Session {
     deadline: Instant,
     timeout_seconds: u32,
     kill_grace: Duration,
+    /// Where the running step's pid is recorded, if anywhere.
+    pid_file: Option<PathBuf>,
 }
 
 impl Session {
@@ -106,6 +108,10 @@ impl Session {
             deadline: Instant::now() + Duration::from_secs(u64::from(timeout_seconds)),
             timeout_seconds,
             kill_grace: ctx.kill_grace,
+            pid_file: ctx
+                .pid_dir
+                .as_ref()
+                .map(|dir| dir.join(format!("{}.pid", super::run_file_stem(&assignment.run.uid)))),
         }
     }
 
@@ -204,6 +210,9 @@ impl Session {
         }
         for path in &step.required_paths {
             spec = spec.require_path(path);
+        }
+        if let Some(path) = &self.pid_file {
+            spec = spec.pid_file(path);
         }
         let cancel = self.cancel.clone();
         let (result, ()) = tokio::join!(run_once(spec, cancel), self.forward(rx, step.strip_urls));
