@@ -3,6 +3,11 @@
 //!
 //! Sources already debounce bursts, and a `watch` channel keeps only the
 //! newest snapshot, so a slow pass never queues up stale work.
+//!
+//! Dir mode keeps statuses and Schedule-made TaskRuns in the store;
+//! Kubernetes mode ([`Controller::into_kube_mode`], `kube_mode.rs`) writes
+//! them to the cluster through [`crate::sink`]. Everything else — world,
+//! plan, assignments, run states — is the same code in both modes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +15,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio::sync::watch;
 use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
@@ -20,12 +24,14 @@ use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
 use crate::plan::vless::{GeneratedSecrets, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
 use crate::plan::{PlanInputs, Statuses, plan};
 use crate::runs::RunBook;
+use crate::sink::{StatusChange, StatusSink};
 use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
 use crate::store::{LoadErrorRecord, Store, StoreError};
 use crate::traffic::TrafficBook;
 use crate::view::View;
 use crate::world::{GenerationBook, object_key, object_ref};
 
+mod kube_mode;
 mod secrets;
 
 /// Added to a clock-driven wake-up, so the pass runs just after the
@@ -68,7 +74,12 @@ pub struct Controller {
     /// Finished runs already seen (webhooks fire once, on the transition).
     finished_seen: Option<std::collections::HashSet<String>>,
     book: GenerationBook,
+    /// The statuses last written (or, in Kubernetes mode, found in the cluster).
     statuses: Statuses,
+    /// Where statuses are written.
+    status_sink: StatusSink,
+    /// Kubernetes mode's state; `None` in dir mode.
+    kube: Option<kube_mode::KubeMode>,
     errors: Vec<LoadErrorRecord>,
     view: watch::Sender<Arc<View>>,
     metrics: Arc<Metrics>,
@@ -146,6 +157,7 @@ impl Controller {
             .reconcile_errors_total
             .get_or_create(&KindLabel { kind: "all".into() })
             .inc_by(0);
+        let status_sink = StatusSink::Store(store.clone());
         Ok(Controller {
             store,
             agents,
@@ -167,6 +179,8 @@ impl Controller {
             generated_rev: 0,
             book,
             statuses,
+            status_sink,
+            kube: None,
             errors,
             view,
             metrics,
@@ -225,6 +239,9 @@ impl Controller {
     ) -> Result<(), ControllerError> {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
+        if let Some(kube) = &mut self.kube {
+            kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
+        }
         self.complete_secrets(&world).await?;
 
         let runs = self.runs.snapshot();
@@ -268,13 +285,16 @@ impl Controller {
             self.wake_at = Some(self.wake_at.map_or(wake, |other| other.min(wake)));
         }
 
-        let changes = status_changes(&self.statuses, &plan.statuses);
-        if !changes.is_empty() {
-            self.store.write_statuses(&changes).await?;
-            self.metrics
-                .status_writes_total
-                .inc_by(changes.len() as u64);
+        let mut changes = status_changes(&self.statuses, &plan.statuses);
+        if self.kube.is_some() {
+            // Only objects the cluster holds have a status subresource.
+            changes.retain(|(key, status)| {
+                status.is_some()
+                    && (snapshot.objects.contains_key(key) || self.generated.contains_key(key))
+            });
         }
+        let written = self.status_sink.write(&changes).await?;
+        self.metrics.status_writes_total.inc_by(written as u64);
         self.statuses = plan.statuses;
 
         let errors: Vec<LoadErrorRecord> = world.source_errors.iter().map(load_error).collect();
@@ -334,10 +354,25 @@ impl Controller {
             return Ok(world.clone());
         }
         let mut extra = registered_nodes(snapshot, nodes);
-        extra.extend(self.generated.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut book = self.book.clone();
-        let (world, book_changes) =
-            book.build_world_with(snapshot, &extra, now, || uuid::Uuid::new_v4().to_string());
+        let new_uid = || uuid::Uuid::new_v4().to_string();
+        let (world, book_changes) = match &mut self.kube {
+            None => {
+                extra.extend(self.generated.iter().map(|(k, v)| (k.clone(), v.clone())));
+                book.build_world_with(snapshot, &extra, now, new_uid)
+            }
+            Some(kube) => {
+                kube.forget_settled_runs(snapshot, &mut self.generated);
+                book.build_cluster_world(
+                    snapshot,
+                    &self.generated,
+                    &extra,
+                    kube.hidden_runs(),
+                    now,
+                    new_uid,
+                )
+            }
+        };
         if !book_changes.upserts.is_empty() {
             self.store
                 .upsert_object_records(&book_changes.upserts)
@@ -361,6 +396,9 @@ impl Controller {
         actions: &crate::plan::schedules::ScheduleActions,
         now: DateTime<Utc>,
     ) -> Result<bool, ControllerError> {
+        if self.kube.is_some() {
+            return self.apply_schedule_actions_in_cluster(actions, now).await;
+        }
         let mut changed = false;
         for (key, document, owner) in &actions.create {
             let record = crate::store::GeneratedObjectRecord {
@@ -397,7 +435,26 @@ impl Controller {
                 changed |= self.generated.remove(key).is_some();
             }
         }
+        self.finish_schedule_actions(actions, &Default::default())
+            .await?;
+        if changed {
+            self.generated_rev += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Persists schedule times (except for the Schedules in `failed`, whose
+    /// run could not be made: the next pass decides the same run again),
+    /// logs events and sets the requeue time.
+    async fn finish_schedule_actions(
+        &mut self,
+        actions: &crate::plan::schedules::ScheduleActions,
+        failed: &std::collections::BTreeSet<ObjectKey>,
+    ) -> Result<(), ControllerError> {
         for (key, time) in &actions.last_schedule_times {
+            if failed.contains(key) {
+                continue;
+            }
             self.store
                 .set_last_schedule_time(&object_ref(key), *time)
                 .await?;
@@ -409,10 +466,7 @@ impl Controller {
         self.wake_at = actions
             .requeue_after
             .map(|after| tokio::time::Instant::now() + after);
-        if changed {
-            self.generated_rev += 1;
-        }
-        Ok(changed)
+        Ok(())
     }
 
     /// Fires the `notify` webhooks of Schedules whose runs just finished.
@@ -554,24 +608,21 @@ fn registered_nodes(
     extra
 }
 
-/// The store writes that turn `old` into `new`: changed or new statuses, and
+/// The writes that turn `old` into `new`: changed or new statuses, and
 /// deletions. Statuses are shared, not copied.
-fn status_changes(
-    old: &Statuses,
-    new: &Statuses,
-) -> Vec<(crate::store::ObjectRef, Option<Arc<RawValue>>)> {
+fn status_changes(old: &Statuses, new: &Statuses) -> Vec<StatusChange> {
     let mut changes = Vec::new();
     for (key, status) in new {
         if old
             .get(key)
             .is_none_or(|o| !crate::plan::same_status(o, status))
         {
-            changes.push((object_ref(key), Some(status.clone())));
+            changes.push((key.clone(), Some(status.clone())));
         }
     }
     for key in old.keys() {
         if !new.contains_key(key) {
-            changes.push((object_ref(key), None));
+            changes.push((key.clone(), None));
         }
     }
     changes

@@ -1,9 +1,10 @@
 //! The Veil operator: reconciles desired state from a watched YAML directory
-//! (or, later, Kubernetes) into statuses, assignments and stored state.
+//! or a Kubernetes API server into statuses, assignments and stored state.
 //!
 //! Data flow (design §3): a [`source`] publishes snapshots → [`world`] holds
 //! the desired objects with their generations → [`plan`] (pure) computes
-//! statuses → [`controller`] persists only what changed to the [`store`] and
+//! statuses → [`controller`] writes only what changed through a [`sink`]
+//! (the [`store`] in dir mode, the cluster in Kubernetes mode) and
 //! publishes a read view that the [`api`] serves to `veil-operator get`.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod notify;
 pub mod plan;
 pub mod runs;
 pub mod schedule;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod traffic;

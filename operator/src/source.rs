@@ -1,7 +1,7 @@
 //! Where desired state comes from: the types every source produces.
 //!
 //! A source turns something outside the operator (a watched directory of
-//! YAML files, later Kubernetes watches) into one consistent
+//! YAML files, or Kubernetes watches) into one consistent
 //! [`SourceSnapshot`]: every object in effect, keyed by [`ObjectKey`], plus
 //! the errors a user has to fix. The reconcile loop reads snapshots and
 //! nothing else.
@@ -12,10 +12,14 @@
 //! re-read stay at their last good version rather than disappear).
 
 pub mod dir;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
 
 use veil_crds::document::DocumentError;
 use veil_crds::object::{Object, ObjectKey};
@@ -31,6 +35,14 @@ pub struct SourceSnapshot {
     /// Monotonic counter, bumped every time a new snapshot is published.
     /// `0` is never produced by a source: it marks "nothing loaded yet".
     pub version: u64,
+    /// The status each object carries where the source keeps one (the
+    /// Kubernetes status subresource), as compact JSON text with sorted
+    /// keys. Empty for the directory source, whose statuses live in the
+    /// store. The controller reads it only to learn what is already
+    /// written for an object it has not written itself yet (after a start,
+    /// or when an object was re-created under the same name); a change of
+    /// status alone need not publish a new snapshot.
+    pub observed_statuses: BTreeMap<ObjectKey, Arc<RawValue>>,
 }
 
 /// An object in effect, with where it was read from.

@@ -4,9 +4,11 @@
 //! This module never performs I/O. In dir mode the [`GenerationBook`] plays
 //! the API server's part: `metadata.generation` starts at 1 and increments
 //! only when an object's spec changes; it is persisted through the store by
-//! the caller.
+//! the caller. In Kubernetes mode the API server does it, and the book
+//! only covers what the cluster does not hold
+//! ([`GenerationBook::build_cluster_world`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -136,6 +138,54 @@ impl GenerationBook {
             objects,
             source_errors: snapshot.errors.clone(),
         };
+        (world, changes)
+    }
+}
+
+impl GenerationBook {
+    /// Kubernetes mode: objects of the snapshot and `created` (TaskRuns the
+    /// operator just created, not yet reported by the watch) keep the
+    /// metadata the API server gave them (uid, generation, creation time);
+    /// only `registered` objects (VeilNodes of agents the cluster holds no
+    /// object for) get theirs from this book. Keys in `hidden` (TaskRuns
+    /// just deleted, still reported by the watch) are left out. On a key
+    /// clash the snapshot wins, then `created`.
+    pub fn build_cluster_world(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        created: &BTreeMap<ObjectKey, SourcedObject>,
+        registered: &BTreeMap<ObjectKey, SourcedObject>,
+        hidden: &BTreeSet<ObjectKey>,
+        now: DateTime<Utc>,
+        new_uid: impl FnMut() -> String,
+    ) -> (World, BookChanges) {
+        let in_cluster =
+            |key: &ObjectKey| snapshot.objects.contains_key(key) || created.contains_key(key);
+        let registered: BTreeMap<ObjectKey, SourcedObject> = registered
+            .iter()
+            .filter(|(key, _)| !in_cluster(key))
+            .map(|(key, sourced)| (key.clone(), sourced.clone()))
+            .collect();
+        let errors_only = SourceSnapshot {
+            errors: snapshot.errors.clone(),
+            version: snapshot.version,
+            ..SourceSnapshot::default()
+        };
+        let (mut world, changes) = self.build_world_with(&errors_only, &registered, now, new_uid);
+        let cluster = created
+            .iter()
+            .filter(|(key, _)| !snapshot.objects.contains_key(*key))
+            .chain(&snapshot.objects)
+            .filter(|(key, _)| !hidden.contains(*key));
+        for (key, sourced) in cluster {
+            world.objects.insert(
+                key.clone(),
+                WorldObject {
+                    object: sourced.object.clone(),
+                    origin: None,
+                },
+            );
+        }
         (world, changes)
     }
 }

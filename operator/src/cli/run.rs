@@ -14,8 +14,10 @@ use crate::api::{self, ApiState};
 use crate::controller::{Controller, ControllerError};
 use crate::metrics::Metrics;
 use crate::runs::RunBook;
+use crate::sink::{KubeStatusWriter, KubeTaskRuns, WriteGate};
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
+use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
 use crate::store::{Store, StoreError, StoreTarget};
 use crate::traffic::TrafficBook;
 use crate::view::View;
@@ -27,6 +29,8 @@ use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub enum SourceSpec {
     /// `dir:PATH` — a watched directory of YAML/JSON files.
     Dir(PathBuf),
+    /// `kube` — Veil's custom resources on a Kubernetes API server.
+    Kube,
 }
 
 impl FromStr for SourceSpec {
@@ -35,11 +39,13 @@ impl FromStr for SourceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
-            Some(("kube", _)) | None if s == "kube" || s.starts_with("kube:") => {
-                Err("`--source kube` is not available in this build yet; use `dir:PATH`".to_owned())
-            }
+            None if s == "kube" => Ok(SourceSpec::Kube),
+            Some(("kube", _)) => Err(
+                "write `--source kube --namespace NS` to watch one namespace (`kube` alone watches all)"
+                    .to_owned(),
+            ),
             _ => Err(format!(
-                "unknown source `{s}`: write `dir:PATH` (a directory of YAML files)"
+                "unknown source `{s}`: write `dir:PATH` (a directory of YAML files) or `kube` (a Kubernetes API server)"
             )),
         }
     }
@@ -48,9 +54,19 @@ impl FromStr for SourceSpec {
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Desired state: `dir:PATH` watches a directory of YAML/JSON files.
+    /// Desired state: `dir:PATH` watches a directory of YAML/JSON files;
+    /// `kube` watches Veil's custom resources on a Kubernetes API server
+    /// and writes statuses there.
     #[arg(long, env = "VEIL_SOURCE")]
     pub source: SourceSpec,
+    /// With `--source kube`: watch this namespace only (VeilNodes are
+    /// cluster-scoped and always watched); all namespaces when absent.
+    #[arg(long, env = "VEIL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// With `--source kube`: the kubeconfig to use (its current context).
+    /// Default: KUBECONFIG, ~/.kube/config, then the in-cluster service account.
+    #[arg(long, env = "VEIL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Address of the HTTP API (agents, `veil-operator get`, /metrics, /healthz, /readyz).
     #[arg(long, env = "VEIL_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -87,6 +103,8 @@ impl UpArgs {
     pub fn into_run_args(self) -> RunArgs {
         RunArgs {
             source: SourceSpec::Dir(self.dir),
+            namespace: None,
+            kubeconfig: None,
             listen: self.listen,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
@@ -108,6 +126,10 @@ pub enum RunError {
     Controller(#[from] ControllerError),
     #[error("watching the source: {0}")]
     Source(String),
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] ConnectError),
+    #[error("--namespace is for `--source kube`; a directory's files name their own namespaces")]
+    NamespaceWithoutKube,
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -175,15 +197,33 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(SourceSnapshot::default()));
 
-    let SourceSpec::Dir(root) = &args.source;
-    let options = DirOptions {
-        debounce: Duration::from_millis(args.debounce_ms),
-        ..DirOptions::default()
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let (_source, cluster) = match &args.source {
+        SourceSpec::Dir(root) => {
+            if args.namespace.is_some() {
+                return Err(RunError::NamespaceWithoutKube);
+            }
+            let options = DirOptions {
+                debounce,
+                ..DirOptions::default()
+            };
+            let source = DirSource::new(root.clone(), options)
+                .spawn(snapshot_tx)
+                .map_err(|e| RunError::Source(e.to_string()))?;
+            tracing::info!(dir = %root.display(), "watching source directory");
+            (RunningSource::Dir(source), None)
+        }
+        SourceSpec::Kube => {
+            let client = crate::source::kube::connect(args.kubeconfig.as_deref()).await?;
+            let options = KubeOptions {
+                namespace: args.namespace.clone(),
+                debounce,
+                ..KubeOptions::default()
+            };
+            let source = KubeSource::new(client.clone(), options).spawn(snapshot_tx);
+            (RunningSource::Kube(source), Some(client))
+        }
     };
-    let _source = DirSource::new(root.clone(), options)
-        .spawn(snapshot_tx)
-        .map_err(|e| RunError::Source(e.to_string()))?;
-    tracing::info!(dir = %root.display(), "watching source directory");
 
     let agents = Arc::new(Agents::default());
     let runs = Arc::new(RunBook::load(store.clone()).await?);
@@ -199,6 +239,17 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         metrics.clone(),
     )
     .await?;
+    let controller = match cluster {
+        None => controller,
+        Some(client) => {
+            // Leader election will hand its "I hold the Lease" switch here.
+            let gate = WriteGate::always_open();
+            controller.into_kube_mode(
+                KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
+                KubeTaskRuns::new(client, gate),
+            )
+        }
+    };
     let controller = tokio::spawn(controller.run(snapshot_rx));
 
     let store_for_agent = store.clone();
@@ -260,6 +311,16 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     controller.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The running source; dropping it stops the watching.
+#[allow(
+    dead_code,
+    reason = "held only so that the source runs until `run` returns"
+)]
+enum RunningSource {
+    Dir(crate::source::dir::DirSourceHandle),
+    Kube(crate::source::kube::KubeSourceHandle),
 }
 
 async fn shutdown_signal() {

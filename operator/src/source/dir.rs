@@ -210,6 +210,7 @@ impl DirSource {
             objects: resolved.objects,
             errors: scan_errors,
             version: self.version,
+            observed_statuses: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,299 @@
+//! The controller in Kubernetes mode: the same pass as dir mode, with the
+//! cluster as the home of statuses and Schedule-made TaskRuns.
+//!
+//! What differs from dir mode:
+//! - objects keep the uid, generation and creation time the API server
+//!   gave them (`observedGeneration` is `metadata.generation`);
+//! - the statuses already in the cluster are adopted as "last written"
+//!   when an object is first seen (after a start, or re-created under the
+//!   same name), so a restart rewrites only what really changed and keeps
+//!   condition transition times;
+//! - statuses go to the [`crate::sink::KubeStatusWriter`], which retries
+//!   until written; dir-mode leftovers in the store are ignored;
+//! - TaskRuns are created and deleted in the cluster. Until the watch
+//!   reports a created run it is kept here (so the next pass does not
+//!   decide it again), and a deleted one is hidden until the watch reports
+//!   it gone. A failed create or delete is not an error of the pass: the
+//!   Schedule's time is not advanced, so the next pass — woken with
+//!   backoff — decides the same action again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use veil_crds::kind::Kind;
+use veil_crds::object::ObjectKey;
+
+use super::{Controller, ControllerError, generated_object};
+use crate::metrics::{KindLabel, SourceLabel};
+use crate::plan::Statuses;
+use crate::plan::schedules::ScheduleActions;
+use crate::sink::{KubeStatusWriter, KubeTaskRuns, StatusSink, TaskRunWriteError};
+use crate::source::{SourceSnapshot, SourcedObject};
+
+/// First delay before a pass retries a failed TaskRun write; doubles per
+/// failing pass.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Longest delay between such retries.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Kubernetes mode's part of the controller state.
+pub(super) struct KubeMode {
+    runs: KubeTaskRuns,
+    cluster: ClusterObjects,
+    /// Passes in a row with a failed TaskRun write.
+    failures: u32,
+}
+
+impl KubeMode {
+    /// TaskRuns to leave out of the world.
+    pub fn hidden_runs(&self) -> &BTreeSet<ObjectKey> {
+        &self.cluster.hidden
+    }
+
+    /// See [`ClusterObjects::forget_settled_runs`].
+    pub fn forget_settled_runs(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        created: &mut BTreeMap<ObjectKey, SourcedObject>,
+    ) {
+        self.cluster.forget_settled_runs(snapshot, created);
+    }
+
+    /// See [`ClusterObjects::adopt_cluster_statuses`].
+    pub fn adopt_cluster_statuses(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        created: &BTreeMap<ObjectKey, SourcedObject>,
+        statuses: &mut Statuses,
+    ) {
+        self.cluster
+            .adopt_cluster_statuses(snapshot, created, statuses);
+    }
+}
+
+/// What the controller knows about cluster objects beyond the snapshot.
+#[derive(Debug, Default)]
+struct ClusterObjects {
+    /// Per object, the uid whose cluster status was adopted.
+    adopted: HashMap<ObjectKey, Option<String>>,
+    /// The snapshot version statuses were last adopted from.
+    adopted_version: u64,
+    /// TaskRuns deleted here that the watch still reports.
+    hidden: BTreeSet<ObjectKey>,
+}
+
+impl ClusterObjects {
+    /// Forgets created runs the watch now reports, and hidden runs it no
+    /// longer reports: the snapshot speaks for both.
+    fn forget_settled_runs(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        created: &mut BTreeMap<ObjectKey, SourcedObject>,
+    ) {
+        created.retain(|key, _| !snapshot.objects.contains_key(key));
+        self.hidden.retain(|key| snapshot.objects.contains_key(key));
+    }
+
+    /// Takes the cluster's status as the last written one for every object
+    /// seen for the first time (or with a new uid); an object without a
+    /// status loses any status remembered under its name.
+    fn adopt_cluster_statuses(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        created: &BTreeMap<ObjectKey, SourcedObject>,
+        statuses: &mut Statuses,
+    ) {
+        if snapshot.version == self.adopted_version {
+            return;
+        }
+        self.adopted_version = snapshot.version;
+        for (key, sourced) in &snapshot.objects {
+            if key.kind == Kind::Secret {
+                continue;
+            }
+            let uid = sourced.object.meta().uid.clone();
+            if self.adopted.get(key) == Some(&uid) {
+                continue;
+            }
+            self.adopted.insert(key.clone(), uid);
+            match snapshot.observed_statuses.get(key) {
+                Some(status) => statuses.insert(key.clone(), status.clone()),
+                None => statuses.remove(key),
+            };
+        }
+        self.adopted
+            .retain(|key, _| snapshot.objects.contains_key(key) || created.contains_key(key));
+    }
+}
+
+impl Controller {
+    /// Switches this controller to Kubernetes mode: statuses go to
+    /// `statuses`, Schedule-made TaskRuns to `runs`, and the dir-mode
+    /// statuses and runs loaded from the store are dropped (the cluster
+    /// holds the truth). Call before [`Controller::run`].
+    pub fn into_kube_mode(mut self, statuses: KubeStatusWriter, runs: KubeTaskRuns) -> Controller {
+        self.status_sink = StatusSink::Kube(statuses);
+        self.kube = Some(KubeMode {
+            runs,
+            cluster: ClusterObjects::default(),
+            failures: 0,
+        });
+        self.statuses.clear();
+        self.generated.clear();
+        self.generated_rev += 1;
+        self.cached_world = None;
+        self.source_label = SourceLabel {
+            source: "kube".into(),
+        };
+        self.metrics
+            .source_errors_total
+            .get_or_create(&self.source_label)
+            .inc_by(0);
+        self.metrics
+            .reconcile_errors_total
+            .get_or_create(&KindLabel { kind: "all".into() })
+            .inc_by(0);
+        self
+    }
+
+    /// [`Controller::apply_schedule_actions`] in Kubernetes mode: runs to
+    /// cancel (`Replace`) and prune are deleted, new runs created, in the
+    /// cluster. Returns whether the world changed.
+    pub(super) async fn apply_schedule_actions_in_cluster(
+        &mut self,
+        actions: &ScheduleActions,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControllerError> {
+        let Some(runs) = self.kube.as_ref().map(|kube| kube.runs.clone()) else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        let mut failed_schedules = BTreeSet::new();
+        let mut first_error: Option<(ObjectKey, TaskRunWriteError)> = None;
+        // Replace deletes the active runs before making the new one, as
+        // the CronJob controller deletes Jobs.
+        for key in actions.cancel.iter().chain(&actions.prune) {
+            match runs.delete(key).await {
+                Ok(()) => {
+                    tracing::info!(run = %key, "deleted a task run in the cluster");
+                    self.generated.remove(key);
+                    if let Some(kube) = &mut self.kube {
+                        kube.cluster.hidden.insert(key.clone());
+                    }
+                    changed = true;
+                }
+                Err(error) => {
+                    first_error.get_or_insert((key.clone(), error));
+                }
+            }
+        }
+        for (key, document, owner) in &actions.create {
+            match runs.create(document).await {
+                Ok(stored) => {
+                    let Some((key, sourced)) = generated_object(&stored) else {
+                        continue;
+                    };
+                    tracing::info!(schedule = %owner, run = %key.name, "created a task run in the cluster");
+                    if let Some(kube) = &mut self.kube {
+                        kube.cluster.hidden.remove(&key);
+                        kube.cluster
+                            .adopted
+                            .insert(key.clone(), sourced.object.meta().uid.clone());
+                    }
+                    self.generated.insert(key, sourced);
+                    changed = true;
+                }
+                Err(error) => {
+                    failed_schedules.insert(owner.clone());
+                    first_error.get_or_insert((key.clone(), error));
+                }
+            }
+        }
+        self.finish_schedule_actions(actions, &failed_schedules)
+            .await?;
+        if let Some(kube) = &mut self.kube {
+            match first_error {
+                None => kube.failures = 0,
+                Some((key, error)) => {
+                    kube.failures += 1;
+                    let delay = retry_delay(kube.failures);
+                    tracing::warn!(run = %key, %error, retry_in = ?delay, "could not write a task run to the cluster; the Schedule will decide it again");
+                    let at = tokio::time::Instant::now() + delay;
+                    self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
+                }
+            }
+        }
+        let _ = now;
+        if changed {
+            self.generated_rev += 1;
+        }
+        Ok(changed)
+    }
+}
+
+/// The wait before retry number `failures` (1-based).
+fn retry_delay(failures: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_RETRY)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::plan::tests::snapshot;
+
+    const KEY: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: VlessKey
+metadata: {name: alice, uid: u-1}
+spec:
+  serverRef: {name: edge}
+";
+
+    fn raw(text: &str) -> Arc<RawValue> {
+        Arc::from(RawValue::from_string(text.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn cluster_statuses_are_adopted_once_per_object_uid() {
+        let key = ObjectKey::new(Kind::VlessKey, "default", "alice");
+        let mut source = snapshot(KEY);
+        source.version = 1;
+        source
+            .observed_statuses
+            .insert(key.clone(), raw(r#"{"phase":"Active"}"#));
+        let mut kube = ClusterObjects::default();
+        let mut statuses = Statuses::new();
+        kube.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut statuses);
+        assert_eq!(statuses[&key].get(), r#"{"phase":"Active"}"#);
+
+        // Written since: a later snapshot of the same object does not undo it.
+        statuses.insert(key.clone(), raw(r#"{"phase":"Disabled"}"#));
+        source.version = 2;
+        kube.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut statuses);
+        assert_eq!(statuses[&key].get(), r#"{"phase":"Disabled"}"#);
+
+        // Re-created under the same name, without a status yet.
+        let mut recreated = snapshot(&KEY.replace("u-1", "u-2"));
+        recreated.version = 3;
+        kube.adopt_cluster_statuses(&recreated, &BTreeMap::new(), &mut statuses);
+        assert!(
+            !statuses.contains_key(&key),
+            "the new object gets its status written"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_to_half_a_minute() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(60), MAX_RETRY);
+    }
+}

@@ -1,0 +1,354 @@
+//! Statuses written to the cluster: server-side apply on the `status`
+//! subresource with field manager `veil-operator`, forced (the operator
+//! owns `status`; nobody else should hold its fields).
+//!
+//! Contract of [`KubeStatusWriter`]:
+//! - [`KubeStatusWriter::submit`] never blocks and never fails: the status
+//!   becomes *dirty* and stays dirty until the API server accepted it, a
+//!   newer status for the same object replaced it, or the object is gone;
+//! - the latest submitted status wins; intermediate ones may be skipped;
+//! - an apply body holds only `apiVersion`, `kind`, `metadata.name`
+//!   (`namespace`) and `status`: `spec`, labels and other managers' fields
+//!   are never touched, and fields the operator stopped setting are removed
+//!   (server-side apply semantics);
+//! - `409`, `429`, `5xx`, timeouts and connection errors are retried with
+//!   exponential backoff (0.2 s doubling to 30 s, jittered) per object;
+//!   `404` (object deleted) drops the write; `400`/`422` (a status the
+//!   schema refuses: a bug) are logged as errors and dropped;
+//! - at most [`MAX_IN_FLIGHT`] writes at once, and only while the
+//!   [`WriteGate`] is open; while it is closed, statuses stay dirty.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use kube::api::{Patch, PatchParams};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use veil_crds::object::ObjectKey;
+
+use super::WriteGate;
+use crate::metrics::Metrics;
+use crate::source::kube::resources::{self, FIELD_MANAGER};
+
+/// Writes in flight at once: enough to write 10,000 statuses in seconds,
+/// few enough not to be throttled by the API server's priority and fairness.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// A write that takes longer is abandoned and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// First retry delay; doubles per failed attempt of the same object.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// Longest retry delay (the watcher's cap too).
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// A handle to the background writer; dropping it stops the writer
+/// (statuses still dirty are then lost with the process, and written again
+/// by the next one, which recomputes every status).
+pub struct KubeStatusWriter {
+    updates: mpsc::UnboundedSender<(ObjectKey, Arc<RawValue>)>,
+    task: JoinHandle<()>,
+}
+
+impl KubeStatusWriter {
+    /// Starts the writer on the current tokio runtime.
+    pub fn spawn(client: kube::Client, gate: WriteGate, metrics: Arc<Metrics>) -> KubeStatusWriter {
+        let (updates, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            client,
+            gate,
+            metrics,
+            pending: HashMap::new(),
+            ready: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            in_flight: FuturesUnordered::new(),
+            failing: false,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        KubeStatusWriter { updates, task }
+    }
+
+    /// Marks `status` as the one `key` should have (see the module docs).
+    pub fn submit(&self, key: ObjectKey, status: Arc<RawValue>) {
+        // Fails only when the writer task is gone (shutdown): nothing to do.
+        let _ = self.updates.send((key, status));
+    }
+}
+
+impl Drop for KubeStatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A dirty status. Every pending key is in exactly one of `ready`,
+/// `delayed` or `in_flight`.
+struct Pending {
+    status: Arc<RawValue>,
+    /// Failed attempts in a row.
+    failures: u32,
+}
+
+type Written = (ObjectKey, Arc<RawValue>, Result<(), WriteFailure>);
+
+struct Writer {
+    client: kube::Client,
+    gate: WriteGate,
+    metrics: Arc<Metrics>,
+    pending: HashMap<ObjectKey, Pending>,
+    ready: VecDeque<ObjectKey>,
+    delayed: BinaryHeap<Reverse<(Instant, ObjectKey)>>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Written>>,
+    /// Whether the last write failed (to log an outage once, not per object).
+    failing: bool,
+}
+
+/// Why one write did not go through.
+#[derive(Debug, thiserror::Error)]
+enum WriteFailure {
+    #[error("{0}")]
+    Api(#[source] kube::Error),
+    #[error("no answer within {WRITE_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// What to do after a failed write.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Retry,
+    /// The object is gone.
+    Drop,
+    /// The API server refuses this status; retrying would not help.
+    Refused,
+}
+
+fn outcome(failure: &WriteFailure) -> Outcome {
+    match failure {
+        WriteFailure::Api(kube::Error::Api(status)) => match status.code {
+            404 => Outcome::Drop,
+            400 | 422 => Outcome::Refused,
+            _ => Outcome::Retry,
+        },
+        _ => Outcome::Retry,
+    }
+}
+
+/// The delay before retry number `failures` (1-based), jittered ±20%.
+fn retry_delay(failures: u32) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled
+        .min(MAX_RETRY)
+        .mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+impl Writer {
+    async fn run(mut self, mut updates: mpsc::UnboundedReceiver<(ObjectKey, Arc<RawValue>)>) {
+        loop {
+            self.start_writes();
+            let next_retry = self.delayed.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some((key, status)) => self.submit(key, status),
+                    None => return,
+                },
+                Some(written) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.finish(written);
+                }
+                () = sleep_until(next_retry) => self.promote_due(),
+                () = self.gate.changed() => {}
+            }
+        }
+    }
+
+    fn submit(&mut self, key: ObjectKey, status: Arc<RawValue>) {
+        match self.pending.get_mut(&key) {
+            // Queued, waiting for a retry or in flight: it will be written
+            // (again) with the newest status.
+            Some(pending) => pending.status = status,
+            None => {
+                self.pending.insert(
+                    key.clone(),
+                    Pending {
+                        status,
+                        failures: 0,
+                    },
+                );
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn start_writes(&mut self) {
+        while self.gate.is_open() && self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(key) = self.ready.pop_front() else {
+                return;
+            };
+            let Some(pending) = self.pending.get(&key) else {
+                continue;
+            };
+            let status = pending.status.clone();
+            self.in_flight
+                .push(Box::pin(write(self.client.clone(), key, status)));
+        }
+    }
+
+    fn promote_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.delayed.peek()
+            && *at <= now
+        {
+            if let Some(Reverse((_, key))) = self.delayed.pop() {
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn finish(&mut self, (key, written, result): Written) {
+        let outstanding = self.pending.len();
+        let Some(pending) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let replaced = !Arc::ptr_eq(&pending.status, &written);
+        match result {
+            Ok(()) => {
+                self.metrics.status_writes_total.inc();
+                if self.failing {
+                    tracing::info!(pending = outstanding, "status writes go through again");
+                    self.failing = false;
+                }
+                if replaced {
+                    pending.failures = 0;
+                    self.ready.push_back(key);
+                } else {
+                    self.pending.remove(&key);
+                }
+            }
+            Err(failure) => match outcome(&failure) {
+                Outcome::Retry => {
+                    pending.failures += 1;
+                    let delay = retry_delay(pending.failures);
+                    if self.failing {
+                        tracing::debug!(object = %key, error = %failure, ?delay, "status write failed; retrying");
+                    } else {
+                        tracing::warn!(object = %key, error = %failure, pending = outstanding, "writing statuses to the cluster failed; retrying with backoff, nothing is lost");
+                        self.failing = true;
+                    }
+                    self.delayed.push(Reverse((Instant::now() + delay, key)));
+                }
+                Outcome::Drop => {
+                    tracing::debug!(object = %key, "object gone; its status is not written");
+                    self.pending.remove(&key);
+                }
+                Outcome::Refused => {
+                    tracing::error!(object = %key, error = %failure, "the API server refused a status (a bug in Veil: please report it)");
+                    self.pending.remove(&key);
+                }
+            },
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A server-side apply body that owns `status` and nothing else.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ApplyMeta<'a>,
+    status: &'a RawValue,
+}
+
+#[derive(Debug, Serialize)]
+struct ApplyMeta<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+}
+
+fn apply_body<'a>(key: &'a ObjectKey, status: &'a RawValue) -> StatusApply<'a> {
+    StatusApply {
+        api_version: key.kind.api_version(),
+        kind: key.kind.as_str(),
+        metadata: ApplyMeta {
+            name: &key.name,
+            namespace: (!key.namespace.is_empty()).then_some(key.namespace.as_str()),
+        },
+        status,
+    }
+}
+
+async fn write(client: kube::Client, key: ObjectKey, status: Arc<RawValue>) -> Written {
+    let api = resources::api(client, key.kind, Some(&key.namespace));
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let result = {
+        let body = Patch::Apply(apply_body(&key, &status));
+        let patch = api.patch_status(&key.name, &params, &body);
+        match tokio::time::timeout(WRITE_TIMEOUT, patch).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(WriteFailure::Api(error)),
+            Err(_) => Err(WriteFailure::Timeout),
+        }
+    };
+    (key, status, result)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use veil_crds::kind::Kind;
+
+    use super::*;
+
+    fn api_error(code: u16) -> WriteFailure {
+        WriteFailure::Api(kube::Error::Api(Box::new(
+            kube::core::Status::failure("x", "X").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn conflicts_throttling_and_server_errors_are_retried_gone_objects_dropped() {
+        for code in [409, 429, 500, 503, 403] {
+            assert_eq!(outcome(&api_error(code)), Outcome::Retry, "{code}");
+        }
+        assert_eq!(outcome(&WriteFailure::Timeout), Outcome::Retry);
+        assert_eq!(outcome(&api_error(404)), Outcome::Drop);
+        assert_eq!(outcome(&api_error(422)), Outcome::Refused);
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        let first = retry_delay(1);
+        assert!(first >= Duration::from_millis(160) && first <= Duration::from_millis(240));
+        let fourth = retry_delay(4);
+        assert!(fourth >= Duration::from_millis(1280) && fourth <= Duration::from_millis(1920));
+        assert!(retry_delay(40) <= MAX_RETRY.mul_f64(1.2));
+    }
+
+    #[test]
+    fn apply_body_holds_only_identity_and_status() {
+        let status = RawValue::from_string(r#"{"phase":"Active"}"#.to_owned()).unwrap();
+        let key = ObjectKey::new(Kind::VlessKey, "team", "alice");
+        let body = serde_json::to_string(&apply_body(&key, &status)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"apiVersion":"veil.dev/v1alpha1","kind":"VlessKey","metadata":{"name":"alice","namespace":"team"},"status":{"phase":"Active"}}"#
+        );
+        let node = ObjectKey::new(Kind::VeilNode, "", "edge-1");
+        let body = serde_json::to_string(&apply_body(&node, &status)).unwrap();
+        assert!(body.contains(r#""metadata":{"name":"edge-1"}"#), "{body}");
+    }
+}
