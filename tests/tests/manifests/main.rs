@@ -444,3 +444,72 @@ fn chart_values_switch_the_agent_images_and_monitoring() {
     ]);
     assert!(!refused.status.success());
 }
+
+#[tokio::test]
+async fn argocd_health_checks_patch_into_an_existing_argocd_cm() {
+    let cluster = TestCluster::shared().await;
+    // An Argo CD install's own argocd-cm, with settings that must survive.
+    let existing = write(
+        cluster,
+        "argocd-cm.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: argocd\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n\
+         data:\n  url: https://argocd.example.org\n  \
+         resource.customizations.health.example.org_Other: |\n    return {status = \"Healthy\"}\n",
+    );
+    apply(cluster, &existing);
+    // The command examples/gitops/README.md gives.
+    cluster.kubectl_ok(&[
+        "-n",
+        "argocd",
+        "patch",
+        "configmap",
+        "argocd-cm",
+        "--patch-file",
+        &path("examples/gitops/argocd/argocd-cm.yaml"),
+    ]);
+    let config: Value = serde_json::from_str(&cluster.kubectl_ok(&[
+        "-n",
+        "argocd",
+        "get",
+        "configmap",
+        "argocd-cm",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let data = config["data"].as_object().unwrap();
+    assert_eq!(data["url"], "https://argocd.example.org");
+    assert!(data.contains_key("resource.customizations.health.example.org_Other"));
+    for kind in veil_crds::kind::Kind::VEIL {
+        let script = std::fs::read_to_string(path(&format!(
+            "examples/gitops/argocd/health/{}.lua",
+            kind.as_str()
+        )))
+        .unwrap();
+        let key = format!("resource.customizations.health.veil.dev_{}", kind.as_str());
+        assert_eq!(data[&key].as_str(), Some(script.as_str()), "{key}");
+    }
+}
+
+#[test]
+fn flux_and_argocd_objects_point_at_the_example() {
+    let flux = documents(&std::fs::read_to_string(path("examples/gitops/flux/veil.yaml")).unwrap());
+    let kustomization = find(&flux, "Kustomization", "veil");
+    assert_eq!(kustomization["spec"]["path"], "./examples/gitops");
+    assert_eq!(kustomization["spec"]["wait"], true);
+    assert_eq!(
+        kustomization["spec"]["sourceRef"]["name"],
+        find(&flux, "GitRepository", "veil")["metadata"]["name"]
+    );
+    let argocd = documents(
+        &std::fs::read_to_string(path("examples/gitops/argocd/application.yaml")).unwrap(),
+    );
+    let application = find(&argocd, "Application", "veil");
+    assert_eq!(application["spec"]["source"]["path"], "examples/gitops");
+    assert!(
+        workspace_root()
+            .join("examples/gitops/kustomization.yaml")
+            .is_file()
+    );
+}
