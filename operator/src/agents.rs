@@ -29,7 +29,9 @@ pub struct NodeObservation {
     /// Every server the agent runs, from its latest report (a state: the
     /// whole list is replaced by each report). Empty until the first report.
     pub servers: Vec<ServerReport>,
-    /// When `servers` was reported.
+    /// When `servers` last changed (not when it was last repeated: every
+    /// heartbeat carries the same states, and a status that changed with
+    /// each heartbeat would be rewritten for every key every few seconds).
     pub servers_reported_at: Option<DateTime<Utc>>,
     /// The report seq `servers` came from: an older, replayed report never
     /// replaces a newer state (reset by a registration, whose agent may
@@ -149,8 +151,10 @@ impl Agents {
             return false;
         }
         observation.servers_seq = seq;
-        observation.servers = servers;
-        observation.servers_reported_at = Some(now);
+        if observation.servers != servers || observation.servers_reported_at.is_none() {
+            observation.servers = servers;
+            observation.servers_reported_at = Some(now);
+        }
         true
     }
 
@@ -317,5 +321,25 @@ mod tests {
         // A re-registered agent may number its reports from scratch.
         agents.register(registration("a"), now);
         assert!(agents.set_servers("a", 1, vec![report(1)], now));
+    }
+
+    #[test]
+    fn repeated_server_states_keep_their_time() {
+        use veil_crds::wire::{ServerId, ServerReport};
+        let agents = Agents::default();
+        let t0 = Utc::now();
+        let later = t0 + chrono::Duration::seconds(10);
+        let report = |users| ServerReport {
+            server: ServerId::default(),
+            users,
+            ..ServerReport::default()
+        };
+        agents.register(registration("a"), t0);
+        agents.set_servers("a", 1, vec![report(1)], t0);
+        // A heartbeat repeats the same states: statuses must not change.
+        agents.set_servers("a", 2, vec![report(1)], later);
+        assert_eq!(agents.observations()["a"].servers_reported_at, Some(t0));
+        agents.set_servers("a", 3, vec![report(2)], later);
+        assert_eq!(agents.observations()["a"].servers_reported_at, Some(later));
     }
 }

@@ -111,6 +111,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
     let mut vless_plan = vless::plan_vless(&vless::VlessInputs {
         world: inputs.world,
+        previous: inputs.previous,
         views: &views,
         secrets: inputs.secrets,
         traffic: inputs.traffic,

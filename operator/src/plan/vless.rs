@@ -41,6 +41,9 @@ pub use users::users_hash;
 /// What VLESS planning reads.
 pub struct VlessInputs<'a> {
     pub world: &'a World,
+    /// The statuses last written: a key already live on a node stays live
+    /// while another key's change is being applied there.
+    pub previous: &'a crate::plan::Statuses,
     /// Every known node (registered agents and declared VeilNodes).
     pub views: &'a BTreeMap<&'a str, NodeView<'a>>,
     pub secrets: &'a GeneratedSecrets,
@@ -114,7 +117,14 @@ pub fn plan_vless(inputs: &VlessInputs<'_>) -> VlessPlan {
             .map(|(hash, _)| hash.as_str());
         plan.statuses.insert(
             key.key.clone(),
-            key_status::key_status(key, server, hash, inputs.views, inputs.now),
+            key_status::key_status(
+                key,
+                server,
+                hash,
+                inputs.views,
+                inputs.previous.get(key.key).map(|raw| raw.get()),
+                inputs.now,
+            ),
         );
     }
 

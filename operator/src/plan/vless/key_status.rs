@@ -7,6 +7,13 @@
 //! when the key is not eligible and the set without it is applied;
 //! `Pending` before that. An eligible key is `Active` when it is `Running`
 //! on every node of its server (at least one).
+//!
+//! While the server's set changes for *other* keys (a new hash not yet
+//! reported applied), a key whose spec is unchanged since its last status
+//! keeps its `Running`/`Stopped` there: adding one key never flips the other
+//! 10,000 to `Pending` and back (which would also rewrite all their
+//! statuses). For the same reason the per-node entries carry no report time
+//! or assignment revision, which change with every key of the server.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +24,7 @@ use veil_crds::validate::Rfc3339;
 use veil_crds::vless_key::{VlessKeyPhase, VlessKeyStatus};
 
 use super::keys::{Key, KeyState};
-use super::observed::{Conditions, Observed, inactive, observe, progressing, ready, stalled};
+use super::observed::{Conditions, inactive, observe, progressing, ready, stalled};
 use super::period;
 use super::servers::Server;
 use crate::plan::tasks::NodeView;
@@ -35,14 +42,19 @@ pub fn key_status(
     server: Option<&Server<'_>>,
     users_hash: Option<&str>,
     views: &BTreeMap<&str, NodeView<'_>>,
+    previous: Option<&str>,
     now: DateTime<Utc>,
 ) -> (Value, Conditions) {
     let eligible = matches!(key.state, KeyState::Eligible(None));
+    let kept = kept_phases(key, previous);
     let nodes: Vec<(NodeWorkloadStatus, bool)> = match (server, users_hash) {
         (Some(server), Some(hash)) if !matches!(key.state, KeyState::Error(_)) => server
             .nodes
             .iter()
-            .map(|node| node_status(key, server, node, hash, eligible, views))
+            .map(|node| {
+                let kept = kept.get(node.as_str()).copied();
+                node_status(key, server, node, hash, eligible, kept, views)
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -75,18 +87,12 @@ fn node_status(
     node: &str,
     hash: &str,
     eligible: bool,
+    kept: Option<WorkloadPhase>,
     views: &BTreeMap<&str, NodeView<'_>>,
 ) -> (NodeWorkloadStatus, bool) {
     let observed = observe(views, node, &server.id);
-    let observation = views.get(node).and_then(|v| v.observation);
     let mut status = NodeWorkloadStatus {
         node: node.to_owned(),
-        applied_revision: observation
-            .map(|o| i64::try_from(o.applied_revision).unwrap_or(i64::MAX)),
-        last_update_time: match observed {
-            Observed::Reported { at, .. } => at.map(Rfc3339::from_utc),
-            _ => None,
-        },
         ..NodeWorkloadStatus::default()
     };
     let Some(report) = observed.report() else {
@@ -100,6 +106,16 @@ fn node_status(
         (Some(failed), _, true) => (WorkloadPhase::Failed, Some(failed.message.clone())),
         (_, true, true) => (WorkloadPhase::Running, None),
         (_, true, false) => (
+            WorkloadPhase::Stopped,
+            Some("removed from the server".to_owned()),
+        ),
+        // Another key's change is in flight; this user is as it was.
+        (None, false, true)
+            if kept == Some(WorkloadPhase::Running) && report.phase == WorkloadPhase::Running =>
+        {
+            (WorkloadPhase::Running, None)
+        }
+        (_, false, false) if kept == Some(WorkloadPhase::Stopped) => (
             WorkloadPhase::Stopped,
             Some("removed from the server".to_owned()),
         ),
@@ -119,6 +135,24 @@ fn node_status(
     // A stale report keeps its phase, with a message that says so.
     status.message = observed.why_unknown(node).or(message);
     (status, refused.is_some() && eligible)
+}
+
+/// The per-node phases of the key's last status, if its spec has not
+/// changed since (same `observedGeneration`); empty otherwise.
+fn kept_phases(key: &Key<'_>, previous: Option<&str>) -> BTreeMap<String, WorkloadPhase> {
+    let Some(previous) =
+        previous.and_then(|text| serde_json::from_str::<VlessKeyStatus>(text).ok())
+    else {
+        return BTreeMap::new();
+    };
+    if previous.observed_generation != key.object.metadata.generation {
+        return BTreeMap::new();
+    }
+    previous
+        .nodes
+        .into_iter()
+        .map(|node| (node.node, node.phase))
+        .collect()
 }
 
 fn phase_and_conditions(

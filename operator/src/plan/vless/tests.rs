@@ -83,6 +83,8 @@ struct Case {
     nodes: BTreeMap<String, NodeObservation>,
     secrets: GeneratedSecrets,
     traffic: TrafficState,
+    /// The statuses of the previous pass (see [`Case::settle`]).
+    previous: Statuses,
     now: DateTime<Utc>,
 }
 
@@ -96,6 +98,7 @@ impl Case {
             nodes: BTreeMap::new(),
             secrets: GeneratedSecrets::default(),
             traffic: TrafficState::default(),
+            previous: Statuses::new(),
             now,
         }
     }
@@ -140,6 +143,13 @@ impl Case {
         self
     }
 
+    /// Plans, and keeps the statuses as the next pass's previous ones.
+    fn settle(&mut self) -> Plan {
+        let plan = self.plan();
+        self.previous = plan.statuses.clone();
+        plan
+    }
+
     fn uid(&self, kind: Kind, name: &str) -> String {
         let key = ObjectKey::new(kind, "default", name);
         self.world.objects[&key].object.meta().uid.clone().unwrap()
@@ -148,7 +158,7 @@ impl Case {
     fn plan(&self) -> Plan {
         plan(&PlanInputs {
             world: &self.world,
-            previous: &Statuses::new(),
+            previous: &self.previous,
             nodes: &self.nodes,
             runs: &BTreeMap::new(),
             now: self.now,

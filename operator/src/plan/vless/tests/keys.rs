@@ -235,7 +235,10 @@ fn a_key_is_active_once_every_node_reports_its_user_set_applied() {
     let status = key_status(&case.plan(), "alice");
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["nodes"][0]["phase"], "Running");
-    assert_eq!(status["nodes"][0]["appliedRevision"], 7);
+    assert!(
+        status["nodes"][0].get("appliedRevision").is_none(),
+        "per-key entries carry nothing that changes with other keys"
+    );
     assert_eq!(status["nodes"][1]["phase"], "Pending");
     let message = condition(&status, "Ready")["message"]
         .as_str()
@@ -281,4 +284,69 @@ fn a_removed_user_is_stopped_once_the_node_applied_the_set_without_it() {
     let status = key_status(&case.plan(), "alice");
     assert_eq!(status["phase"], "Disabled");
     assert_eq!(status["nodes"][0]["phase"], "Stopped");
+}
+
+#[test]
+fn adding_a_key_leaves_the_others_live_while_it_is_applied() {
+    let two = format!(
+        "{BASE}{}{}",
+        alice(""),
+        key("bob", &format!("  id: {BOB_ID}\n"))
+    );
+    let mut case = Case::new(&two, now());
+    case.agent("edge-1", "203.0.113.1")
+        .agent("edge-2", "203.0.113.2");
+    let first = hash_of(&case.settle());
+    case.report("edge-1", running(&first))
+        .report("edge-2", running(&first));
+    let plan = case.settle();
+    assert_eq!(key_status(&plan, "alice")["phase"], "Active");
+    assert_eq!(key_status(&plan, "bob")["phase"], "Active");
+
+    // Carol's addition is in flight: the agent still reports the old set.
+    let carol_id = "3b9d0c1e-5f7a-4e2b-8c6d-9a1f0e2d4c75";
+    case.edit(&format!(
+        "{two}{}",
+        key("carol", &format!("  id: {carol_id}\n"))
+    ));
+    let plan = case.settle();
+    let second = hash_of(&plan);
+    assert_ne!(first, second);
+    assert_eq!(
+        key_status(&plan, "alice")["phase"],
+        "Active",
+        "alice stays live"
+    );
+    assert_eq!(key_status(&plan, "bob")["phase"], "Active");
+    assert_eq!(key_status(&plan, "carol")["phase"], "Pending");
+    // Nothing in the others' status depends on the set: it is unchanged text.
+    let alice_key = ObjectKey::new(Kind::VlessKey, "default", "alice");
+    let before = case.previous[&alice_key].get().to_owned();
+
+    case.report("edge-1", running(&second))
+        .report("edge-2", running(&second));
+    let plan = case.settle();
+    assert_eq!(key_status(&plan, "carol")["phase"], "Active");
+    assert_eq!(
+        plan.statuses[&alice_key].get(),
+        before,
+        "alice's status text is unchanged"
+    );
+}
+
+#[test]
+fn a_changed_key_waits_for_its_own_change_to_be_applied() {
+    let one = format!("{BASE}{}", alice(""));
+    let mut case = Case::new(&one, now());
+    case.agent("edge-1", "203.0.113.1")
+        .agent("edge-2", "203.0.113.2");
+    let first = hash_of(&case.settle());
+    case.report("edge-1", running(&first))
+        .report("edge-2", running(&first));
+    assert_eq!(key_status(&case.settle(), "alice")["phase"], "Active");
+    // A new flow for alice: her entry changes, so she is not kept live.
+    case.edit(&format!("{BASE}{}", alice("  flow: none\n")));
+    let plan = case.settle();
+    assert_ne!(hash_of(&plan), first);
+    assert_eq!(key_status(&plan, "alice")["phase"], "Pending");
 }
