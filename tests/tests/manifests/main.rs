@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use veil_e2e::kube::{TestCluster, crds_dir, env_tool, workspace_root};
 
+mod at_work;
 mod security;
 
 fn path(relative: &str) -> String {

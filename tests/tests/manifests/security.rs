@@ -1,7 +1,6 @@
 //! Who may do what: the operator's RBAC is not one verb wider than what it
-//! does (`kubectl auth can-i` as its service account, after a real apply)
-//! and is enough (the real operator, holding only its service account's
-//! token, does its work without one refused request); a namespace-scoped
+//! does (`kubectl auth can-i` as its service account, after a real apply;
+//! that it is enough is [`super::at_work`]'s part); a namespace-scoped
 //! install stays in its namespace; and the Pod Security profiles admit the
 //! operator's pod as `restricted` and the agent's only where privileged
 //! pods are allowed.
@@ -9,14 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use veil_e2e::kube::TestCluster;
-use veil_e2e::process::{Agent, Operator, OperatorOptions};
 
 use super::{apply, documents, dry_run, helm, path, succeeded, write};
 
 /// The operator's identity as the API server sees it.
-const OPERATOR: &str = "system:serviceaccount:veil-system:veil-operator";
+pub(crate) const OPERATOR: &str = "system:serviceaccount:veil-system:veil-operator";
 /// The agent's: it must be able to do nothing an unbound account cannot.
 const AGENT: &str = "system:serviceaccount:veil-system:veil-agent";
 /// An account nothing is bound to: what every authenticated caller may do.
@@ -42,7 +40,7 @@ fn can_i(cluster: &TestCluster, user: &str, args: &[&str]) -> bool {
 }
 
 /// Waits (bounded) until the authorizer has seen a new binding.
-fn wait_until_allowed(cluster: &TestCluster, user: &str, args: &[&str]) {
+pub(crate) fn wait_until_allowed(cluster: &TestCluster, user: &str, args: &[&str]) {
     let deadline = Instant::now() + RBAC_PROPAGATION;
     while !can_i(cluster, user, args) {
         assert!(
@@ -394,170 +392,4 @@ async fn operator_pods_meet_the_restricted_profile_and_agents_need_privileged() 
         dry_run(cluster, &agent),
         ["pod/veil-agent-pod".to_owned()].into()
     );
-}
-
-/// How long the operator may take to act on an object (usually under a second).
-const OPERATOR_WAIT: Duration = Duration::from_secs(60);
-
-/// The admin kubeconfig with the operator's service-account token instead
-/// of the admin's: a client that can do exactly what rbac.yaml grants.
-fn operator_kubeconfig(cluster: &TestCluster) -> String {
-    let token = cluster.kubectl_ok(&[
-        "-n",
-        "veil-system",
-        "create",
-        "token",
-        "veil-operator",
-        "--duration=2h",
-    ]);
-    let admin = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
-    let mut config: Value = serde_yaml_ng::from_str(&admin).unwrap();
-    for user in config["users"].as_array_mut().unwrap() {
-        user["user"] = json!({"token": token.trim()});
-    }
-    write(
-        cluster,
-        "operator-kubeconfig.json",
-        &serde_json::to_string(&config).unwrap(),
-    )
-}
-
-/// `kubectl get ARGS -o json`, `None` when it does not exist (yet).
-fn get(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend(args);
-    all.extend(["-o", "json"]);
-    let output = cluster.kubectl(&all);
-    output
-        .status
-        .success()
-        .then(|| serde_json::from_slice(&output.stdout).unwrap())
-}
-
-async fn eventually<T>(what: &str, operator: &Operator, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + OPERATOR_WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} after {OPERATOR_WAIT:?}; operator log:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The real operator, authenticated as its ServiceAccount and nothing
-/// more, does its whole job: watches every kind in every namespace, reads
-/// the Secret a task names, writes statuses, creates a Schedule's TaskRun
-/// and deletes it beyond the history limit — without one refused request.
-#[tokio::test]
-async fn the_operator_does_its_work_with_only_these_grants() {
-    let cluster = TestCluster::shared().await;
-    apply(cluster, &path("manifests/namespace.yaml"));
-    apply(cluster, &path("manifests/rbac.yaml"));
-    let ns = "rbac-at-work";
-    let namespace = write(
-        cluster,
-        "rbac-at-work.yaml",
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
-    );
-    apply(cluster, &namespace);
-    wait_until_allowed(
-        cluster,
-        OPERATOR,
-        &["create", "taskruns.veil.dev", "-n", ns],
-    );
-
-    let unused = tempfile::tempdir().unwrap();
-    let operator = Operator::start_with(
-        unused.path(),
-        OperatorOptions {
-            source: Some("kube".into()),
-            extra_args: vec!["--kubeconfig".into(), operator_kubeconfig(cluster)],
-            ..OperatorOptions::default()
-        },
-    )
-    .await;
-    let _agent = Agent::start(&operator, "rbac-node", &["role=rbac-work"]);
-
-    let gate_dir = tempfile::tempdir().unwrap();
-    let gate = gate_dir.path().join("go");
-    let run_at = (chrono::Utc::now() - chrono::Duration::seconds(5))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let script = serde_json::to_string(&format!(
-        "while [ ! -f '{}' ]; do sleep 0.1; done",
-        gate.display()
-    ))
-    .unwrap();
-    let objects = format!(
-        "apiVersion: v1
-kind: Secret
-metadata: {{name: run-secret, namespace: {ns}}}
-stringData: {{token: not-a-real-token}}
----
-apiVersion: veil.dev/v1alpha1
-kind: Runner
-metadata: {{name: rbac-runner, namespace: {ns}}}
-spec:
-  nodeSelector: {{matchLabels: {{role: rbac-work}}}}
-  maxParallelTasks: 1
-  executors: [shell]
----
-apiVersion: veil.dev/v1alpha1
-kind: Schedule
-metadata: {{name: once, namespace: {ns}}}
-spec:
-  runAt: \"{run_at}\"
-  successfulJobsHistoryLimit: 0
-  task:
-    executor: shell
-    timeoutSeconds: 120
-    env:
-      - name: RUN_TOKEN
-        secretKeyRef: {{name: run-secret, key: token}}
-    shell:
-      script: {script}
-"
-    );
-    cluster.kubectl_ok(&[
-        "apply",
-        "-f",
-        &write(cluster, "rbac-at-work-objects.yaml", &objects),
-    ]);
-
-    // The Schedule's run is created in the cluster, with the Secret read,
-    // and its status written (status subresource, server-side apply)…
-    let run = eventually("running TaskRun", &operator, || {
-        get(cluster, &["-n", ns, "taskruns"])?["items"]
-            .as_array()?
-            .first()
-            .filter(|run| run["status"]["phase"] == "Running")
-            .cloned()
-    })
-    .await;
-    let name = run["metadata"]["name"].as_str().unwrap().to_owned();
-    // …and deleted once it succeeded (history limit 0).
-    std::fs::write(&gate, "").unwrap();
-    eventually("deleted TaskRun", &operator, || {
-        get(cluster, &["-n", ns, &format!("taskruns/{name}")])
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    eventually("Completed Schedule", &operator, || {
-        get(cluster, &["-n", ns, "schedules/once"])
-            .filter(|schedule| schedule["status"]["phase"] == "Completed")
-    })
-    .await;
-
-    let log = operator.log();
-    for refused in ["forbidden", "Forbidden", "code: 403"] {
-        assert!(
-            !log.contains(refused),
-            "the operator was refused something:\n{log}"
-        );
-    }
 }
