@@ -285,6 +285,9 @@ impl Controller {
             self.wake_at = Some(self.wake_at.map_or(wake, |other| other.min(wake)));
         }
 
+        if let Some(kube) = &mut self.kube {
+            kube.settle_adopted(&mut self.statuses, &plan.statuses);
+        }
         let mut changes = status_changes(&self.statuses, &plan.statuses);
         if self.kube.is_some() {
             // Only objects the cluster holds have a status subresource.

@@ -14,6 +14,9 @@
 
 pub mod kube_runs;
 pub mod kube_status;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod schema_tests;
 
 use std::sync::Arc;
 

@@ -43,7 +43,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A running `veil-operator run --source dir:…` with its own data dir.
+/// A running `veil-operator run` (a `dir:` source by default) with its own data dir.
 pub struct Operator {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`
@@ -65,6 +65,9 @@ pub struct OperatorOptions {
     pub extra_args: Vec<String>,
     /// Listen on this port (to restart an operator at the same address); a free one when `None`.
     pub port: Option<u16>,
+    /// `--source` instead of `dir:<source_dir>`, e.g. `kube` (pass
+    /// `--kubeconfig` in `extra_args`).
+    pub source: Option<String>,
 }
 
 impl Operator {
@@ -95,7 +98,12 @@ impl Operator {
         command
             .arg("run")
             .arg("--source")
-            .arg(format!("dir:{}", source_dir.display()))
+            .arg(
+                options
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| format!("dir:{}", source_dir.display())),
+            )
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")

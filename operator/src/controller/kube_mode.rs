@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
 
@@ -60,6 +62,11 @@ impl KubeMode {
         self.cluster.forget_settled_runs(snapshot, created);
     }
 
+    /// See [`ClusterObjects::settle_adopted`].
+    pub fn settle_adopted(&mut self, written: &mut Statuses, planned: &Statuses) {
+        self.cluster.settle_adopted(written, planned);
+    }
+
     /// See [`ClusterObjects::adopt_cluster_statuses`].
     pub fn adopt_cluster_statuses(
         &mut self,
@@ -81,6 +88,8 @@ struct ClusterObjects {
     adopted_version: u64,
     /// TaskRuns deleted here that the watch still reports.
     hidden: BTreeSet<ObjectKey>,
+    /// Objects whose cluster status was adopted in this pass.
+    fresh: Vec<ObjectKey>,
 }
 
 impl ClusterObjects {
@@ -118,12 +127,49 @@ impl ClusterObjects {
             }
             self.adopted.insert(key.clone(), uid);
             match snapshot.observed_statuses.get(key) {
-                Some(status) => statuses.insert(key.clone(), status.clone()),
-                None => statuses.remove(key),
-            };
+                Some(status) => {
+                    statuses.insert(key.clone(), status.clone());
+                    self.fresh.push(key.clone());
+                }
+                None => {
+                    statuses.remove(key);
+                }
+            }
         }
         self.adopted
             .retain(|key, _| snapshot.objects.contains_key(key) || created.contains_key(key));
+    }
+
+    /// After planning: a status adopted in this pass that equals the planned
+    /// one but for the `null` fields the API server drops (and key order)
+    /// counts as written, so a restart does not rewrite every object.
+    fn settle_adopted(&mut self, written: &mut Statuses, planned: &Statuses) {
+        for key in self.fresh.drain(..) {
+            let (Some(old), Some(new)) = (written.get(&key), planned.get(&key)) else {
+                continue;
+            };
+            let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).ok();
+            if let (Some(old_value), Some(new_value)) = (parse(old), parse(new))
+                && old_value == without_nulls(new_value)
+            {
+                written.insert(key, new.clone());
+            }
+        }
+    }
+}
+
+/// `value` without `null` object members, at any depth (the API server
+/// prunes them from custom resources).
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
     }
 }
 
@@ -244,8 +290,6 @@ fn retry_delay(failures: u32) -> Duration {
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::value::RawValue;
-
     use super::*;
     use crate::plan::tests::snapshot;
 
@@ -288,6 +332,32 @@ spec:
             !statuses.contains_key(&key),
             "the new object gets its status written"
         );
+    }
+
+    #[test]
+    fn an_adopted_status_equal_but_for_nulls_counts_as_written() {
+        let key = ObjectKey::new(Kind::VlessKey, "default", "alice");
+        let mut source = snapshot(KEY);
+        source.version = 1;
+        source.observed_statuses.insert(
+            key.clone(),
+            raw(r#"{"nodes":[{"node":"a"}],"phase":"Active"}"#),
+        );
+        let mut cluster = ClusterObjects::default();
+        let mut written = Statuses::new();
+        cluster.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut written);
+        let planned_text = r#"{"phase":"Active","os":null,"nodes":[{"node":"a","message":null}]}"#;
+        let planned = Statuses::from([(key.clone(), raw(planned_text))]);
+        cluster.settle_adopted(&mut written, &planned);
+        assert_eq!(written[&key].get(), planned_text, "no write needed");
+
+        // A real difference stays a difference.
+        let mut other = ClusterObjects::default();
+        let mut written = Statuses::new();
+        other.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut written);
+        let planned = Statuses::from([(key.clone(), raw(r#"{"phase":"Disabled"}"#))]);
+        other.settle_adopted(&mut written, &planned);
+        assert_ne!(written[&key].get(), r#"{"phase":"Disabled"}"#);
     }
 
     #[test]

@@ -113,9 +113,16 @@ pub fn runner_status(
     let nodes: Vec<Value> = selected
         .iter()
         .map(|v| {
+            // The CRD's per-node shape: a workload phase and why not Running.
+            let (phase, message) = match (v.ready, v.cordoned) {
+                (true, false) => ("Running", None),
+                (_, true) => ("Stopped", Some("the node is cordoned")),
+                (false, false) => ("Pending", Some("the node is not Ready")),
+            };
             json!({
                 "node": v.name,
-                "ready": v.ready && !v.cordoned,
+                "phase": phase,
+                "message": message,
                 "capacity": runner.spec.max_parallel_tasks,
                 "running": runs.values().filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running").count(),
             })

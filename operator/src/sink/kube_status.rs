@@ -13,8 +13,9 @@
 //!   (server-side apply semantics);
 //! - `409`, `429`, `5xx`, timeouts and connection errors are retried with
 //!   exponential backoff (0.2 s doubling to 30 s, jittered) per object;
-//!   `404` (object deleted) drops the write; `400`/`422` (a status the
-//!   schema refuses: a bug) are logged as errors and dropped;
+//!   `404` (object deleted) drops the write; `400`/`422` and a `500` that
+//!   names a field the schema does not declare (a status the CRD refuses:
+//!   a bug) are logged as errors and dropped;
 //! - at most [`MAX_IN_FLIGHT`] writes at once, and only while the
 //!   [`WriteGate`] is open; while it is closed, statuses stay dirty.
 
@@ -134,6 +135,14 @@ fn outcome(failure: &WriteFailure) -> Outcome {
         WriteFailure::Api(kube::Error::Api(status)) => match status.code {
             404 => Outcome::Drop,
             400 | 422 => Outcome::Refused,
+            // A field the CRD does not declare is answered with 500, but
+            // no retry will make the schema accept it.
+            500 if status
+                .message
+                .contains("failed to create typed patch object") =>
+            {
+                Outcome::Refused
+            }
             _ => Outcome::Retry,
         },
         _ => Outcome::Retry,
@@ -327,6 +336,15 @@ mod tests {
         assert_eq!(outcome(&WriteFailure::Timeout), Outcome::Retry);
         assert_eq!(outcome(&api_error(404)), Outcome::Drop);
         assert_eq!(outcome(&api_error(422)), Outcome::Refused);
+        let undeclared = kube::core::Status::failure(
+            "failed to create typed patch object (ns/a; veil.dev/v1alpha1, Kind=Runner): .status.x: field not declared in schema",
+            "",
+        )
+        .with_code(500);
+        assert_eq!(
+            outcome(&WriteFailure::Api(kube::Error::Api(Box::new(undeclared)))),
+            Outcome::Refused
+        );
     }
 
     #[test]
