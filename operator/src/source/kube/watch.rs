@@ -279,25 +279,38 @@ async fn watch_one(
             Err(error) => {
                 failing = true;
                 // The stream waits (backoff) before its next attempt.
-                tracing::warn!(watch = %what, error = %error, hint = hint(&error), "watch failed; retrying with backoff, the last listed objects stay in effect");
+                if expired(&error) {
+                    // Routine after a long disconnect: the watcher lists again.
+                    tracing::info!(watch = %what, "watch expired (410 Gone); listing again");
+                } else {
+                    tracing::warn!(watch = %what, error = %error, hint = hint(&error), "watch failed; retrying with backoff, the last listed objects stay in effect");
+                }
             }
         }
     }
 }
 
-/// What a person can do about a watch error, when it is a common one.
-fn hint(error: &watcher::Error) -> &'static str {
-    let status = match error {
+/// The HTTP status of a watch error from the API server; 0 for others.
+fn status_code(error: &watcher::Error) -> u16 {
+    match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))
         | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code,
         watcher::Error::WatchError(status) => status.code,
         _ => 0,
-    };
-    match status {
+    }
+}
+
+/// Whether the watch's resourceVersion is too old (`410 Gone`).
+fn expired(error: &watcher::Error) -> bool {
+    status_code(error) == 410
+}
+
+/// What a person can do about a watch error, when it is a common one.
+fn hint(error: &watcher::Error) -> &'static str {
+    match status_code(error) {
         404 => "the CRDs are not installed: kubectl apply -f manifests/crds/",
         401 | 403 => "the operator's credentials may not list/watch this resource (RBAC)",
-        410 => "the watch expired; listing again",
         _ => "",
     }
 }
@@ -311,5 +324,8 @@ mod tests {
         let gone = kube::core::Status::failure("gone", "NotFound").with_code(404);
         let error = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(gone)));
         assert!(hint(&error).contains("manifests/crds"));
+        let gone =
+            kube::core::Status::failure("too old resource version", "Expired").with_code(410);
+        assert!(expired(&watcher::Error::WatchError(Box::new(gone))));
     }
 }
