@@ -245,10 +245,16 @@ async fn examples_get_the_same_statuses_as_in_dir_mode_written_by_server_side_ap
     // `kubectl get` shows it in its columns too.
     let table = cluster.kubectl_ok(&["get", "vlesskeys", "-n", ns]);
     assert!(table.contains("Disabled"), "{table}");
+    // And `veil-operator get` against the operator's API agrees.
+    let got = kube.cli(&["get", "vlesskeys", "-n", ns]);
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert!(got.contains("alice") && got.contains("Disabled"), "{got}");
 }
 
 /// A Runner for one node label and a one-shot Schedule whose run waits
 /// for `gate` to exist; successful runs are not kept (history limit 0).
+/// Plus a Schedule the CRD schema accepts but Veil refuses (both
+/// `schedule` and `runAt`).
 fn schedule_objects(ns: &str, run_at: &str, gate: &Path) -> String {
     format!(
         "apiVersion: veil.dev/v1alpha1
@@ -270,6 +276,16 @@ spec:
     timeoutSeconds: 120
     shell:
       script: {script}
+---
+apiVersion: veil.dev/v1alpha1
+kind: Schedule
+metadata: {{name: both, namespace: {ns}}}
+spec:
+  schedule: \"0 3 * * *\"
+  runAt: \"{run_at}\"
+  task:
+    executor: shell
+    shell: {{command: [\"true\"]}}
 ",
         script = serde_json::to_string(&format!(
             "while [ ! -f '{}' ]; do sleep 0.1; done",
@@ -295,6 +311,22 @@ async fn a_schedule_creates_an_owned_task_run_and_deletes_it_beyond_the_history_
     write(&file, &schedule_objects(ns, &run_at, &gate));
     cluster.kubectl_ok(&["apply", "-f", &path_arg(&file)]);
     let schedule = get_json(cluster, &["-n", ns, "schedules/once"]).unwrap();
+
+    // The refused Schedule is an error naming it and the field; the rest goes on.
+    let error = operator
+        .eventually("the refused Schedule's error", WAIT, || async {
+            operator
+                .errors()
+                .await
+                .into_iter()
+                .find(|e| e["object"] == "Schedule schedules/both")
+        })
+        .await;
+    assert_eq!(error["path"], "spec.runAt", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("both"),
+        "{error}"
+    );
 
     // The run is a real cluster object, owned by its Schedule.
     let run = wait_for("the scheduled run to be Running", &operator, || {

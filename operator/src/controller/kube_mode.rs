@@ -264,7 +264,12 @@ impl Controller {
                 Some((key, error)) => {
                     kube.failures += 1;
                     let delay = retry_delay(kube.failures);
-                    tracing::warn!(run = %key, %error, retry_in = ?delay, "could not write a task run to the cluster; the Schedule will decide it again");
+                    if matches!(error, TaskRunWriteError::GateClosed) {
+                        // A replica that may not write (not the leader) waits quietly.
+                        tracing::debug!(run = %key, retry_in = ?delay, "not writing task runs now");
+                    } else {
+                        tracing::warn!(run = %key, %error, retry_in = ?delay, "could not write a task run to the cluster; the Schedule will decide it again");
+                    }
                     let at = tokio::time::Instant::now() + delay;
                     self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
                 }
