@@ -46,7 +46,20 @@ pub fn key_status(
     now: DateTime<Utc>,
 ) -> (Value, Conditions) {
     let eligible = matches!(key.state, KeyState::Eligible(None));
-    let kept = kept_phases(key, previous);
+    // Parsed only while some node has not applied the current set.
+    let in_flight = match (server, users_hash) {
+        (Some(server), Some(hash)) => server.nodes.iter().any(|node| {
+            observe(views, node, &server.id)
+                .report()
+                .is_none_or(|r| r.applied_users_hash.as_deref() != Some(hash))
+        }),
+        _ => false,
+    };
+    let kept = if in_flight {
+        kept_phases(key, previous)
+    } else {
+        BTreeMap::new()
+    };
     let nodes: Vec<(NodeWorkloadStatus, bool)> = match (server, users_hash) {
         (Some(server), Some(hash)) if !matches!(key.state, KeyState::Error(_)) => server
             .nodes
@@ -140,8 +153,20 @@ fn node_status(
 /// The per-node phases of the key's last status, if its spec has not
 /// changed since (same `observedGeneration`); empty otherwise.
 fn kept_phases(key: &Key<'_>, previous: Option<&str>) -> BTreeMap<String, WorkloadPhase> {
-    let Some(previous) =
-        previous.and_then(|text| serde_json::from_str::<VlessKeyStatus>(text).ok())
+    /// Just the fields read back (serde skips the rest).
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Previous {
+        observed_generation: Option<i64>,
+        #[serde(default)]
+        nodes: Vec<PreviousNode>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PreviousNode {
+        node: String,
+        phase: WorkloadPhase,
+    }
+    let Some(previous) = previous.and_then(|text| serde_json::from_str::<Previous>(text).ok())
     else {
         return BTreeMap::new();
     };
