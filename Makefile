@@ -13,7 +13,7 @@ export PATH := $(VEIL_CACHE)/bin:$(PATH)
 CARGO ?= cargo
 EXAMPLE_DIR ?= examples/standalone
 
-.PHONY: up test lint crds bench env build cluster
+.PHONY: up up-kube test lint crds bench env build cluster
 
 ## up: the standalone quick start — operator on examples/standalone, SQLite under ./.veil/
 up:
@@ -24,6 +24,12 @@ up:
 cluster:
 	bash scripts/env-kube.sh
 	$(CARGO) run -q -p veil-e2e --bin veil-cluster -- --kubeconfig .veil/kubeconfig
+
+## up-kube: the operator with --source kube against `make cluster` (run that first, in another terminal)
+up-kube:
+	@test -f .veil/kubeconfig || { echo "no .veil/kubeconfig: run 'make cluster' in another terminal first" >&2; exit 1; }
+	$(CARGO) build --release -p veil-operator -p veil-agent
+	$(CARGO_TARGET_DIR)/release/veil-operator run --source kube --kubeconfig .veil/kubeconfig --data-dir .veil/kube
 
 ## env: install or build the real dependencies tests use (idempotent, cached)
 env:
