@@ -68,7 +68,8 @@ pub struct VeilNodeStatus {
     /// Address the agent connected from (or advertised).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// When the last heartbeat arrived (RFC 3339).
+    /// When the last heartbeat arrived (RFC 3339); refreshed at most every
+    /// 5 minutes while nothing else changes (`Ready` uses the latest one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Rfc3339>,
     /// Tools found on the node: xray, sing-box, winws, nfqws, ansible-playbook, terraform, git, sh.

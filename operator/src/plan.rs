@@ -152,8 +152,12 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 None => continue,
             },
             Object::VeilNode(_) => {
-                let (body, conditions) =
-                    nodes::node_status(views.get(key.name.as_str()), &runs, inputs.node_timeout);
+                let (body, conditions) = nodes::node_status(
+                    views.get(key.name.as_str()),
+                    &runs,
+                    inputs.node_timeout,
+                    previous,
+                );
                 with_conditions(body, previous, &conditions, generation, inputs.now)
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {

@@ -12,13 +12,37 @@ use crate::world::timestamp;
 
 type Conditions = [(&'static str, &'static str, String, String); 3];
 
+/// How stale `status.lastHeartbeat` may get while nothing else about a
+/// node changes. Writing every heartbeat would rewrite every node's status
+/// every few seconds (in Kubernetes mode, an API write per node per
+/// heartbeat); Ready is computed from the latest heartbeat either way.
+pub const HEARTBEAT_WRITE_INTERVAL: chrono::Duration = chrono::Duration::minutes(5);
+
 /// A VeilNode's status: what its agent registered, its heartbeat, Ready.
+///
+/// `lastHeartbeat` keeps its `previous` value while that is less than
+/// [`HEARTBEAT_WRITE_INTERVAL`] older than the latest heartbeat and the
+/// node stays Ready.
 pub fn node_status(
     view: Option<&NodeView<'_>>,
     runs: &BTreeMap<String, RunStateRecord>,
     timeout: chrono::Duration,
+    previous: Option<&Value>,
 ) -> (Value, Conditions) {
     let observation = view.and_then(|v| v.observation);
+    let ready = view.is_some_and(|v| v.ready);
+    let heartbeat = observation.map(|o| {
+        let kept = previous
+            .and_then(|p| p["lastHeartbeat"].as_str())
+            .filter(|_| ready)
+            .filter(|text| {
+                chrono::DateTime::parse_from_rfc3339(text).is_ok_and(|at| {
+                    let age = o.last_seen - at.with_timezone(&chrono::Utc);
+                    age >= chrono::Duration::zero() && age < HEARTBEAT_WRITE_INTERVAL
+                })
+            });
+        kept.map_or_else(|| timestamp(o.last_seen), str::to_owned)
+    });
     let running = view.map_or(0, |v| {
         runs.values()
             .filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running")
@@ -29,11 +53,11 @@ pub fn node_status(
         "arch": observation.map(|o| o.registration.arch.clone()),
         "agentVersion": observation.map(|o| o.registration.agent_version.clone()),
         "address": observation.and_then(|o| o.registration.address.clone()),
-        "lastHeartbeat": observation.map(|o| timestamp(o.last_seen)),
+        "lastHeartbeat": heartbeat,
         "capabilities": observation.map(|o| o.registration.capabilities.clone()).unwrap_or_default(),
         "workloads": { "runningTasks": running },
     });
-    let conditions = match (observation, view.is_some_and(|v| v.ready)) {
+    let conditions = match (observation, ready) {
         (None, _) => [
             (
                 "Ready",

@@ -191,3 +191,57 @@ fn removed_objects_are_deleted_from_the_book() {
     assert!(world.objects.is_empty());
     assert_eq!(changes.deletes.len(), 2);
 }
+
+#[test]
+fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let registration: veil_crds::wire::RegisterRequest =
+        serde_json::from_value(serde_json::json!({
+            "node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "test",
+        }))
+        .unwrap();
+    let seen = |at| {
+        BTreeMap::from([(
+            "edge-1".to_owned(),
+            crate::agents::NodeObservation {
+                registration: registration.clone(),
+                registered_at: t0,
+                last_seen: at,
+                applied_revision: 0,
+                servers: Vec::new(),
+                servers_reported_at: None,
+                servers_seq: 0,
+            },
+        )])
+    };
+    let pass = |previous: &Statuses, at| {
+        plan(&PlanInputs {
+            world: &world,
+            previous,
+            nodes: &seen(at),
+            runs: &BTreeMap::new(),
+            now: at,
+            node_timeout: chrono::Duration::seconds(30),
+            last_schedule_times: &BTreeMap::new(),
+            secrets: &vless::GeneratedSecrets::default(),
+            traffic: &vless::TrafficState::default(),
+        })
+        .statuses
+    };
+    let first = pass(&Statuses::new(), t0);
+    // A heartbeat 10 s later changes nothing in the status text.
+    let second = pass(&first, t0 + chrono::Duration::seconds(10));
+    let texts = |s: &Statuses| {
+        s.values()
+            .map(|raw| raw.get().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&first), texts(&second));
+    // After the write interval the heartbeat time moves on.
+    let later = t0 + nodes::HEARTBEAT_WRITE_INTERVAL + chrono::Duration::seconds(1);
+    let third = pass(&second, later);
+    let status = json(third.values().next().unwrap());
+    assert_eq!(status["lastHeartbeat"], crate::world::timestamp(later));
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+}
