@@ -29,7 +29,7 @@ cluster:
 up-kube:
 	@test -f .veil/kubeconfig || { echo "no .veil/kubeconfig: run 'make cluster' in another terminal first" >&2; exit 1; }
 	$(CARGO) build --release -p veil-operator -p veil-agent
-	$(CARGO_TARGET_DIR)/release/veil-operator run --source kube --kubeconfig .veil/kubeconfig --data-dir .veil/kube
+	$(CARGO_TARGET_DIR)/release/veil-operator run --source kube --kubeconfig .veil/kubeconfig --lease-namespace default --data-dir .veil/kube
 
 ## env: install or build the real dependencies tests use (idempotent, cached)
 env:

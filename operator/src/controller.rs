@@ -204,6 +204,9 @@ impl Controller {
                 .unwrap_or(std::time::Duration::from_secs(10)),
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Kubernetes mode: a pass when this replica becomes (or stops
+        // being) the leader.
+        let mut gate = self.kube.as_ref().map(kube_mode::KubeMode::gate);
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             agent_changes.borrow_and_update();
@@ -222,6 +225,10 @@ impl Controller {
                 changed = snapshots.changed() => if changed.is_err() { return },
                 _ = agent_changes.changed() => {}
                 _ = tick.tick() => {}
+                _ = async { match gate.as_mut() {
+                    Some(gate) => gate.changed().await,
+                    None => std::future::pending().await,
+                } } => {}
                 _ = async { match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
@@ -240,6 +247,7 @@ impl Controller {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
         if let Some(kube) = &mut self.kube {
+            kube.follow_gate();
             kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
         }
         self.complete_secrets(&world).await?;

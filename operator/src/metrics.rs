@@ -54,6 +54,9 @@ pub struct Metrics {
     pub source_errors_total: Family<SourceLabel, Counter>,
     pub source_errors: Family<SourceLabel, Gauge>,
     pub status_writes_total: Counter,
+    /// 1 while this replica may write (dir mode, or the holder of the
+    /// leader Lease in Kubernetes mode), 0 for a follower.
+    pub leader: Gauge,
     /// Bytes VLESS users moved, per server (never per user: cardinality).
     pub traffic_bytes_total: Family<ServerDirection, Counter>,
 }
@@ -73,6 +76,7 @@ impl Metrics {
         let source_errors_total = Family::<SourceLabel, Counter>::default();
         let source_errors = Family::<SourceLabel, Gauge>::default();
         let status_writes_total = Counter::default();
+        let leader = Gauge::default();
         let traffic_bytes_total = Family::<ServerDirection, Counter>::default();
         registry.register(
             "reconcile",
@@ -115,6 +119,11 @@ impl Metrics {
             status_writes_total.clone(),
         );
         registry.register(
+            "leader",
+            "1 while this replica writes statuses and task runs (the leader in Kubernetes mode), 0 while it follows",
+            leader.clone(),
+        );
+        registry.register(
             "traffic_bytes",
             "Bytes moved by VLESS users per server and direction (uplink: from clients, downlink: to clients), counted once per agent report",
             traffic_bytes_total.clone(),
@@ -129,6 +138,7 @@ impl Metrics {
             source_errors_total,
             source_errors,
             status_writes_total,
+            leader,
             traffic_bytes_total,
         }
     }

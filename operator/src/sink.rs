@@ -4,8 +4,9 @@
 //! calls [`StatusSink::write`] and the TaskRun operations.
 //!
 //! Writes to the cluster pass a [`WriteGate`]: the seam where leader
-//! election decides whether this replica may write at all. Today the gate
-//! is always open.
+//! election ([`crate::leader`]) decides whether this replica may write at
+//! all; in Kubernetes mode it is open only while this replica holds the
+//! Lease.
 //!
 //! - [`kube_status`]: statuses through the status subresource (server-side
 //!   apply, field manager `veil-operator`), retried until written;

@@ -68,6 +68,8 @@ pub struct OperatorOptions {
     /// `--source` instead of `dir:<source_dir>`, e.g. `kube` (pass
     /// `--kubeconfig` in `extra_args`).
     pub source: Option<String>,
+    /// Extra environment, e.g. `POD_NAME` (the leader-election identity).
+    pub env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -110,6 +112,7 @@ impl Operator {
             .arg(&data_dir)
             .args(&options.extra_args)
             .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);

@@ -43,9 +43,16 @@ fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// A `--source kube` operator for `cluster`, limited to `namespace` when given.
+/// A `--source kube` operator for `cluster`, limited to `namespace` when
+/// given; its leader-election Lease lives in that namespace (else in
+/// `default`), so operators of different tests do not compete.
 async fn kube_operator(cluster: &TestCluster, namespace: Option<&str>) -> Operator {
-    let mut extra_args = vec!["--kubeconfig".to_owned(), path_arg(cluster.kubeconfig())];
+    let mut extra_args = vec![
+        "--kubeconfig".to_owned(),
+        path_arg(cluster.kubeconfig()),
+        "--lease-namespace".to_owned(),
+        namespace.unwrap_or("default").to_owned(),
+    ];
     if let Some(namespace) = namespace {
         extra_args.extend(["--namespace".to_owned(), namespace.to_owned()]);
     }

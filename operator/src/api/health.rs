@@ -10,6 +10,9 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready once the source is loaded and the store answers — on a
+/// Kubernetes-mode follower too ("leader or ready follower"): a follower
+/// keeps its world current and takes over when the leader goes.
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let loaded = state.view.borrow().loaded;
     if !loaded {

@@ -12,9 +12,10 @@ use crate::admin::{self, AdminError, Provisioned};
 use crate::agents::Agents;
 use crate::api::{self, ApiState};
 use crate::controller::{Controller, ControllerError};
+use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::runs::RunBook;
-use crate::sink::{KubeStatusWriter, KubeTaskRuns, WriteGate};
+use crate::sink::{KubeStatusWriter, KubeTaskRuns};
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
@@ -67,6 +68,15 @@ pub struct RunArgs {
     /// Default: KUBECONFIG, ~/.kube/config, then the in-cluster service account.
     #[arg(long, env = "VEIL_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// With `--source kube`: namespace of the leader-election Lease
+    /// `veil-operator` (only its holder writes). Default: POD_NAMESPACE,
+    /// else `veil-system`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// With `--source kube`: this replica's name in the Lease; unique per
+    /// replica. Default: POD_NAME, else `<hostname>_<pid>`.
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
     /// Address of the HTTP API (agents, `veil-operator get`, /metrics, /healthz, /readyz).
     #[arg(long, env = "VEIL_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -105,6 +115,8 @@ impl UpArgs {
             source: SourceSpec::Dir(self.dir),
             namespace: None,
             kubeconfig: None,
+            lease_namespace: None,
+            lease_identity: None,
             listen: self.listen,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
@@ -239,21 +251,36 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         metrics.clone(),
     )
     .await?;
-    let controller = match cluster {
-        None => controller,
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (controller, elector) = match cluster {
+        None => {
+            metrics.leader.set(1);
+            (controller, None)
+        }
         Some(client) => {
-            // Leader election will hand its "I hold the Lease" switch here.
-            let gate = WriteGate::always_open();
-            controller.into_kube_mode(
+            // Only the holder of the Lease writes; a follower plans alike.
+            let config =
+                LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
+            let gauge = metrics.leader.clone();
+            let (gate, elector) = leader::spawn(
+                client.clone(),
+                config,
+                shutdown.child_token(),
+                move |leading| {
+                    gauge.set(i64::from(leading));
+                },
+            );
+            let controller = controller.into_kube_mode(
                 KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
-                KubeTaskRuns::new(client, gate),
-            )
+                KubeTaskRuns::new(client, gate.clone()),
+                gate,
+            );
+            (controller, Some(elector))
         }
     };
     let controller = tokio::spawn(controller.run(snapshot_rx));
 
     let store_for_agent = store.clone();
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let state = ApiState {
         shutdown: shutdown.clone(),
         view: view_rx,
@@ -306,6 +333,10 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         .map_err(RunError::Serve);
     if let Some(agent) = agent {
         let _ = tokio::time::timeout(Duration::from_secs(35), agent).await;
+    }
+    if let Some(elector) = elector {
+        // Releases the Lease, so a follower takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     }
     served?;
     controller.abort();

@@ -15,7 +15,14 @@
 //!   decide it again), and a deleted one is hidden until the watch reports
 //!   it gone. A failed create or delete is not an error of the pass: the
 //!   Schedule's time is not advanced, so the next pass — woken with
-//!   backoff — decides the same action again.
+//!   backoff — decides the same action again;
+//! - writes pass the [`WriteGate`] of leader election: a follower plans
+//!   like the leader but writes nothing (its runs are refused before any
+//!   request, and a run's name is derived from its Schedule and time, so
+//!   a new leader adopts a run the old one made instead of making another).
+//!   When the gate opens, the statuses in the cluster are adopted again as
+//!   "last written" and the next pass — started at once — writes every one
+//!   that differs from the plan.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -30,7 +37,7 @@ use super::{Controller, ControllerError, generated_object};
 use crate::metrics::{KindLabel, SourceLabel};
 use crate::plan::Statuses;
 use crate::plan::schedules::ScheduleActions;
-use crate::sink::{KubeStatusWriter, KubeTaskRuns, StatusSink, TaskRunWriteError};
+use crate::sink::{KubeStatusWriter, KubeTaskRuns, StatusSink, TaskRunWriteError, WriteGate};
 use crate::source::{SourceSnapshot, SourcedObject};
 
 /// First delay before a pass retries a failed TaskRun write; doubles per
@@ -45,9 +52,32 @@ pub(super) struct KubeMode {
     cluster: ClusterObjects,
     /// Passes in a row with a failed TaskRun write.
     failures: u32,
+    /// Open while this replica may write (leads).
+    gate: WriteGate,
+    /// Whether the gate was open at the last pass.
+    leading: bool,
 }
 
 impl KubeMode {
+    /// The gate leader election opens; the run loop wakes when it flips.
+    pub fn gate(&self) -> WriteGate {
+        self.gate.clone()
+    }
+
+    /// Before a pass: on becoming the leader, forget what was adopted, so
+    /// that this pass adopts the cluster's statuses again and writes every
+    /// one that differs from the plan (the previous leader may have written
+    /// others than this replica planned), and retry TaskRun writes at once.
+    pub fn follow_gate(&mut self) {
+        let open = self.gate.is_open();
+        if open && !self.leading {
+            self.cluster.adopted.clear();
+            self.cluster.adopted_version = 0;
+            self.failures = 0;
+        }
+        self.leading = open;
+    }
+
     /// TaskRuns to leave out of the world.
     pub fn hidden_runs(&self) -> &BTreeSet<ObjectKey> {
         &self.cluster.hidden
@@ -178,12 +208,23 @@ impl Controller {
     /// `statuses`, Schedule-made TaskRuns to `runs`, and the dir-mode
     /// statuses and runs loaded from the store are dropped (the cluster
     /// holds the truth). Call before [`Controller::run`].
-    pub fn into_kube_mode(mut self, statuses: KubeStatusWriter, runs: KubeTaskRuns) -> Controller {
+    ///
+    /// `gate` is the one `statuses` and `runs` write through: when it
+    /// opens, a pass starts and re-adopts the cluster's statuses (see
+    /// [`KubeMode::follow_gate`]).
+    pub fn into_kube_mode(
+        mut self,
+        statuses: KubeStatusWriter,
+        runs: KubeTaskRuns,
+        gate: WriteGate,
+    ) -> Controller {
         self.status_sink = StatusSink::Kube(statuses);
         self.kube = Some(KubeMode {
             runs,
             cluster: ClusterObjects::default(),
             failures: 0,
+            leading: false,
+            gate,
         });
         self.statuses.clear();
         self.generated.clear();

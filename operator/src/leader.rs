@@ -1,0 +1,375 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, so that two
+//! replicas of `veil-operator run --source kube` run safely: only the
+//! holder of the Lease writes to the cluster (statuses, Schedule-made
+//! TaskRuns); the other keeps its world up to date and takes over when the
+//! holder stops renewing.
+//!
+//! Contract of [`spawn`]:
+//! - the returned [`WriteGate`] starts closed and is open exactly while
+//!   this replica holds the Lease (as far as it knows: it closes the gate
+//!   when a renewal has not succeeded for [`RENEW_DEADLINE`], which is
+//!   shorter than [`LEASE_DURATION`], so an old leader stops writing before
+//!   anyone else may take the Lease over);
+//! - the Lease is taken when it is absent, has no holder, or is expired
+//!   (`renewTime + leaseDurationSeconds < now`); every write carries the
+//!   `resourceVersion` it was based on, so of two replicas racing for it one
+//!   gets `409 Conflict` and stays a follower;
+//! - it uses only `get`, `create` and `update` on `leases` in the Lease's
+//!   namespace (what `manifests/rbac.yaml` grants), never patch/list/watch;
+//! - a lost Lease is tried again every [`RETRY_PERIOD`], forever;
+//! - when `shutdown` is cancelled the gate closes and a held Lease is
+//!   released (no holder), so a follower takes over at its next try.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::sink::WriteGate;
+
+/// The Lease's name.
+pub const LEASE_NAME: &str = "veil-operator";
+/// Namespace of the Lease when neither `--lease-namespace` nor
+/// `POD_NAMESPACE` names one.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "veil-system";
+/// How long a Lease stays valid after its last renewal.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How often the leader renews.
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the leader keeps writing without a successful renewal.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a follower (or a failing leader) tries again.
+pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// One API request longer than this counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Who competes for which Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// This replica's name in `holderIdentity`; unique per replica.
+    pub identity: String,
+}
+
+impl LeaseConfig {
+    /// The Lease in `namespace` (else `POD_NAMESPACE`, else
+    /// [`DEFAULT_LEASE_NAMESPACE`]) for `identity` (else `POD_NAME`, else
+    /// `<hostname>_<pid>`).
+    pub fn from_env(namespace: Option<String>, identity: Option<String>) -> LeaseConfig {
+        let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
+        let namespace = non_empty(namespace)
+            .or_else(|| non_empty(std::env::var("POD_NAMESPACE").ok()))
+            .unwrap_or_else(|| DEFAULT_LEASE_NAMESPACE.to_owned());
+        let identity = non_empty(identity)
+            .or_else(|| non_empty(std::env::var("POD_NAME").ok()))
+            .unwrap_or_else(|| format!("{}_{}", hostname(), std::process::id()));
+        LeaseConfig {
+            namespace,
+            identity,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "veil-operator".to_owned())
+}
+
+/// Why one attempt to take or renew the Lease failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("Lease {namespace}/{LEASE_NAME}: {source}")]
+    Api {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Lease {namespace}/{LEASE_NAME}: no answer within {REQUEST_TIMEOUT:?}")]
+    Timeout { namespace: String },
+}
+
+/// What one attempt found.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// This replica holds the Lease (taken or renewed now).
+    Holding,
+    /// Another replica holds it, or won a race for it.
+    Following,
+}
+
+/// Starts competing for the Lease; returns the gate that is open while
+/// this replica leads, and the task (it ends after `shutdown`, having
+/// released a held Lease). `on_change` is called with every change of
+/// leadership (for the `veil_leader` gauge).
+pub fn spawn(
+    client: kube::Client,
+    config: LeaseConfig,
+    shutdown: CancellationToken,
+    on_change: impl Fn(bool) + Send + Sync + 'static,
+) -> (WriteGate, JoinHandle<()>) {
+    let (switch, open) = watch::channel(false);
+    let elector = Elector {
+        api: Api::namespaced(client, &config.namespace),
+        config,
+        switch,
+        on_change: Box::new(on_change),
+    };
+    (WriteGate::new(open), tokio::spawn(elector.run(shutdown)))
+}
+
+struct Elector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    switch: watch::Sender<bool>,
+    on_change: Box<dyn Fn(bool) + Send + Sync>,
+}
+
+impl Elector {
+    async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(lease = %self.lease_path(), identity = %self.config.identity, "competing for the leader Lease");
+        // Until when the Lease we hold is surely ours (last renewal + deadline).
+        let mut holding_until: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            let started = Instant::now();
+            let wait = match self.attempt().await {
+                Ok(Attempt::Holding) => {
+                    if failing {
+                        tracing::info!("the leader Lease answers again");
+                        failing = false;
+                    }
+                    holding_until = Some(started + RENEW_DEADLINE);
+                    self.set_leading(true);
+                    RENEW_INTERVAL
+                }
+                Ok(Attempt::Following) => {
+                    failing = false;
+                    holding_until = None;
+                    self.set_leading(false);
+                    RETRY_PERIOD
+                }
+                Err(error) => {
+                    if failing {
+                        tracing::debug!(%error, "leader election: retrying");
+                    } else {
+                        tracing::warn!(%error, "leader election: could not read or write the Lease; retrying");
+                        failing = true;
+                    }
+                    RETRY_PERIOD
+                }
+            };
+            // Sleep until the next attempt, but stop writing the moment the
+            // renew deadline passes.
+            let next = Instant::now() + wait;
+            let wake = holding_until.map_or(next, |until| until.min(next));
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            if holding_until.is_some_and(|until| Instant::now() >= until) {
+                tracing::warn!(deadline = ?RENEW_DEADLINE, "could not renew the leader Lease in time; stopped writing");
+                holding_until = None;
+                self.set_leading(false);
+            }
+        }
+        let was_leading = *self.switch.borrow();
+        self.set_leading(false);
+        if was_leading {
+            match self.release().await {
+                Ok(()) => tracing::info!("released the leader Lease"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not release the leader Lease; it expires by itself");
+                }
+            }
+        }
+    }
+
+    fn lease_path(&self) -> String {
+        format!("{}/{LEASE_NAME}", self.config.namespace)
+    }
+
+    fn set_leading(&self, leading: bool) {
+        let changed = self.switch.send_if_modified(|open| {
+            let changed = *open != leading;
+            *open = leading;
+            changed
+        });
+        if changed {
+            if leading {
+                tracing::info!(identity = %self.config.identity, "became the leader: writing statuses and task runs");
+            } else {
+                tracing::info!(identity = %self.config.identity, "not the leader: not writing to the cluster");
+            }
+            (self.on_change)(leading);
+        }
+    }
+
+    /// One get, then at most one create or update.
+    async fn attempt(&self) -> Result<Attempt, LeaderError> {
+        let now = Timestamp::now();
+        let Some(mut lease) = self.call(self.api.get_opt(LEASE_NAME)).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(LEASE_NAME.to_owned()),
+                    namespace: Some(self.config.namespace.clone()),
+                    labels: Some(
+                        [("app.kubernetes.io/managed-by".to_owned(), "veil".to_owned())].into(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.held_spec(now, now, 0)),
+            };
+            return self.won(
+                self.call(self.api.create(&PostParams::default(), &lease))
+                    .await,
+            );
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let spec = if holder == self.config.identity {
+            LeaseSpec {
+                renew_time: Some(MicroTime(now)),
+                lease_duration_seconds: Some(lease_seconds()),
+                ..spec
+            }
+        } else if holder.is_empty() || expired(&spec, now) {
+            let transitions = spec.lease_transitions.unwrap_or(0).saturating_add(1);
+            self.held_spec(now, now, transitions)
+        } else {
+            return Ok(Attempt::Following);
+        };
+        lease.spec = Some(spec);
+        self.won(
+            self.call(self.api.replace(LEASE_NAME, &PostParams::default(), &lease))
+                .await,
+        )
+    }
+
+    /// A write's result: ours, or lost to a concurrent writer (409).
+    fn won(&self, result: Result<Lease, LeaderError>) -> Result<Attempt, LeaderError> {
+        match result {
+            Ok(_) => Ok(Attempt::Holding),
+            Err(LeaderError::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 409 => Ok(Attempt::Following),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn held_spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.config.identity.clone()),
+            lease_duration_seconds: Some(lease_seconds()),
+            acquire_time: Some(MicroTime(acquired)),
+            renew_time: Some(MicroTime(renewed)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Gives up a Lease this replica still holds: no holder, so the next
+    /// try of a follower takes it.
+    async fn release(&self) -> Result<(), LeaderError> {
+        let Some(mut lease) = self.call(self.api.get_opt(LEASE_NAME)).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        self.call(self.api.replace(LEASE_NAME, &PostParams::default(), &lease))
+            .await
+            .map(|_| ())
+    }
+
+    async fn call<T>(
+        &self,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, LeaderError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(LeaderError::Api {
+                namespace: self.config.namespace.clone(),
+                source,
+            }),
+            Err(_) => Err(LeaderError::Timeout {
+                namespace: self.config.namespace.clone(),
+            }),
+        }
+    }
+}
+
+fn lease_seconds() -> i32 {
+    i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// Whether a Lease held by someone else may be taken over at `now`: its
+/// last renewal (or acquisition) plus its duration lies in the past. A
+/// Lease without either time is expired.
+fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let Some(MicroTime(renewed)) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(0)).saturating_mul(1000);
+    renewed.as_millisecond().saturating_add(duration_ms) < now.as_millisecond()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_duration_from_the_last_renewal() {
+        let spec = LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(15),
+            acquire_time: Some(MicroTime(at(0))),
+            renew_time: Some(MicroTime(at(100))),
+            ..LeaseSpec::default()
+        };
+        assert!(!expired(&spec, at(110)));
+        assert!(!expired(&spec, at(115)));
+        assert!(expired(&spec, at(116)));
+        assert!(expired(&LeaseSpec::default(), at(0)), "no times: expired");
+    }
+
+    #[test]
+    fn the_old_leader_stops_writing_before_the_lease_can_be_taken() {
+        assert!(RENEW_INTERVAL < RENEW_DEADLINE);
+        assert!(RENEW_DEADLINE + REQUEST_TIMEOUT <= LEASE_DURATION);
+    }
+
+    #[test]
+    fn explicit_names_win_over_the_environment() {
+        let config = LeaseConfig::from_env(Some("ns".into()), Some("me".into()));
+        assert_eq!(
+            config,
+            LeaseConfig {
+                namespace: "ns".into(),
+                identity: "me".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Leader election against a real kube-apiserver with etcd: two
+//! `veil-operator run --source kube` processes with distinct `POD_NAME`s,
+//! one Lease. Exactly one holds it and only that one writes; a Schedule
+//! makes one TaskRun per scheduled time; after `kill -9` of the leader the
+//! follower takes the Lease over, writes the status of a later spec change,
+//! keeps scheduling without making any run twice, and releases the Lease
+//! when stopped gracefully.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use veil_e2e::kube::TestCluster;
+use veil_e2e::process::{Operator, OperatorOptions};
+
+/// The namespace of this test's objects and of its Lease.
+const NS: &str = "leader-election";
+/// Upper bound of waits for statuses and runs (a run every minute).
+const WAIT: Duration = Duration::from_secs(150);
+/// Upper bound of the wait for a takeover (lease duration 15 s plus tries).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(250);
+
+const OBJECTS: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {name: pool, namespace: leader-election}
+spec:
+  nodeSelector: {matchLabels: {role: leader-test}}
+  maxParallelTasks: 1
+  executors: [shell]
+---
+apiVersion: veil.dev/v1alpha1
+kind: Schedule
+metadata: {name: every-minute, namespace: leader-election}
+spec:
+  schedule: \"* * * * *\"
+  task:
+    executor: shell
+    shell: {command: [\"true\"]}
+";
+
+async fn start(cluster: &TestCluster, name: &str) -> Operator {
+    let unused = tempfile::tempdir().unwrap();
+    Operator::start_with(
+        unused.path(),
+        OperatorOptions {
+            source: Some("kube".into()),
+            extra_args: vec![
+                "--kubeconfig".into(),
+                cluster.kubeconfig().display().to_string(),
+                "--namespace".into(),
+                NS.into(),
+            ],
+            env: vec![
+                ("POD_NAME".into(), name.into()),
+                ("POD_NAMESPACE".into(), NS.into()),
+            ],
+            ..OperatorOptions::default()
+        },
+    )
+    .await
+}
+
+fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get", "-n", NS];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    let output = cluster.kubectl(&all);
+    if output.status.success() {
+        return Some(serde_json::from_slice(&output.stdout).unwrap());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("NotFound"), "kubectl {all:?}: {stderr}");
+    None
+}
+
+/// `holderIdentity` of the Lease, if it exists and has a holder.
+fn holder(cluster: &TestCluster) -> Option<String> {
+    let lease = get_json(cluster, &["lease", "veil-operator"])?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// One sample of a metric without labels in `operator`'s `/metrics`.
+async fn metric(operator: &Operator, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", operator.url))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `check` until it returns `Some`; panics after `limit` with the logs.
+async fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    logs: &[&Operator],
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
+            panic!(
+                "timed out after {limit:?} waiting for {what}\noperator logs:\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The Schedule's TaskRuns: scheduled time → names.
+fn runs_by_time(cluster: &TestCluster) -> BTreeMap<String, Vec<String>> {
+    let list = get_json(
+        cluster,
+        &["taskruns", "-l", "veil.dev/schedule=every-minute"],
+    )
+    .unwrap();
+    let mut by_time: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for run in list["items"].as_array().unwrap() {
+        let time = run["metadata"]["annotations"]["veil.dev/scheduled-time"]
+            .as_str()
+            .expect("a Schedule-made run names its scheduled time")
+            .to_owned();
+        let name = run["metadata"]["name"].as_str().unwrap().to_owned();
+        by_time.entry(time).or_default().push(name);
+    }
+    by_time
+}
+
+fn assert_one_run_per_time(by_time: &BTreeMap<String, Vec<String>>) {
+    for (time, names) in by_time {
+        assert_eq!(names.len(), 1, "scheduled time {time} has runs {names:?}");
+    }
+}
+
+/// The Runner's status, once it is for generation `generation`.
+fn runner_observed(cluster: &TestCluster, generation: i64) -> Option<Value> {
+    let runner = get_json(cluster, &["runners", "pool"])?;
+    (runner["metadata"]["generation"].as_i64() == Some(generation)
+        && runner["status"]["observedGeneration"].as_i64() == Some(generation))
+    .then_some(runner)
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_killed() {
+    let cluster = TestCluster::shared().await;
+    cluster.kubectl_ok(&["create", "namespace", NS]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, OBJECTS).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
+
+    let mut a = Some(start(cluster, "veil-a").await);
+    let mut b = Some(start(cluster, "veil-b").await);
+
+    // Exactly one holds the Lease; it says so in /metrics, the other not.
+    let first = {
+        let both = [a.as_ref().unwrap(), b.as_ref().unwrap()];
+        wait_for("a Lease holder", WAIT, &both, async || holder(cluster)).await
+    };
+    assert!(first == "veil-a" || first == "veil-b", "holder {first}");
+    let (mut leader, follower) = if first == "veil-a" {
+        (a.take().unwrap(), b.take().unwrap())
+    } else {
+        (b.take().unwrap(), a.take().unwrap())
+    };
+    let both = [&leader, &follower];
+    wait_for("veil_leader 1 on the holder", WAIT, &both, async || {
+        (metric(&leader, "veil_leader").await? == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&follower, "veil_leader").await, Some(0.0));
+
+    // Statuses are written — by the leader only.
+    wait_for("the Runner's status", WAIT, &both, async || {
+        runner_observed(cluster, 1)
+    })
+    .await;
+    let schedule_runs = wait_for("a TaskRun of the Schedule", WAIT, &both, async || {
+        let runs = runs_by_time(cluster);
+        (!runs.is_empty()).then_some(runs)
+    })
+    .await;
+    assert_one_run_per_time(&schedule_runs);
+    assert!(metric(&leader, "veil_status_writes_total").await.unwrap() > 0.0);
+    assert_eq!(
+        metric(&follower, "veil_status_writes_total").await,
+        Some(0.0),
+        "a follower writes no status\n{}",
+        follower.log()
+    );
+    assert!(!follower.log().contains("created a task run"));
+    assert_eq!(holder(cluster).as_deref(), Some(first.as_str()));
+
+    // kill -9 the leader: no release, the Lease must expire.
+    leader.kill();
+    let second = if first == "veil-a" {
+        "veil-b"
+    } else {
+        "veil-a"
+    };
+    let only = [&follower];
+    wait_for(
+        "the follower to take the Lease",
+        TAKEOVER_WAIT,
+        &only,
+        async || (holder(cluster)? == second).then_some(()),
+    )
+    .await;
+    wait_for("veil_leader 1 on the new leader", WAIT, &only, async || {
+        (metric(&follower, "veil_leader").await? == 1.0).then_some(())
+    })
+    .await;
+
+    // A spec change after the failover gets its status from the new leader.
+    cluster.kubectl_ok(&[
+        "patch",
+        "-n",
+        NS,
+        "runner",
+        "pool",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxParallelTasks":2}}"#,
+    ]);
+    wait_for(
+        "the Runner's status after the spec change",
+        WAIT,
+        &only,
+        async || runner_observed(cluster, 2),
+    )
+    .await;
+    assert!(metric(&follower, "veil_status_writes_total").await.unwrap() > 0.0);
+
+    // The new leader keeps scheduling, and no scheduled time has two runs.
+    let before = schedule_runs.len();
+    let after = wait_for(
+        "a TaskRun made by the new leader",
+        WAIT,
+        &only,
+        async || {
+            let runs = runs_by_time(cluster);
+            (runs.len() > before && follower.log().contains("created a task run")).then_some(runs)
+        },
+    )
+    .await;
+    assert_one_run_per_time(&after);
+    for time in schedule_runs.keys() {
+        assert!(after.contains_key(time), "run for {time} kept: {after:?}");
+    }
+
+    // A graceful stop releases the Lease at once.
+    let mut new_leader = follower;
+    new_leader.stop();
+    assert_eq!(holder(cluster), None, "released on stop");
+    drop(leader);
+}
