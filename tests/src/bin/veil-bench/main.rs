@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use veil_e2e::process::{Agent, Operator, OperatorOptions};
 
+mod kube;
 mod tasks;
 mod vless;
 
@@ -23,6 +24,9 @@ async fn main() {
     }
     if only.is_empty() || only == "vless" {
         vless::run_all().await;
+    }
+    if only.is_empty() || only == "kube" {
+        kube::run_all().await;
     }
 }
 
