@@ -248,14 +248,14 @@ impl Operator {
 
     /// Sends SIGTERM (graceful stop) and waits up to 10 s.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            terminate(child, Duration::from_secs(10));
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
         }
     }
 }
 
 /// SIGTERM, then SIGKILL if `child` has not exited within `grace`.
-fn terminate(mut child: Child, grace: Duration) {
+pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -444,8 +444,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            terminate(child, Duration::from_secs(5));
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
         }
     }
 }

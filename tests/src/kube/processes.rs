@@ -133,21 +133,7 @@ rm -rf -- "$0""#;
         .ok_or_else(|| anyhow!("the cluster watcher has no stdin pipe"))
 }
 
-/// SIGTERM, then SIGKILL if `child` has not exited within `grace`.
-pub fn terminate(child: &mut Child, grace: Duration) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    kill(child);
-}
+pub use crate::process::terminate;
 
 /// SIGKILL, and reap.
 pub fn kill(child: &mut Child) {
