@@ -1,8 +1,9 @@
 # Veil — every CI step is a target here; .ci/run calls exactly these.
 #
 # Heavy builds live outside the source tree, keyed by version, so a warm
-# `make test` stays fast: cargo's target dir, kube-apiserver, kubectl, etcd,
-# xray and helm builds go under $(VEIL_CACHE).
+# `make test` stays fast: cargo's target dir, kube-apiserver,
+# kube-controller-manager, kubectl, etcd, xray and helm builds go under
+# $(VEIL_CACHE).
 
 SHELL := /bin/bash
 VEIL_CACHE ?= $(HOME)/.cache/veil
@@ -20,7 +21,7 @@ up:
 	$(CARGO) build --release -p veil-operator -p veil-agent
 	$(CARGO_TARGET_DIR)/release/veil-operator up $(EXAMPLE_DIR)
 
-## cluster: real etcd + kube-apiserver with Veil's CRDs until Ctrl-C; kubeconfig at .veil/kubeconfig
+## cluster: real etcd + kube-apiserver + kube-controller-manager (GC) with Veil's CRDs until Ctrl-C; kubeconfig at .veil/kubeconfig
 cluster:
 	bash scripts/env-kube.sh
 	$(CARGO) run -q -p veil-e2e --bin veil-cluster -- --kubeconfig .veil/kubeconfig

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes parts the tests run: kube-apiserver and kubectl
-# from the Go module k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3
-# at the version that Kubernetes release itself requires. Versions are pinned
-# in scripts/kube/go.mod (written by scripts/kube/pin.sh, with go.sum); the
-# binaries are cached under ${VEIL_CACHE:-$HOME/.cache/veil}, keyed by both
-# versions, and linked into $VEIL_CACHE/bin. Idempotent: nothing is built when
-# the pinned versions are already there.
+# Builds the real Kubernetes parts the tests run: kube-apiserver,
+# kube-controller-manager (its garbage collector acts on ownerReferences) and
+# kubectl from the Go module k8s.io/kubernetes, and etcd from
+# go.etcd.io/etcd/server/v3 at the version that Kubernetes release itself
+# requires. Versions are pinned in scripts/kube/go.mod (written by
+# scripts/kube/pin.sh, with go.sum); the binaries are cached under
+# ${VEIL_CACHE:-$HOME/.cache/veil}, keyed by both versions, and linked into
+# $VEIL_CACHE/bin. Idempotent: only binaries missing from the cache are built,
+# so nothing is built when the pinned versions are already there.
 #
 # Change the release with `bash scripts/kube/pin.sh vX.Y.Z`, then `make env`.
 set -euo pipefail
@@ -31,9 +33,19 @@ KUBE_VERSION="$(pinned k8s.io/kubernetes)"
 ETCD_VERSION="$(pinned go.etcd.io/etcd/server/v3)"
 dest="$VEIL_CACHE/kubernetes-$KUBE_VERSION-etcd-$ETCD_VERSION"
 
+# The binaries, by the Go package each is built from.
+declare -A packages=(
+    [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+    [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+    [kubectl]=k8s.io/kubernetes/cmd/kubectl
+    [etcd]=go.etcd.io/etcd/server/v3
+)
+binaries=(kube-apiserver kube-controller-manager kubectl etcd)
+
+# Builds the binaries named as arguments into $dest, leaving the others there.
 build() {
     command -v go >/dev/null || die "Go is needed to build kube-apiserver; install Go >= $(sed -n 's/^go //p' "$module_dir/go.mod")"
-    log "building kube-apiserver, kubectl $KUBE_VERSION and etcd $ETCD_VERSION from their Go modules (takes minutes the first time)"
+    log "building $* (kubernetes $KUBE_VERSION, etcd $ETCD_VERSION) from their Go modules (takes minutes the first time)"
     local started=$SECONDS
     local work
     work="$(mktemp -d "$VEIL_CACHE/.kubernetes-build.XXXXXX")"
@@ -51,30 +63,42 @@ build() {
         ldflags+=" -X $package.gitVersion=$KUBE_VERSION -X $package.gitMajor=$major"
         ldflags+=" -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
     done
-    # One `go build` for all three, so shared packages compile once. The
+    local binary
+    local targets=()
+    for binary in "$@"; do
+        targets+=("${packages[$binary]}")
+    done
+    # One `go build` for all of them, so shared packages compile once. The
     # checked-in go.sum is authoritative (-mod=readonly).
     (cd "$module_dir" && CGO_ENABLED=0 go build -mod=readonly -tags providerless -trimpath \
-        -ldflags "$ldflags" -o "$work/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3)
+        -ldflags "$ldflags" -o "$work/" "${targets[@]}")
     # go names the etcd binary after its module path without the /v3 suffix.
-    mv "$work/server" "$work/etcd"
-    rm -rf "$dest"
+    if [[ -e "$work/server" ]]; then
+        mv "$work/server" "$work/etcd"
+    fi
     mkdir -p "$dest"
-    mv "$work/kube-apiserver" "$work/kubectl" "$work/etcd" "$dest/"
+    for binary in "$@"; do
+        mv -f "$work/$binary" "$dest/$binary"
+    done
     rm -rf "$work"
     trap - EXIT
-    log "kube-apiserver, kubectl and etcd built in $((SECONDS - started)) s"
+    log "$* built in $((SECONDS - started)) s"
 }
 
-if [[ ! -x "$dest/kube-apiserver" || ! -x "$dest/kubectl" || ! -x "$dest/etcd" ]]; then
-    build
+missing=()
+for binary in "${binaries[@]}"; do
+    [[ -x "$dest/$binary" ]] || missing+=("$binary")
+done
+if ((${#missing[@]} > 0)); then
+    build "${missing[@]}"
 fi
-for binary in kube-apiserver kubectl etcd; do
+for binary in "${binaries[@]}"; do
     ln -sfn "$dest/$binary" "$BIN/$binary"
 done
 
 first_line() { local out; out="$("$@" 2>/dev/null || true)"; printf '%s' "${out%%$'\n'*}"; }
 echo "kubernetes in $BIN (put it on PATH):"
 echo "  kube-apiserver: $(first_line "$BIN/kube-apiserver" --version)"
+echo "  kube-controller-manager: $(first_line "$BIN/kube-controller-manager" --version)"
 echo "  kubectl: $(first_line "$BIN/kubectl" version --client)"
 echo "  etcd: $(first_line "$BIN/etcd" --version)"

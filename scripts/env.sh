@@ -18,7 +18,7 @@ fi
 # ansible-core (PyPI) and OpenTofu (built from its Go module) for the task driver tests.
 bash "$here/env-tools.sh"
 
-# kube-apiserver, kubectl and etcd (built from their Go modules) for the
+# kube-apiserver, kube-controller-manager, kubectl and etcd (built from their Go modules) for the
 # Kubernetes-mode tests and `make cluster`.
 bash "$here/env-kube.sh"
 
