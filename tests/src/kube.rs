@@ -8,7 +8,12 @@
 //! `manifests/crds/` and waits until every CRD is Established. Each wait is
 //! bounded and fails with the tail of the process's log.
 //!
-//! Both processes are killed (by PID) when the cluster is dropped, and — for
+//! [`TestCluster::start_controller_manager`] adds `kube-controller-manager`
+//! with the garbage collector and the namespace controller, for tests of
+//! what the cluster does with `ownerReferences`; without it nothing acts on
+//! them.
+//!
+//! Every process is killed (by PID) when the cluster is dropped, and — for
 //! a cluster that is never dropped, like [`TestCluster::shared`] — by a
 //! watcher process as soon as the test process exits. Missing binaries fail
 //! the test with "run `make env`"; nothing is skipped.
@@ -36,6 +41,8 @@ const ETCD_READY: Duration = Duration::from_secs(60);
 const APISERVER_READY: Duration = Duration::from_secs(120);
 /// How long `kubectl wait` waits for the CRDs to be Established.
 const CRDS_ESTABLISHED: &str = "60s";
+/// How long the controller manager may take to answer `/healthz` with 200.
+const CONTROLLER_MANAGER_READY: Duration = Duration::from_secs(60);
 /// Grace before SIGKILL when the API server is stopped.
 const APISERVER_STOP_GRACE: Duration = Duration::from_secs(15);
 /// Attempts at starting a process whose free port was taken meanwhile.
@@ -56,6 +63,7 @@ pub struct TestCluster {
 struct Processes {
     etcd: Option<Child>,
     apiserver: Option<Child>,
+    controller_manager: Option<Child>,
 }
 
 impl TestCluster {
@@ -188,6 +196,67 @@ impl TestCluster {
         kube::Client::try_from(config).expect("a kube client")
     }
 
+    /// What the controller manager logged so far.
+    pub fn controller_manager_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kube-controller-manager.log")).unwrap_or_default()
+    }
+
+    /// Starts `kube-controller-manager` (garbage collector and namespace
+    /// controller, no leader election) against this cluster on a free
+    /// loopback port, and waits until its `/healthz` answers 200. It is
+    /// killed with the cluster. The garbage collector builds its graph of
+    /// owners in the background after that, so a test waits for its effect
+    /// with a deadline rather than assuming it is immediate.
+    ///
+    /// # Panics
+    /// If it is already running, its binary is missing (run `make env`), or
+    /// it does not become healthy.
+    pub async fn start_controller_manager(&self) {
+        assert!(
+            self.lock().controller_manager.is_none(),
+            "the controller manager is already running"
+        );
+        if let Err(error) = self.try_start_controller_manager().await {
+            panic!("starting kube-controller-manager: {error:#}");
+        }
+    }
+
+    async fn try_start_controller_manager(&self) -> Result<()> {
+        let log = self.dir.join("kube-controller-manager.log");
+        let mut last = anyhow!("no attempt made");
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let command = processes::controller_manager_command(&self.files, port)?;
+            let child = processes::spawn_logged(command, &log)?;
+            {
+                let mut processes = self.lock();
+                processes.controller_manager = Some(child);
+                self.record_pids(&processes);
+            }
+            let http = self.https_client()?;
+            let healthz = format!("https://127.0.0.1:{port}/healthz");
+            let result = wait_ready(
+                "kube-controller-manager",
+                &log,
+                CONTROLLER_MANAGER_READY,
+                || exit_status(&mut self.lock().controller_manager),
+                || async {
+                    http.get(&healthz)
+                        .send()
+                        .await
+                        .is_ok_and(|response| response.status().is_success())
+                },
+            )
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(NotReady::Exited(error)) if port_taken(&error) => last = error,
+                Err(error) => return Err(error.into_error()),
+            }
+        }
+        Err(last)
+    }
+
     /// Stops the API server (SIGTERM, SIGKILL after a grace period); etcd
     /// keeps running. Does nothing when it is not running.
     pub fn stop_apiserver(&self) {
@@ -226,11 +295,15 @@ impl TestCluster {
     }
 
     fn record_pids(&self, processes: &Processes) {
-        let pids: Vec<u32> = [&processes.etcd, &processes.apiserver]
-            .into_iter()
-            .flatten()
-            .map(Child::id)
-            .collect();
+        let pids: Vec<u32> = [
+            &processes.etcd,
+            &processes.apiserver,
+            &processes.controller_manager,
+        ]
+        .into_iter()
+        .flatten()
+        .map(Child::id)
+        .collect();
         // Without the file the watcher kills nothing; the children still die on drop.
         let _ = processes::write_pids(&self.dir, &pids);
     }
@@ -393,6 +466,9 @@ impl Drop for TestCluster {
         let mut processes = self.lock();
         // Nothing left for the watcher to kill: these PIDs may be reused.
         let _ = processes::write_pids(&self.dir, &[]);
+        if let Some(mut child) = processes.controller_manager.take() {
+            kill(&mut child);
+        }
         if let Some(mut child) = processes.apiserver.take() {
             kill(&mut child);
         }

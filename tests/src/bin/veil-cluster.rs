@@ -1,5 +1,6 @@
 //! `make cluster`: the tests' Kubernetes control plane for a person — real
-//! etcd and kube-apiserver from `make env` on loopback, Veil's CRDs
+//! etcd, kube-apiserver and kube-controller-manager (garbage collector and
+//! namespace controller) from `make env` on loopback, Veil's CRDs
 //! installed — running until Ctrl-C (or SIGTERM), then stopped and removed.
 //!
 //! `veil-cluster [--kubeconfig PATH]` also copies the kubeconfig to PATH
@@ -15,6 +16,8 @@ async fn main() -> Result<()> {
     let copy_to = kubeconfig_arg()?;
     eprintln!("starting etcd and kube-apiserver …");
     let cluster = TestCluster::start().await;
+    eprintln!("starting kube-controller-manager (garbage collector, namespaces) …");
+    cluster.start_controller_manager().await;
     let kubeconfig = match &copy_to {
         Some(path) => {
             if let Some(parent) = path.parent() {

@@ -14,7 +14,8 @@ use super::files::ClusterFiles;
 /// The name of the file in the cluster dir that lists the PIDs the watcher kills.
 const PID_FILE: &str = "pids";
 
-/// A binary `make env` builds (`etcd`, `kube-apiserver`, `kubectl`):
+/// A binary `make env` builds (`etcd`, `kube-apiserver`,
+/// `kube-controller-manager`, `kubectl`):
 /// `$VEIL_CACHE/bin/NAME`, else `~/.cache/veil/bin/NAME`.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let candidates = [
@@ -27,7 +28,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .find(|path| path.exists())
         .ok_or_else(|| {
             anyhow!(
-                "{name} not found: run `make env` (it builds etcd, kube-apiserver, kubectl and helm into ~/.cache/veil/bin)"
+                "{name} not found: run `make env` (it builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm into ~/.cache/veil/bin)"
             )
         })
 }
@@ -82,6 +83,35 @@ pub fn apiserver_command(
             &files.sa_private_key,
         ))
         .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--profiling=false")
+        .arg("--v=1");
+    Ok(command)
+}
+
+/// `kube-controller-manager` against the API server of `files.kubeconfig`,
+/// running only the controllers the tests need: the garbage collector
+/// (acts on `ownerReferences`) and the namespace controller (empties a
+/// deleted namespace). No leader election (one instance). Its secure port
+/// (health checks) listens on `127.0.0.1:port` with the cluster's serving
+/// certificate, which is valid for 127.0.0.1.
+///
+/// It authenticates with the admin token (`system:masters`): with
+/// `--use-service-account-credentials=false` (the default) every controller
+/// uses this identity, and the garbage collector must be allowed to delete
+/// any kind, custom resources included.
+pub fn controller_manager_command(files: &ClusterFiles, port: u16) -> Result<Command> {
+    let mut command = Command::new(binary("kube-controller-manager")?);
+    let path = |flag: &str, path: &Path| format!("--{flag}={}", path.display());
+    command
+        .arg(path("kubeconfig", &files.kubeconfig))
+        .arg(path("authentication-kubeconfig", &files.kubeconfig))
+        .arg(path("authorization-kubeconfig", &files.kubeconfig))
+        .arg("--controllers=garbage-collector-controller,namespace-controller")
+        .arg("--leader-elect=false")
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(path("tls-cert-file", &files.serving_cert))
+        .arg(path("tls-private-key-file", &files.serving_key))
         .arg("--profiling=false")
         .arg("--v=1");
     Ok(command)
