@@ -304,6 +304,9 @@ impl Controller {
                     && (snapshot.objects.contains_key(key) || self.generated.contains_key(key))
             });
         }
+        if let Some(kube) = &self.kube {
+            kube.report_transitions(&self.statuses, &changes, &snapshot.objects, &self.generated);
+        }
         let written = self.status_sink.write(&changes).await?;
         self.metrics.status_writes_total.inc_by(written as u64);
         self.statuses = plan.statuses;

@@ -11,8 +11,11 @@
 //! - [`kube_status`]: statuses through the status subresource (server-side
 //!   apply, field manager `veil-operator`), retried until written;
 //! - [`kube_runs`]: Schedule-made TaskRuns as cluster objects owned by
-//!   their Schedule.
+//!   their Schedule;
+//! - [`kube_events`]: Events for the transitions of statuses a person
+//!   should see (node lost, task failed, …), rate-limited.
 
+pub mod kube_events;
 pub mod kube_runs;
 pub mod kube_status;
 #[cfg(test)]
@@ -28,6 +31,7 @@ use veil_crds::object::ObjectKey;
 use crate::store::{Store, StoreError};
 use crate::world::object_ref;
 
+pub use self::kube_events::KubeEvents;
 pub use self::kube_runs::{KubeTaskRuns, TaskRunWriteError};
 pub use self::kube_status::KubeStatusWriter;
 

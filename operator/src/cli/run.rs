@@ -15,7 +15,7 @@ use crate::controller::{Controller, ControllerError};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::runs::RunBook;
-use crate::sink::{KubeStatusWriter, KubeTaskRuns};
+use crate::sink::{KubeEvents, KubeStatusWriter, KubeTaskRuns};
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
@@ -262,6 +262,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             let config =
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
             let gauge = metrics.leader.clone();
+            let identity = config.identity.clone();
             let (gate, elector) = leader::spawn(
                 client.clone(),
                 config,
@@ -272,7 +273,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             );
             let controller = controller.into_kube_mode(
                 KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
-                KubeTaskRuns::new(client, gate.clone()),
+                KubeTaskRuns::new(client.clone(), gate.clone()),
+                KubeEvents::spawn(client, gate.clone(), identity),
                 gate,
             );
             (controller, Some(elector))

@@ -22,7 +22,11 @@
 //!   a new leader adopts a run the old one made instead of making another).
 //!   When the gate opens, the statuses in the cluster are adopted again as
 //!   "last written" and the next pass — started at once — writes every one
-//!   that differs from the plan.
+//!   that differs from the plan;
+//! - the transitions in a pass's status changes (old → new) become
+//!   Kubernetes Events ([`KubeEvents`]), on the leader only. The old
+//!   status is the adopted one after a start or a change of leader, so
+//!   transitions from before are not reported again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -37,7 +41,12 @@ use super::{Controller, ControllerError, generated_object};
 use crate::metrics::{KindLabel, SourceLabel};
 use crate::plan::Statuses;
 use crate::plan::schedules::ScheduleActions;
-use crate::sink::{KubeStatusWriter, KubeTaskRuns, StatusSink, TaskRunWriteError, WriteGate};
+use crate::sink::kube_events::Regarding;
+use crate::sink::kube_events::transitions::transitions;
+use crate::sink::{
+    KubeEvents, KubeStatusWriter, KubeTaskRuns, StatusChange, StatusSink, TaskRunWriteError,
+    WriteGate,
+};
 use crate::source::{SourceSnapshot, SourcedObject};
 
 /// First delay before a pass retries a failed TaskRun write; doubles per
@@ -49,6 +58,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Kubernetes mode's part of the controller state.
 pub(super) struct KubeMode {
     runs: KubeTaskRuns,
+    events: KubeEvents,
     cluster: ClusterObjects,
     /// Passes in a row with a failed TaskRun write.
     failures: u32,
@@ -95,6 +105,37 @@ impl KubeMode {
     /// See [`ClusterObjects::settle_adopted`].
     pub fn settle_adopted(&mut self, written: &mut Statuses, planned: &Statuses) {
         self.cluster.settle_adopted(written, planned);
+    }
+
+    /// Reports the transitions in `changes` (statuses about to be written)
+    /// as Events, comparing each with its `old` status; nothing unless this
+    /// replica leads. `objects` and `generated` give the objects' uids.
+    pub fn report_transitions(
+        &self,
+        old: &Statuses,
+        changes: &[StatusChange],
+        objects: &BTreeMap<ObjectKey, SourcedObject>,
+        generated: &BTreeMap<ObjectKey, SourcedObject>,
+    ) {
+        if !self.events.is_open() {
+            return;
+        }
+        for (key, new) in changes {
+            let Some(new) = new else { continue };
+            let found = transitions(key.kind, old.get(key).map(|s| &**s), new);
+            if found.is_empty() {
+                continue;
+            }
+            let uid = objects
+                .get(key)
+                .or_else(|| generated.get(key))
+                .and_then(|sourced| sourced.object.meta().uid.clone());
+            let regarding = Regarding {
+                key: key.clone(),
+                uid,
+            };
+            self.events.submit(&regarding, found);
+        }
     }
 
     /// See [`ClusterObjects::adopt_cluster_statuses`].
@@ -205,22 +246,25 @@ fn without_nulls(value: Value) -> Value {
 
 impl Controller {
     /// Switches this controller to Kubernetes mode: statuses go to
-    /// `statuses`, Schedule-made TaskRuns to `runs`, and the dir-mode
+    /// `statuses`, Schedule-made TaskRuns to `runs`, transitions to
+    /// `events`, and the dir-mode
     /// statuses and runs loaded from the store are dropped (the cluster
     /// holds the truth). Call before [`Controller::run`].
     ///
-    /// `gate` is the one `statuses` and `runs` write through: when it
+    /// `gate` is the one `statuses`, `runs` and `events` write through: when it
     /// opens, a pass starts and re-adopts the cluster's statuses (see
     /// [`KubeMode::follow_gate`]).
     pub fn into_kube_mode(
         mut self,
         statuses: KubeStatusWriter,
         runs: KubeTaskRuns,
+        events: KubeEvents,
         gate: WriteGate,
     ) -> Controller {
         self.status_sink = StatusSink::Kube(statuses);
         self.kube = Some(KubeMode {
             runs,
+            events,
             cluster: ClusterObjects::default(),
             failures: 0,
             leading: false,
