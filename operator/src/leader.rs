@@ -192,7 +192,9 @@ impl Elector {
         let advertising = self.config.endpoint.as_ref().map(Url::as_str);
         tracing::info!(lease = %self.lease_path(), identity = %self.config.identity, endpoint = ?advertising, "competing for the leader Lease");
         if advertising.is_none() {
-            tracing::warn!("no endpoint to advertise (set --advertise-url, or POD_IP, or --listen on a specific address): while this replica leads, followers answer /v1/ requests with 503");
+            tracing::warn!(
+                "no endpoint to advertise (set --advertise-url, or POD_IP, or --listen on a specific address): while this replica leads, followers answer /v1/ requests with 503"
+            );
         }
         // Until when the Lease we hold is surely ours (last renewal + deadline).
         let mut holding_until: Option<Instant> = None;

@@ -198,10 +198,16 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     )
     .await;
     assert_eq!(run["status"]["node"], "fwd-node", "{run:#}");
-    let forwarded = metric(&follower, "veil_forwarded_requests_total{result=\"forwarded\"}")
-        .await
-        .unwrap();
-    assert!(forwarded >= 2.0, "register and polls went through: {forwarded}");
+    let forwarded = metric(
+        &follower,
+        "veil_forwarded_requests_total{result=\"forwarded\"}",
+    )
+    .await
+    .unwrap();
+    assert!(
+        forwarded >= 2.0,
+        "register and polls went through: {forwarded}"
+    );
 
     // `veil-operator get` through the follower, with the leader's admin token.
     let leader_token = leader.data_dir.join("admin.token");
@@ -224,7 +230,11 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
         &leader_token,
         &["taskruns", "through-follower", "-n", NS],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("Succeeded"),
         "{}",
@@ -234,7 +244,9 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     let (status, _) = follower.api("/v1/objects/taskruns").await;
     assert_eq!(status, 401);
     // Health, readiness and metrics stay the follower's own.
-    let ready = reqwest::get(format!("{}/readyz", follower.url)).await.unwrap();
+    let ready = reqwest::get(format!("{}/readyz", follower.url))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 
     // The leader dies; until its Lease expires the follower knows no

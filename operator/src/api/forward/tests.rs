@@ -75,7 +75,8 @@ struct Follower {
 async fn follower(state: LeaderState) -> Follower {
     let (leader, rx) = watch::channel(state);
     let metrics = Arc::new(Metrics::new());
-    let forwarder = Forwarder::new(rx, "veil-b", metrics.clone(), CancellationToken::new()).unwrap();
+    let forwarder =
+        Forwarder::new(rx, "veil-b", metrics.clone(), CancellationToken::new()).unwrap();
     let app = Router::new()
         .route("/v1/echo", any(|| async { "local" }))
         .route("/healthz", get(|| async { "local" }))
@@ -228,9 +229,7 @@ async fn a_request_waiting_while_the_leader_is_unknown_goes_on_once_it_is_known(
 async fn a_long_poll_longer_than_thirty_seconds_passes_through() {
     let leader = upstream(Arc::new(AtomicUsize::new(0))).await;
     let f = follower(following(Some(leader))).await;
-    let response = reqwest::get(f.url.join("/v1/slow").unwrap())
-        .await
-        .unwrap();
+    let response = reqwest::get(f.url.join("/v1/slow").unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(TIMEOUT > Duration::from_secs(u64::from(LONG_POLL_SECONDS) + 5));
 }
