@@ -4,6 +4,9 @@
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open, as Kubernetes probes and
 //! Prometheus expect; everything under `/v1/` needs the admin token.
+//!
+//! In Kubernetes mode a follower serves `/v1/` by handing each request to
+//! the leader ([`forward`]).
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use crate::view::View;
 pub mod agent;
 mod auth;
 mod credentials;
+pub mod forward;
 mod health;
 mod logs;
 mod objects;
@@ -42,6 +46,9 @@ pub struct ApiState {
     /// Cancelled when the operator stops: open long-polls answer at once
     /// instead of holding the graceful shutdown for up to 30 s.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Kubernetes mode: hands `/v1/` requests to the leader while this
+    /// replica follows. `None` (dir mode): every request is served here.
+    pub forwarder: Option<Arc<forward::Forwarder>>,
 }
 
 /// The whole router.
@@ -65,13 +72,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/register", axum::routing::post(agent::register))
         .route("/v1/agent/assignment", get(agent::assignment))
         .route("/v1/agent/report", axum::routing::post(agent::report));
-    Router::new()
+    let forwarder = state.forwarder.clone();
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(admin)
         .merge(agent)
-        .with_state(state)
+        .with_state(state);
+    match forwarder {
+        // Outermost: a follower passes `/v1/` on before any token check.
+        Some(forwarder) => router.layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            forward::forward,
+        )),
+        None => router,
+    }
 }
 
 #[cfg(test)]

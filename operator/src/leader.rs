@@ -18,7 +18,12 @@
 //!   namespace (what `manifests/rbac.yaml` grants), never patch/list/watch;
 //! - a lost Lease is tried again every [`RETRY_PERIOD`], forever;
 //! - when `shutdown` is cancelled the gate closes and a held Lease is
-//!   released (no holder), so a follower takes over at its next try.
+//!   released (no holder), so a follower takes over at its next try;
+//! - the holder writes its API endpoint ([`LeaseConfig::endpoint`]) into
+//!   the annotation [`ENDPOINT_ANNOTATION`] with every take-over and
+//!   renewal, and the returned `watch::Receiver<LeaderState>` says after
+//!   every attempt who leads and where it serves (followers read the Lease
+//!   every [`RETRY_PERIOD`]), so followers can hand requests to it.
 
 use std::time::Duration;
 
@@ -33,6 +38,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::WriteGate;
+
+mod endpoint;
+
+pub use endpoint::{ENDPOINT_ANNOTATION, advertised};
+use reqwest::Url;
 
 /// The Lease's name.
 pub const LEASE_NAME: &str = "veil-operator";
@@ -57,6 +67,26 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// This replica's name in `holderIdentity`; unique per replica.
     pub identity: String,
+    /// Base URL of this replica's API, advertised on the Lease while it
+    /// leads (see [`advertised`]); `None` advertises nothing.
+    pub endpoint: Option<Url>,
+}
+
+/// Who leads, as far as this replica knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LeaderState {
+    /// Not known yet (no attempt finished), or this replica lost the
+    /// Lease without learning who holds it now.
+    #[default]
+    Unknown,
+    /// This replica holds the Lease.
+    Leader,
+    /// Another replica holds the Lease; `endpoint` is where it serves, if
+    /// it advertises a usable URL.
+    Follower {
+        holder: String,
+        endpoint: Option<Url>,
+    },
 }
 
 impl LeaseConfig {
@@ -74,6 +104,7 @@ impl LeaseConfig {
         LeaseConfig {
             namespace,
             identity,
+            endpoint: None,
         }
     }
 }
@@ -105,40 +136,66 @@ pub enum LeaderError {
 enum Attempt {
     /// This replica holds the Lease (taken or renewed now).
     Holding,
-    /// Another replica holds it, or won a race for it.
-    Following,
+    /// Another replica holds it (`holder`, serving at `endpoint`), or won a
+    /// race for it (holder and endpoint unknown until the next read).
+    Following {
+        holder: String,
+        endpoint: Option<Url>,
+    },
 }
 
-/// Starts competing for the Lease; returns the gate that is open while
-/// this replica leads, and the task (it ends after `shutdown`, having
-/// released a held Lease). `on_change` is called with every change of
-/// leadership (for the `veil_leader` gauge).
+/// What [`spawn`] hands back.
+pub struct Election {
+    /// Open while this replica leads.
+    pub gate: WriteGate,
+    /// Who leads and where it serves, updated after every attempt.
+    pub state: watch::Receiver<LeaderState>,
+    /// The election task; it ends after `shutdown`, having released a held
+    /// Lease.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts competing for the Lease. `on_change` is called with every change
+/// of leadership (for the `veil_leader` gauge).
 pub fn spawn(
     client: kube::Client,
     config: LeaseConfig,
     shutdown: CancellationToken,
     on_change: impl Fn(bool) + Send + Sync + 'static,
-) -> (WriteGate, JoinHandle<()>) {
+) -> Election {
     let (switch, open) = watch::channel(false);
+    let (state, state_rx) = watch::channel(LeaderState::Unknown);
     let elector = Elector {
         api: Api::namespaced(client, &config.namespace),
         config,
         switch,
+        state,
         on_change: Box::new(on_change),
     };
-    (WriteGate::new(open), tokio::spawn(elector.run(shutdown)))
+    Election {
+        gate: WriteGate::new(open),
+        state: state_rx,
+        task: tokio::spawn(elector.run(shutdown)),
+    }
 }
 
 struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     switch: watch::Sender<bool>,
+    state: watch::Sender<LeaderState>,
     on_change: Box<dyn Fn(bool) + Send + Sync>,
 }
 
 impl Elector {
     async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(lease = %self.lease_path(), identity = %self.config.identity, "competing for the leader Lease");
+        let advertising = self.config.endpoint.as_ref().map(Url::as_str);
+        tracing::info!(lease = %self.lease_path(), identity = %self.config.identity, endpoint = ?advertising, "competing for the leader Lease");
+        if advertising.is_none() {
+            tracing::warn!(
+                "no endpoint to advertise (set --advertise-url, or POD_IP, or --listen on a specific address): while this replica leads, followers answer /v1/ requests with 503"
+            );
+        }
         // Until when the Lease we hold is surely ours (last renewal + deadline).
         let mut holding_until: Option<Instant> = None;
         let mut failing = false;
@@ -152,12 +209,14 @@ impl Elector {
                     }
                     holding_until = Some(started + RENEW_DEADLINE);
                     self.set_leading(true);
+                    self.set_state(LeaderState::Leader);
                     RENEW_INTERVAL
                 }
-                Ok(Attempt::Following) => {
+                Ok(Attempt::Following { holder, endpoint }) => {
                     failing = false;
                     holding_until = None;
                     self.set_leading(false);
+                    self.set_state(LeaderState::Follower { holder, endpoint });
                     RETRY_PERIOD
                 }
                 Err(error) => {
@@ -182,10 +241,12 @@ impl Elector {
                 tracing::warn!(deadline = ?RENEW_DEADLINE, "could not renew the leader Lease in time; stopped writing");
                 holding_until = None;
                 self.set_leading(false);
+                self.set_state(LeaderState::Unknown);
             }
         }
         let was_leading = *self.switch.borrow();
         self.set_leading(false);
+        self.set_state(LeaderState::Unknown);
         if was_leading {
             match self.release().await {
                 Ok(()) => tracing::info!("released the leader Lease"),
@@ -216,11 +277,25 @@ impl Elector {
         }
     }
 
+    fn set_state(&self, state: LeaderState) {
+        self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            if changed {
+                if let LeaderState::Follower { holder, endpoint } = &state {
+                    let endpoint = endpoint.as_ref().map(Url::as_str);
+                    tracing::info!(%holder, endpoint = ?endpoint, "following the leader");
+                }
+                *current = state.clone();
+            }
+            changed
+        });
+    }
+
     /// One get, then at most one create or update.
     async fn attempt(&self) -> Result<Attempt, LeaderError> {
         let now = Timestamp::now();
         let Some(mut lease) = self.call(self.api.get_opt(LEASE_NAME)).await? else {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(LEASE_NAME.to_owned()),
                     namespace: Some(self.config.namespace.clone()),
@@ -231,6 +306,7 @@ impl Elector {
                 },
                 spec: Some(self.held_spec(now, now, 0)),
             };
+            endpoint::write(&mut lease, self.config.endpoint.as_ref());
             return self.won(
                 self.call(self.api.create(&PostParams::default(), &lease))
                     .await,
@@ -248,9 +324,13 @@ impl Elector {
             let transitions = spec.lease_transitions.unwrap_or(0).saturating_add(1);
             self.held_spec(now, now, transitions)
         } else {
-            return Ok(Attempt::Following);
+            return Ok(Attempt::Following {
+                holder,
+                endpoint: endpoint::read(&lease),
+            });
         };
         lease.spec = Some(spec);
+        endpoint::write(&mut lease, self.config.endpoint.as_ref());
         self.won(
             self.call(self.api.replace(LEASE_NAME, &PostParams::default(), &lease))
                 .await,
@@ -264,7 +344,10 @@ impl Elector {
             Err(LeaderError::Api {
                 source: kube::Error::Api(status),
                 ..
-            }) if status.code == 409 => Ok(Attempt::Following),
+            }) if status.code == 409 => Ok(Attempt::Following {
+                holder: String::new(),
+                endpoint: None,
+            }),
             Err(error) => Err(error),
         }
     }
@@ -294,6 +377,7 @@ impl Elector {
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
+        endpoint::write(&mut lease, None);
         self.call(self.api.replace(LEASE_NAME, &PostParams::default(), &lease))
             .await
             .map(|_| ())
@@ -368,7 +452,8 @@ mod tests {
             config,
             LeaseConfig {
                 namespace: "ns".into(),
-                identity: "me".into()
+                identity: "me".into(),
+                endpoint: None,
             }
         );
     }

@@ -35,6 +35,13 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// `{result}` labels of forwarded requests: `forwarded` (the leader
+/// answered) or `unavailable` (this replica answered 503).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
 /// `{server, direction}` labels of traffic counters: the server as
 /// `namespace/name`, the direction `uplink` (from clients) or `downlink`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +66,9 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Bytes VLESS users moved, per server (never per user: cardinality).
     pub traffic_bytes_total: Family<ServerDirection, Counter>,
+    /// Requests under `/v1/` a Kubernetes-mode follower handed to the
+    /// leader, or answered 503 for want of one.
+    pub forwarded_requests_total: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -78,6 +88,7 @@ impl Metrics {
         let status_writes_total = Counter::default();
         let leader = Gauge::default();
         let traffic_bytes_total = Family::<ServerDirection, Counter>::default();
+        let forwarded_requests_total = Family::<ResultLabel, Counter>::default();
         registry.register(
             "reconcile",
             "Reconcile passes per kind and result (success, error)",
@@ -128,6 +139,11 @@ impl Metrics {
             "Bytes moved by VLESS users per server and direction (uplink: from clients, downlink: to clients), counted once per agent report",
             traffic_bytes_total.clone(),
         );
+        registry.register(
+            "forwarded_requests",
+            "Requests under /v1/ a follower passed to the leader (result forwarded) or answered 503 for want of a reachable leader (result unavailable)",
+            forwarded_requests_total.clone(),
+        );
         Metrics {
             registry,
             reconcile_total,
@@ -140,6 +156,7 @@ impl Metrics {
             status_writes_total,
             leader,
             traffic_bytes_total,
+            forwarded_requests_total,
         }
     }
 

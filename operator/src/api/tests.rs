@@ -120,6 +120,7 @@ async fn serve() -> Served {
         ),
         heartbeat_interval_seconds: 10,
         shutdown: tokio_util::sync::CancellationToken::new(),
+        forwarder: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

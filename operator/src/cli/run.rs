@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// replica. Default: POD_NAME, else `<hostname>_<pid>`.
     #[arg(long, env = "POD_NAME")]
     pub lease_identity: Option<String>,
+    /// With `--source kube`: base URL of this replica's API, written on the
+    /// Lease while it leads so that followers hand `/v1/` requests to it.
+    /// Default: `http://$POD_IP:<--listen port>` when POD_IP is set, else
+    /// `http://<--listen>` unless that is 0.0.0.0 or `::` (then none, and
+    /// followers answer 503).
+    #[arg(long, env = "VEIL_ADVERTISE_URL")]
+    pub advertise_url: Option<reqwest::Url>,
     /// Address of the HTTP API (agents, `veil-operator get`, /metrics, /healthz, /readyz).
     #[arg(long, env = "VEIL_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -117,6 +124,7 @@ impl UpArgs {
             kubeconfig: None,
             lease_namespace: None,
             lease_identity: None,
+            advertise_url: None,
             listen: self.listen,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
@@ -150,6 +158,8 @@ pub enum RunError {
     },
     #[error("HTTP server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Forward(#[from] api::forward::ForwardError),
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -252,18 +262,22 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     )
     .await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (controller, elector) = match cluster {
+    let (controller, elector, forwarder) = match cluster {
         None => {
             metrics.leader.set(1);
-            (controller, None)
+            (controller, None, None)
         }
         Some(client) => {
-            // Only the holder of the Lease writes; a follower plans alike.
-            let config =
+            // Only the holder of the Lease writes; a follower plans alike,
+            // and hands `/v1/` requests to the leader.
+            let mut config =
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
-            let gauge = metrics.leader.clone();
+            let pod_ip = std::env::var("POD_IP").ok();
+            config.endpoint =
+                leader::advertised(args.advertise_url.as_ref(), args.listen, pod_ip.as_deref());
             let identity = config.identity.clone();
-            let (gate, elector) = leader::spawn(
+            let gauge = metrics.leader.clone();
+            let election = leader::spawn(
                 client.clone(),
                 config,
                 shutdown.child_token(),
@@ -271,13 +285,20 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                     gauge.set(i64::from(leading));
                 },
             );
+            let forwarder = api::forward::Forwarder::new(
+                election.state,
+                &identity,
+                metrics.clone(),
+                shutdown.clone(),
+            )?;
+            let gate = election.gate;
             let controller = controller.into_kube_mode(
                 KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
                 KubeTaskRuns::new(client.clone(), gate.clone()),
                 KubeEvents::spawn(client, gate.clone(), identity),
                 gate,
             );
-            (controller, Some(elector))
+            (controller, Some(election.task), Some(Arc::new(forwarder)))
         }
     };
     let controller = tokio::spawn(controller.run(snapshot_rx));
@@ -293,6 +314,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         runs,
         traffic,
         heartbeat_interval_seconds: heartbeat,
+        forwarder,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,0 +1,286 @@
+//! Followers hand `/v1/` requests to the leader, against a real
+//! kube-apiserver with etcd and real operator and agent processes: the
+//! leader advertises its API on the Lease (`veil.dev/endpoint`); an agent
+//! pointed at the follower registers, gets a TaskRun applied to the
+//! cluster and runs it to Succeeded; `veil-operator get` through the
+//! follower answers with the leader's data and admin token; with the
+//! leader gone (killed, Lease not yet expired) the follower answers 503
+//! with `Retry-After`, and once it has taken over it serves itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use veil_e2e::kube::TestCluster;
+use veil_e2e::process::{Agent, Operator, OperatorOptions, binary};
+
+/// The namespace of this test's objects and of its Lease.
+const NS: &str = "forwarding";
+const WAIT: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(250);
+
+const OBJECTS: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {name: pool, namespace: forwarding}
+spec:
+  nodeSelector: {matchLabels: {role: forward-test}}
+  maxParallelTasks: 1
+  executors: [shell]
+";
+
+const TASK_RUN: &str = "
+apiVersion: veil.dev/v1alpha1
+kind: TaskRun
+metadata: {name: through-follower, namespace: forwarding}
+spec:
+  task:
+    executor: shell
+    timeoutSeconds: 60
+    shell: {script: 'echo ran-through-the-follower'}
+";
+
+async fn start(cluster: &TestCluster, name: &str) -> Operator {
+    let unused = tempfile::tempdir().unwrap();
+    Operator::start_with(
+        unused.path(),
+        OperatorOptions {
+            source: Some("kube".into()),
+            extra_args: vec![
+                "--kubeconfig".into(),
+                cluster.kubeconfig().display().to_string(),
+                "--namespace".into(),
+                NS.into(),
+            ],
+            env: vec![
+                ("POD_NAME".into(), name.into()),
+                ("POD_NAMESPACE".into(), NS.into()),
+            ],
+            ..OperatorOptions::default()
+        },
+    )
+    .await
+}
+
+fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get", "-n", NS];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    let output = cluster.kubectl(&all);
+    if output.status.success() {
+        return Some(serde_json::from_slice(&output.stdout).unwrap());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("NotFound"), "kubectl {all:?}: {stderr}");
+    None
+}
+
+/// One sample of a metric in `operator`'s `/metrics` (`name` may include labels).
+async fn metric(operator: &Operator, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", operator.url))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `check` until it returns `Some`; panics after `limit` with the logs.
+async fn wait_for<T>(
+    what: &str,
+    logs: &[&str],
+    mut check: impl AsyncFnMut() -> Option<T>,
+    log: impl Fn() -> Vec<String>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {WAIT:?} waiting for {what}\n{}",
+                logs.iter()
+                    .zip(log())
+                    .map(|(name, text)| format!("----- {name}:\n{text}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `veil-operator get …` against `server` with the admin token in `token_file`.
+fn cli_get(server: &str, token_file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("veil-operator"))
+        .arg("get")
+        .args(args)
+        .env("VEIL_SERVER", server)
+        .env("VEIL_TOKEN_FILE", token_file)
+        .output()
+        .expect("run veil-operator get")
+}
+
+#[tokio::test]
+async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
+    let cluster = TestCluster::shared().await;
+    cluster.kubectl_ok(&["create", "namespace", NS]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, OBJECTS).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
+
+    // Operator 1 leads before operator 2 starts; each has its own store.
+    let mut leader = start(cluster, "veil-1").await;
+    wait_for(
+        "veil_leader 1 on operator 1",
+        &["leader"],
+        async || (metric(&leader, "veil_leader").await? == 1.0).then_some(()),
+        || vec![leader.log()],
+    )
+    .await;
+    let follower = start(cluster, "veil-2").await;
+    assert_eq!(metric(&follower, "veil_leader").await, Some(0.0));
+
+    // The leader advertises where it serves: --listen 127.0.0.1:PORT.
+    let lease = get_json(cluster, &["lease", "veil-operator"]).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "veil-1");
+    assert_eq!(
+        lease["metadata"]["annotations"]["veil.dev/endpoint"],
+        format!("{}/", leader.url),
+        "{lease:#}"
+    );
+
+    // The agent's token lives in the leader's store only; the agent talks
+    // to the follower, which passes everything on.
+    let token = leader.create_token("fwd-node");
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_dir = tmp.path().join("agent");
+    let agent = Agent::start_in(
+        &follower,
+        "fwd-node",
+        &["role=forward-test"],
+        &token,
+        tmp,
+        agent_dir,
+    );
+    let logs = ["leader", "follower", "agent"];
+    let all_logs = || vec![leader.log(), follower.log(), agent.log()];
+    wait_for(
+        "the agent to register with the leader",
+        &logs,
+        async || leader.log().contains("agent registered").then_some(()),
+        all_logs,
+    )
+    .await;
+    assert!(
+        !follower.log().contains("agent registered"),
+        "the follower registers no agent itself:\n{}",
+        follower.log()
+    );
+
+    // A TaskRun applied to the cluster runs on that agent and succeeds.
+    let run_file = dir.path().join("taskrun.yaml");
+    std::fs::write(&run_file, TASK_RUN).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", &run_file.display().to_string()]);
+    let run = wait_for(
+        "the TaskRun to be Succeeded in the cluster",
+        &logs,
+        async || {
+            get_json(cluster, &["taskruns", "through-follower"])
+                .filter(|run| run["status"]["phase"] == "Succeeded")
+        },
+        all_logs,
+    )
+    .await;
+    assert_eq!(run["status"]["node"], "fwd-node", "{run:#}");
+    let forwarded = metric(
+        &follower,
+        "veil_forwarded_requests_total{result=\"forwarded\"}",
+    )
+    .await
+    .unwrap();
+    assert!(
+        forwarded >= 2.0,
+        "register and polls went through: {forwarded}"
+    );
+
+    // `veil-operator get` through the follower, with the leader's admin token.
+    let leader_token = leader.data_dir.join("admin.token");
+    let out = cli_get(&follower.url, &leader_token, &["veilnodes", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "get through the follower: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"fwd-node"), "{nodes:#}");
+    let out = cli_get(
+        &follower.url,
+        &leader_token,
+        &["taskruns", "through-follower", "-n", NS],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Succeeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The leader checks the token: the follower's own admin token is not its.
+    let (status, _) = follower.api("/v1/objects/taskruns").await;
+    assert_eq!(status, 401);
+    // Health, readiness and metrics stay the follower's own.
+    let ready = reqwest::get(format!("{}/readyz", follower.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // The leader dies; until its Lease expires the follower knows no
+    // reachable leader and says so with 503 and Retry-After.
+    drop(agent);
+    leader.kill();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/objects/taskruns", follower.url))
+        .bearer_auth(std::fs::read_to_string(&leader_token).unwrap().trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+
+    // Once it holds the Lease it serves itself, with its own admin token.
+    wait_for(
+        "operator 2 to take over",
+        &["follower"],
+        async || (metric(&follower, "veil_leader").await? == 1.0).then_some(()),
+        || vec![follower.log()],
+    )
+    .await;
+    let (status, body) = follower.api("/v1/objects/taskruns").await;
+    assert_eq!(status, 200, "{body}");
+    let lease = get_json(cluster, &["lease", "veil-operator"]).unwrap();
+    assert_eq!(
+        lease["metadata"]["annotations"]["veil.dev/endpoint"],
+        format!("{}/", follower.url),
+        "{lease:#}"
+    );
+}
