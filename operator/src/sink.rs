@@ -11,8 +11,10 @@
 //! - [`kube_status`]: statuses through the status subresource (server-side
 //!   apply, field manager `veil-operator`), retried until written;
 //! - [`kube_runs`]: Schedule-made TaskRuns as cluster objects owned by
-//!   their Schedule.
+//!   their Schedule;
+//! - [`kube_nodes`]: VeilNodes for registered agents that have none.
 
+pub mod kube_nodes;
 pub mod kube_runs;
 pub mod kube_status;
 #[cfg(test)]
@@ -28,6 +30,7 @@ use veil_crds::object::ObjectKey;
 use crate::store::{Store, StoreError};
 use crate::world::object_ref;
 
+pub use self::kube_nodes::{KubeVeilNodes, NodeCreated, NodeWriteError};
 pub use self::kube_runs::{KubeTaskRuns, TaskRunWriteError};
 pub use self::kube_status::KubeStatusWriter;
 

@@ -119,6 +119,7 @@ async fn serve() -> Served {
                 .unwrap(),
         ),
         heartbeat_interval_seconds: 10,
+        node_tokens: crate::node_tokens::NodeTokens::off(),
         shutdown: tokio_util::sync::CancellationToken::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

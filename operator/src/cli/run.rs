@@ -15,7 +15,8 @@ use crate::controller::{Controller, ControllerError};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::runs::RunBook;
-use crate::sink::{KubeStatusWriter, KubeTaskRuns};
+use crate::node_tokens::{self, NodeTokens};
+use crate::sink::{KubeStatusWriter, KubeTaskRuns, KubeVeilNodes};
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
@@ -252,12 +253,22 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     )
     .await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut node_tokens = NodeTokens::off();
+    let mut _token_watch = None;
     let (controller, elector) = match cluster {
         None => {
             metrics.leader.set(1);
             (controller, None)
         }
         Some(client) => {
+            // Agent tokens from the Secrets of the operator's namespace, on
+            // every replica (followers answer agents too).
+            node_tokens = NodeTokens::listing();
+            _token_watch = Some(AbortOnDrop(node_tokens::watch::spawn(
+                client.clone(),
+                leader::operator_namespace(args.lease_namespace.clone()),
+                node_tokens.clone(),
+            )));
             // Only the holder of the Lease writes; a follower plans alike.
             let config =
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
@@ -272,7 +283,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             );
             let controller = controller.into_kube_mode(
                 KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
-                KubeTaskRuns::new(client, gate.clone()),
+                KubeTaskRuns::new(client.clone(), gate.clone()),
+                KubeVeilNodes::new(client, gate.clone()),
                 gate,
             );
             (controller, Some(elector))
@@ -291,6 +303,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         runs,
         traffic,
         heartbeat_interval_seconds: heartbeat,
+        node_tokens,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -342,6 +355,15 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     controller.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A background task that stops when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The running source; dropping it stops the watching.
