@@ -82,7 +82,11 @@ impl LeaseConfig {
 pub fn operator_namespace(explicit: Option<String>) -> String {
     explicit
         .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
         .unwrap_or_else(|| DEFAULT_LEASE_NAMESPACE.to_owned())
 }
 

@@ -163,7 +163,12 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     wait_for(
         "the agent to wait for its token file",
         || agent.log(),
-        || async { agent.log().contains("waiting for the token file").then_some(()) },
+        || async {
+            agent
+                .log()
+                .contains("waiting for the token file")
+                .then_some(())
+        },
     )
     .await;
 
@@ -195,13 +200,18 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     // The agent registers; the leader creates its VeilNode, which turns Ready.
     let created = wait_for(
         "the registered agent's VeilNode",
-        || format!("operator log:\n{}\nagent log:\n{}", operator.log(), agent.log()),
+        || {
+            format!(
+                "operator log:\n{}\nagent log:\n{}",
+                operator.log(),
+                agent.log()
+            )
+        },
         || async { get_json(cluster, &[&format!("veilnodes/{node}")]) },
     )
     .await;
     assert_eq!(
-        created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-        "veil",
+        created["metadata"]["labels"]["app.kubernetes.io/managed-by"], "veil",
         "{created:#}"
     );
     let ready = kubectl_wait(cluster, "Ready", node);
@@ -213,7 +223,11 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
         agent.log()
     );
     let listed = cluster.kubectl_ok(&["get", "veilnodes", "-o", "name"]);
-    assert!(listed.lines().any(|l| l == format!("veilnode.veil.dev/{node}")));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == format!("veilnode.veil.dev/{node}"))
+    );
     assert_eq!(
         operator.log().matches("created a VeilNode").count(),
         1,
@@ -222,7 +236,10 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     );
 
     // A token no Secret holds is 401; a token of another node is 403.
-    assert_eq!(register_status(&operator, node, "veil_node_wrong").await, 401);
+    assert_eq!(
+        register_status(&operator, node, "veil_node_wrong").await,
+        401
+    );
     assert_eq!(register_status(&operator, "edge-other", &token).await, 403);
 
     // `token revoke --kube` removes the key: the very next request is 401.
@@ -306,8 +323,7 @@ async fn token_create_refuses_a_secret_of_another_type_and_invalid_keys_are_skip
         "the hand-made Secret's token",
         || operator.log(),
         || async {
-            (register_status(&operator, "edge-typed", "veil_node_typed").await == 200)
-                .then_some(())
+            (register_status(&operator, "edge-typed", "veil_node_typed").await == 200).then_some(())
         },
     )
     .await;

@@ -43,7 +43,10 @@ fn invalid_names_and_empty_or_binary_values_are_skipped_without_the_value() {
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].starts_with("key `Edge_1` is not a valid node name"));
     assert_eq!(reasons[1], "key `edge-2` holds an empty token");
-    assert_eq!(reasons[2], "key `edge-3` holds a token that is not UTF-8 text");
+    assert_eq!(
+        reasons[2],
+        "key `edge-3` holds a token that is not UTF-8 text"
+    );
     assert!(reasons.iter().all(|r| !r.contains("secret-value")));
 }
 

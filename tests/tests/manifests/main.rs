@@ -323,10 +323,7 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
         grants(&find(&chart, "ClusterRole", "veil-operator")["rules"]),
         grants(&find(&manifests, "ClusterRole", "veil-operator")["rules"])
     );
-    for role in [
-        "veil-operator-leader-election",
-        "veil-operator-node-tokens",
-    ] {
+    for role in ["veil-operator-leader-election", "veil-operator-node-tokens"] {
         assert_eq!(
             find(&chart, "Role", role)["rules"],
             find(&manifests, "Role", role)["rules"]

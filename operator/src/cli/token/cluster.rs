@@ -16,9 +16,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use super::TokenError;
-use crate::node_tokens::{
-    DEFAULT_TOKEN_SECRET, NODE_TOKEN_SECRET_TYPE, with_token, without_token,
-};
+use crate::node_tokens::{DEFAULT_TOKEN_SECRET, NODE_TOKEN_SECRET_TYPE, with_token, without_token};
 
 /// Read-modify-write attempts before giving up on conflicts.
 const ATTEMPTS: usize = 5;
@@ -36,7 +34,10 @@ pub enum Changed {
 
 /// The Secret's API in `namespace` through `kubeconfig` (or the usual
 /// lookup: KUBECONFIG, ~/.kube/config, in-cluster).
-pub async fn secrets(kubeconfig: Option<&Path>, namespace: &str) -> Result<Api<Secret>, TokenError> {
+pub async fn secrets(
+    kubeconfig: Option<&Path>,
+    namespace: &str,
+) -> Result<Api<Secret>, TokenError> {
     let client = crate::source::kube::connect(kubeconfig).await?;
     Ok(Api::namespaced(client, namespace))
 }
