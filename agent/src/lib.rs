@@ -6,3 +6,4 @@ pub mod drivers;
 pub mod journal;
 pub mod runtime;
 pub mod supervisor;
+pub mod token_file;

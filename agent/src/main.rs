@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil_agent::runtime::{AgentConfig, run};
+use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 
 /// veil-agent: applies what the Veil operator assigns to this node (task
 /// runs now; xray, sing-box, nfqws and protocol servers as they land) and
@@ -22,7 +23,8 @@ struct Args {
     /// This node's name (the token must have been created for it).
     #[arg(long, env = "VEIL_NODE")]
     node: String,
-    /// File holding the node token.
+    /// File holding the node token. When it does not exist yet (a
+    /// Kubernetes Secret key not created yet) the agent waits for it.
     #[arg(long, env = "VEIL_TOKEN_FILE")]
     token_file: PathBuf,
     /// Node label reported at registration (repeatable): --label zone=eu.
@@ -54,31 +56,32 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args.log_format);
-    let token = match std::fs::read_to_string(&args.token_file) {
-        Ok(token) => token,
-        Err(error) => {
-            eprintln!(
-                "error: cannot read the token file {}: {error}",
-                args.token_file.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = AgentConfig {
-        node: args.node,
-        operator: args.operator,
-        token: token.trim().to_owned(),
-        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        data_dir: args.data_dir,
-        address: args.address,
-        stats_interval: args.stats_interval.as_std(),
-    };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         signal.cancel();
     });
+    // In Kubernetes the node's key may be added to the Secret after the
+    // pod starts: wait for it rather than crash-loop.
+    let token = match wait_for_token(&args.token_file, &args.node, TOKEN_FILE_POLL, &shutdown).await
+    {
+        Ok(Some(token)) => token,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = AgentConfig {
+        node: args.node,
+        operator: args.operator,
+        token,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        data_dir: args.data_dir,
+        address: args.address,
+        stats_interval: args.stats_interval.as_std(),
+    };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::agents::Agents;
 use crate::metrics::Metrics;
+use crate::node_tokens::NodeTokens;
 use crate::runs::RunBook;
 use crate::store::Store;
 use crate::traffic::TrafficBook;
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub runs: Arc<RunBook>,
     /// Traffic counters, fed by reports.
     pub traffic: Arc<TrafficBook>,
+    /// Agent tokens from node-token Secrets (Kubernetes mode; off in dir mode).
+    pub node_tokens: NodeTokens,
     /// Heartbeat interval agents are told to keep.
     pub heartbeat_interval_seconds: u32,
     /// Cancelled when the operator stops: open long-polls answer at once

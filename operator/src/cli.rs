@@ -77,6 +77,7 @@ pub enum Command {
     /// Manage node tokens for agents: create (printed once), list, revoke.
     ///
     /// Example: veil-operator token create --node edge-1 > edge-1.token
+    /// Kubernetes: veil-operator token create --node edge-1 --kube
     #[command(subcommand)]
     Token(token::TokenCommand),
 }

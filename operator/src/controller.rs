@@ -292,6 +292,8 @@ impl Controller {
             let wake = tokio::time::Instant::now() + after;
             self.wake_at = Some(self.wake_at.map_or(wake, |other| other.min(wake)));
         }
+        // After the schedule actions, which reset `wake_at`.
+        self.create_registered_nodes(snapshot, &nodes, now).await;
 
         if let Some(kube) = &mut self.kube {
             kube.settle_adopted(&mut self.statuses, &plan.statuses);

@@ -95,9 +95,7 @@ impl LeaseConfig {
     /// `<hostname>_<pid>`).
     pub fn from_env(namespace: Option<String>, identity: Option<String>) -> LeaseConfig {
         let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
-        let namespace = non_empty(namespace)
-            .or_else(|| non_empty(std::env::var("POD_NAMESPACE").ok()))
-            .unwrap_or_else(|| DEFAULT_LEASE_NAMESPACE.to_owned());
+        let namespace = operator_namespace(namespace);
         let identity = non_empty(identity)
             .or_else(|| non_empty(std::env::var("POD_NAME").ok()))
             .unwrap_or_else(|| format!("{}_{}", hostname(), std::process::id()));
@@ -107,6 +105,20 @@ impl LeaseConfig {
             endpoint: None,
         }
     }
+}
+
+/// The namespace the operator runs in: `explicit` (`--lease-namespace`),
+/// else `POD_NAMESPACE`, else [`DEFAULT_LEASE_NAMESPACE`]. It holds the
+/// leader-election Lease and the agents' node-token Secrets.
+pub fn operator_namespace(explicit: Option<String>) -> String {
+    explicit
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_LEASE_NAMESPACE.to_owned())
 }
 
 fn hostname() -> String {

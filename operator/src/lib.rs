@@ -14,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod node_tokens;
 pub mod notify;
 pub mod plan;
 pub mod runs;

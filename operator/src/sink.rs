@@ -13,9 +13,11 @@
 //! - [`kube_runs`]: Schedule-made TaskRuns as cluster objects owned by
 //!   their Schedule;
 //! - [`kube_events`]: Events for the transitions of statuses a person
-//!   should see (node lost, task failed, …), rate-limited.
+//!   should see (node lost, task failed, …), rate-limited;
+//! - [`kube_nodes`]: VeilNodes for registered agents that have none.
 
 pub mod kube_events;
+pub mod kube_nodes;
 pub mod kube_runs;
 pub mod kube_status;
 #[cfg(test)]
@@ -32,6 +34,7 @@ use crate::store::{Store, StoreError};
 use crate::world::object_ref;
 
 pub use self::kube_events::KubeEvents;
+pub use self::kube_nodes::{KubeVeilNodes, NodeCreated, NodeWriteError};
 pub use self::kube_runs::{KubeTaskRuns, TaskRunWriteError};
 pub use self::kube_status::KubeStatusWriter;
 

@@ -373,6 +373,36 @@ impl Agent {
         std::fs::create_dir_all(&data_dir).expect("agent data dir");
         let token_file = data_dir.join("node.token");
         std::fs::write(&token_file, token).expect("token file");
+        Agent::spawn_with_token_file(operator, node, labels, &token_file, tmp, data_dir, options)
+    }
+
+    /// Starts an agent reading its token from `token_file`, which may not
+    /// exist yet (the agent waits for it, as a DaemonSet pod waits for its
+    /// node's key in the mounted Secret).
+    pub fn start_with_token_file(operator: &Operator, node: &str, token_file: &Path) -> Agent {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("agent");
+        std::fs::create_dir_all(&data_dir).expect("agent data dir");
+        Agent::spawn_with_token_file(
+            operator,
+            node,
+            &[],
+            token_file,
+            tmp,
+            data_dir,
+            &AgentOptions::default(),
+        )
+    }
+
+    fn spawn_with_token_file(
+        operator: &Operator,
+        node: &str,
+        labels: &[&str],
+        token_file: &Path,
+        tmp: tempfile::TempDir,
+        data_dir: PathBuf,
+        options: &AgentOptions,
+    ) -> Agent {
         let log_path = data_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -386,7 +416,7 @@ impl Agent {
             .arg("--node")
             .arg(node)
             .arg("--token-file")
-            .arg(&token_file)
+            .arg(token_file)
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "info")

@@ -3,7 +3,10 @@
 //!
 //! Every request carries a node token. A missing, unknown or revoked token
 //! is 401; a token used for another node's data is 403. Tokens are compared
-//! by hash and never logged.
+//! by hash and never logged. A token is valid when the store holds it
+//! (`veil-operator token create`) or, in Kubernetes mode, a node-token
+//! Secret does ([`crate::node_tokens`]); until those Secrets are first
+//! listed, a token the store does not know is answered 503 (retry), not 401.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use veil_crds::wire::{NodeReport, RegisterRequest, RegisterResponse, ReportAck};
 
 use super::ApiState;
 use crate::admin::hash_token;
+use crate::node_tokens::Lookup;
 
 /// How often agents report when nothing happens, unless `--heartbeat-interval` says
 /// otherwise; 3 missed intervals make a node NotReady.
@@ -44,11 +48,21 @@ impl FromRequestParts<ApiState> for NodeIdentity {
                     "missing `Authorization: Bearer <node token>`",
                 )
             })?;
-        match state.store.node_for_token_hash(&hash_token(token)).await {
+        let hash = hash_token(token);
+        // Secrets first (in memory); the store's tokens keep working too.
+        let from_secrets = state.node_tokens.lookup(&hash);
+        if let Lookup::Node(node) = from_secrets {
+            return Ok(NodeIdentity(node));
+        }
+        match state.store.node_for_token_hash(&hash).await {
             Ok(Some(node)) => Ok(NodeIdentity(node)),
+            Ok(None) if from_secrets == Lookup::NotListed => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the operator has not listed its node-token Secrets yet; try again",
+            )),
             Ok(None) => Err(error(
                 StatusCode::UNAUTHORIZED,
-                "unknown or revoked node token (create one with `veil-operator token create --node NAME`)",
+                "unknown or revoked node token (create one with `veil-operator token create --node NAME`, with `--kube` in Kubernetes mode)",
             )),
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,

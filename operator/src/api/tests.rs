@@ -119,6 +119,7 @@ async fn serve() -> Served {
                 .unwrap(),
         ),
         heartbeat_interval_seconds: 10,
+        node_tokens: crate::node_tokens::NodeTokens::off(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         forwarder: None,
     };

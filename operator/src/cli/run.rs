@@ -14,8 +14,9 @@ use crate::api::{self, ApiState};
 use crate::controller::{Controller, ControllerError};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::node_tokens::{self, NodeTokens};
 use crate::runs::RunBook;
-use crate::sink::{KubeEvents, KubeStatusWriter, KubeTaskRuns};
+use crate::sink::{KubeEvents, KubeStatusWriter, KubeTaskRuns, KubeVeilNodes};
 use crate::source::SourceSnapshot;
 use crate::source::dir::{DirOptions, DirSource};
 use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
@@ -262,12 +263,23 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     )
     .await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut node_tokens = NodeTokens::off();
+    let mut _token_watch = None;
     let (controller, elector, forwarder) = match cluster {
         None => {
             metrics.leader.set(1);
             (controller, None, None)
         }
         Some(client) => {
+            // Agent tokens from the Secrets of the operator's namespace, on
+            // every replica (a follower forwards agents to the leader, and
+            // serves them itself once it leads).
+            node_tokens = NodeTokens::listing();
+            _token_watch = Some(AbortOnDrop(node_tokens::watch::spawn(
+                client.clone(),
+                leader::operator_namespace(args.lease_namespace.clone()),
+                node_tokens.clone(),
+            )));
             // Only the holder of the Lease writes; a follower plans alike,
             // and hands `/v1/` requests to the leader.
             let mut config =
@@ -295,7 +307,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             let controller = controller.into_kube_mode(
                 KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
                 KubeTaskRuns::new(client.clone(), gate.clone()),
-                KubeEvents::spawn(client, gate.clone(), identity),
+                KubeEvents::spawn(client.clone(), gate.clone(), identity),
+                KubeVeilNodes::new(client, gate.clone()),
                 gate,
             );
             (controller, Some(election.task), Some(Arc::new(forwarder)))
@@ -315,6 +328,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         traffic,
         heartbeat_interval_seconds: heartbeat,
         forwarder,
+        node_tokens,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -366,6 +380,15 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     controller.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A background task that stops when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The running source; dropping it stops the watching.

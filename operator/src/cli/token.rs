@@ -2,6 +2,12 @@
 //!
 //! Works on the store directly (SQLite file or PostgreSQL), so it runs next
 //! to a running operator. A token is printed once and stored only as a hash.
+//!
+//! With `--kube` (Kubernetes mode), `create` and `revoke` change the
+//! node-token Secret of the operator's namespace instead ([`cluster`]): every
+//! replica accepts what it holds, and the agent DaemonSet mounts it.
+
+mod cluster;
 
 use std::path::PathBuf;
 
@@ -9,6 +15,8 @@ use chrono::Utc;
 use veil_crds::validate::DnsName;
 
 use crate::admin::{generate_token, hash_token};
+use crate::leader::operator_namespace;
+use crate::node_tokens::{DEFAULT_TOKEN_SECRET, NODE_TOKEN_SECRET_TYPE};
 use crate::store::{Store, StoreError, StoreTarget};
 
 use super::DEFAULT_DATA_DIR;
@@ -24,28 +32,57 @@ pub struct StoreArgs {
     pub database_url: Option<String>,
 }
 
+/// Where tokens go in Kubernetes mode.
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// Kubernetes mode: write the Secret `veil-agent-tokens` (type
+    /// `veil.dev/node-token`) in the operator's namespace instead of the store.
+    #[arg(long)]
+    pub kube: bool,
+    /// With --kube: the kubeconfig to use (its current context). Default:
+    /// KUBECONFIG, ~/.kube/config, then the in-cluster service account.
+    #[arg(long, requires = "kube")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kube: the operator's namespace. Default: POD_NAMESPACE, else
+    /// `veil-system`.
+    #[arg(long, requires = "kube")]
+    pub namespace: Option<String>,
+}
+
 /// `token` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
     /// Create a token for one node and print it once (store it in the agent's --token-file).
+    ///
+    /// With --kube the token goes into the Secret `veil-agent-tokens` under the
+    /// node's name (a node's previous token there is replaced).
     Create {
         /// Node name the token is bound to (the agent's --node).
         #[arg(long)]
         node: String,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// List tokens (ids, nodes, creation and revocation times; never the tokens).
     List {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Revoke a token by id; the agent using it gets 401 from then on.
+    /// Revoke a token by id (or, with --kube, a node's token by node name);
+    /// the agent using it gets 401 from then on.
     Revoke {
         /// Token id as shown by `token list`.
-        id: String,
+        #[arg(required_unless_present = "kube", conflicts_with = "kube")]
+        id: Option<String>,
+        /// With --kube: the node whose key is removed from `veil-agent-tokens`.
+        #[arg(long, requires = "kube", required_if_eq("kube", "true"))]
+        node: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
 }
 
@@ -58,6 +95,23 @@ pub enum TokenError {
     NodeName(String, String),
     #[error("no active token with id `{0}` (see `veil-operator token list`)")]
     NotFound(String),
+    #[error("Kubernetes: {0}")]
+    Connect(#[from] crate::source::kube::ConnectError),
+    #[error("Secret {namespace}/{secret}: {source}", secret = DEFAULT_TOKEN_SECRET)]
+    Kube {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "Secret {namespace}/{secret} has type `{found}`, but the operator reads only Secrets of type `{NODE_TOKEN_SECRET_TYPE}` and a type cannot change: move its keys to a new Secret of that type (or delete it and create the tokens again)",
+        secret = DEFAULT_TOKEN_SECRET
+    )]
+    WrongSecretType { namespace: String, found: String },
+    #[error("Secret {0}/{secret} kept changing under us; try again", secret = DEFAULT_TOKEN_SECRET)]
+    Conflicts(String),
+    #[error("Secret {namespace}/{secret} has no token for node `{node}`", secret = DEFAULT_TOKEN_SECRET)]
+    NoClusterToken { node: String, namespace: String },
 }
 
 async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
@@ -68,7 +122,36 @@ async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
 /// Runs a token subcommand, printing its result on stdout.
 pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
     match command {
-        TokenCommand::Create { node, store } => {
+        TokenCommand::Create { node, kube, .. } if kube.kube => {
+            DnsName::parse(&node).map_err(|e| TokenError::NodeName(node.clone(), e.to_string()))?;
+            let namespace = operator_namespace(kube.namespace);
+            let api = cluster::secrets(kube.kubeconfig.as_deref(), &namespace).await?;
+            let token = generate_token("veil_node_");
+            let changed = cluster::put_token(&api, &namespace, &node, &token).await?;
+            if changed == cluster::Changed::Replaced {
+                eprintln!(
+                    "replaced the previous token of node {node}: an agent still using it gets 401 until it reads the new one"
+                );
+            }
+            eprintln!(
+                "token for node {node} stored in Secret {namespace}/{DEFAULT_TOKEN_SECRET} under key {node} (shown once):"
+            );
+            println!("{token}");
+        }
+        TokenCommand::Revoke {
+            node: Some(node),
+            kube,
+            ..
+        } if kube.kube => {
+            let namespace = operator_namespace(kube.namespace);
+            let api = cluster::secrets(kube.kubeconfig.as_deref(), &namespace).await?;
+            cluster::remove_token(&api, &namespace, &node).await?;
+            println!(
+                "token of node {node} removed from Secret {namespace}/{DEFAULT_TOKEN_SECRET} at {}",
+                crate::world::timestamp(Utc::now())
+            );
+        }
+        TokenCommand::Create { node, store, .. } => {
             DnsName::parse(&node).map_err(|e| TokenError::NodeName(node.clone(), e.to_string()))?;
             let store = open(&store).await?;
             let token = generate_token("veil_node_");
@@ -97,7 +180,9 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
                 );
             }
         }
-        TokenCommand::Revoke { id, store } => {
+        TokenCommand::Revoke { id, store, .. } => {
+            // clap requires the id without --kube and the node with it.
+            let id = id.unwrap_or_default();
             let store = open(&store).await?;
             if !store.revoke_node_token(&id).await? {
                 return Err(TokenError::NotFound(id));

@@ -27,6 +27,12 @@
 //!   Kubernetes Events ([`KubeEvents`]), on the leader only. The old
 //!   status is the adopted one after a start or a change of leader, so
 //!   transitions from before are not reported again.
+//! - the leader creates a VeilNode for every live registered agent that
+//!   has none in the cluster ([`nodes_to_create`]); until the watch reports
+//!   it, the node is not created again. A node whose agent is silent
+//!   (NotReady) gets none, so a VeilNode deleted after its machine is gone
+//!   stays deleted; one deleted while its agent is live comes back, as a
+//!   kubelet's Node does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -38,14 +44,15 @@ use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
 
 use super::{Controller, ControllerError, generated_object};
+use crate::agents::NodeObservation;
 use crate::metrics::{KindLabel, SourceLabel};
 use crate::plan::Statuses;
 use crate::plan::schedules::ScheduleActions;
 use crate::sink::kube_events::Regarding;
 use crate::sink::kube_events::transitions::transitions;
 use crate::sink::{
-    KubeEvents, KubeStatusWriter, KubeTaskRuns, StatusChange, StatusSink, TaskRunWriteError,
-    WriteGate,
+    KubeEvents, KubeStatusWriter, KubeTaskRuns, KubeVeilNodes, NodeCreated, NodeWriteError,
+    StatusChange, StatusSink, TaskRunWriteError, WriteGate,
 };
 use crate::source::{SourceSnapshot, SourcedObject};
 
@@ -66,6 +73,12 @@ pub(super) struct KubeMode {
     gate: WriteGate,
     /// Whether the gate was open at the last pass.
     leading: bool,
+    /// Creates VeilNodes for registered agents.
+    nodes: KubeVeilNodes,
+    /// VeilNodes created (or found existing) that the watch has not reported yet.
+    nodes_created: BTreeSet<String>,
+    /// Passes in a row with a failed VeilNode create.
+    node_failures: u32,
 }
 
 impl KubeMode {
@@ -84,6 +97,7 @@ impl KubeMode {
             self.cluster.adopted.clear();
             self.cluster.adopted_version = 0;
             self.failures = 0;
+            self.node_failures = 0;
         }
         self.leading = open;
     }
@@ -259,6 +273,7 @@ impl Controller {
         statuses: KubeStatusWriter,
         runs: KubeTaskRuns,
         events: KubeEvents,
+        nodes: KubeVeilNodes,
         gate: WriteGate,
     ) -> Controller {
         self.status_sink = StatusSink::Kube(statuses);
@@ -269,6 +284,9 @@ impl Controller {
             failures: 0,
             leading: false,
             gate,
+            nodes,
+            nodes_created: BTreeSet::new(),
+            node_failures: 0,
         });
         self.statuses.clear();
         self.generated.clear();
@@ -368,6 +386,81 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Kubernetes mode, leader only: creates a VeilNode for every live
+    /// registered agent without one (see [`nodes_to_create`]). A failed
+    /// create is retried by a later pass, woken with backoff.
+    pub(super) async fn create_registered_nodes(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        nodes: &BTreeMap<String, NodeObservation>,
+        now: DateTime<Utc>,
+    ) {
+        let node_timeout = self.node_timeout;
+        let Some(kube) = &mut self.kube else {
+            return;
+        };
+        kube.nodes_created
+            .retain(|name| !snapshot.objects.contains_key(&node_key(name)));
+        if !kube.nodes.may_write() {
+            return;
+        }
+        let mut failed = None;
+        for name in nodes_to_create(snapshot, nodes, &kube.nodes_created, now, node_timeout) {
+            match kube.nodes.create(&name).await {
+                Ok(NodeCreated::Created) => {
+                    tracing::info!(node = %name, "created a VeilNode for a registered agent");
+                    kube.nodes_created.insert(name);
+                }
+                Ok(NodeCreated::Existed) => {
+                    kube.nodes_created.insert(name);
+                }
+                Err(NodeWriteError::GateClosed) => return,
+                Err(error) => {
+                    failed = Some((name, error));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => kube.node_failures = 0,
+            Some((name, error)) => {
+                kube.node_failures += 1;
+                let delay = retry_delay(kube.node_failures);
+                tracing::warn!(node = %name, %error, retry_in = ?delay, "could not create a VeilNode for a registered agent");
+                let at = tokio::time::Instant::now() + delay;
+                self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
+            }
+        }
+    }
+}
+
+fn node_key(name: &str) -> ObjectKey {
+    ObjectKey::new(Kind::VeilNode, "", name)
+}
+
+/// The registered nodes that need a VeilNode in the cluster: their agent
+/// was heard from within `node_timeout` (a node that is not Ready gets
+/// none), the cluster has no VeilNode of that name, and none was created
+/// already (`created`, awaiting the watch).
+pub(super) fn nodes_to_create(
+    snapshot: &SourceSnapshot,
+    nodes: &BTreeMap<String, NodeObservation>,
+    created: &BTreeSet<String>,
+    now: DateTime<Utc>,
+    node_timeout: chrono::Duration,
+) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|(name, node)| {
+            now - node.last_seen <= node_timeout
+                && !created.contains(*name)
+                && !snapshot.objects.contains_key(&node_key(name))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The wait before retry number `failures` (1-based).
 fn retry_delay(failures: u32) -> Duration {
     FIRST_RETRY
@@ -448,6 +541,48 @@ spec:
         let planned = Statuses::from([(key.clone(), raw(r#"{"phase":"Disabled"}"#))]);
         other.settle_adopted(&mut written, &planned);
         assert_ne!(written[&key].get(), r#"{"phase":"Disabled"}"#);
+    }
+
+    fn observed(node: &str, last_seen: DateTime<Utc>) -> (String, NodeObservation) {
+        let registration = veil_crds::wire::RegisterRequest {
+            node: node.to_owned(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            agent_version: "0.1.0".into(),
+            labels: BTreeMap::new(),
+            capabilities: Vec::new(),
+            address: None,
+        };
+        let observation = NodeObservation {
+            registration,
+            registered_at: last_seen,
+            last_seen,
+            applied_revision: 0,
+            servers: Vec::new(),
+            servers_reported_at: None,
+            servers_seq: 0,
+        };
+        (node.to_owned(), observation)
+    }
+
+    #[test]
+    fn only_live_agents_without_a_veil_node_get_one_created_once() {
+        let now = Utc::now();
+        let timeout = chrono::Duration::seconds(30);
+        let source = snapshot(
+            "apiVersion: veil.dev/v1alpha1\nkind: VeilNode\nmetadata: {name: declared}\nspec: {}\n",
+        );
+        let nodes = BTreeMap::from([
+            observed("declared", now),
+            observed("new", now - chrono::Duration::seconds(5)),
+            observed("pending", now),
+            observed("gone", now - chrono::Duration::seconds(31)),
+        ]);
+        let created = BTreeSet::from(["pending".to_owned()]);
+        assert_eq!(
+            nodes_to_create(&source, &nodes, &created, now, timeout),
+            ["new"]
+        );
     }
 
     #[test]

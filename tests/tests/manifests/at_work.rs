@@ -2,7 +2,9 @@
 //! holding nothing but its ServiceAccount's token, does its work against
 //! the real API server — watches every kind in every namespace, reads the
 //! Secret a task names, writes statuses, creates a Schedule's TaskRun and
-//! deletes it beyond the history limit — without one refused request.
+//! deletes it beyond the history limit, creates the VeilNode of a
+//! registered agent, watches the node-token Secrets of its namespace —
+//! without one refused request.
 //!
 //! The operator and agent are started here directly (built binaries, logs
 //! in a temp dir, killed by PID on drop), with the arguments the
@@ -259,6 +261,16 @@ spec:
             .filter(|schedule| schedule["status"]["phase"] == "Completed")
     })
     .await;
+
+    // The agent's VeilNode was created for it (the leader's `create`).
+    let node = eventually("VeilNode of the registered agent", &operator, || {
+        get(cluster, &["veilnodes/rbac-node"])
+    })
+    .await;
+    assert_eq!(
+        node["metadata"]["labels"]["app.kubernetes.io/managed-by"], "veil",
+        "{node:#}"
+    );
 
     let log = operator.log();
     for refused in ["forbidden", "Forbidden", "code: 403"] {

@@ -114,6 +114,8 @@ fn manifest_objects() -> BTreeSet<String> {
         "clusterrolebinding.rbac.authorization.k8s.io/veil-operator",
         "role.rbac.authorization.k8s.io/veil-operator-leader-election",
         "rolebinding.rbac.authorization.k8s.io/veil-operator-leader-election",
+        "role.rbac.authorization.k8s.io/veil-operator-node-tokens",
+        "rolebinding.rbac.authorization.k8s.io/veil-operator-node-tokens",
         "deployment.apps/veil-operator",
         "service/veil-operator",
         "poddisruptionbudget.policy/veil-operator",
@@ -321,10 +323,12 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
         grants(&find(&chart, "ClusterRole", "veil-operator")["rules"]),
         grants(&find(&manifests, "ClusterRole", "veil-operator")["rules"])
     );
-    assert_eq!(
-        find(&chart, "Role", "veil-operator-leader-election")["rules"],
-        find(&manifests, "Role", "veil-operator-leader-election")["rules"]
-    );
+    for role in ["veil-operator-leader-election", "veil-operator-node-tokens"] {
+        assert_eq!(
+            find(&chart, "Role", role)["rules"],
+            find(&manifests, "Role", role)["rules"]
+        );
+    }
     for (kind, name) in [("Deployment", "veil-operator"), ("DaemonSet", "veil-agent")] {
         assert_eq!(
             pod_spec(find(&chart, kind, name)),
@@ -364,6 +368,8 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
             "RoleBinding/veil-demo/veil-operator",
             "Role/veil-system/veil-operator-leader-election",
             "RoleBinding/veil-system/veil-operator-leader-election",
+            "Role/veil-system/veil-operator-node-tokens",
+            "RoleBinding/veil-system/veil-operator-node-tokens",
         ]
         .map(str::to_owned)
         .into()

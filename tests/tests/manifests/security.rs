@@ -100,6 +100,7 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
             "veil-demo",
         ],
         &["patch", "veilnodes.veil.dev", "--subresource=status"],
+        &["create", "veilnodes.veil.dev"],
         &[
             "patch",
             "taskruns.veil.dev",
@@ -143,8 +144,8 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
         ],
         &["patch", "schedules.veil.dev", "-n", "veil-demo"],
         &["patch", "taskruns.veil.dev", "-n", "veil-demo"],
-        &["create", "veilnodes.veil.dev"],
         &["delete", "veilnodes.veil.dev"],
+        &["update", "veilnodes.veil.dev"],
         &["delete", "secrets", "-n", "veil-demo"],
         &["delete", "events", "-n", "veil-demo"],
         &["create", "pods", "-n", "veil-system"],
@@ -218,6 +219,7 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
         grant(&format!("{plural}.veil.dev"), &read);
         grant(&format!("{plural}.veil.dev/status"), &["patch"]);
     }
+    grant("veilnodes.veil.dev", &["create"]);
     grant("taskruns.veil.dev", &["create", "delete"]);
     grant("schedules.veil.dev/finalizers", &["update"]);
     grant(
@@ -293,13 +295,18 @@ async fn namespace_scoped_chart_rbac_stays_in_its_namespace() {
         &["create", "events.events.k8s.io", "-n", "scoped-objects"],
         &["list", "veilnodes.veil.dev"],
         &["patch", "veilnodes.veil.dev", "--subresource=status"],
+        &["create", "veilnodes.veil.dev"],
         &["create", "leases.coordination.k8s.io", "-n", "veil-scoped"],
+        // Agent tokens: the node-token Secrets of its own namespace.
+        &["watch", "secrets", "-n", "veil-scoped"],
+        &["get", "secrets", "-n", "veil-scoped"],
     ];
     let denied: &[&[&str]] = &[
         &["list", "vlesskeys.veil.dev", "-A"],
         &["list", "vlesskeys.veil.dev", "-n", "default"],
         &["get", "secrets", "-n", "default"],
-        &["get", "secrets", "-n", "veil-scoped"],
+        &["create", "secrets", "-n", "veil-scoped"],
+        &["update", "secrets", "-n", "veil-scoped"],
         &["list", "secrets", "-A"],
         &["create", "taskruns.veil.dev", "-n", "default"],
         &[

@@ -1,0 +1,110 @@
+//! The node token file (`--token-file`), which may not exist yet when the
+//! agent starts: in Kubernetes the DaemonSet mounts the Secret
+//! `veil-agent-tokens` and each pod reads the key named after its node,
+//! which appears only once someone runs `veil-operator token create
+//! --node NODE --kube` (the kubelet then updates the mounted files).
+//!
+//! [`wait_for_token`] waits for it: one clear log line, then a look every
+//! [`TOKEN_FILE_POLL`] — no crash loop, no busy loop. Any other read error
+//! (a directory, no permission) ends the wait with an error. The token is
+//! never logged.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How often a missing token file is looked for again.
+pub const TOKEN_FILE_POLL: Duration = Duration::from_secs(5);
+
+/// Why the token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file exists but cannot be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The token in `path` (trimmed), once the file exists and is not empty;
+/// `Ok(None)` when `shutdown` is cancelled first. Looks again every `poll`.
+pub async fn wait_for_token(
+    path: &Path,
+    node: &str,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<String>, TokenFileError> {
+    let mut told = false;
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                if told {
+                    tracing::info!(path = %path.display(), "token file found");
+                }
+                return Ok(Some(text.trim().to_owned()));
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(TokenFileError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        if !told {
+            tracing::warn!(
+                path = %path.display(),
+                retry_every = ?poll,
+                "no token for node {node} yet: waiting for the token file (in Kubernetes, `veil-operator token create --node {node} --kube` adds this node's key to the Secret veil-agent-tokens)"
+            );
+            told = true;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_until_the_file_appears_and_returns_the_trimmed_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge-1");
+        let shutdown = CancellationToken::new();
+        let waiting = {
+            let path = path.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_token(&path, "edge-1", Duration::from_millis(10), &shutdown).await
+            })
+        };
+        std::fs::write(&path, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "an empty file is no token");
+        std::fs::write(&path, "veil_node_abc\n").unwrap();
+        let token = waiting.await.unwrap().unwrap();
+        assert_eq!(token.as_deref(), Some("veil_node_abc"));
+    }
+
+    #[tokio::test]
+    async fn stops_waiting_on_shutdown_and_fails_on_an_unreadable_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let missing = dir.path().join("missing");
+        let result = wait_for_token(&missing, "n", TOKEN_FILE_POLL, &shutdown).await;
+        assert!(result.unwrap().is_none());
+        // A directory is not a token file: an error, not a wait.
+        let result = wait_for_token(dir.path(), "n", TOKEN_FILE_POLL, &shutdown).await;
+        assert!(result.is_err());
+    }
+}

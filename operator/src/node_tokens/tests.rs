@@ -1,0 +1,124 @@
+use super::*;
+
+fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, ByteString> {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), ByteString(value.to_vec())))
+        .collect()
+}
+
+fn secrets(list: &[(&str, &[(&str, &[u8])])]) -> BTreeMap<String, SecretTokens> {
+    list.iter()
+        .map(|(name, pairs)| ((*name).to_owned(), parse_secret(Some(&data(pairs)))))
+        .collect()
+}
+
+#[test]
+fn each_node_name_key_grants_its_trimmed_token() {
+    let parsed = parse_secret(Some(&data(&[
+        ("edge-1", b"veil_node_aaa\n"),
+        ("edge-2.example", b"  veil_node_bbb  "),
+    ])));
+    assert_eq!(
+        parsed.nodes,
+        BTreeMap::from([
+            ("edge-1".to_owned(), hash_token("veil_node_aaa")),
+            ("edge-2.example".to_owned(), hash_token("veil_node_bbb")),
+        ])
+    );
+    assert!(parsed.skipped.is_empty());
+    assert_eq!(parse_secret(None), SecretTokens::default());
+}
+
+#[test]
+fn invalid_names_and_empty_or_binary_values_are_skipped_without_the_value() {
+    let parsed = parse_secret(Some(&data(&[
+        ("Edge_1", b"veil_node_secret-value"),
+        ("edge-2", b" \n"),
+        ("edge-3", &[0xff, 0xfe]),
+        ("edge-4", b"veil_node_ok"),
+    ])));
+    assert_eq!(parsed.nodes.keys().collect::<Vec<_>>(), ["edge-4"]);
+    let reasons: Vec<String> = parsed.skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].starts_with("key `Edge_1` is not a valid node name"));
+    assert_eq!(reasons[1], "key `edge-2` holds an empty token");
+    assert_eq!(
+        reasons[2],
+        "key `edge-3` holds a token that is not UTF-8 text"
+    );
+    assert!(reasons.iter().all(|r| !r.contains("secret-value")));
+}
+
+#[test]
+fn a_node_with_tokens_in_two_secrets_is_accepted_with_either() {
+    let (index, ambiguous) = TokenIndex::build(&secrets(&[
+        ("old", &[("edge-1", b"token-a")]),
+        ("new", &[("edge-1", b"token-b"), ("edge-2", b"token-c")]),
+    ]));
+    assert!(ambiguous.is_empty());
+    assert_eq!(index.len(), 3);
+    assert_eq!(index.node_for(&hash_token("token-a")), Some("edge-1"));
+    assert_eq!(index.node_for(&hash_token("token-b")), Some("edge-1"));
+    assert_eq!(index.node_for(&hash_token("token-c")), Some("edge-2"));
+    assert_eq!(index.node_for(&hash_token("token-d")), None);
+}
+
+#[test]
+fn one_token_under_two_node_names_is_accepted_for_neither() {
+    let (index, ambiguous) = TokenIndex::build(&secrets(&[
+        ("a", &[("edge-1", b"shared"), ("edge-3", b"own")]),
+        ("b", &[("edge-2", b"shared"), ("edge-1", b"shared")]),
+    ]));
+    assert_eq!(index.node_for(&hash_token("shared")), None);
+    assert_eq!(index.node_for(&hash_token("own")), Some("edge-3"));
+    assert_eq!(
+        ambiguous,
+        [AmbiguousToken {
+            holders: vec![
+                ("a".into(), "edge-1".into()),
+                ("b".into(), "edge-1".into()),
+                ("b".into(), "edge-2".into()),
+            ]
+        }]
+    );
+}
+
+#[test]
+fn lookups_wait_for_the_first_list_and_follow_every_replacement() {
+    let tokens = NodeTokens::listing();
+    let hash = hash_token("token-a");
+    assert_eq!(tokens.lookup(&hash), Lookup::NotListed);
+    let (index, _) = TokenIndex::build(&secrets(&[("s", &[("edge-1", b"token-a")])]));
+    tokens.replace(index);
+    assert_eq!(tokens.clone().lookup(&hash), Lookup::Node("edge-1".into()));
+    // The key removed: revoked for the very next lookup.
+    tokens.replace(TokenIndex::build(&secrets(&[("s", &[])])).0);
+    assert_eq!(tokens.lookup(&hash), Lookup::Unknown);
+    assert_eq!(NodeTokens::off().lookup(&hash), Lookup::Unknown);
+}
+
+#[test]
+fn the_cli_adds_replaces_and_removes_one_key() {
+    let (secret, replaced) = with_token(None, "veil-system", "edge-1", "t1");
+    assert!(!replaced);
+    assert_eq!(secret.metadata.name.as_deref(), Some(DEFAULT_TOKEN_SECRET));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("veil-system"));
+    assert_eq!(secret.type_.as_deref(), Some(NODE_TOKEN_SECRET_TYPE));
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()[MANAGED_BY.0],
+        MANAGED_BY.1
+    );
+    let (secret, replaced) = with_token(Some(secret), "veil-system", "edge-2", "t2");
+    assert!(!replaced);
+    let (secret, replaced) = with_token(Some(secret), "veil-system", "edge-1", "t3");
+    assert!(replaced);
+    let parsed = parse_secret(secret.data.as_ref());
+    assert_eq!(parsed.nodes["edge-1"], hash_token("t3"));
+    assert_eq!(parsed.nodes["edge-2"], hash_token("t2"));
+
+    let secret = without_token(secret, "edge-1").unwrap();
+    let parsed = parse_secret(secret.data.as_ref());
+    assert_eq!(parsed.nodes.keys().collect::<Vec<_>>(), ["edge-2"]);
+    assert!(without_token(secret, "edge-1").is_none());
+}
