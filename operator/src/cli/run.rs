@@ -270,11 +270,18 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                     gauge.set(i64::from(leading));
                 },
             );
-            let controller = controller.into_kube_mode(
-                KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
-                KubeTaskRuns::new(client, gate.clone()),
-                gate,
+            let credentials = crate::credential_secrets::CredentialSecrets::spawn(
+                client.clone(),
+                args.namespace.clone(),
+                gate.clone(),
             );
+            let controller = controller
+                .into_kube_mode(
+                    KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
+                    KubeTaskRuns::new(client, gate.clone()),
+                    gate,
+                )
+                .with_credential_secrets(credentials);
             (controller, Some(elector))
         }
     };
