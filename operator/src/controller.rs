@@ -55,8 +55,9 @@ pub struct Controller {
     traffic: Arc<TrafficBook>,
     /// VLESS ids and Reality keys generated so far (kept in the store).
     secrets: GeneratedSecrets,
-    /// The world `secrets` was last completed for.
-    secrets_world: Option<Arc<crate::world::World>>,
+    /// The world (and, in Kubernetes mode, the state of the credentials
+    /// Secrets) `secrets` was last completed for.
+    secrets_world: Option<(Arc<crate::world::World>, Option<secrets::ClusterState>)>,
     /// A node silent longer than this is NotReady and its runs NodeLost.
     node_timeout: chrono::Duration,
     /// TaskRuns made by Schedules (dir mode keeps them in the store).
@@ -207,9 +208,28 @@ impl Controller {
         // Kubernetes mode: a pass when this replica becomes (or stops
         // being) the leader.
         let mut gate = self.kube.as_ref().map(kube_mode::KubeMode::gate);
+        // Kubernetes mode: a pass when a credentials Secret changes; none
+        // before they are listed (a pass without them would plan keys
+        // without ids and write those statuses).
+        let mut credentials = self
+            .kube
+            .as_ref()
+            .and_then(kube_mode::KubeMode::credential_changes);
+        if let Some(credentials) = credentials.as_mut() {
+            let listed = credentials
+                .wait_for(|observed| observed.listed)
+                .await
+                .is_ok();
+            if !listed {
+                return;
+            }
+        }
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             agent_changes.borrow_and_update();
+            if let Some(credentials) = credentials.as_mut() {
+                credentials.borrow_and_update();
+            }
             self.metrics.queue_depth.set(0);
             if let Err(error) = self.reconcile(&snapshot, Utc::now()).await {
                 tracing::error!(%error, "reconcile pass failed; retrying");
@@ -227,6 +247,14 @@ impl Controller {
                 _ = tick.tick() => {}
                 _ = async { match gate.as_mut() {
                     Some(gate) => gate.changed().await,
+                    None => std::future::pending().await,
+                } } => {}
+                _ = async { match credentials.as_mut() {
+                    Some(credentials) => {
+                        if credentials.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
                     None => std::future::pending().await,
                 } } => {}
                 _ = async { match wake {
@@ -308,6 +336,9 @@ impl Controller {
         }
         if let Some(kube) = &self.kube {
             kube.report_transitions(&self.statuses, &changes, &snapshot.objects, &self.generated);
+        }
+        if let Some(kube) = &mut self.kube {
+            kube.write_credentials(&world, &plan.statuses, &self.secrets);
         }
         let written = self.status_sink.write(&changes).await?;
         self.metrics.status_writes_total.inc_by(written as u64);

@@ -12,6 +12,7 @@ pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod credential_secrets;
 pub mod leader;
 pub mod metrics;
 pub mod node_tokens;

@@ -189,7 +189,7 @@ async fn examples_get_the_same_statuses_as_in_dir_mode_written_by_server_side_ap
     // changes nothing, and the operator owns `status` only, via the
     // status subresource. (secrets.yaml is left out: kubectl itself always
     // re-applies a Secret written with `stringData`, which the API server
-    // folds into `data`; the operator never writes Secrets.)
+    // folds into `data`; the operator writes only its own credentials Secrets.)
     let paths: Vec<String> = ["nodes", "strategies", "tasks", "vless"]
         .iter()
         .map(|name| path_arg(&examples().join(format!("{name}.yaml"))))

@@ -2,10 +2,12 @@
 //! `vless://` link, for `veil-operator link` (admin token only).
 //!
 //! In dir mode this is where the credentials of the Secret named in
-//! `status.credentialsSecret` are served from: the id comes from the key's
-//! spec or the store (generated), the Reality public key and the node
-//! endpoints from the server's status. Answers are never cached (`no-store`)
-//! and nothing here is logged.
+//! `status.credentialsSecret` are served from (in Kubernetes mode that
+//! Secret exists too, with the same link: both come from
+//! [`crate::plan::vless::share`]): the id comes from the key's spec or the
+//! store (generated, or adopted from the cluster), the Reality public key
+//! and the node endpoints from the server's status. Answers are never
+//! cached (`no-store`) and nothing here is logged.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,12 +15,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use veil_crds::kind::Kind;
-use veil_crds::object::{Object, ObjectKey};
-use veil_crds::protocol_server::{Protocol, ProtocolServerStatus};
+use veil_crds::object::ObjectKey;
 
 use super::ApiState;
 use crate::plan::vless::VLESS_ID_SCOPE;
-use crate::plan::vless::link::{LinkParts, vless_link};
+use crate::plan::vless::share::{LinkError, endpoint, key_link, key_server};
 
 /// The key's id and link, or 404 (no such key) / 409 (not usable yet, and why).
 pub async fn vless_key(
@@ -27,39 +28,14 @@ pub async fn vless_key(
 ) -> Response {
     let view = state.view.borrow().clone();
     let key_ref = ObjectKey::new(Kind::VlessKey, &namespace, &name);
-    let Some(Object::VlessKey(key)) = view.world.objects.get(&key_ref).map(|o| &o.object) else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            format!("vlesskey \"{name}\" not found in namespace {namespace}"),
-        );
+    let key = match key_server(&view.world, &key_ref) {
+        Ok(key) => key,
+        Err(error) => return link_error(&error),
     };
-    let server_name = key.spec.server_ref.name.as_str();
-    let server_ref = ObjectKey::new(Kind::ProtocolServer, &namespace, server_name);
-    let server = match view.world.objects.get(&server_ref).map(|o| &o.object) {
-        Some(Object::ProtocolServer(server)) if server.spec.protocol == Protocol::Vless => server,
-        Some(_) => {
-            return answer(
-                StatusCode::CONFLICT,
-                format!("ProtocolServer {server_name} is not a `protocol: vless` server"),
-            );
-        }
-        None => {
-            return answer(
-                StatusCode::CONFLICT,
-                format!("ProtocolServer {server_name} not found in namespace {namespace}"),
-            );
-        }
-    };
-    let Some(vless) = &server.spec.vless else {
-        return answer(
-            StatusCode::CONFLICT,
-            format!("ProtocolServer {server_name} has no `vless` settings"),
-        );
-    };
-    let id = match &key.spec.id {
+    let id = match &key.key.spec.id {
         Some(id) => id.uuid().hyphenated().to_string(),
         None => {
-            let uid = key.metadata.uid.as_deref().unwrap_or_default();
+            let uid = key.key.metadata.uid.as_deref().unwrap_or_default();
             match state.store.generated_value(VLESS_ID_SCOPE, uid).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
@@ -77,45 +53,11 @@ pub async fn vless_key(
             }
         }
     };
-    let status: ProtocolServerStatus = view
-        .statuses
-        .get(&server_ref)
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or_default();
-    let Some(public_key) = status.public_key.as_deref() else {
-        return answer(
-            StatusCode::CONFLICT,
-            format!(
-                "ProtocolServer {server_name} has no Reality public key yet; see its Ready condition"
-            ),
-        );
+    let endpoint = match endpoint(&view.statuses, &key.server_key, key.vless) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return link_error(&error),
     };
-    let host = vless.public_address.clone().or_else(|| {
-        status
-            .nodes
-            .iter()
-            .find_map(|node| node.endpoint.as_deref().map(endpoint_host))
-    });
-    let Some(host) = host else {
-        return answer(
-            StatusCode::CONFLICT,
-            format!(
-                "no address is known for ProtocolServer {server_name}: set spec.vless.publicAddress, or start its nodes' agents with an address"
-            ),
-        );
-    };
-    let reality = &vless.reality;
-    let link = vless_link(&LinkParts {
-        id: &id,
-        host: &host,
-        port: server.spec.port.get(),
-        flow: key.spec.flow.unwrap_or(vless.flow),
-        server_name: reality.server_names.first().map_or("", String::as_str),
-        fingerprint: reality.fingerprint,
-        public_key,
-        short_id: reality.short_ids.first().map_or("", String::as_str),
-        remark: &name,
-    });
+    let link = key_link(&key, &endpoint, &id);
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "id": id, "link": link })),
@@ -123,12 +65,12 @@ pub async fn vless_key(
         .into_response()
 }
 
-/// The host of a `host:port` endpoint (brackets of an IPv6 address removed).
-fn endpoint_host(endpoint: &str) -> String {
-    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
+fn link_error(error: &LinkError) -> Response {
+    let status = match error {
+        LinkError::KeyNotFound { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::CONFLICT,
+    };
+    answer(status, error.to_string())
 }
 
 fn answer(status: StatusCode, message: String) -> Response {

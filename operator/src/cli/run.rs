@@ -304,13 +304,20 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 shutdown.clone(),
             )?;
             let gate = election.gate;
-            let controller = controller.into_kube_mode(
-                KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
-                KubeTaskRuns::new(client.clone(), gate.clone()),
-                KubeEvents::spawn(client.clone(), gate.clone(), identity),
-                KubeVeilNodes::new(client, gate.clone()),
-                gate,
+            let credentials = crate::credential_secrets::CredentialSecrets::spawn(
+                client.clone(),
+                args.namespace.clone(),
+                gate.clone(),
             );
+            let controller = controller
+                .into_kube_mode(
+                    KubeStatusWriter::spawn(client.clone(), gate.clone(), metrics.clone()),
+                    KubeTaskRuns::new(client.clone(), gate.clone()),
+                    KubeEvents::spawn(client.clone(), gate.clone(), identity),
+                    KubeVeilNodes::new(client, gate.clone()),
+                    gate,
+                )
+                .with_credential_secrets(credentials);
             (controller, Some(election.task), Some(Arc::new(forwarder)))
         }
     };

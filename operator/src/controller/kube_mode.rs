@@ -26,15 +26,20 @@
 //! - the transitions in a pass's status changes (old → new) become
 //!   Kubernetes Events ([`KubeEvents`]), on the leader only. The old
 //!   status is the adopted one after a start or a change of leader, so
-//!   transitions from before are not reported again.
+//!   transitions from before are not reported again;
 //! - the leader creates a VeilNode for every live registered agent that
 //!   has none in the cluster ([`nodes_to_create`]); until the watch reports
 //!   it, the node is not created again. A node whose agent is silent
 //!   (NotReady) gets none, so a VeilNode deleted after its machine is gone
 //!   stays deleted; one deleted while its agent is live comes back, as a
-//!   kubelet's Node does.
+//!   kubelet's Node does;
+//! - generated credentials are adopted from, and written to, Secrets owned
+//!   by their objects ([`crate::credential_secrets`]; the rules are in
+//!   `secrets.rs`): the leader submits, after each pass whose inputs
+//!   changed, every Secret whose content differs from the cluster's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -43,11 +48,16 @@ use serde_json::value::RawValue;
 use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
 
+use super::secrets::ClusterState;
 use super::{Controller, ControllerError, generated_object};
 use crate::agents::NodeObservation;
+use crate::credential_secrets::CredentialSecrets;
+use crate::credential_secrets::convert::{Adopted, adopted};
+use crate::credential_secrets::desired::desired_secrets;
 use crate::metrics::{KindLabel, SourceLabel};
 use crate::plan::Statuses;
 use crate::plan::schedules::ScheduleActions;
+use crate::plan::vless::GeneratedSecrets;
 use crate::sink::kube_events::Regarding;
 use crate::sink::kube_events::transitions::transitions;
 use crate::sink::{
@@ -79,6 +89,37 @@ pub(super) struct KubeMode {
     nodes_created: BTreeSet<String>,
     /// Passes in a row with a failed VeilNode create.
     node_failures: u32,
+    /// The credentials Secrets; `None` until
+    /// [`Controller::with_credential_secrets`].
+    credentials: Option<CredentialSecrets>,
+    /// What the credentials Secrets were last compared with.
+    credentials_written: Option<CredentialInputs>,
+}
+
+/// What decides the credentials Secrets a pass wants: equal inputs want
+/// equal Secrets, so the comparison is skipped. Generated values change
+/// only with the world or the watched Secrets (`secrets.rs`); their counts
+/// are kept as a guard.
+struct CredentialInputs {
+    world: std::sync::Arc<crate::world::World>,
+    observed_version: u64,
+    generated: (usize, usize),
+    /// The statuses of ProtocolServers (public key, endpoints).
+    servers: Vec<(ObjectKey, Arc<RawValue>)>,
+}
+
+impl PartialEq for CredentialInputs {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.world, &other.world)
+            && self.observed_version == other.observed_version
+            && self.generated == other.generated
+            && self.servers.len() == other.servers.len()
+            && self
+                .servers
+                .iter()
+                .zip(&other.servers)
+                .all(|((k1, s1), (k2, s2))| k1 == k2 && s1.get() == s2.get())
+    }
 }
 
 impl KubeMode {
@@ -100,6 +141,81 @@ impl KubeMode {
             self.node_failures = 0;
         }
         self.leading = open;
+    }
+
+    /// A receiver woken when credentials Secrets change.
+    pub fn credential_changes(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::credential_secrets::Observed>> {
+        self.credentials.as_ref().map(CredentialSecrets::changes)
+    }
+
+    /// The state of the credentials Secrets that decides a secrets pass;
+    /// `None` without them.
+    pub fn credentials_state(&self) -> Option<ClusterState> {
+        let credentials = self.credentials.as_ref()?;
+        let observed = credentials.observed();
+        Some(ClusterState {
+            listed: observed.listed,
+            version: observed.version,
+            leading: self.gate.is_open(),
+        })
+    }
+
+    /// The values the watched Secrets hold, by owner uid.
+    pub fn adoptable_secrets(&self) -> Adopted {
+        self.credentials
+            .as_ref()
+            .map(|credentials| adopted(credentials.observed().secrets.values()))
+            .unwrap_or_default()
+    }
+
+    /// On the leader: submits every credentials Secret the world calls for
+    /// whose content differs from the cluster's. Skipped when nothing it
+    /// depends on changed since the last call.
+    pub fn write_credentials(
+        &mut self,
+        world: &std::sync::Arc<crate::world::World>,
+        statuses: &Statuses,
+        secrets: &GeneratedSecrets,
+    ) {
+        let Some(credentials) = &self.credentials else {
+            return;
+        };
+        if !self.gate.is_open() {
+            self.credentials_written = None;
+            return;
+        }
+        let inputs = CredentialInputs {
+            world: world.clone(),
+            observed_version: credentials.observed().version,
+            generated: (secrets.vless_ids.len(), secrets.reality_keys.len()),
+            servers: statuses
+                .iter()
+                .filter(|(key, _)| key.kind == Kind::ProtocolServer)
+                .map(|(key, status)| (key.clone(), status.clone()))
+                .collect(),
+        };
+        if self.credentials_written.as_ref() == Some(&inputs) {
+            return;
+        }
+        let wanted = desired_secrets(world, statuses, secrets);
+        let differing: Vec<_> = {
+            let observed = credentials.observed();
+            wanted
+                .into_iter()
+                .filter(|desired| {
+                    observed
+                        .secrets
+                        .get(&desired.name)
+                        .is_none_or(|seen| seen.content != desired.content)
+                })
+                .collect()
+        };
+        for desired in differing {
+            credentials.submit(desired);
+        }
+        self.credentials_written = Some(inputs);
     }
 
     /// TaskRuns to leave out of the world.
@@ -287,6 +403,8 @@ impl Controller {
             nodes,
             nodes_created: BTreeSet::new(),
             node_failures: 0,
+            credentials: None,
+            credentials_written: None,
         });
         self.statuses.clear();
         self.generated.clear();
@@ -303,6 +421,18 @@ impl Controller {
             .reconcile_errors_total
             .get_or_create(&KindLabel { kind: "all".into() })
             .inc_by(0);
+        self
+    }
+
+    /// Kubernetes mode: generated credentials are adopted from and written
+    /// to the cluster's Secrets through `credentials` (see
+    /// [`crate::credential_secrets`]). Call after
+    /// [`Controller::into_kube_mode`], before [`Controller::run`].
+    pub fn with_credential_secrets(mut self, credentials: CredentialSecrets) -> Controller {
+        if let Some(kube) = &mut self.kube {
+            kube.credentials = Some(credentials);
+        }
+        self.secrets_world = None;
         self
     }
 

@@ -8,6 +8,13 @@
 //! get theirs in one batch per pass, before `plan` reads them; values of
 //! objects that are gone are deleted (a uid never comes back). Values are
 //! never logged.
+//!
+//! In Kubernetes mode the cluster's credentials Secrets
+//! ([`crate::credential_secrets`]) come first: nothing is generated before
+//! they are listed, a replica without a value (a new pod, an empty store)
+//! adopts the Secret's, a follower always takes the Secret's, and only the
+//! leader generates. Adopted values are written to the store too, which the
+//! credentials API reads.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,14 +81,51 @@ impl Controller {
         &mut self,
         world: &Arc<World>,
     ) -> Result<(), ControllerError> {
+        let cluster = self.kube.as_ref().and_then(|kube| kube.credentials_state());
         if self
             .secrets_world
             .as_ref()
-            .is_some_and(|done| Arc::ptr_eq(done, world))
+            .is_some_and(|(done, state)| Arc::ptr_eq(done, world) && *state == cluster)
         {
             return Ok(());
         }
-        let needed = needed(world);
+        let mut needed = needed(world);
+        let may_generate = match cluster {
+            None => true,
+            Some(ClusterState { listed: false, .. }) => {
+                // Nothing may be generated before the Secrets are known.
+                self.secrets_world = None;
+                return Ok(());
+            }
+            Some(ClusterState { leading, .. }) => {
+                let adopted = self
+                    .kube
+                    .as_ref()
+                    .map(|kube| kube.adoptable_secrets())
+                    .unwrap_or_default();
+                adopt_scope(
+                    &self.store,
+                    VLESS_ID_SCOPE,
+                    (&adopted.vless_ids, &needed.vless_ids),
+                    &mut self.secrets.vless_ids,
+                    leading,
+                )
+                .await?;
+                adopt_scope(
+                    &self.store,
+                    REALITY_KEY_SCOPE,
+                    (&adopted.reality_keys, &needed.reality_keys),
+                    &mut self.secrets.reality_keys,
+                    leading,
+                )
+                .await?;
+                leading
+            }
+        };
+        if !may_generate {
+            needed.vless_ids.clear();
+            needed.reality_keys.clear();
+        }
         sync_scope(
             &self.store,
             VLESS_ID_SCOPE,
@@ -98,9 +142,66 @@ impl Controller {
             reality::generate_private_key,
         )
         .await?;
-        self.secrets_world = Some(world.clone());
+        self.secrets_world = Some((world.clone(), cluster));
         Ok(())
     }
+}
+
+/// What of the cluster's credentials Secrets decides a secrets pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ClusterState {
+    /// Whether the Secrets have been listed.
+    pub listed: bool,
+    /// The watched Secrets' version.
+    pub version: u64,
+    /// Whether this replica leads (may generate and write).
+    pub leading: bool,
+}
+
+/// The values of `adopted` (by uid) to take: for live objects that need a
+/// generated value, when `held` has none, or — on a follower — a
+/// different one (the leader's value is the one in the cluster).
+pub(super) fn adoptions(
+    adopted: &HashMap<String, String>,
+    needed: &HashSet<String>,
+    held: &HashMap<String, String>,
+    leading: bool,
+) -> Vec<(String, String)> {
+    let mut taken: Vec<(String, String)> = adopted
+        .iter()
+        .filter(|(uid, value)| {
+            needed.contains(*uid)
+                && match held.get(*uid) {
+                    None => true,
+                    Some(mine) => !leading && mine != *value,
+                }
+        })
+        .map(|(uid, value)| (uid.clone(), value.clone()))
+        .collect();
+    taken.sort();
+    taken
+}
+
+/// Takes the [`adoptions`] into the store and `held`.
+async fn adopt_scope(
+    store: &Store,
+    scope: &str,
+    (adopted, needed): (&HashMap<String, String>, &HashSet<String>),
+    held: &mut HashMap<String, String>,
+    leading: bool,
+) -> Result<(), ControllerError> {
+    let taken = adoptions(adopted, needed, held, leading);
+    if taken.is_empty() {
+        return Ok(());
+    }
+    store.put_generated_values(scope, &taken).await?;
+    tracing::info!(
+        scope,
+        count = taken.len(),
+        "adopted credentials from the cluster's Secrets"
+    );
+    held.extend(taken);
+    Ok(())
 }
 
 /// Generates values for `needed` uids missing from `held` (one store batch;
@@ -135,4 +236,43 @@ async fn sync_scope(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(items: &[(&str, &str)]) -> HashMap<String, String> {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_without_a_value_adopts_the_clusters_and_a_follower_always_does() {
+        let cluster = map(&[("a", "cluster-a"), ("b", "cluster-b"), ("gone", "x")]);
+        let needed: HashSet<String> = ["a", "b", "c"].map(str::to_owned).into();
+        let held = map(&[("b", "mine-b")]);
+        let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+            items
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            adoptions(&cluster, &needed, &held, true),
+            pairs(&[("a", "cluster-a")]),
+            "the leader keeps its own value (an edited Secret is written back)"
+        );
+        assert_eq!(
+            adoptions(&cluster, &needed, &held, false),
+            pairs(&[("a", "cluster-a"), ("b", "cluster-b")]),
+            "a follower follows the cluster"
+        );
+        assert!(
+            adoptions(&cluster, &HashSet::new(), &HashMap::new(), false).is_empty(),
+            "values of objects that are gone (or set spec.id) are not taken"
+        );
+    }
 }

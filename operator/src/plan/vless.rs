@@ -28,6 +28,7 @@ mod observed;
 pub mod period;
 mod server_status;
 mod servers;
+pub mod share;
 mod usage;
 mod users;
 

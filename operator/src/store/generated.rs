@@ -1,6 +1,10 @@
 //! Values the operator generates once and must keep stable across restarts
 //! and replicas (VLESS ids, Reality private keys, …), keyed by (scope, key).
 //!
+//! A stored value never changes, except through
+//! [`Store::put_generated_values`]: Kubernetes mode adopts the value held
+//! in the cluster's Secret (the cluster is where replicas agree).
+//!
 //! Values are credentials: they are returned to the caller, never logged
 //! and never part of an error.
 
@@ -40,9 +44,9 @@ impl Store {
         const INSERT: &str = "INSERT INTO generated_values (scope, name, value) VALUES ($1, $2, $3) \
                               ON CONFLICT (scope, name) DO NOTHING";
         const SELECT: &str = "SELECT value FROM generated_values WHERE scope = $1 AND name = $2";
-        // No transaction needed: rows are never updated, and deleted only
-        // once their key is never asked for again (`delete_generated_values`),
-        // so once the insert has run (or lost to another), the row read is final.
+        // No transaction needed: rows are deleted only once their key is
+        // never asked for again (`delete_generated_values`) and replaced
+        // only by an adopted value, so the row read is the one in effect.
         with_pool!(self, pool => async {
             sqlx::query(INSERT)
                 .bind(scope)
@@ -120,6 +124,36 @@ impl Store {
         .map_err(StoreError::query("store generated values"))?;
         values.sort();
         Ok(values)
+    }
+
+    /// Stores each `(key, value)` of `values` in `scope`, replacing a value
+    /// already stored, in one transaction (Kubernetes mode: a value adopted
+    /// from the cluster's Secret). When a key appears more than once, the
+    /// last value is stored.
+    pub async fn put_generated_values(
+        &self,
+        scope: &str,
+        values: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let values = batch::last_per_key(values, |(key, _)| key);
+        if values.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool => async {
+            let mut tx = begin_write(pool).await?;
+            for chunk in values.chunks(batch::rows_per_statement(3)) {
+                let mut query =
+                    QueryBuilder::new("INSERT INTO generated_values (scope, name, value) ");
+                query.push_values(chunk, |mut row, (key, value)| {
+                    row.push_bind(scope).push_bind(key.as_str()).push_bind(value.as_str());
+                });
+                query.push(" ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value");
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await)
+        .map_err(StoreError::query("store adopted generated values"))
     }
 
     /// Forgets the values of `keys` in `scope` (their objects are gone, and

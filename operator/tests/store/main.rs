@@ -161,4 +161,5 @@ both_backends!(
     vless::traffic_last_seen_never_moves_backwards,
     vless::generated_values_are_stored_in_batches_first_writer_wins,
     vless::racing_generated_value_batches_agree,
+    vless::adopted_generated_values_replace_stored_ones,
 );

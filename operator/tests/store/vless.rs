@@ -190,3 +190,37 @@ pub async fn racing_generated_value_batches_agree(fixture: &Fixture) {
     assert_eq!(stored.len(), 50);
     assert!(answers.iter().all(|answer| *answer == stored));
 }
+
+pub async fn adopted_generated_values_replace_stored_ones(fixture: &Fixture) {
+    let store = fixture.open().await;
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    store
+        .generated_values_or_insert("vless-id", &pairs(&[("uid-a", "mine"), ("uid-b", "b1")]))
+        .await
+        .expect("generated");
+    store
+        .put_generated_values(
+            "vless-id",
+            &pairs(&[("uid-a", "older"), ("uid-c", "c1"), ("uid-a", "cluster")]),
+        )
+        .await
+        .expect("adopted");
+    assert_eq!(
+        store.generated_values("vless-id").await.expect("list"),
+        pairs(&[("uid-a", "cluster"), ("uid-b", "b1"), ("uid-c", "c1")]),
+        "an adopted value replaces the stored one; the last one for a key wins"
+    );
+    assert_eq!(
+        store
+            .generated_value_or_insert("vless-id", "uid-c", "new")
+            .await
+            .expect("single"),
+        "c1",
+        "an adopted value is kept like a generated one"
+    );
+}
