@@ -7,7 +7,10 @@ fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, ByteString> {
         .collect()
 }
 
-fn secrets(list: &[(&str, &[(&str, &[u8])])]) -> BTreeMap<String, SecretTokens> {
+/// A Secret's data as test input: `(key, value)` pairs.
+type Pairs<'a> = &'a [(&'a str, &'a [u8])];
+
+fn secrets(list: &[(&str, Pairs)]) -> BTreeMap<String, SecretTokens> {
     list.iter()
         .map(|(name, pairs)| ((*name).to_owned(), parse_secret(Some(&data(pairs)))))
         .collect()
