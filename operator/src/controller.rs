@@ -272,8 +272,10 @@ impl Controller {
         snapshot: &SourceSnapshot,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
+        let pass_started = Instant::now();
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
+        let world_ms = pass_started.elapsed().as_secs_f64() * 1e3;
         if let Some(kube) = &mut self.kube {
             kube.follow_gate();
             kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
@@ -366,6 +368,9 @@ impl Controller {
         tracing::debug!(
             objects = world.objects.len(),
             status_writes = changes.len(),
+            world_ms,
+            plan_ms = elapsed * 1e3,
+            total_ms = pass_started.elapsed().as_secs_f64() * 1e3,
             "reconciled"
         );
         self.notify_finished(&world);
