@@ -77,6 +77,8 @@ pub struct Controller {
     book: GenerationBook,
     /// The statuses last written (or, in Kubernetes mode, found in the cluster).
     statuses: Statuses,
+    /// The last plan's statuses, parsed (saves work, never changes a status).
+    memo: crate::plan::StatusMemo,
     /// Where statuses are written.
     status_sink: StatusSink,
     /// Kubernetes mode's state; `None` in dir mode.
@@ -180,6 +182,7 @@ impl Controller {
             generated_rev: 0,
             book,
             statuses,
+            memo: crate::plan::StatusMemo::default(),
             status_sink,
             kube: None,
             errors,
@@ -295,6 +298,7 @@ impl Controller {
             last_schedule_times: &self.last_schedule_times,
             secrets: &self.secrets,
             traffic: &traffic,
+            memo: &self.memo,
         });
         drop(traffic);
         let elapsed = started.elapsed().as_secs_f64();
@@ -345,6 +349,7 @@ impl Controller {
         let written = self.status_sink.write(&changes).await?;
         self.metrics.status_writes_total.inc_by(written as u64);
         self.statuses = plan.statuses;
+        self.memo = plan.memo;
 
         let errors: Vec<LoadErrorRecord> = world.source_errors.iter().map(load_error).collect();
         if errors != self.errors {
@@ -663,20 +668,30 @@ fn registered_nodes(
 /// The writes that turn `old` into `new`: changed or new statuses, and
 /// deletions. Statuses are shared, not copied.
 fn status_changes(old: &Statuses, new: &Statuses) -> Vec<StatusChange> {
+    // One merge over both sorted maps: a comparison per key, not a tree
+    // lookup (a string comparison per level) per key.
     let mut changes = Vec::new();
+    let mut deleted = Vec::new();
+    let mut old_entries = old.iter().peekable();
     for (key, status) in new {
-        if old
-            .get(key)
-            .is_none_or(|o| !crate::plan::same_status(o, status))
-        {
+        let mut previous = None;
+        while let Some((old_key, old_status)) = old_entries.peek() {
+            match (*old_key).cmp(key) {
+                std::cmp::Ordering::Less => deleted.push(((*old_key).clone(), None)),
+                std::cmp::Ordering::Equal => previous = Some(*old_status),
+                std::cmp::Ordering::Greater => break,
+            }
+            old_entries.next();
+            if previous.is_some() {
+                break;
+            }
+        }
+        if previous.is_none_or(|o| !crate::plan::same_status(o, status)) {
             changes.push((key.clone(), Some(status.clone())));
         }
     }
-    for key in old.keys() {
-        if !new.contains_key(key) {
-            changes.push((key.clone(), None));
-        }
-    }
+    deleted.extend(old_entries.map(|(key, _)| (key.clone(), None)));
+    changes.extend(deleted);
     changes
 }
 

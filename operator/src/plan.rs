@@ -20,6 +20,7 @@ use crate::store::{RunStateRecord, TrafficBaselineRecord};
 use crate::world::World;
 
 pub mod conditions;
+pub mod memo;
 mod nodes;
 mod not_implemented;
 pub mod schedules;
@@ -27,6 +28,8 @@ pub mod tasks;
 pub mod vless;
 
 use conditions::{ConditionUpdate, set_conditions};
+use memo::MemoEntry;
+pub use memo::StatusMemo;
 
 /// Statuses by object as compact JSON text, shared cheaply between the
 /// controller and readers. Text, not JSON trees: 10,000 statuses take a few
@@ -64,6 +67,9 @@ pub struct PlanInputs<'a> {
     pub secrets: &'a vless::GeneratedSecrets,
     /// Traffic counters, period baselines and last-seen times.
     pub traffic: &'a vless::TrafficState,
+    /// The previous pass's [`Plan::memo`] (or an empty one): saves parsing
+    /// and serializing statuses that did not change, never changes one.
+    pub memo: &'a StatusMemo,
 }
 
 /// What should be true after this pass.
@@ -82,6 +88,8 @@ pub struct Plan {
     pub schedule_actions: schedules::ScheduleActions,
     /// Objects with a status per kind and phase (`Unknown` without one), for metrics.
     pub phase_counts: BTreeMap<(Kind, String), i64>,
+    /// These statuses parsed, for the next pass ([`PlanInputs::memo`]).
+    pub memo: StatusMemo,
     /// VlessKey traffic baselines to persist (periods that began).
     pub traffic_baselines: Vec<TrafficBaselineRecord>,
     /// Uids of traffic baselines whose VlessKey is gone.
@@ -118,15 +126,44 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         now: inputs.now,
     });
 
-    let mut statuses = Statuses::new();
+    // Statuses are collected in key order and bulk-built, and the previous
+    // ones (and the memo) are read alongside, all sorted by key: a tree
+    // lookup or insert per object costs a string comparison per level.
+    let mut statuses = Vec::with_capacity(inputs.world.objects.len());
+    let mut memo_entries = Vec::with_capacity(inputs.world.objects.len());
+    let mut previous_statuses = inputs.previous.iter().peekable();
+    let mut remembered_statuses = inputs.memo.iter().peekable();
     let mut phase_counts = BTreeMap::new();
     for (key, object) in &inputs.world.objects {
         let generation = object.object.meta().generation;
-        let previous: Option<Value> = inputs
-            .previous
-            .get(key)
-            .and_then(|raw| serde_json::from_str(raw.get()).ok());
-        let previous = previous.as_ref();
+        while previous_statuses.next_if(|(k, _)| *k < key).is_some() {}
+        while remembered_statuses.next_if(|(k, _)| *k < key).is_some() {}
+        let previous_raw = previous_statuses
+            .next_if(|(k, _)| *k == key)
+            .map(|(_, raw)| raw);
+        // The memo speaks for `previous` only if it is the same text.
+        let remembered = remembered_statuses
+            .next_if(|(k, _)| *k == key)
+            .map(|(_, entry)| entry)
+            .filter(|entry| previous_raw.is_some_and(|raw| Arc::ptr_eq(raw, &entry.raw)));
+        let parsed: Option<Value>;
+        let previous = match remembered {
+            Some(entry) => Some(&*entry.value),
+            None => {
+                parsed = previous_raw.and_then(|raw| serde_json::from_str(raw.get()).ok());
+                parsed.as_ref()
+            }
+        };
+        let finish = |body: Value, conditions: &[(&str, &str, String, String)]| {
+            if let Some(entry) = remembered
+                && memo::unchanged(&entry.value, &body, conditions, generation)
+            {
+                return entry.clone();
+            }
+            memo_entry(with_conditions(
+                body, previous, conditions, generation, inputs.now,
+            ))
+        };
         let status = match &object.object {
             Object::Secret(_) => continue,
             Object::TaskRun(run) => {
@@ -139,16 +176,14 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                     task_plan.pending_reasons.get(uid),
                     runner,
                 );
-                with_conditions(body, previous, &conditions, generation, inputs.now)
+                finish(body, &conditions)
             }
             Object::Runner(runner) => {
                 let (body, conditions) = nodes::runner_status(runner, &views, &runs);
-                with_conditions(body, previous, &conditions, generation, inputs.now)
+                finish(body, &conditions)
             }
             Object::Schedule(_) => match schedule_statuses.remove(key) {
-                Some((body, conditions)) => {
-                    with_conditions(body, previous, &conditions, generation, inputs.now)
-                }
+                Some((body, conditions)) => finish(body, &conditions),
                 None => continue,
             },
             Object::VeilNode(_) => {
@@ -158,35 +193,34 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                     inputs.node_timeout,
                     previous,
                 );
-                with_conditions(body, previous, &conditions, generation, inputs.now)
+                finish(body, &conditions)
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
                 match vless_plan.statuses.remove(key) {
-                    Some((body, conditions)) => {
-                        with_conditions(body, previous, &conditions, generation, inputs.now)
-                    }
+                    Some((body, conditions)) => finish(body, &conditions),
                     None => continue,
                 }
             }
             Object::VlessKey(_) => match vless_plan.statuses.remove(key) {
-                Some((body, conditions)) => {
-                    with_conditions(body, previous, &conditions, generation, inputs.now)
-                }
+                Some((body, conditions)) => finish(body, &conditions),
                 None => continue,
             },
-            _ => not_implemented::status(key.kind, generation, previous, inputs.now),
+            _ => memo_entry(not_implemented::status(
+                key.kind, generation, previous, inputs.now,
+            )),
         };
-        if let Some(phase) = status.get("phase").and_then(Value::as_str) {
-            *phase_counts
-                .entry((key.kind, phase.to_owned()))
-                .or_default() += 1;
-        } else {
-            *phase_counts
-                .entry((key.kind, "Unknown".to_owned()))
-                .or_default() += 1;
-        }
-        statuses.insert(key.clone(), raw_status(&status));
+        let phase = status
+            .value
+            .get("phase")
+            .and_then(Value::as_str)
+            .unwrap_or("Unknown");
+        *phase_counts
+            .entry((key.kind, phase.to_owned()))
+            .or_default() += 1;
+        statuses.push((key.clone(), status.raw.clone()));
+        memo_entries.push((key.clone(), status));
     }
+    let statuses: Statuses = statuses.into_iter().collect();
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));
     let mut assignments: BTreeMap<String, NodeAssignment> = task_plan
         .assignments
@@ -209,9 +243,18 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         assignments,
         schedule_actions,
         phase_counts,
+        memo: StatusMemo::from_sorted(memo_entries),
         traffic_baselines: vless_plan.baselines,
         stale_baselines: vless_plan.stale_baselines,
         wake_at: vless_plan.wake_at,
+    }
+}
+
+/// A freshly computed status, as text and parsed.
+fn memo_entry(value: Value) -> MemoEntry {
+    MemoEntry {
+        raw: raw_status(&value),
+        value: Arc::new(value),
     }
 }
 

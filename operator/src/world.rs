@@ -177,15 +177,18 @@ impl GenerationBook {
             .filter(|(key, _)| !snapshot.objects.contains_key(*key))
             .chain(&snapshot.objects)
             .filter(|(key, _)| !hidden.contains(*key));
-        for (key, sourced) in cluster {
-            world.objects.insert(
-                key.clone(),
-                WorldObject {
-                    object: sourced.object.clone(),
-                    origin: None,
-                },
-            );
-        }
+        // One bulk build from sorted runs instead of a tree insert per object
+        // (a string comparison per level each); no key occurs twice.
+        let mut objects: Vec<(ObjectKey, WorldObject)> =
+            std::mem::take(&mut world.objects).into_iter().collect();
+        objects.extend(cluster.map(|(key, sourced)| {
+            let object = WorldObject {
+                object: sourced.object.clone(),
+                origin: None,
+            };
+            (key.clone(), object)
+        }));
+        world.objects = objects.into_iter().collect();
         (world, changes)
     }
 }

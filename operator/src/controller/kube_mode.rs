@@ -318,15 +318,21 @@ impl ClusterObjects {
             return;
         }
         self.adopted_version = snapshot.version;
+        // Carried over into a new map rather than `retain`ed against the
+        // snapshot: a hash move per object, not a tree lookup.
+        let mut kept = HashMap::with_capacity(self.adopted.len());
         for (key, sourced) in &snapshot.objects {
             if key.kind == Kind::Secret {
                 continue;
             }
             let uid = sourced.object.meta().uid.clone();
-            if self.adopted.get(key) == Some(&uid) {
+            if let Some((key, adopted)) = self.adopted.remove_entry(key)
+                && adopted == uid
+            {
+                kept.insert(key, adopted);
                 continue;
             }
-            self.adopted.insert(key.clone(), uid);
+            kept.insert(key.clone(), uid);
             match snapshot.observed_statuses.get(key) {
                 Some(status) => {
                     statuses.insert(key.clone(), status.clone());
@@ -337,8 +343,12 @@ impl ClusterObjects {
                 }
             }
         }
-        self.adopted
-            .retain(|key, _| snapshot.objects.contains_key(key) || created.contains_key(key));
+        for key in created.keys() {
+            if let Some((key, adopted)) = self.adopted.remove_entry(key) {
+                kept.entry(key).or_insert(adopted);
+            }
+        }
+        self.adopted = kept;
     }
 
     /// After planning: a status adopted in this pass that equals the planned
@@ -407,6 +417,7 @@ impl Controller {
             credentials_written: None,
         });
         self.statuses.clear();
+        self.memo = crate::plan::StatusMemo::default();
         self.generated.clear();
         self.generated_rev += 1;
         self.cached_world = None;

@@ -63,6 +63,7 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
         last_schedule_times: &BTreeMap::new(),
         secrets: &vless::GeneratedSecrets::default(),
         traffic: &vless::TrafficState::default(),
+        memo: &crate::plan::StatusMemo::default(),
     })
 }
 
@@ -226,6 +227,7 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
             last_schedule_times: &BTreeMap::new(),
             secrets: &vless::GeneratedSecrets::default(),
             traffic: &vless::TrafficState::default(),
+            memo: &crate::plan::StatusMemo::default(),
         })
         .statuses
     };
@@ -244,4 +246,94 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
     let status = json(third.values().next().unwrap());
     assert_eq!(status["lastHeartbeat"], crate::world::timestamp(later));
     assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+#[test]
+fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let registration: veil_crds::wire::RegisterRequest =
+        serde_json::from_value(serde_json::json!({
+            "node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "test",
+        }))
+        .unwrap();
+    let seen_at = |last_seen| {
+        BTreeMap::from([(
+            "edge-1".to_owned(),
+            crate::agents::NodeObservation {
+                registration: registration.clone(),
+                registered_at: t0,
+                last_seen,
+                applied_revision: 0,
+                servers: Vec::new(),
+                servers_reported_at: None,
+                servers_seq: 0,
+            },
+        )])
+    };
+    let pass = |previous: &Statuses, memo: &StatusMemo, last_seen, now| {
+        plan(&PlanInputs {
+            world: &world,
+            previous,
+            nodes: &seen_at(last_seen),
+            runs: &BTreeMap::new(),
+            now,
+            node_timeout: chrono::Duration::seconds(30),
+            last_schedule_times: &BTreeMap::new(),
+            secrets: &vless::GeneratedSecrets::default(),
+            traffic: &vless::TrafficState::default(),
+            memo,
+        })
+    };
+    let texts = |s: &Statuses| {
+        s.values()
+            .map(|raw| raw.get().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let key = ObjectKey::new(Kind::VeilNode, "", "edge-1");
+    // Heard from, heard again, lost (Ready turns False at a new time), back.
+    let s = chrono::Duration::seconds;
+    let passes = [
+        (t0, t0),
+        (t0 + s(10), t0 + s(10)),
+        (t0 + s(10), t0 + s(90)),
+        (t0 + s(95), t0 + s(95)),
+    ];
+    let mut previous = Statuses::new();
+    let mut memo = StatusMemo::default();
+    for (i, (last_seen, now)) in passes.into_iter().enumerate() {
+        let with_memo = pass(&previous, &memo, last_seen, now);
+        let without = pass(&previous, &StatusMemo::default(), last_seen, now);
+        assert_eq!(
+            texts(&with_memo.statuses),
+            texts(&without.statuses),
+            "pass {i}"
+        );
+        if i == 1 {
+            assert!(
+                Arc::ptr_eq(&with_memo.statuses[&key], &previous[&key]),
+                "an unchanged status is the remembered one, not a new copy"
+            );
+        }
+        previous = with_memo.statuses;
+        memo = with_memo.memo;
+    }
+    let status = json(&previous[&key]);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(
+        condition(&status, "Ready")["lastTransitionTime"],
+        crate::world::timestamp(t0 + s(95)),
+        "the node's return is a transition"
+    );
+
+    // A previous status from elsewhere (say, the cluster) with other text:
+    // the memo is not used for it.
+    let mut foreign = previous.clone();
+    foreign.insert(
+        key.clone(),
+        raw_status(&serde_json::json!({"phase": "Old"})),
+    );
+    let with_memo = pass(&foreign, &memo, t0 + s(95), t0 + s(96));
+    let without = pass(&foreign, &StatusMemo::default(), t0 + s(95), t0 + s(96));
+    assert_eq!(texts(&with_memo.statuses), texts(&without.statuses));
 }

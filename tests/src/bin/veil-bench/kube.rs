@@ -36,7 +36,10 @@ pub async fn run_all() {
             // VEIL_BENCH_OPERATOR_LOG=FILE: the operator logs each pass's
             // timings (debug) and the log is copied to FILE at the end.
             env: match std::env::var_os("VEIL_BENCH_OPERATOR_LOG") {
-                Some(_) => vec![("RUST_LOG".into(), "info,veil_operator::controller=debug".into())],
+                Some(_) => vec![(
+                    "RUST_LOG".into(),
+                    "info,veil_operator::controller=debug".into(),
+                )],
                 None => Vec::new(),
             },
             ..OperatorOptions::default()
@@ -60,7 +63,11 @@ pub async fn run_all() {
                     "spec": { "labels": { "zone": format!("z{}", i % 7) } },
                 });
                 nodes
-                    .patch(&name, &PatchParams::apply("veil-bench"), &Patch::Apply(&object))
+                    .patch(
+                        &name,
+                        &PatchParams::apply("veil-bench"),
+                        &Patch::Apply(&object),
+                    )
                     .await
                     .expect("create VeilNode");
             }
