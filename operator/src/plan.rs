@@ -154,15 +154,25 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 parsed.as_ref()
             }
         };
-        let finish = |body: Value, conditions: &[(&str, &str, String, String)]| {
+        let finish = |body: Value, conditions: memo::Conditions| {
             if let Some(entry) = remembered
-                && memo::unchanged(&entry.value, &body, conditions, generation)
+                && entry.reusable(&body, &conditions, generation)
             {
                 return entry.clone();
             }
-            memo_entry(with_conditions(
-                body, previous, conditions, generation, inputs.now,
-            ))
+            let mut entry = memo_entry(with_conditions(
+                body.clone(),
+                previous,
+                &conditions,
+                generation,
+                inputs.now,
+            ));
+            entry.inputs = Some(Arc::new(memo::StatusInputs {
+                body,
+                conditions,
+                generation,
+            }));
+            entry
         };
         let status = match &object.object {
             Object::Secret(_) => continue,
@@ -176,14 +186,14 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                     task_plan.pending_reasons.get(uid),
                     runner,
                 );
-                finish(body, &conditions)
+                finish(body, conditions)
             }
             Object::Runner(runner) => {
                 let (body, conditions) = nodes::runner_status(runner, &views, &runs);
-                finish(body, &conditions)
+                finish(body, conditions)
             }
             Object::Schedule(_) => match schedule_statuses.remove(key) {
-                Some((body, conditions)) => finish(body, &conditions),
+                Some((body, conditions)) => finish(body, conditions),
                 None => continue,
             },
             Object::VeilNode(_) => {
@@ -193,16 +203,16 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                     inputs.node_timeout,
                     previous,
                 );
-                finish(body, &conditions)
+                finish(body, conditions)
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
                 match vless_plan.statuses.remove(key) {
-                    Some((body, conditions)) => finish(body, &conditions),
+                    Some((body, conditions)) => finish(body, conditions),
                     None => continue,
                 }
             }
             Object::VlessKey(_) => match vless_plan.statuses.remove(key) {
-                Some((body, conditions)) => finish(body, &conditions),
+                Some((body, conditions)) => finish(body, conditions),
                 None => continue,
             },
             _ => memo_entry(not_implemented::status(
@@ -255,6 +265,7 @@ fn memo_entry(value: Value) -> MemoEntry {
     MemoEntry {
         raw: raw_status(&value),
         value: Arc::new(value),
+        inputs: None,
     }
 }
 

@@ -5,10 +5,12 @@
 //! Contract: a memo only ever saves work, never changes a result. An entry
 //! is used only while the status the controller hands back as `previous`
 //! is the very text the entry was made from (the same `Arc`), and a status
-//! is reused only when recomputing it from the same body, conditions and
-//! generation would give the same text (see [`unchanged`]). A status found
-//! in the cluster, a status from an older pass, or any doubt means the
-//! status is computed as without a memo.
+//! is reused only when it was computed from an equal body, equal
+//! conditions and the same generation: recomputing it with itself as
+//! `previous` keeps every `lastTransitionTime`, so it would come out the
+//! same text (see [`MemoEntry::reusable`]). A status found in the cluster,
+//! a status from an older pass, or any doubt means the status is computed
+//! as without a memo.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,11 +26,45 @@ pub struct StatusMemo {
     entries: BTreeMap<ObjectKey, MemoEntry>,
 }
 
+/// A status's conditions as the planners produce them: type, status,
+/// reason, message.
+pub type Conditions = [(&'static str, &'static str, String, String); 3];
+
 /// One status as text and as the JSON it was serialized from.
 #[derive(Clone, Debug)]
 pub struct MemoEntry {
     pub raw: Arc<RawValue>,
     pub value: Arc<Value>,
+    /// What the status was computed from; `None` when it cannot be reused
+    /// (statuses not built from a body and conditions).
+    pub inputs: Option<Arc<StatusInputs>>,
+}
+
+/// The inputs of `with_conditions` other than `previous` and `now`.
+#[derive(Debug, PartialEq)]
+pub struct StatusInputs {
+    pub body: Value,
+    pub conditions: Conditions,
+    pub generation: Option<i64>,
+}
+
+impl MemoEntry {
+    /// Whether this status is what the same inputs give again, given it is
+    /// itself the previous status. Condition types must be unique (a type
+    /// listed twice would take the first one's transition time).
+    pub fn reusable(&self, body: &Value, conditions: &Conditions, generation: Option<i64>) -> bool {
+        let Some(inputs) = &self.inputs else {
+            return false;
+        };
+        let unique_types = conditions
+            .iter()
+            .enumerate()
+            .all(|(i, c)| conditions[..i].iter().all(|d| d.0 != c.0));
+        unique_types
+            && inputs.generation == generation
+            && inputs.conditions == *conditions
+            && inputs.body == *body
+    }
 }
 
 impl StatusMemo {
@@ -55,123 +91,54 @@ impl StatusMemo {
     }
 }
 
-/// Whether `status` is exactly what `with_conditions(body, Some(status),
-/// conditions, generation, _)` would produce: every member of `body` (but
-/// the two it sets itself) equal, nothing else but `observedGeneration`
-/// and `conditions`, and each condition with the same type, status,
-/// reason, message and generation in the same order — so every
-/// `lastTransitionTime` would be kept and `now` would not show.
-pub fn unchanged(
-    status: &Value,
-    body: &Value,
-    conditions: &[(&str, &str, String, String)],
-    generation: Option<i64>,
-) -> bool {
-    let (Some(status), Some(body)) = (status.as_object(), body.as_object()) else {
-        return false;
-    };
-    let own =
-        |key: &str| key == "conditions" || (key == "observedGeneration" && generation.is_some());
-    let mut expected_len = 1 + usize::from(generation.is_some());
-    for (key, value) in body {
-        if own(key) {
-            continue;
-        }
-        expected_len += 1;
-        if status.get(key) != Some(value) {
-            return false;
-        }
-    }
-    if status.len() != expected_len {
-        return false;
-    }
-    if let Some(generation) = generation
-        && status.get("observedGeneration").and_then(Value::as_i64) != Some(generation)
-    {
-        return false;
-    }
-    let Some(written) = status.get("conditions").and_then(Value::as_array) else {
-        return false;
-    };
-    if written.len() != conditions.len() {
-        return false;
-    }
-    conditions.iter().zip(written).enumerate().all(
-        |(i, ((type_, state, reason, message), condition))| {
-            let field = |name: &str| condition.get(name).and_then(Value::as_str);
-            // A type listed twice would take the first one's time.
-            let first_of_type = conditions[..i].iter().all(|c| c.0 != *type_);
-            let fields = condition.as_object().map_or(0, serde_json::Map::len);
-            first_of_type
-                && field("type") == Some(type_)
-                && field("status") == Some(state)
-                && field("reason") == Some(reason.as_str())
-                && field("message") == Some(message.as_str())
-                && field("lastTransitionTime").is_some()
-                && condition.get("observedGeneration").and_then(Value::as_i64) == generation
-                && fields == 5 + usize::from(generation.is_some())
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::unchanged;
+    use super::*;
 
-    fn conditions(message: &str) -> [(&'static str, &'static str, String, String); 1] {
-        [("Ready", "True", "Applied".to_owned(), message.to_owned())]
+    fn conditions(message: &str) -> Conditions {
+        let condition = |type_| (type_, "True", "Applied".to_owned(), message.to_owned());
+        [
+            condition("Ready"),
+            condition("Reconciling"),
+            condition("Stalled"),
+        ]
     }
 
-    fn status() -> serde_json::Value {
-        json!({
-            "phase": "Ready",
-            "observedGeneration": 3,
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "Applied", "message": "ok",
-                "lastTransitionTime": "2026-11-23T12:00:00Z", "observedGeneration": 3,
-            }],
-        })
-    }
-
-    #[test]
-    fn the_same_body_conditions_and_generation_are_unchanged() {
-        assert!(unchanged(
-            &status(),
-            &json!({"phase": "Ready"}),
-            &conditions("ok"),
-            Some(3)
-        ));
+    fn entry() -> MemoEntry {
+        let value = json!({"phase": "Ready"});
+        MemoEntry {
+            raw: crate::plan::raw_status(&value),
+            value: Arc::new(value.clone()),
+            inputs: Some(Arc::new(StatusInputs {
+                body: value,
+                conditions: conditions("ok"),
+                generation: Some(3),
+            })),
+        }
     }
 
     #[test]
-    fn any_difference_is_a_change() {
+    fn the_same_body_conditions_and_generation_are_reusable() {
+        assert!(entry().reusable(&json!({"phase": "Ready"}), &conditions("ok"), Some(3)));
+    }
+
+    #[test]
+    fn any_difference_or_no_inputs_is_not_reusable() {
         let body = json!({"phase": "Ready"});
-        assert!(!unchanged(
-            &status(),
-            &json!({"phase": "Failed"}),
-            &conditions("ok"),
-            Some(3)
-        ));
-        assert!(!unchanged(
-            &status(),
-            &json!({"phase": "Ready", "x": 1}),
-            &conditions("ok"),
-            Some(3)
-        ));
-        assert!(!unchanged(
-            &status(),
-            &json!({}),
-            &conditions("ok"),
-            Some(3)
-        ));
-        assert!(!unchanged(&status(), &body, &conditions("other"), Some(3)));
-        assert!(!unchanged(&status(), &body, &conditions("ok"), Some(4)));
-        assert!(!unchanged(&status(), &body, &conditions("ok"), None));
-        assert!(!unchanged(&status(), &body, &[], Some(3)));
-        let mut extra = status();
-        extra["extra"] = json!(true);
-        assert!(!unchanged(&extra, &body, &conditions("ok"), Some(3)));
+        let entry = entry();
+        assert!(!entry.reusable(&json!({"phase": "Failed"}), &conditions("ok"), Some(3)));
+        assert!(!entry.reusable(&body, &conditions("other"), Some(3)));
+        assert!(!entry.reusable(&body, &conditions("ok"), Some(4)));
+        assert!(!entry.reusable(&body, &conditions("ok"), None));
+        let mut twice = conditions("ok");
+        twice[1].0 = "Ready";
+        assert!(!entry.reusable(&body, &twice, Some(3)));
+        let without_inputs = MemoEntry {
+            inputs: None,
+            ..entry
+        };
+        assert!(!without_inputs.reusable(&body, &conditions("ok"), Some(3)));
     }
 }
