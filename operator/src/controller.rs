@@ -474,7 +474,8 @@ impl Controller {
         }
         for key in &actions.cancel {
             if let Some(sourced) = self.generated.get_mut(key)
-                && let veil_crds::object::Object::TaskRun(run) = &mut sourced.object
+                && let veil_crds::object::Object::TaskRun(run) =
+                    std::sync::Arc::make_mut(&mut sourced.object)
                 && !run.spec.cancel
             {
                 run.spec.cancel = true;
@@ -563,7 +564,7 @@ impl Controller {
                 schedule_name,
             );
             let Some(veil_crds::object::Object::Schedule(schedule)) =
-                world.objects.get(&schedule_key).map(|o| &o.object)
+                world.objects.get(&schedule_key).map(|o| &*o.object)
             else {
                 continue;
             };
@@ -629,7 +630,7 @@ fn generated_object(document: &Value) -> Option<(ObjectKey, SourcedObject)> {
     Some((
         key,
         SourcedObject {
-            object,
+            object: object.into(),
             origin: Origin {
                 file: std::path::PathBuf::from("<made by a Schedule>"),
                 line: 0,
@@ -654,7 +655,7 @@ fn registered_nodes(
         extra.insert(
             key,
             SourcedObject {
-                object: veil_crds::object::Object::VeilNode(Box::new(node)),
+                object: std::sync::Arc::new(veil_crds::object::Object::VeilNode(Box::new(node))),
                 origin: Origin {
                     file: std::path::PathBuf::from("<registered by its agent>"),
                     line: 0,

@@ -174,7 +174,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             }));
             entry
         };
-        let status = match &object.object {
+        let status = match &*object.object {
             Object::Secret(_) => continue,
             Object::TaskRun(run) => {
                 let uid = run.metadata.uid.as_deref().unwrap_or_default();

@@ -48,7 +48,7 @@ pub struct SourceSnapshot {
 /// An object in effect, with where it was read from.
 #[derive(Clone, Debug)]
 pub struct SourcedObject {
-    pub object: Object,
+    pub object: std::sync::Arc<Object>,
     pub origin: Origin,
 }
 

@@ -67,7 +67,7 @@ impl View {
     }
 
     fn render(&self, key: &ObjectKey, object: &WorldObject) -> Value {
-        let mut value = match &object.object {
+        let mut value = match &*object.object {
             Object::Secret(secret) => {
                 let mut redacted = (**secret).clone();
                 let keys = redacted

@@ -22,7 +22,7 @@ use crate::store::{ObjectRecord, ObjectRef};
 /// One desired object with its metadata filled in.
 #[derive(Clone, Debug)]
 pub struct WorldObject {
-    pub object: Object,
+    pub object: std::sync::Arc<Object>,
     /// Where the object came from (`file:line` in dir mode).
     pub origin: Option<String>,
 }
@@ -194,7 +194,7 @@ impl GenerationBook {
 }
 
 fn world_object(sourced: &SourcedObject, record: &ObjectRecord) -> WorldObject {
-    let mut object = sourced.object.clone();
+    let mut object = (*sourced.object).clone();
     let meta = object.meta_mut();
     meta.uid = Some(record.uid.clone());
     meta.generation = Some(record.generation);
@@ -202,7 +202,7 @@ fn world_object(sourced: &SourcedObject, record: &ObjectRecord) -> WorldObject {
     meta.creation_timestamp = timestamp(record.created_at).parse().ok().map(Time);
     meta.resource_version = None;
     WorldObject {
-        object,
+        object: object.into(),
         origin: Some(format!(
             "{}:{}",
             sourced.origin.file.display(),

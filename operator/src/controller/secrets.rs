@@ -45,7 +45,7 @@ pub(super) struct Needed {
 pub(super) fn needed(world: &World) -> Needed {
     let mut needed = Needed::default();
     for (_, object) in world.of_kind(Kind::VlessKey) {
-        if let Object::VlessKey(key) = &object.object
+        if let Object::VlessKey(key) = &*object.object
             && let Some(uid) = &key.metadata.uid
         {
             needed.keys.insert(uid.clone());
@@ -55,7 +55,7 @@ pub(super) fn needed(world: &World) -> Needed {
         }
     }
     for (_, object) in world.of_kind(Kind::ProtocolServer) {
-        if let Object::ProtocolServer(server) = &object.object
+        if let Object::ProtocolServer(server) = &*object.object
             && let Some(uid) = &server.metadata.uid
         {
             needed.servers.insert(uid.clone());

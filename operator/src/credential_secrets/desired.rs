@@ -29,7 +29,7 @@ pub fn desired_secrets(
     // Parsed once per server, not once per key.
     let mut endpoints: HashMap<ObjectKey, Option<Endpoint>> = HashMap::new();
     for (key_ref, object) in world.of_kind(Kind::VlessKey) {
-        let Object::VlessKey(key) = &object.object else {
+        let Object::VlessKey(key) = &*object.object else {
             continue;
         };
         let Some(uid) = key.metadata.uid.as_deref() else {
@@ -53,7 +53,7 @@ pub fn desired_secrets(
         out.push(vless_secret(key_ref, uid, &id, source, link.as_deref()));
     }
     for (server_ref, object) in world.of_kind(Kind::ProtocolServer) {
-        let Object::ProtocolServer(server) = &object.object else {
+        let Object::ProtocolServer(server) = &*object.object else {
             continue;
         };
         let generated = server.spec.protocol == Protocol::Vless

@@ -55,7 +55,7 @@ pub fn plan_schedules(
     let mut actions = ScheduleActions::default();
     let mut statuses = BTreeMap::new();
     for (key, object) in world.of_kind(Kind::Schedule) {
-        let Object::Schedule(schedule) = &object.object else {
+        let Object::Schedule(schedule) = &*object.object else {
             continue;
         };
         let owned = owned_runs(world, runs, key);

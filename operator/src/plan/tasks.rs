@@ -74,7 +74,7 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
         );
     }
     for (key, object) in inputs.world.of_kind(Kind::VeilNode) {
-        let Object::VeilNode(node) = &object.object else {
+        let Object::VeilNode(node) = &*object.object else {
             continue;
         };
         let view = views.entry(key.name.as_str()).or_insert_with(|| NodeView {
@@ -126,7 +126,7 @@ fn runners_for<'w>(world: &'w World, run: &TaskRun, namespace: &str) -> Vec<&'w 
     world
         .of_kind(Kind::Runner)
         .filter(|(key, _)| key.namespace == namespace)
-        .filter_map(|(_, o)| match &o.object {
+        .filter_map(|(_, o)| match &*o.object {
             Object::Runner(r) => Some(&**r),
             _ => None,
         })
@@ -320,7 +320,7 @@ fn place(
 fn task_runs(world: &World) -> Vec<(&ObjectKey, &str, &TaskRun)> {
     let mut runs: Vec<_> = world
         .of_kind(Kind::TaskRun)
-        .filter_map(|(key, o)| match &o.object {
+        .filter_map(|(key, o)| match &*o.object {
             Object::TaskRun(run) => {
                 Some((key, run.metadata.uid.as_deref().unwrap_or_default(), &**run))
             }
@@ -423,7 +423,7 @@ pub fn secret_value(world: &World, namespace: &str, name: &str, key: &str) -> Op
     let object = world
         .objects
         .get(&ObjectKey::new(Kind::Secret, namespace, name))?;
-    let Object::Secret(secret) = &object.object else {
+    let Object::Secret(secret) = &*object.object else {
         return None;
     };
     secret

@@ -20,7 +20,7 @@ pub(crate) fn snapshot(yaml: &str) -> SourceSnapshot {
             (
                 parsed.object.key(),
                 SourcedObject {
-                    object: parsed.object,
+                    object: parsed.object.into(),
                     origin: Origin {
                         file: PathBuf::from("test.yaml"),
                         line: parsed.line,

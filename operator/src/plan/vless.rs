@@ -163,7 +163,7 @@ fn stale_baselines(world: &World, traffic: &TrafficState) -> Vec<String> {
     }
     let live: HashSet<&str> = world
         .of_kind(Kind::VlessKey)
-        .filter_map(|(_, object)| match &object.object {
+        .filter_map(|(_, object)| match &*object.object {
             Object::VlessKey(key) => key.metadata.uid.as_deref(),
             _ => None,
         })

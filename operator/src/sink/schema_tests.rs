@@ -69,7 +69,7 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
             snapshot.objects.insert(
                 parsed.object.key(),
                 SourcedObject {
-                    object: parsed.object,
+                    object: parsed.object.into(),
                     origin: Origin {
                         file: path.clone(),
                         line: parsed.line,

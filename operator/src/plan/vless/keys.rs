@@ -63,7 +63,7 @@ pub fn resolve<'a>(
 ) -> (Vec<Key<'a>>, Vec<TrafficBaselineRecord>) {
     let mut objects: Vec<(Option<DateTime<Utc>>, &ObjectKey, &VlessKey)> = world
         .of_kind(Kind::VlessKey)
-        .filter_map(|(key, object)| match &object.object {
+        .filter_map(|(key, object)| match &*object.object {
             Object::VlessKey(vless_key) => Some((created(vless_key), key, &**vless_key)),
             _ => None,
         })
@@ -186,7 +186,7 @@ fn lifecycle(
 }
 
 fn missing_server(world: &World, server: &ObjectKey) -> Problem {
-    let (reason, message) = match world.objects.get(server).map(|o| &o.object) {
+    let (reason, message) = match world.objects.get(server).map(|o| &*o.object) {
         Some(Object::ProtocolServer(other)) if other.spec.protocol != Protocol::Vless => (
             "ServerNotVless",
             format!(

@@ -63,7 +63,7 @@ pub fn resolve<'a>(
 ) -> BTreeMap<&'a ObjectKey, Server<'a>> {
     world
         .of_kind(Kind::ProtocolServer)
-        .filter_map(|(key, object)| match &object.object {
+        .filter_map(|(key, object)| match &*object.object {
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
                 let vless = server.spec.vless.as_ref()?;
                 let id = ServerId {

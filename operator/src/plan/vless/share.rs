@@ -55,7 +55,7 @@ pub fn key_server<'a>(
     world: &'a World,
     key_ref: &'a ObjectKey,
 ) -> Result<KeyServer<'a>, LinkError> {
-    let Some(Object::VlessKey(key)) = world.objects.get(key_ref).map(|o| &o.object) else {
+    let Some(Object::VlessKey(key)) = world.objects.get(key_ref).map(|o| &*o.object) else {
         return Err(LinkError::KeyNotFound {
             namespace: key_ref.namespace.clone(),
             name: key_ref.name.clone(),
@@ -63,7 +63,7 @@ pub fn key_server<'a>(
     };
     let server_name = key.spec.server_ref.name.as_str();
     let server_key = ObjectKey::new(Kind::ProtocolServer, &key_ref.namespace, server_name);
-    let server = match world.objects.get(&server_key).map(|o| &o.object) {
+    let server = match world.objects.get(&server_key).map(|o| &*o.object) {
         Some(Object::ProtocolServer(server)) if server.spec.protocol == Protocol::Vless => server,
         Some(_) => return Err(LinkError::ServerNotVless(server_name.to_owned())),
         None => {

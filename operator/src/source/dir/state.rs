@@ -280,7 +280,7 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
                 objects.insert(
                     entry.key.clone(),
                     SourcedObject {
-                        object: entry.object.clone(),
+                        object: entry.object.clone().into(),
                         origin,
                     },
                 );

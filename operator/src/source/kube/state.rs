@@ -44,7 +44,7 @@ struct Entry {
     fingerprint: u64,
     uid: Option<String>,
     /// The last version Veil accepted (of this uid), if any.
-    good: Option<Object>,
+    good: Option<std::sync::Arc<Object>>,
     /// Why the current version is refused; empty when it is `good`.
     errors: Vec<SourceError>,
     status: Option<Arc<RawValue>>,
@@ -64,7 +64,7 @@ impl Entry {
             };
         }
         let (good, errors) = match prepared.validate() {
-            Ok(object) => (Some(object), Vec::new()),
+            Ok(object) => (Some(std::sync::Arc::new(object)), Vec::new()),
             // Like a file that fails: the last good version of the same
             // object stays in effect; a re-created object starts afresh.
             Err(errors) => (
