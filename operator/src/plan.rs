@@ -67,9 +67,11 @@ pub struct PlanInputs<'a> {
     pub secrets: &'a vless::GeneratedSecrets,
     /// Traffic counters, period baselines and last-seen times.
     pub traffic: &'a vless::TrafficState,
-    /// The previous pass's [`Plan::memo`] (or an empty one): saves parsing
-    /// and serializing statuses that did not change, never changes one.
-    pub memo: &'a StatusMemo,
+    /// The previous pass's [`Plan::memo`] (an empty one at first): saves
+    /// parsing and serializing statuses that did not change, never changes
+    /// one. `None`: no memo is used or built (it holds every status parsed,
+    /// about 5 KB per object).
+    pub memo: Option<&'a StatusMemo>,
 }
 
 /// What should be true after this pass.
@@ -132,7 +134,11 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     let mut statuses = Vec::with_capacity(inputs.world.objects.len());
     let mut memo_entries = Vec::with_capacity(inputs.world.objects.len());
     let mut previous_statuses = inputs.previous.iter().peekable();
-    let mut remembered_statuses = inputs.memo.iter().peekable();
+    let mut remembered_statuses = inputs
+        .memo
+        .into_iter()
+        .flat_map(StatusMemo::iter)
+        .peekable();
     let mut phase_counts = BTreeMap::new();
     for (key, object) in &inputs.world.objects {
         let generation = object.object.meta().generation;
@@ -159,6 +165,15 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 && entry.reusable(&body, &conditions, generation)
             {
                 return entry.clone();
+            }
+            if inputs.memo.is_none() {
+                return memo_entry(with_conditions(
+                    body,
+                    previous,
+                    &conditions,
+                    generation,
+                    inputs.now,
+                ));
             }
             let mut entry = memo_entry(with_conditions(
                 body.clone(),
@@ -228,7 +243,9 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             .entry((key.kind, phase.to_owned()))
             .or_default() += 1;
         statuses.push((key.clone(), status.raw.clone()));
-        memo_entries.push((key.clone(), status));
+        if inputs.memo.is_some() {
+            memo_entries.push((key.clone(), status));
+        }
     }
     let statuses: Statuses = statuses.into_iter().collect();
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));

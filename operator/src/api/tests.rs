@@ -85,7 +85,7 @@ async fn serve() -> Served {
         last_schedule_times: &BTreeMap::new(),
         secrets: &GeneratedSecrets::default(),
         traffic: &TrafficState::default(),
-        memo: &crate::plan::StatusMemo::default(),
+        memo: None,
     });
     let bob_uid = world.objects[&ObjectKey::new(Kind::VlessKey, "default", "bob")]
         .object

@@ -417,7 +417,7 @@ impl Controller {
             credentials_written: None,
         });
         self.statuses.clear();
-        self.memo = crate::plan::StatusMemo::default();
+        self.memo = Some(crate::plan::StatusMemo::default());
         self.generated.clear();
         self.generated_rev += 1;
         self.cached_world = None;

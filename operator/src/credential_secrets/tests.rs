@@ -301,7 +301,7 @@ fn the_world_calls_for_a_secret_per_known_id_and_per_generated_reality_key() {
         last_schedule_times: &BTreeMap::new(),
         secrets: &secrets,
         traffic: &TrafficState::default(),
-        memo: &crate::plan::StatusMemo::default(),
+        memo: None,
     });
     let wanted: BTreeMap<String, _> = desired_secrets(&world, &planned.statuses, &secrets)
         .into_iter()

@@ -63,7 +63,7 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
         last_schedule_times: &BTreeMap::new(),
         secrets: &vless::GeneratedSecrets::default(),
         traffic: &vless::TrafficState::default(),
-        memo: &crate::plan::StatusMemo::default(),
+        memo: None,
     })
 }
 
@@ -227,7 +227,7 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
             last_schedule_times: &BTreeMap::new(),
             secrets: &vless::GeneratedSecrets::default(),
             traffic: &vless::TrafficState::default(),
-            memo: &crate::plan::StatusMemo::default(),
+            memo: None,
         })
         .statuses
     };
@@ -271,7 +271,7 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
             },
         )])
     };
-    let pass = |previous: &Statuses, memo: &StatusMemo, last_seen, now| {
+    let pass = |previous: &Statuses, memo: Option<&StatusMemo>, last_seen, now| {
         plan(&PlanInputs {
             world: &world,
             previous,
@@ -302,8 +302,8 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
     let mut previous = Statuses::new();
     let mut memo = StatusMemo::default();
     for (i, (last_seen, now)) in passes.into_iter().enumerate() {
-        let with_memo = pass(&previous, &memo, last_seen, now);
-        let without = pass(&previous, &StatusMemo::default(), last_seen, now);
+        let with_memo = pass(&previous, Some(&memo), last_seen, now);
+        let without = pass(&previous, None, last_seen, now);
         assert_eq!(
             texts(&with_memo.statuses),
             texts(&without.statuses),
@@ -333,7 +333,7 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
         key.clone(),
         raw_status(&serde_json::json!({"phase": "Old"})),
     );
-    let with_memo = pass(&foreign, &memo, t0 + s(95), t0 + s(96));
-    let without = pass(&foreign, &StatusMemo::default(), t0 + s(95), t0 + s(96));
+    let with_memo = pass(&foreign, Some(&memo), t0 + s(95), t0 + s(96));
+    let without = pass(&foreign, None, t0 + s(95), t0 + s(96));
     assert_eq!(texts(&with_memo.statuses), texts(&without.statuses));
 }

@@ -166,7 +166,7 @@ impl Case {
             last_schedule_times: &BTreeMap::new(),
             secrets: &self.secrets,
             traffic: &self.traffic,
-            memo: &crate::plan::StatusMemo::default(),
+            memo: None,
         })
     }
 }
