@@ -110,13 +110,13 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         now: inputs.now,
         node_timeout: inputs.node_timeout,
     };
-    let task_plan = tasks::plan_tasks(&task_inputs);
+    let views = tasks::node_views(&task_inputs);
+    let task_plan = tasks::plan_tasks(&task_inputs, &views);
     // Statuses see the run states as they will be after this pass.
     let mut runs = inputs.runs.clone();
     for change in &task_plan.run_changes {
         runs.insert(change.uid.clone(), change.clone());
     }
-    let views = tasks::node_views(&task_inputs);
     let (schedule_actions, mut schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
     let mut vless_plan = vless::plan_vless(&vless::VlessInputs {

@@ -318,21 +318,22 @@ impl ClusterObjects {
             return;
         }
         self.adopted_version = snapshot.version;
-        // Carried over into a new map rather than `retain`ed against the
-        // snapshot: a hash move per object, not a tree lookup.
-        let mut kept = HashMap::with_capacity(self.adopted.len());
+        // Non-Secret objects of the snapshot, all in `adopted` after the loop.
+        let mut objects = 0;
         for (key, sourced) in &snapshot.objects {
             if key.kind == Kind::Secret {
                 continue;
             }
-            let uid = sourced.object.meta().uid.clone();
-            if let Some((key, adopted)) = self.adopted.remove_entry(key)
-                && adopted == uid
+            objects += 1;
+            let uid = sourced.object.meta().uid.as_ref();
+            if self
+                .adopted
+                .get(key)
+                .is_some_and(|adopted| adopted.as_ref() == uid)
             {
-                kept.insert(key, adopted);
                 continue;
             }
-            kept.insert(key.clone(), uid);
+            self.adopted.insert(key.clone(), uid.cloned());
             match snapshot.observed_statuses.get(key) {
                 Some(status) => {
                     statuses.insert(key.clone(), status.clone());
@@ -343,12 +344,12 @@ impl ClusterObjects {
                 }
             }
         }
-        for key in created.keys() {
-            if let Some((key, adopted)) = self.adopted.remove_entry(key) {
-                kept.entry(key).or_insert(adopted);
-            }
+        // Anything more is a created run or a deleted object: look closer
+        // only then (a tree lookup per entry).
+        if self.adopted.len() > objects {
+            self.adopted
+                .retain(|key, _| snapshot.objects.contains_key(key) || created.contains_key(key));
         }
-        self.adopted = kept;
     }
 
     /// After planning: a status adopted in this pass that equals the planned

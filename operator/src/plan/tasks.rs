@@ -58,37 +58,47 @@ pub struct NodeView<'a> {
     pub observation: Option<&'a NodeObservation>,
 }
 
-/// Every known node: registered agents and declared VeilNodes.
+/// Every known node: registered agents and declared VeilNodes. A node's
+/// labels are its agent's, overridden by its VeilNode's `spec.labels`.
 pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>> {
-    let mut views: BTreeMap<&str, NodeView<'_>> = BTreeMap::new();
+    // VeilNodes come in name order (cluster-scoped: one namespace), so the
+    // map is bulk-built; the few registered agents are merged in after.
+    let mut views: BTreeMap<&str, NodeView<'_>> = inputs
+        .world
+        .of_kind(Kind::VeilNode)
+        .filter_map(|(key, object)| {
+            let Object::VeilNode(node) = &*object.object else {
+                return None;
+            };
+            let view = NodeView {
+                name: key.name.as_str(),
+                labels: node
+                    .spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+                    .collect(),
+                ready: false,
+                cordoned: node.spec.cordoned,
+                observation: None,
+            };
+            Some((key.name.as_str(), view))
+        })
+        .collect();
     for (name, observation) in inputs.nodes {
-        views.insert(
+        let ready = inputs.now - observation.last_seen <= inputs.node_timeout;
+        let view = views.entry(name).or_insert_with(|| NodeView {
             name,
-            NodeView {
-                name,
-                labels: observation.registration.labels.clone(),
-                ready: inputs.now - observation.last_seen <= inputs.node_timeout,
-                cordoned: false,
-                observation: Some(observation),
-            },
-        );
-    }
-    for (key, object) in inputs.world.of_kind(Kind::VeilNode) {
-        let Object::VeilNode(node) = &*object.object else {
-            continue;
-        };
-        let view = views.entry(key.name.as_str()).or_insert_with(|| NodeView {
-            name: key.name.as_str(),
             labels: BTreeMap::new(),
-            ready: false,
+            ready,
             cordoned: false,
             observation: None,
         });
-        view.cordoned = node.spec.cordoned;
-        for (k, v) in &node.spec.labels {
-            view.labels
-                .insert(k.as_str().to_owned(), v.as_str().to_owned());
-        }
+        let mut labels = observation.registration.labels.clone();
+        labels.append(&mut view.labels);
+        view.labels = labels;
+        view.ready = ready;
+        view.observation = Some(observation);
     }
     views
 }
@@ -142,9 +152,8 @@ fn runners_for<'w>(world: &'w World, run: &TaskRun, namespace: &str) -> Vec<&'w 
 }
 
 /// Plans task placement and assignments.
-pub fn plan_tasks(inputs: &TaskInputs<'_>) -> TaskPlan {
+pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>) -> TaskPlan {
     let mut plan = TaskPlan::default();
-    let views = node_views(inputs);
     let mut active: BTreeMap<String, u32> = BTreeMap::new();
     for state in inputs.runs.values() {
         if let Some(node) = &state.node
@@ -201,7 +210,7 @@ pub fn plan_tasks(inputs: &TaskInputs<'_>) -> TaskPlan {
             ));
             continue;
         }
-        match place(inputs, &views, &active, key, run) {
+        match place(inputs, views, &active, key, run) {
             Placement::Node(node) => {
                 *active.entry(node.clone()).or_default() += 1;
                 let mut record = state

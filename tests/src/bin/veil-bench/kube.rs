@@ -17,6 +17,8 @@ use super::{ms, peak_rss_kib, percentile};
 const OBJECTS: usize = 10_000;
 /// Create requests in flight at once.
 const CREATORS: usize = 32;
+/// Spec changes timed one after another.
+const SPEC_CHANGES: usize = 200;
 
 pub async fn run_all() {
     let cluster = TestCluster::start().await;
@@ -110,9 +112,10 @@ pub async fn run_all() {
         peak_rss_kib(op.pid()) as f64 / 1024.0
     );
 
-    // One spec change → its status, 50 times.
+    // One spec change → its status, SPEC_CHANGES times (enough samples for
+    // the 99th percentile not to be simply the slowest one).
     let mut samples = Vec::new();
-    for i in 0..50 {
+    for i in 0..SPEC_CHANGES {
         let name = format!("bench-{:05}", i * 37);
         let patch = serde_json::json!({ "spec": { "labels": { "bench": format!("b{i}") } } });
         let started = Instant::now();
@@ -136,7 +139,7 @@ pub async fn run_all() {
     }
     samples.sort();
     println!(
-        "kube_spec_change_to_status: p50={:.1}ms p99={:.1}ms max={:.1}ms (target p99 < 200 ms)",
+        "kube_spec_change_to_status: changes={SPEC_CHANGES} p50={:.1}ms p99={:.1}ms max={:.1}ms (target p99 < 200 ms)",
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().expect("samples"))
