@@ -285,6 +285,7 @@ impl Controller {
         if let Some(kube) = &mut self.kube {
             kube.follow_gate();
             kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
+            kube_mode::adopt_schedule_times(snapshot, &mut self.last_schedule_times);
         }
         self.complete_secrets(&world).await?;
 

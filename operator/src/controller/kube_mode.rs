@@ -603,6 +603,28 @@ pub(super) fn nodes_to_create(
         .collect()
 }
 
+/// Gives every Schedule the store has no last schedule time for the one in
+/// its cluster status (`status.lastScheduleTime`). A new leader whose own
+/// store is empty (SQLite per replica) then continues from where the old
+/// one was, instead of counting every time since the Schedule's creation as
+/// missed. The store's time, when there is one, wins.
+pub(super) fn adopt_schedule_times(
+    snapshot: &SourceSnapshot,
+    times: &mut BTreeMap<ObjectKey, DateTime<Utc>>,
+) {
+    for (key, status) in &snapshot.observed_statuses {
+        if key.kind != Kind::Schedule || times.contains_key(key) {
+            continue;
+        }
+        let time = serde_json::from_str::<Value>(status.get())
+            .ok()
+            .and_then(|status| status.get("lastScheduleTime")?.as_str()?.parse().ok());
+        if let Some(time) = time {
+            times.insert(key.clone(), time);
+        }
+    }
+}
+
 /// The wait before retry number `failures` (1-based).
 fn retry_delay(failures: u32) -> Duration {
     FIRST_RETRY
@@ -732,5 +754,35 @@ spec:
         assert_eq!(retry_delay(1), Duration::from_secs(1));
         assert_eq!(retry_delay(3), Duration::from_secs(4));
         assert_eq!(retry_delay(60), MAX_RETRY);
+    }
+
+    #[test]
+    fn a_schedule_without_a_stored_time_takes_its_cluster_status_time() {
+        // Only the observed statuses matter.
+        let mut source = SourceSnapshot::default();
+        let nightly = ObjectKey::new(Kind::Schedule, "default", "nightly");
+        let other = ObjectKey::new(Kind::Schedule, "default", "other");
+        let alice = ObjectKey::new(Kind::VlessKey, "default", "alice");
+        let status = |time: &str| raw(&format!(r#"{{"lastScheduleTime":"{time}"}}"#));
+        source
+            .observed_statuses
+            .insert(nightly.clone(), status("2026-12-03T03:00:00Z"));
+        source
+            .observed_statuses
+            .insert(other.clone(), status("2026-12-01T03:00:00Z"));
+        source
+            .observed_statuses
+            .insert(alice.clone(), status("2026-12-02T03:00:00Z"));
+        let stored = "2026-12-02T03:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let mut times = BTreeMap::from([(other.clone(), stored)]);
+        adopt_schedule_times(&source, &mut times);
+        assert_eq!(
+            times,
+            BTreeMap::from([
+                (nightly, "2026-12-03T03:00:00Z".parse().unwrap()),
+                (other, stored),
+            ]),
+            "the cluster's time for a Schedule the store does not know; the store's wins; other kinds ignored"
+        );
     }
 }
