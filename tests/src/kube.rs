@@ -182,6 +182,47 @@ impl TestCluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `kubectl get ARGS -o json` (ARGS may name a namespace), or `None`
+    /// when the object does not exist; any other failure panics with
+    /// kubectl's message.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        let output = self.kubectl(&all);
+        if output.status.success() {
+            return Some(serde_json::from_slice(&output.stdout).expect("kubectl printed JSON"));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("NotFound"), "kubectl {all:?}: {stderr}");
+        None
+    }
+
+    /// A `veil-operator run --source kube` against this cluster, watching
+    /// `namespace` only, with Lease identity `pod_name` (its Lease in
+    /// `namespace` too) and a fresh, empty data dir.
+    pub async fn operator(&self, namespace: &str, pod_name: &str) -> crate::process::Operator {
+        let unused = tempfile::tempdir().expect("temp dir");
+        crate::process::Operator::start_with(
+            unused.path(),
+            crate::process::OperatorOptions {
+                source: Some("kube".into()),
+                extra_args: vec![
+                    "--kubeconfig".into(),
+                    self.kubeconfig().display().to_string(),
+                    "--namespace".into(),
+                    namespace.into(),
+                ],
+                env: vec![
+                    ("POD_NAME".into(), pod_name.into()),
+                    ("POD_NAMESPACE".into(), namespace.into()),
+                ],
+                ..crate::process::OperatorOptions::default()
+            },
+        )
+        .await
+    }
+
     /// A client authenticated as the admin; a new one per call, so it
     /// belongs to the caller's tokio runtime.
     pub async fn client(&self) -> kube::Client {

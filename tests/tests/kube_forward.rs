@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use veil_e2e::kube::TestCluster;
-use veil_e2e::process::{Agent, Operator, OperatorOptions, binary};
+use veil_e2e::process::{Agent, Operator, binary};
 
 /// The namespace of this test's objects and of its Lease.
 const NS: &str = "forwarding";
@@ -42,38 +42,13 @@ spec:
 ";
 
 async fn start(cluster: &TestCluster, name: &str) -> Operator {
-    let unused = tempfile::tempdir().unwrap();
-    Operator::start_with(
-        unused.path(),
-        OperatorOptions {
-            source: Some("kube".into()),
-            extra_args: vec![
-                "--kubeconfig".into(),
-                cluster.kubeconfig().display().to_string(),
-                "--namespace".into(),
-                NS.into(),
-            ],
-            env: vec![
-                ("POD_NAME".into(), name.into()),
-                ("POD_NAMESPACE".into(), NS.into()),
-            ],
-            ..OperatorOptions::default()
-        },
-    )
-    .await
+    cluster.operator(NS, name).await
 }
 
 fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get", "-n", NS];
+    let mut all = vec!["-n", NS];
     all.extend_from_slice(args);
-    all.extend(["-o", "json"]);
-    let output = cluster.kubectl(&all);
-    if output.status.success() {
-        return Some(serde_json::from_slice(&output.stdout).unwrap());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("NotFound"), "kubectl {all:?}: {stderr}");
-    None
+    cluster.get_json(&all)
 }
 
 /// One sample of a metric in `operator`'s `/metrics` (`name` may include labels).

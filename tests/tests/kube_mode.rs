@@ -70,16 +70,7 @@ async fn kube_operator(cluster: &TestCluster, namespace: Option<&str>) -> Operat
 
 /// `kubectl get ARGS -o json`, or `None` when the object does not exist.
 fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend(["-o", "json"]);
-    let output = cluster.kubectl(&all);
-    if output.status.success() {
-        return Some(serde_json::from_slice(&output.stdout).expect("kubectl printed JSON"));
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("NotFound"), "kubectl {all:?}: {stderr}");
-    None
+    cluster.get_json(args)
 }
 
 /// Polls `check` until it returns `Some`; panics after [`WAIT`] with the operator's log.

@@ -193,29 +193,35 @@ fn removed_objects_are_deleted_from_the_book() {
     assert_eq!(changes.deletes.len(), 2);
 }
 
-#[test]
-fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+/// The agent of `edge-1`, registered at `registered_at`, last heard from at `last_seen`.
+fn edge_1_seen(
+    registered_at: chrono::DateTime<Utc>,
+    last_seen: chrono::DateTime<Utc>,
+) -> BTreeMap<String, crate::agents::NodeObservation> {
     let registration: veil_crds::wire::RegisterRequest =
         serde_json::from_value(serde_json::json!({
             "node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "test",
         }))
         .unwrap();
-    let seen = |at| {
-        BTreeMap::from([(
-            "edge-1".to_owned(),
-            crate::agents::NodeObservation {
-                registration: registration.clone(),
-                registered_at: t0,
-                last_seen: at,
-                applied_revision: 0,
-                servers: Vec::new(),
-                servers_reported_at: None,
-                servers_seq: 0,
-            },
-        )])
-    };
+    BTreeMap::from([(
+        "edge-1".to_owned(),
+        crate::agents::NodeObservation {
+            registration,
+            registered_at,
+            last_seen,
+            applied_revision: 0,
+            servers: Vec::new(),
+            servers_reported_at: None,
+            servers_seq: 0,
+        },
+    )])
+}
+
+#[test]
+fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let seen = |at| edge_1_seen(t0, at);
     let pass = |previous: &Statuses, at| {
         plan(&PlanInputs {
             world: &world,
@@ -252,25 +258,7 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
 fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
     let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
-    let registration: veil_crds::wire::RegisterRequest =
-        serde_json::from_value(serde_json::json!({
-            "node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "test",
-        }))
-        .unwrap();
-    let seen_at = |last_seen| {
-        BTreeMap::from([(
-            "edge-1".to_owned(),
-            crate::agents::NodeObservation {
-                registration: registration.clone(),
-                registered_at: t0,
-                last_seen,
-                applied_revision: 0,
-                servers: Vec::new(),
-                servers_reported_at: None,
-                servers_seq: 0,
-            },
-        )])
-    };
+    let seen_at = |last_seen| edge_1_seen(t0, last_seen);
     let pass = |previous: &Statuses, memo: Option<&StatusMemo>, last_seen, now| {
         plan(&PlanInputs {
             world: &world,
