@@ -23,6 +23,7 @@ pub mod kube_status;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod schema_tests;
+pub mod write_queue;
 
 use std::sync::Arc;
 

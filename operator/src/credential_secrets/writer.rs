@@ -18,8 +18,6 @@
 //! - logs name the Secret and the API server's code and reason, never a
 //!   value (nor the server's message, which could quote one).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -30,11 +28,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::convert::{DesiredSecret, apply_body, observe};
 use super::{Observed, SecretName};
 use crate::sink::WriteGate;
+use crate::sink::write_queue::{WriteQueue, sleep_until};
 use crate::source::kube::resources::FIELD_MANAGER;
 
 /// Writes in flight at once (statuses, the bulk of the writes, get 32).
@@ -61,9 +59,7 @@ impl SecretWriter {
             client,
             gate,
             observed,
-            pending: HashMap::new(),
-            ready: VecDeque::new(),
-            delayed: BinaryHeap::new(),
+            queue: WriteQueue::new(),
             in_flight: FuturesUnordered::new(),
         };
         SecretWriter {
@@ -83,11 +79,6 @@ impl Drop for SecretWriter {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-struct Pending {
-    desired: DesiredSecret,
-    failures: u32,
 }
 
 /// One finished write: the Secret, what was written, the resourceVersion
@@ -145,9 +136,8 @@ struct Writer {
     client: kube::Client,
     gate: WriteGate,
     observed: watch::Sender<Observed>,
-    pending: HashMap<SecretName, Pending>,
-    ready: VecDeque<SecretName>,
-    delayed: BinaryHeap<Reverse<(Instant, SecretName)>>,
+    /// Secrets to write: ready, waiting for a retry or in flight.
+    queue: WriteQueue<SecretName, DesiredSecret>,
     in_flight: FuturesUnordered<BoxFuture<'static, Written>>,
 }
 
@@ -155,111 +145,71 @@ impl Writer {
     async fn run(mut self, mut updates: mpsc::UnboundedReceiver<DesiredSecret>) {
         loop {
             self.start_writes();
-            let next_retry = self.delayed.peek().map(|Reverse((at, _))| *at);
+            let next_retry = self.queue.next_retry();
             tokio::select! {
                 update = updates.recv() => match update {
-                    Some(desired) => self.submit(desired),
+                    Some(desired) => self.queue.submit(desired.name.clone(), desired),
                     None => return,
                 },
                 Some(written) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.finish(written);
                 }
-                () = sleep_until(next_retry) => self.promote_due(),
+                () = sleep_until(next_retry) => self.queue.promote_due(),
                 () = self.gate.changed() => {
                     if !self.gate.is_open() {
-                        self.pending.clear();
-                        self.ready.clear();
-                        self.delayed.clear();
+                        self.queue.clear();
                     }
                 }
             }
         }
     }
 
-    fn submit(&mut self, desired: DesiredSecret) {
-        match self.pending.get_mut(&desired.name) {
-            Some(pending) => pending.desired = desired,
-            None => {
-                let name = desired.name.clone();
-                self.pending.insert(
-                    name.clone(),
-                    Pending {
-                        desired,
-                        failures: 0,
-                    },
-                );
-                self.ready.push_back(name);
-            }
-        }
-    }
-
     fn start_writes(&mut self) {
         while self.gate.is_open() && self.in_flight.len() < MAX_IN_FLIGHT {
-            let Some(name) = self.ready.pop_front() else {
+            let Some((name, desired)) = self.queue.pop_ready() else {
                 return;
-            };
-            let Some(pending) = self.pending.get(&name) else {
-                continue;
             };
             let before = {
                 let observed = self.observed.borrow();
                 match observed.secrets.get(&name) {
-                    Some(seen) if seen.content == pending.desired.content => None,
+                    Some(seen) if seen.content == desired.content => None,
                     seen => Some(seen.and_then(|s| s.resource_version.clone())),
                 }
             };
             let Some(before) = before else {
                 // Already as wanted: nothing to write.
-                self.pending.remove(&name);
+                self.queue.remove(&name);
                 continue;
             };
-            let desired = pending.desired.clone();
             self.in_flight
                 .push(Box::pin(write(self.client.clone(), desired, before)));
         }
     }
 
-    fn promote_due(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, _))) = self.delayed.peek()
-            && *at <= now
-        {
-            if let Some(Reverse((_, name))) = self.delayed.pop() {
-                self.ready.push_back(name);
-            }
-        }
-    }
-
     fn finish(&mut self, (name, written, before, result): Written) {
-        let Some(pending) = self.pending.get_mut(&name) else {
+        let Some(current) = self.queue.get(&name) else {
             return;
         };
-        let replaced = pending.desired != written;
+        let replaced = *current != written;
         match result {
             Ok(stored) => {
                 tracing::info!(namespace = %name.0, secret = %name.1, "wrote a credentials Secret");
                 record(&self.observed, &name, before.as_deref(), &stored);
-                if replaced {
-                    pending.failures = 0;
-                    self.ready.push_back(name);
-                } else {
-                    self.pending.remove(&name);
-                }
+                self.queue.written(name, replaced);
             }
             Err(failure) => match outcome(&failure) {
                 Outcome::Retry => {
-                    pending.failures += 1;
-                    let delay = retry_delay(pending.failures);
-                    tracing::warn!(namespace = %name.0, secret = %name.1, error = %describe(&failure), retry_in = ?delay, "writing a credentials Secret failed; retrying");
-                    self.delayed.push(Reverse((Instant::now() + delay, name)));
+                    let (namespace, secret) = name.clone();
+                    let delay = self.queue.retry(name, retry_delay);
+                    tracing::warn!(%namespace, %secret, error = %describe(&failure), retry_in = ?delay.unwrap_or_default(), "writing a credentials Secret failed; retrying");
                 }
                 Outcome::Drop => {
                     tracing::debug!(namespace = %name.0, secret = %name.1, "namespace gone; the Secret is not written");
-                    self.pending.remove(&name);
+                    self.queue.remove(&name);
                 }
                 Outcome::Refused => {
                     tracing::error!(namespace = %name.0, secret = %name.1, error = %describe(&failure), "the API server refused a credentials Secret; if a Secret of this name that Veil does not own exists, rename or delete it");
-                    self.pending.remove(&name);
+                    self.queue.remove(&name);
                 }
             },
         }
@@ -288,13 +238,6 @@ fn record(
         // Our own write: nothing for the controller to react to.
         false
     });
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn write(client: kube::Client, desired: DesiredSecret, before: Option<String>) -> Written {

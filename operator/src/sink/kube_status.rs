@@ -19,8 +19,6 @@
 //! - at most [`MAX_IN_FLIGHT`] writes at once, and only while the
 //!   [`WriteGate`] is open; while it is closed, statuses stay dirty.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +31,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use veil_crds::object::ObjectKey;
 
 use super::WriteGate;
+use super::write_queue::{WriteQueue, sleep_until};
 use crate::metrics::Metrics;
 use crate::source::kube::resources::{self, FIELD_MANAGER};
 
@@ -66,9 +64,7 @@ impl KubeStatusWriter {
             client,
             gate,
             metrics,
-            pending: HashMap::new(),
-            ready: VecDeque::new(),
-            delayed: BinaryHeap::new(),
+            queue: WriteQueue::new(),
             in_flight: FuturesUnordered::new(),
             failing: false,
         };
@@ -89,23 +85,15 @@ impl Drop for KubeStatusWriter {
     }
 }
 
-/// A dirty status. Every pending key is in exactly one of `ready`,
-/// `delayed` or `in_flight`.
-struct Pending {
-    status: Arc<RawValue>,
-    /// Failed attempts in a row.
-    failures: u32,
-}
-
 type Written = (ObjectKey, Arc<RawValue>, Result<(), WriteFailure>);
 
 struct Writer {
     client: kube::Client,
     gate: WriteGate,
     metrics: Arc<Metrics>,
-    pending: HashMap<ObjectKey, Pending>,
-    ready: VecDeque<ObjectKey>,
-    delayed: BinaryHeap<Reverse<(Instant, ObjectKey)>>,
+    /// Dirty statuses: every queued key is ready, waiting for a retry or
+    /// in flight.
+    queue: WriteQueue<ObjectKey, Arc<RawValue>>,
     in_flight: FuturesUnordered<BoxFuture<'static, Written>>,
     /// Whether the last write failed (to log an outage once, not per object).
     failing: bool,
@@ -161,70 +149,37 @@ impl Writer {
     async fn run(mut self, mut updates: mpsc::UnboundedReceiver<(ObjectKey, Arc<RawValue>)>) {
         loop {
             self.start_writes();
-            let next_retry = self.delayed.peek().map(|Reverse((at, _))| *at);
+            let next_retry = self.queue.next_retry();
             tokio::select! {
                 update = updates.recv() => match update {
-                    Some((key, status)) => self.submit(key, status),
+                    Some((key, status)) => self.queue.submit(key, status),
                     None => return,
                 },
                 Some(written) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.finish(written);
                 }
-                () = sleep_until(next_retry) => self.promote_due(),
+                () = sleep_until(next_retry) => self.queue.promote_due(),
                 () = self.gate.changed() => {}
-            }
-        }
-    }
-
-    fn submit(&mut self, key: ObjectKey, status: Arc<RawValue>) {
-        match self.pending.get_mut(&key) {
-            // Queued, waiting for a retry or in flight: it will be written
-            // (again) with the newest status.
-            Some(pending) => pending.status = status,
-            None => {
-                self.pending.insert(
-                    key.clone(),
-                    Pending {
-                        status,
-                        failures: 0,
-                    },
-                );
-                self.ready.push_back(key);
             }
         }
     }
 
     fn start_writes(&mut self) {
         while self.gate.is_open() && self.in_flight.len() < MAX_IN_FLIGHT {
-            let Some(key) = self.ready.pop_front() else {
+            let Some((key, status)) = self.queue.pop_ready() else {
                 return;
             };
-            let Some(pending) = self.pending.get(&key) else {
-                continue;
-            };
-            let status = pending.status.clone();
             self.in_flight
                 .push(Box::pin(write(self.client.clone(), key, status)));
         }
     }
 
-    fn promote_due(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, _))) = self.delayed.peek()
-            && *at <= now
-        {
-            if let Some(Reverse((_, key))) = self.delayed.pop() {
-                self.ready.push_back(key);
-            }
-        }
-    }
-
     fn finish(&mut self, (key, written, result): Written) {
-        let outstanding = self.pending.len();
-        let Some(pending) = self.pending.get_mut(&key) else {
+        let outstanding = self.queue.len();
+        let Some(current) = self.queue.get(&key) else {
             return;
         };
-        let replaced = !Arc::ptr_eq(&pending.status, &written);
+        let replaced = !Arc::ptr_eq(current, &written);
         match result {
             Ok(()) => {
                 self.metrics.status_writes_total.inc();
@@ -232,42 +187,30 @@ impl Writer {
                     tracing::info!(pending = outstanding, "status writes go through again");
                     self.failing = false;
                 }
-                if replaced {
-                    pending.failures = 0;
-                    self.ready.push_back(key);
-                } else {
-                    self.pending.remove(&key);
-                }
+                self.queue.written(key, replaced);
             }
             Err(failure) => match outcome(&failure) {
                 Outcome::Retry => {
-                    pending.failures += 1;
-                    let delay = retry_delay(pending.failures);
-                    if self.failing {
-                        tracing::debug!(object = %key, error = %failure, ?delay, "status write failed; retrying");
+                    let failing = self.failing;
+                    self.failing = true;
+                    let object = key.to_string();
+                    let delay = self.queue.retry(key, retry_delay);
+                    if failing {
+                        tracing::debug!(%object, error = %failure, delay = ?delay.unwrap_or_default(), "status write failed; retrying");
                     } else {
-                        tracing::warn!(object = %key, error = %failure, pending = outstanding, "writing statuses to the cluster failed; retrying with backoff, nothing is lost");
-                        self.failing = true;
+                        tracing::warn!(%object, error = %failure, pending = outstanding, "writing statuses to the cluster failed; retrying with backoff, nothing is lost");
                     }
-                    self.delayed.push(Reverse((Instant::now() + delay, key)));
                 }
                 Outcome::Drop => {
                     tracing::debug!(object = %key, "object gone; its status is not written");
-                    self.pending.remove(&key);
+                    self.queue.remove(&key);
                 }
                 Outcome::Refused => {
                     tracing::error!(object = %key, error = %failure, "the API server refused a status (a bug in Veil: please report it)");
-                    self.pending.remove(&key);
+                    self.queue.remove(&key);
                 }
             },
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
