@@ -3,4 +3,5 @@ pub mod process;
 
 pub mod kube;
 pub mod postgres;
+pub mod wait;
 pub mod xray;

@@ -164,6 +164,19 @@ impl Operator {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// One sample of a metric in the operator's `/metrics` (`name` may
+    /// include labels), or `None` when it cannot be read.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// The admin token the operator wrote into its data dir.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin.token"))

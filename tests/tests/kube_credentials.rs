@@ -7,11 +7,12 @@
 //! a person deleted, with the same id.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::kube::TestCluster;
 use veil_e2e::process::Operator;
+use veil_e2e::wait::wait_until;
 
 /// The namespace of this test's objects and of its Lease.
 const NS: &str = "credentials";
@@ -85,25 +86,12 @@ fn secret_value(cluster: &TestCluster, secret: &str, key: &str) -> Option<String
 }
 
 /// Polls `check` until it returns `Some`; panics after [`WAIT`] with the logs.
-async fn wait_for<T>(
-    what: &str,
-    logs: &[&Operator],
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}\noperator logs:\n{}",
-                logs.join("\n-----\n")
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
+async fn wait_for<T>(what: &str, logs: &[&Operator], check: impl AsyncFnMut() -> Option<T>) -> T {
+    let context = || {
+        let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
+        format!("operator logs:\n{}", logs.join("\n-----\n"))
+    };
+    wait_until(what, WAIT, POLL, context, check).await
 }
 
 /// `holderIdentity` of the Lease, if it has a holder.

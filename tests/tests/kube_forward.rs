@@ -9,11 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::kube::TestCluster;
 use veil_e2e::process::{Agent, Operator, binary};
+use veil_e2e::wait::wait_until;
 
 /// The namespace of this test's objects and of its Lease.
 const NS: &str = "forwarding";
@@ -51,42 +52,21 @@ fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
     cluster.get_json(&all)
 }
 
-/// One sample of a metric in `operator`'s `/metrics` (`name` may include labels).
-async fn metric(operator: &Operator, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.url))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Polls `check` until it returns `Some`; panics after `limit` with the logs.
 async fn wait_for<T>(
     what: &str,
     logs: &[&str],
-    mut check: impl AsyncFnMut() -> Option<T>,
+    check: impl AsyncFnMut() -> Option<T>,
     log: impl Fn() -> Vec<String>,
 ) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}\n{}",
-                logs.iter()
-                    .zip(log())
-                    .map(|(name, text)| format!("----- {name}:\n{text}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let context = || {
+        logs.iter()
+            .zip(log())
+            .map(|(name, text)| format!("----- {name}:\n{text}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_until(what, WAIT, POLL, context, check).await
 }
 
 /// `veil-operator get …` against `server` with the admin token in `token_file`.
@@ -114,12 +94,12 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     wait_for(
         "veil_leader 1 on operator 1",
         &["leader"],
-        async || (metric(&leader, "veil_leader").await? == 1.0).then_some(()),
+        async || (leader.metric("veil_leader").await? == 1.0).then_some(()),
         || vec![leader.log()],
     )
     .await;
     let follower = start(cluster, "veil-2").await;
-    assert_eq!(metric(&follower, "veil_leader").await, Some(0.0));
+    assert_eq!(follower.metric("veil_leader").await, Some(0.0));
 
     // The leader advertises where it serves: --listen 127.0.0.1:PORT.
     let lease = get_json(cluster, &["lease", "veil-operator"]).unwrap();
@@ -173,12 +153,10 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     )
     .await;
     assert_eq!(run["status"]["node"], "fwd-node", "{run:#}");
-    let forwarded = metric(
-        &follower,
-        "veil_forwarded_requests_total{result=\"forwarded\"}",
-    )
-    .await
-    .unwrap();
+    let forwarded = follower
+        .metric("veil_forwarded_requests_total{result=\"forwarded\"}")
+        .await
+        .unwrap();
     assert!(
         forwarded >= 2.0,
         "register and polls went through: {forwarded}"
@@ -246,7 +224,7 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     wait_for(
         "operator 2 to take over",
         &["follower"],
-        async || (metric(&follower, "veil_leader").await? == 1.0).then_some(()),
+        async || (follower.metric("veil_leader").await? == 1.0).then_some(()),
         || vec![follower.log()],
     )
     .await;

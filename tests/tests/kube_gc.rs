@@ -8,11 +8,12 @@
 //! minute.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::kube::TestCluster;
 use veil_e2e::process::{Operator, OperatorOptions};
+use veil_e2e::wait::wait_until;
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,18 +61,7 @@ async fn wait_for<T>(
     log: impl Fn() -> String,
     mut check: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}\n{}",
-            log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    wait_until(what, WAIT, POLL, log, async || check()).await
 }
 
 #[tokio::test]

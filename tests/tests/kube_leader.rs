@@ -8,11 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::kube::TestCluster;
 use veil_e2e::process::Operator;
+use veil_e2e::wait::wait_until;
 
 /// The namespace of this test's objects and of its Lease.
 const NS: &str = "leader-election";
@@ -60,39 +61,18 @@ fn holder(cluster: &TestCluster) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// One sample of a metric without labels in `operator`'s `/metrics`.
-async fn metric(operator: &Operator, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.url))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Polls `check` until it returns `Some`; panics after `limit` with the logs.
 async fn wait_for<T>(
     what: &str,
     limit: Duration,
     logs: &[&Operator],
-    mut check: impl AsyncFnMut() -> Option<T>,
+    check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
-            panic!(
-                "timed out after {limit:?} waiting for {what}\noperator logs:\n{}",
-                logs.join("\n-----\n")
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let context = || {
+        let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
+        format!("operator logs:\n{}", logs.join("\n-----\n"))
+    };
+    wait_until(what, limit, POLL, context, check).await
 }
 
 /// The Schedule's TaskRuns: scheduled time → names.
@@ -153,10 +133,10 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
     };
     let both = [&leader, &follower];
     wait_for("veil_leader 1 on the holder", WAIT, &both, async || {
-        (metric(&leader, "veil_leader").await? == 1.0).then_some(())
+        (leader.metric("veil_leader").await? == 1.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&follower, "veil_leader").await, Some(0.0));
+    assert_eq!(follower.metric("veil_leader").await, Some(0.0));
 
     // Statuses are written — by the leader only.
     wait_for("the Runner's status", WAIT, &both, async || {
@@ -169,9 +149,9 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
     })
     .await;
     assert_one_run_per_time(&schedule_runs);
-    assert!(metric(&leader, "veil_status_writes_total").await.unwrap() > 0.0);
+    assert!(leader.metric("veil_status_writes_total").await.unwrap() > 0.0);
     assert_eq!(
-        metric(&follower, "veil_status_writes_total").await,
+        follower.metric("veil_status_writes_total").await,
         Some(0.0),
         "a follower writes no status\n{}",
         follower.log()
@@ -195,7 +175,7 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
     )
     .await;
     wait_for("veil_leader 1 on the new leader", WAIT, &only, async || {
-        (metric(&follower, "veil_leader").await? == 1.0).then_some(())
+        (follower.metric("veil_leader").await? == 1.0).then_some(())
     })
     .await;
 
@@ -217,7 +197,7 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
         async || runner_observed(cluster, 2),
     )
     .await;
-    assert!(metric(&follower, "veil_status_writes_total").await.unwrap() > 0.0);
+    assert!(follower.metric("veil_status_writes_total").await.unwrap() > 0.0);
 
     // The new leader keeps scheduling, and no scheduled time has two runs.
     let before = schedule_runs.len();

@@ -12,11 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::kube::{TestCluster, workspace_root};
 use veil_e2e::process::{Agent, Operator, OperatorOptions};
+use veil_e2e::wait::wait_until;
 
 /// Upper bound of every wait (statuses usually appear within a second).
 const WAIT: Duration = Duration::from_secs(60);
@@ -75,18 +76,8 @@ fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
 
 /// Polls `check` until it returns `Some`; panics after [`WAIT`] with the operator's log.
 async fn wait_for<T>(what: &str, operator: &Operator, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}\noperator log:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    let log = || format!("operator log:\n{}", operator.log());
+    wait_until(what, WAIT, POLL, log, async || check()).await
 }
 
 /// The object once its status is for its current generation.

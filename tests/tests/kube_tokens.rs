@@ -12,12 +12,13 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use veil_e2e::kube::TestCluster;
 use veil_e2e::process::{Agent, Operator, OperatorOptions, binary};
+use veil_e2e::wait::wait_until;
 
 /// Upper bound of every wait (each step usually takes about a second).
 const WAIT: Duration = Duration::from_secs(60);
@@ -82,18 +83,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}\n{}",
-            log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    wait_until(what, WAIT, POLL, log, async || check().await).await
 }
 
 /// `kubectl get ARGS -o json`, or `None` when it does not exist.
