@@ -15,7 +15,8 @@ mod engine;
 mod probes;
 
 pub use engine::{
-    FileSource, HostList, KeyRef, VlessClient, VlessEngine, ZapretEngine, ZapretSyntax,
+    FileSource, HostList, KeyRef, VlessClient, VlessEngine, ZapretEngine, ZapretImplementation,
+    ZapretSyntax,
 };
 pub use probes::{Failover, FailoverMode, ProbeTarget, Probes, Scoring, ScoringWeights, UdpProbe};
 
@@ -106,6 +107,12 @@ impl StrategySpec {
         self.scoring.validate("spec.scoring", &mut errors);
         if let Some(failover) = &self.failover {
             failover.validate("spec.failover", &mut errors);
+            if self.probes.is_none() {
+                errors.push(
+                    "spec.failover",
+                    "failover needs probes: without `probes` nothing can tell that this strategy stopped working; add `probes: {targets: [{url: https://…}]}` or remove `failover`",
+                );
+            }
         }
         errors.into_result()
     }
@@ -186,6 +193,9 @@ pub struct StrategyNodeStatus {
     /// Restarts of the engine process on this node.
     #[serde(default)]
     pub restarts: u32,
+    /// The engine running the strategy here: e.g. `nfqws v72.12`, `winws v72.12`, `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
     /// SOCKS port of a `vless` strategy on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socks_port: Option<u16>,

@@ -22,10 +22,15 @@ use serde::{Deserialize, Serialize};
 use crate::task_run::{Task, TaskRunPhase};
 
 mod servers;
+mod strategies;
 
 pub use servers::{
     FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, VlessAssignment, VlessUser,
     traffic_stream,
+};
+pub use strategies::{
+    ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId, StrategyMember, StrategyReport,
+    ZapretMember,
 };
 
 /// Path prefix of the agent protocol.
@@ -95,6 +100,11 @@ pub struct Assignment {
     /// A server absent from the list is stopped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerAssignment>,
+    /// Strategy groups this node must run (primary + backups, resolved).
+    /// A Strategy absent from every group is stopped and its files and
+    /// firewall rules removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strategies: Vec<StrategyGroup>,
 }
 
 /// Identity of one task run, stable across retries.
@@ -178,6 +188,10 @@ pub struct NodeReport {
     /// this report's `seq` (see [`traffic_stream`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<UserTraffic>,
+    /// The current state of every Strategy member the agent was given (a
+    /// state, sent in full with every report and heartbeat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strategies: Vec<StrategyReport>,
 }
 
 /// The state of one task run as the agent sees it.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, RegisterRequest, ServerAssignment, ServerReport, TaskAssignment,
+    Assignment, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, TaskAssignment,
 };
 
 /// What the operator knows about one node's agent.
@@ -44,6 +44,7 @@ pub struct NodeObservation {
 pub struct NodeAssignment {
     pub tasks: Vec<TaskAssignment>,
     pub servers: Vec<ServerAssignment>,
+    pub strategies: Vec<StrategyGroup>,
 }
 
 struct NodeEntry {
@@ -207,6 +208,7 @@ impl Agents {
                 revision,
                 tasks: content.tasks,
                 servers: content.servers,
+                strategies: content.strategies,
             }));
         }
     }
@@ -224,6 +226,8 @@ fn content_hash(content: &NodeAssignment) -> String {
     hasher.update(serde_json::to_vec(&content.tasks).unwrap_or_default());
     hasher.update(b"\0");
     hasher.update(serde_json::to_vec(&content.servers).unwrap_or_default());
+    hasher.update(b"\0");
+    hasher.update(serde_json::to_vec(&content.strategies).unwrap_or_default());
     hex::encode(hasher.finalize())
 }
 
@@ -256,7 +260,7 @@ mod tests {
             node.to_owned(),
             NodeAssignment {
                 tasks,
-                servers: Vec::new(),
+                ..NodeAssignment::default()
             },
         )])
     }

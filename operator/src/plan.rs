@@ -255,7 +255,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         .map(|(node, tasks)| {
             let content = NodeAssignment {
                 tasks,
-                servers: Vec::new(),
+                ..NodeAssignment::default()
             };
             (node, content)
         })

@@ -84,6 +84,7 @@ impl Reporter {
                     logs: std::mem::take(&mut pending.logs),
                     servers: pending.servers.values().cloned().collect(),
                     traffic: std::mem::take(&mut pending.traffic),
+                    strategies: Vec::new(),
                 };
                 pending.servers_changed = false;
                 if let Err(error) = self.journal.append(&report) {

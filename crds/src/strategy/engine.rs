@@ -27,6 +27,33 @@ pub struct ZapretEngine {
     /// Other files (fake payloads, ip sets) referred to as `{file:NAME}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSource>,
+    /// Order of this strategy's profile in the node's engine: lower first
+    /// (nfqws takes the first profile that matches a connection); ties are
+    /// ordered by namespace, then name. Default: `100`.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Which engine runs the profile: `auto` (nfqws/winws when the node has
+    /// it, else Veil's built-in engine), `external` (nfqws/winws only) or
+    /// `builtin` (Veil's built-in engine only, Linux). Default: `auto`.
+    #[serde(default)]
+    pub implementation: ZapretImplementation,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+/// Which program runs zapret profiles on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ZapretImplementation {
+    /// nfqws/winws when found on the node, else the built-in engine.
+    #[default]
+    Auto,
+    /// nfqws (Linux) or winws (Windows) only.
+    External,
+    /// Veil's built-in nfqws-compatible engine (`veil-agent desync`, Linux) only.
+    Builtin,
 }
 
 /// zapret argument dialect.

@@ -1,0 +1,143 @@
+//! Strategies in assignments and reports.
+//!
+//! A [`StrategyGroup`] is one primary Strategy with its failover backups,
+//! resolved for one node: every member's engine settings with hostlists and
+//! files already read from ConfigMaps and Secrets. The agent composes the
+//! active zapret members of all groups into one engine process.
+//!
+//! [`StrategyReport`] is a state (latest wins), one per member the node
+//! was given, sent in full with every report.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::SecretValue;
+use crate::strategy::{
+    Failover, Probes, Scoring, StrategyPhase, ZapretImplementation, ZapretSyntax,
+};
+
+/// Which Strategy: namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for StrategyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A primary Strategy and its backups on one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyGroup {
+    /// The Strategy that names the others in `failover.backups`.
+    pub primary: StrategyId,
+    /// Every member in failover order: the primary first, then the backups
+    /// in `failover.backups` order. Only the primary is active until the
+    /// agent's failover (part 2) chooses another.
+    pub members: Vec<StrategyMember>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+    #[serde(default)]
+    pub scoring: Scoring,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+    /// Fingerprint of the whole group (members' specs included): failover
+    /// state on the agent is reset when it changes.
+    pub spec_hash: String,
+}
+
+/// One member of a group with its resolved engine settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyMember {
+    pub strategy: StrategyId,
+    /// `metadata.generation` of the Strategy, echoed in reports.
+    #[serde(default)]
+    pub generation: i64,
+    /// Set for `engine: zapret`; `None` for engines the agent does not run
+    /// yet (the operator reports those itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zapret: Option<ZapretMember>,
+}
+
+/// A zapret profile, ready to compose.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZapretMember {
+    /// The Strategy's `args`, placeholders (`{hostlist:NAME}`, `{file:NAME}`)
+    /// not yet replaced: the agent knows where it writes the files.
+    pub args: Vec<String>,
+    pub syntax: ZapretSyntax,
+    /// Profile order on the node (lower first; ties by namespace, name).
+    pub priority: i32,
+    pub implementation: ZapretImplementation,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostlists: Vec<ResolvedHostList>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ResolvedFile>,
+}
+
+/// A hostlist with its domains read from wherever the Strategy named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedHostList {
+    pub name: String,
+    /// One domain per entry, as listed (comments and blank lines dropped).
+    pub domains: Vec<String>,
+    /// Came from a Secret: written 0600.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// A file with its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedFile {
+    pub name: String,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub data_base64: SecretValue,
+    /// Came from a Secret: written 0600.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// What the agent observes of one Strategy it was given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyReport {
+    pub strategy: StrategyId,
+    /// `Running` (its profile is in the running engine), `Standby` (a
+    /// backup not chosen), `Testing` (being started or checked), `Failed`.
+    pub phase: StrategyPhase,
+    /// Why: the engine's own message for a refused profile, what to do for a
+    /// WinDivert error, "hostlist `x` is empty", …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Machine-readable reason for `Failed` (`EmptyHostList`,
+    /// `UnsupportedOption`, `DryRunFailed`, `EngineMissing`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The primary of the group this member belongs to.
+    pub group: StrategyId,
+    /// Whether this member is the group's active one on the node.
+    #[serde(default)]
+    pub active: bool,
+    /// The engine running it: `nfqws v72.12`, `winws v72.12`, `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
+    /// Engine process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Restarts of the engine process since the agent started it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The `spec_hash` of the group as applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+}
