@@ -228,6 +228,9 @@ fn split_points_are_sorted_deduplicated_and_in_range() {
     assert_eq!(split_points(&list, &hello, &marks), vec![1, host + 7]);
 }
 
+/// (name, payload, landmarks, positions, expected point)
+type SingleCase<'a> = (&'a str, &'a [u8], &'a Landmarks, Vec<SplitPos>, Option<usize>);
+
 #[test]
 fn single_split_point_prefers_relative_markers() {
     let hello = client_hello("www.example.com", 517);
@@ -235,7 +238,7 @@ fn single_split_point_prefers_relative_markers() {
     let host = offset_of(&hello, b"www.example.com");
     let http = complete(HTTP_REQ).1;
     let none = Landmarks::default();
-    let cases: Vec<(&str, &[u8], &Landmarks, Vec<SplitPos>, Option<usize>)> = vec![
+    let cases: Vec<SingleCase> = vec![
         (
             "relative wins over an earlier number",
             &hello,
