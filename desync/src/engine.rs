@@ -2,3 +2,7 @@
 
 pub mod fake;
 pub mod locate;
+pub mod packet;
+#[cfg(test)]
+mod testutil;
+pub mod transform;

@@ -229,7 +229,13 @@ fn split_points_are_sorted_deduplicated_and_in_range() {
 }
 
 /// (name, payload, landmarks, positions, expected point)
-type SingleCase<'a> = (&'a str, &'a [u8], &'a Landmarks, Vec<SplitPos>, Option<usize>);
+type SingleCase<'a> = (
+    &'a str,
+    &'a [u8],
+    &'a Landmarks,
+    Vec<SplitPos>,
+    Option<usize>,
+);
 
 #[test]
 fn single_split_point_prefers_relative_markers() {
