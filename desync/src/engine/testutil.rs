@@ -153,3 +153,26 @@ pub fn v4(last: u8) -> IpAddr {
 pub fn v6(last: u16) -> IpAddr {
     IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last])
 }
+
+/// A stand-in for the real list matchers: a profile's `include_domains` /
+/// `exclude_domains` (suffix match on label boundaries) and `include` /
+/// `exclude` addresses (exact only).
+pub struct DomainLists(pub crate::spec::Config);
+
+fn under(host: &str, domain: &str) -> bool {
+    host == domain || host.ends_with(&format!(".{domain}"))
+}
+
+impl crate::engine::profile::ProfileFilter for DomainLists {
+    fn host_allowed(&self, profile: usize, host: &str) -> bool {
+        let h = &self.0.profiles[profile].hosts;
+        let included =
+            h.include_domains.is_empty() || h.include_domains.iter().any(|d| under(host, d));
+        included && !h.exclude_domains.iter().any(|d| under(host, d))
+    }
+    fn ip_allowed(&self, profile: usize, ip: IpAddr) -> bool {
+        let l = &self.0.profiles[profile].ips;
+        (l.include.is_empty() || l.include.iter().any(|c| c.addr == ip))
+            && !l.exclude.iter().any(|c| c.addr == ip)
+    }
+}
