@@ -14,12 +14,14 @@
 //! - `no_engine_traffic_flows_through_the_bypass`: rule present, nobody
 //!   bound: `--queue-bypass` lets the request through unchanged;
 //! - `multisplit_reassembles_and_splits_a_two_segment_client_hello`;
+//! - `ipv6_multisplit_reassembles_and_splits_a_two_segment_client_hello`
+//!   (same over `::1`: IPv6 headers and raw IPv6 injection);
 //! - `multidisorder_sends_the_parts_last_first`;
 //! - `fake_with_badseq_goes_first_and_never_reaches_the_server`;
 //! - `killed_engine_fails_open`: SIGKILL the engine, traffic flows.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,8 @@ use veil_desync::spec::{
 
 const ROLE: &str = "VEIL_SMOKE_ROLE";
 const MODE: &str = "VEIL_SMOKE_MODE";
+/// `6`: the probe talks over `::1` instead of `127.0.0.1`.
+const FAMILY: &str = "VEIL_SMOKE_FAMILY";
 const NS_PREFIX: &str = "veil-desync-";
 const QNUM: u16 = 217;
 const PORT: u16 = 4433;
@@ -133,7 +137,12 @@ fn probe_role() {
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
 
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, PORT)).expect("listen");
+    let addr: IpAddr = if std::env::var(FAMILY).as_deref() == Ok("6") {
+        Ipv6Addr::LOCALHOST.into()
+    } else {
+        Ipv4Addr::LOCALHOST.into()
+    };
+    let listener = TcpListener::bind((addr, PORT)).expect("listen");
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
         conn.set_read_timeout(Some(Duration::from_secs(5)))
@@ -142,7 +151,7 @@ fn probe_role() {
         conn.read_to_end(&mut got).expect("server read");
         got
     });
-    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, PORT)).expect("connect");
+    let mut client = TcpStream::connect((addr, PORT)).expect("connect");
     client.set_nodelay(true).expect("nodelay");
     client.write_all(&hello).expect("send");
     client.shutdown(Shutdown::Write).expect("shutdown");
@@ -162,11 +171,20 @@ fn probe_role() {
     let mut isn = None;
     for frame in &frames {
         let ip = &frame[14..];
-        if ip[0] >> 4 != 4 || ip[9] != 6 {
-            continue;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        // (header length, total length, TTL/hop limit) of TCP packets.
+        let (ihl, total, ttl) = match ip[0] >> 4 {
+            4 if ip[9] == 6 => (
+                usize::from(ip[0] & 0x0f) * 4,
+                usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+                ip[8],
+            ),
+            6 if ip[6] == 6 => (
+                40,
+                40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+                ip[7],
+            ),
+            _ => continue,
+        };
         let tcp = &ip[ihl..total];
         let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -180,7 +198,7 @@ fn probe_role() {
         let payload = tcp.len() - usize::from(tcp[12] >> 4) * 4;
         if payload > 0 {
             let rel = seq.wrapping_sub(isn.expect("SYN seen first").wrapping_add(1)) as i32;
-            println!("SEG {rel} {} {payload}", ip[8]);
+            println!("SEG {rel} {ttl} {payload}");
         }
     }
 }
@@ -219,6 +237,34 @@ fn driver() {
     let qnum = QNUM.to_string();
     ns.exec(&[
         "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port,
+        "-m",
+        "connbytes",
+        "--connbytes-dir=original",
+        "--connbytes-mode=packets",
+        "--connbytes",
+        "1:6",
+        "-m",
+        "mark",
+        "!",
+        "--mark",
+        "0x40000000/0x40000000",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &qnum,
+        "--queue-bypass",
+    ]);
+
+    ns.exec(&[
+        "ip6tables",
         "-t",
         "mangle",
         "-A",
@@ -289,6 +335,30 @@ fn driver() {
                     &format!("segment starts {got:?}, want {want:?}"),
                 ))
                 .and(expect(contiguous(&p.segs), "segments are contiguous")),
+        );
+        engine.stop();
+    }
+    {
+        let original6 = ns.probe_v6(HELLO_LEN);
+        let engine = ns.engine("multisplit");
+        let p = ns.probe_v6(HELLO_LEN);
+        let mut want: Vec<i32> = original6.segs.iter().map(|s| s.rel).collect();
+        want.extend([1, host + 3]);
+        want.sort_unstable();
+        want.dedup();
+        let got: Vec<i32> = p.segs.iter().map(|s| s.rel).collect();
+        check(
+            "ipv6_multisplit_reassembles_and_splits_a_two_segment_client_hello",
+            expect(
+                original6.received_ok && original6.segs.len() >= 2,
+                &format!("v6 bypass: {:?}", original6.segs),
+            )
+            .and(expect(p.received_ok, "server got the exact bytes"))
+            .and(expect(
+                got == want,
+                &format!("segment starts {got:?}, want {want:?}"),
+            ))
+            .and(expect(contiguous(&p.segs), "segments are contiguous")),
         );
         engine.stop();
     }
@@ -460,8 +530,17 @@ impl Netns {
     }
 
     fn probe(&self, len: usize) -> Probe {
+        self.probe_family(len, "4")
+    }
+
+    fn probe_v6(&self, len: usize) -> Probe {
+        self.probe_family(len, "6")
+    }
+
+    fn probe_family(&self, len: usize, family: &str) -> Probe {
         let out = self
             .reexec("probe", &len.to_string())
+            .env(FAMILY, family)
             .output()
             .expect("run probe");
         assert!(

@@ -112,6 +112,7 @@ impl<T, F: ProfileFilter> Desyncer<T, F> {
     fn on_tcp(&mut self, token: T, segment: TcpSegment, now: Instant, actions: &mut Actions<T>) {
         let key = segment.key();
         let mut released = Vec::new();
+        let may_hold = self.flows.may_hold();
         let entry = self.flows.entry(key, now, &mut released);
         actions.accept_all(released);
         let Some(flow) = entry else {
@@ -144,13 +145,17 @@ impl<T, F: ProfileFilter> Desyncer<T, F> {
                     proto: flow.proto,
                     host: None,
                 };
-                if needed.is_none_or(|n| n <= MAX_HELD_BYTES) && may_take(&self.config, facts) {
+                if may_hold
+                    && needed.is_none_or(|n| n <= MAX_HELD_BYTES)
+                    && may_take(&self.config, facts)
+                {
                     flow.held = Some(Held {
                         tokens: vec![token],
                         segments: vec![segment],
                         since: now,
                         counters,
                     });
+                    self.flows.note_hold(true);
                 } else {
                     actions.accept_all([token]);
                 }

@@ -24,6 +24,10 @@ pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Flows tracked at most (each is a few hundred bytes when idle).
 pub const MAX_FLOWS: usize = 65_536;
+/// Flows holding packets at most. A held queue message pins its receive
+/// buffer (about 20 KiB), so this bounds the memory reassembly can take;
+/// beyond it, incomplete requests pass un-desynced.
+pub const MAX_HOLDING_FLOWS: usize = 1024;
 
 /// TCP connection phase as seen from the client's packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +157,8 @@ impl<T> Flow<T> {
 pub struct FlowTable<T> {
     flows: HashMap<FlowKey, Flow<T>>,
     capacity: usize,
+    /// Flows whose `held` is `Some`.
+    holding: usize,
 }
 
 impl<T> FlowTable<T> {
@@ -160,6 +166,7 @@ impl<T> FlowTable<T> {
         FlowTable {
             flows: HashMap::new(),
             capacity,
+            holding: 0,
         }
     }
 
@@ -187,18 +194,37 @@ impl<T> FlowTable<T> {
             let alive = now.saturating_duration_since(flow.last_seen) < flow.timeout(key.transport);
             if !alive && let Some(held) = flow.held.take() {
                 released.extend(held.tokens);
+                self.holding = self.holding.saturating_sub(1);
             }
             alive
         });
     }
 
+    /// Whether another flow may start holding packets.
+    pub fn may_hold(&self) -> bool {
+        self.holding < MAX_HOLDING_FLOWS
+    }
+
+    /// Records that a flow started (`true`) or stopped (`false`) holding;
+    /// callers report every change of a flow's `held` they make.
+    pub fn note_hold(&mut self, started: bool) {
+        if started {
+            self.holding += 1;
+        } else {
+            self.holding = self.holding.saturating_sub(1);
+        }
+    }
+
     /// Flows whose hold started before `deadline`, with the hold taken out.
     pub fn take_stale_holds(&mut self, deadline: Instant) -> Vec<Held<T>> {
-        self.flows
+        let stale: Vec<Held<T>> = self
+            .flows
             .values_mut()
             .filter(|f| f.held.as_ref().is_some_and(|h| h.since < deadline))
             .filter_map(|f| f.held.take())
-            .collect()
+            .collect();
+        self.holding = self.holding.saturating_sub(stale.len());
+        stale
     }
 
     pub fn len(&self) -> usize {

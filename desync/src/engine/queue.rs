@@ -21,7 +21,7 @@ use nfq::{Message, Queue};
 
 use super::desyncer::{Actions, Desyncer, Verdict};
 use super::inject::{InjectError, Injector};
-use super::packet::parse;
+use super::packet::{Parsed, parse};
 use super::profile::ProfileFilter;
 use crate::spec::Config;
 
@@ -33,6 +33,11 @@ const MIN_IDLE_SLEEP: Duration = Duration::from_micros(20);
 const TICK: Duration = Duration::from_millis(50);
 /// Kernel queue length (nfqws uses the same order of magnitude).
 const QUEUE_MAX_LEN: u32 = 4096;
+/// Bytes of each packet copied to the engine: a jumbo frame fits. Larger
+/// packets (possible on loopback) arrive truncated and pass untouched. A
+/// smaller range than nfq's default 64 KiB keeps held messages (each pins
+/// its receive buffer) small.
+const COPY_RANGE: u16 = 16 * 1024 + 512;
 /// `ENOBUFS`: the kernel dropped queued packets' notifications (fail-open
 /// already let them through); not fatal.
 const ENOBUFS: i32 = 105;
@@ -102,6 +107,7 @@ pub fn run(
     let bind = |queue: &mut Queue| -> io::Result<()> {
         queue.bind(qnum)?;
         queue.set_fail_open(qnum, true)?;
+        queue.set_copy_range(qnum, COPY_RANGE)?;
         queue.set_queue_max_len(qnum, QUEUE_MAX_LEN)
     };
     bind(&mut queue).map_err(|source| EngineError::Bind { qnum, source })?;
@@ -122,7 +128,12 @@ pub fn run(
         match queue.recv() {
             Ok(msg) => {
                 sleep = MIN_IDLE_SLEEP;
-                let parsed = parse(msg.get_payload());
+                let truncated = msg.get_original_len() > msg.get_payload().len();
+                let parsed = if truncated {
+                    Parsed::Other
+                } else {
+                    parse(msg.get_payload())
+                };
                 let actions = desyncer.on_packet(msg, parsed, Instant::now());
                 if let Err(e) = execute(&mut queue, &injector, actions) {
                     break Err(EngineError::Verdict { qnum, source: e });
@@ -172,4 +183,34 @@ fn execute(queue: &mut Queue, injector: &Injector, actions: Actions<Message>) ->
         queue.verdict(msg)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::NoLists;
+    use crate::spec::Globals;
+
+    #[test]
+    fn dry_run_returns_without_binding() {
+        let config = Config {
+            globals: Globals {
+                // A queue nobody could bind twice; dry-run must not even try.
+                qnum: 65535,
+                dry_run: true,
+                ..Globals::default()
+            },
+            profiles: Vec::new(),
+        };
+        assert!(run(config, NoLists, Shutdown::new()).is_ok());
+    }
+
+    #[test]
+    fn shutdown_is_shared_between_clones() {
+        let a = Shutdown::new();
+        let b = a.clone();
+        assert!(!b.is_triggered());
+        a.trigger();
+        assert!(b.is_triggered());
+    }
 }

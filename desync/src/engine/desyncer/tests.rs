@@ -387,3 +387,27 @@ fn syn_only_flows_expire_after_a_minute() {
     d.on_tick(now + Duration::from_secs(61));
     assert_eq!(d.flow_count(), 0);
 }
+
+#[test]
+fn holds_are_capped_and_the_cap_frees_up_when_holds_end() {
+    use crate::engine::flow::MAX_HOLDING_FLOWS;
+    let mut d = Desyncer::new(config(vec![profile(split_at(&[1]))]), NoLists);
+    let now = Instant::now();
+    let part = client_hello(SNI, 1800)[..1000].to_vec();
+    let start_hold = |d: &mut Desyncer<u32, NoLists>, i: u32, now| {
+        let src = IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        let mut c = Client::new(src, v4(2));
+        d.on_packet(i, c.data(&part), now).verdicts
+    };
+    for i in 0..MAX_HOLDING_FLOWS as u32 {
+        assert!(start_hold(&mut d, i, now).is_empty(), "flow {i} holds");
+    }
+    let over = MAX_HOLDING_FLOWS as u32;
+    assert_eq!(start_hold(&mut d, over, now), vec![(over, Verdict::Accept)]);
+    let later = now + HOLD_TIMEOUT + Duration::from_millis(1);
+    assert_eq!(d.on_tick(later).verdicts.len(), MAX_HOLDING_FLOWS);
+    assert!(
+        start_hold(&mut d, over + 1, later).is_empty(),
+        "room again after the holds ended"
+    );
+}
