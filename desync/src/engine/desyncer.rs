@@ -124,6 +124,7 @@ impl<T, F: ProfileFilter> Desyncer<T, F> {
             actions.accept_all([token]);
             return;
         }
+        let retransmission = flow.note_data(&segment);
         if flow.held.is_some() {
             continue_hold(
                 &self.config,
@@ -138,6 +139,9 @@ impl<T, F: ProfileFilter> Desyncer<T, F> {
         }
         let counters = flow.counters;
         match scan(&segment.payload) {
+            // A retransmitted start of a request whose rest was already
+            // sent: nothing more will come to complete it.
+            Scan::Incomplete { .. } if retransmission => actions.accept_all([token]),
             Scan::Incomplete { proto, needed } => {
                 flow.proto.get_or_insert(proto);
                 let facts = FlowFacts {
@@ -284,6 +288,15 @@ fn desync<T>(
             proto: request.proto,
             marks: &request.marks,
         },
+    );
+    tracing::debug!(
+        profile = profile.map_or(0, |i| config.profiles[i].number),
+        host = flow.host.as_deref().unwrap_or(""),
+        proto = ?request.proto,
+        segments = request.segments.len(),
+        injected = outcome.inject.len(),
+        originals_kept = outcome.keep_originals,
+        "desynced request",
     );
     actions.inject.extend(outcome.inject);
     let verdict = if outcome.keep_originals {

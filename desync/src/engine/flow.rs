@@ -98,6 +98,8 @@ pub struct Flow<T> {
     pub last_seen: Instant,
     /// Sequence number of the SYN, if seen.
     pub syn_seq: Option<u32>,
+    /// Sequence number after the furthest client data seen so far.
+    pub seq_high: Option<u32>,
     pub counters: Counters,
     /// Protocol of the first payload.
     pub proto: Option<Proto>,
@@ -114,6 +116,7 @@ impl<T> Flow<T> {
             phase: Phase::Syn,
             last_seen: now,
             syn_seq: None,
+            seq_high: None,
             counters: Counters::default(),
             proto: None,
             host: None,
@@ -149,6 +152,24 @@ impl<T> Flow<T> {
             self.counters.data_packets = self.counters.data_packets.saturating_add(1);
         }
         self.counters.relative_seq = self.syn_seq.map(|s| tcp.sequence_number.wrapping_sub(s));
+    }
+
+    /// Whether `segment` carries only data already seen (a retransmission),
+    /// then records its end as seen.
+    pub fn note_data(&mut self, segment: &TcpSegment) -> bool {
+        let end = segment
+            .tcp
+            .sequence_number
+            .wrapping_add(segment.payload.len() as u32);
+        let old = match self.seq_high {
+            // `end` at or behind the furthest end (modulo 2^31 window).
+            Some(high) => (high.wrapping_sub(end) as i32) >= 0,
+            None => false,
+        };
+        if !old {
+            self.seq_high = Some(end);
+        }
+        old
     }
 }
 

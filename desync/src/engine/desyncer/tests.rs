@@ -411,3 +411,20 @@ fn holds_are_capped_and_the_cap_frees_up_when_holds_end() {
         "room again after the holds ended"
     );
 }
+
+#[test]
+fn retransmitted_first_segment_after_the_request_went_out_is_not_held() {
+    let mut d = Desyncer::new(config(vec![profile(split_at(&[1]))]), NoLists);
+    let now = Instant::now();
+    let mut c = Client::new(v4(1), v4(2));
+    handshake(&mut d, &c, now);
+    let hello = client_hello(SNI, 1800);
+    let first = c.data(&hello[..1200]);
+    assert!(d.on_packet(1, first.clone(), now).verdicts.is_empty());
+    let done = d.on_packet(2, c.data(&hello[1200..]), now);
+    assert_eq!(done.verdicts.len(), 2);
+    // The kernel retransmits the first segment: it passes at once.
+    let again = d.on_packet(3, first, now);
+    assert_eq!(again.verdicts, vec![(3, Verdict::Accept)]);
+    assert!(again.inject.is_empty());
+}
