@@ -223,8 +223,11 @@ fn driver() {
         std::fs::metadata("/proc/self/ns/net").is_ok() && is_root(),
         "the netns smoke test needs root (CAP_NET_ADMIN) and the `ip` command"
     );
-    if Command::new("iptables").arg("--version").output().is_err() {
-        run_cmd("apt-get", &["install", "-y", "iptables"]);
+    // `make env` installs both; install them here once if it has not run.
+    for (tool, package) in [("iptables", "iptables"), ("ethtool", "ethtool")] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            run_cmd("apt-get", &["install", "-y", package]);
+        }
     }
     remove_stale_namespaces();
     let ns = Netns::create();
