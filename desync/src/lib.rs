@@ -12,3 +12,6 @@
 
 pub mod options;
 pub mod spec;
+
+#[cfg(feature = "engine")]
+pub mod engine;

@@ -147,7 +147,12 @@ mod tests {
     #[test]
     fn table_is_sorted_without_duplicates() {
         for pair in OPTIONS.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
     }
 
