@@ -27,6 +27,13 @@ pub struct Globals {
     pub fwmark: u32,
     /// `--dry-run`: check everything, then exit 0 without binding the queue.
     pub dry_run: bool,
+    /// `--debug` (any level): log decisions.
+    pub debug: bool,
+    /// `--version`: print the version and exit.
+    pub version: bool,
+    /// Other agent-owned options, verbatim as `--name[=value]`, in command-line
+    /// order. Only [`crate::args::ParseMode::Process`] keeps any.
+    pub agent_owned: Vec<String>,
 }
 
 impl Default for Globals {
@@ -35,6 +42,9 @@ impl Default for Globals {
             qnum: 0,
             fwmark: DEFAULT_FWMARK,
             dry_run: false,
+            debug: false,
+            version: false,
+            agent_owned: Vec::new(),
         }
     }
 }
@@ -62,6 +72,12 @@ pub struct Profile {
     /// Address lists (`--ipset*`).
     pub ips: IpFilter,
     pub desync: Desync,
+    /// Arguments only real nfqws/winws implement, verbatim as
+    /// `--name[=value]` in command-line order (external-only options, and
+    /// built-in options whose value leaves the built-in subset, such as
+    /// `--dpi-desync=fake,ipfrag2` or `--dpi-desync-fooling=md5sig`). Always
+    /// empty when parsed in [`crate::args::ParseMode::Builtin`].
+    pub external: Vec<String>,
 }
 
 /// IP version.
