@@ -25,7 +25,7 @@ pub use payload::{FAKE_MAX_TCP, FakeSource};
 pub use values::{DesyncMode, DesyncPhases, FoolingMethod, ValueError, parse_cidr};
 
 use crate::options::{self, Arity, OptionClass, OptionSpec, Scope};
-use crate::spec::{Config, Profile, SplitMode};
+use crate::spec::{Config, L7, Profile, SplitMode};
 
 /// Who the parse is for; decides which option classes are accepted and
 /// whether files are read.
@@ -277,7 +277,18 @@ impl Parser {
         let p = &mut draft.profile;
         match spec.name {
             "filter-l3" => p.l3 = values::parse_l3(value)?,
-            "filter-l7" => p.l7 = values::parse_l7(value)?,
+            "filter-l7" => {
+                p.l7 = values::parse_l7(value)?;
+                let recognised = [L7::Http, L7::Tls, L7::Quic];
+                if p.l7.iter().any(|l| !recognised.contains(l)) {
+                    if mode == ParseMode::Builtin {
+                        return Err(Refusal::Unsupported {
+                            instead: "http, tls and/or quic (the protocols it recognises)",
+                        });
+                    }
+                    p.external.push(verbatim(spec, Some(value)));
+                }
+            }
             "filter-tcp" => merge_ports(&mut p.tcp, values::parse_ports(value)?)?,
             "filter-udp" => merge_ports(&mut p.udp, values::parse_ports(value)?)?,
             "hostlist" => p.hosts.include_files.push(list_path(mode, value)?),

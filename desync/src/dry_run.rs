@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::args::{self, ArgsError, At, ParseMode};
 use crate::lists::{ListError, ProfileLists};
 use crate::spec::{
-    Config, Desync, Fooling, IpFamily, Limit, Marker, PortFilter, Profile, SplitMode,
+    Config, Desync, Fooling, IpFamily, Limit, Marker, PortFilter, Profile, SplitMode, SplitPos,
 };
 
 /// The parsed command line and the number of entries each profile's lists
@@ -151,23 +151,11 @@ fn write_profile(
 /// A port filter as written; an absent filter is "any" when the other
 /// protocol has none either (nfqws), "none" otherwise.
 fn ports(filter: Option<&PortFilter>, other_absent: bool) -> String {
-    let Some(filter) = filter else {
-        return if other_absent { "any" } else { "none" }.to_owned();
-    };
-    let ranges: Vec<String> = filter
-        .ranges
-        .iter()
-        .map(|&(lo, hi)| match (lo, hi) {
-            (0, u16::MAX) => "*".to_owned(),
-            (lo, hi) if lo == hi => lo.to_string(),
-            (lo, hi) => format!("{lo}-{hi}"),
-        })
-        .collect();
-    format!(
-        "{}{}",
-        if filter.negate { "~" } else { "" },
-        ranges.join(",")
-    )
+    match filter {
+        Some(filter) => filter.to_string(),
+        None if other_absent => "any".to_owned(),
+        None => "none".to_owned(),
+    }
 }
 
 fn desync(d: &Desync) -> String {
@@ -176,23 +164,14 @@ fn desync(d: &Desync) -> String {
     }
     let mut modes = Vec::new();
     if d.fake {
-        modes.push("fake");
+        modes.push("fake".to_owned());
     }
     if let Some(split) = d.split {
-        modes.push(match split {
-            SplitMode::Multisplit => "multisplit",
-            SplitMode::Multidisorder => "multidisorder",
-            SplitMode::Fakedsplit => "fakedsplit",
-            SplitMode::Fakeddisorder => "fakeddisorder",
-        });
+        modes.push(split.to_string());
     }
     let mut out = format!("desync {}", modes.join(","));
     if d.split.is_some() {
-        let pos: Vec<String> = d
-            .split_pos
-            .iter()
-            .map(|p| split_pos(p.marker, p.offset))
-            .collect();
+        let pos: Vec<String> = d.split_pos.iter().map(ToString::to_string).collect();
         out += &format!(" pos {}", pos.join(","));
     }
     if let Some(ttl) = d.ttl {
@@ -214,10 +193,10 @@ fn desync(d: &Desync) -> String {
         out += &format!(" repeats {}", d.repeats);
     }
     if let Some(l) = d.start {
-        out += &format!(" start {}", limit(l));
+        out += &format!(" start {l}");
     }
     if let Some(l) = d.cutoff {
-        out += &format!(" cutoff {}", limit(l));
+        out += &format!(" cutoff {l}");
     }
     for (name, fake) in [("tls", &d.fake_tls), ("http", &d.fake_http)] {
         if let Some(bytes) = fake {
@@ -230,29 +209,67 @@ fn desync(d: &Desync) -> String {
     out
 }
 
-fn split_pos(marker: Marker, offset: i32) -> String {
-    let name = match marker {
-        Marker::Absolute => return offset.to_string(),
-        Marker::Method => "method",
-        Marker::Host => "host",
-        Marker::EndHost => "endhost",
-        Marker::Sld => "sld",
-        Marker::EndSld => "endsld",
-        Marker::MidSld => "midsld",
-        Marker::SniExt => "sniext",
-    };
-    match offset {
-        0 => name.to_owned(),
-        o if o > 0 => format!("{name}+{o}"),
-        o => format!("{name}{o}"),
+/// nfqws syntax: `80,443,1000-2000`, `*`, `~80`.
+impl fmt::Display for PortFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negate {
+            f.write_str("~")?;
+        }
+        for (i, &(lo, hi)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match (lo, hi) {
+                (0, u16::MAX) => f.write_str("*")?,
+                (lo, hi) if lo == hi => write!(f, "{lo}")?,
+                (lo, hi) => write!(f, "{lo}-{hi}")?,
+            }
+        }
+        Ok(())
     }
 }
 
-fn limit(l: Limit) -> String {
-    match l {
-        Limit::Packets(n) => format!("n{n}"),
-        Limit::DataPackets(n) => format!("d{n}"),
-        Limit::Seq(n) => format!("s{n}"),
+/// The canonical nfqws mode name.
+impl fmt::Display for SplitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SplitMode::Multisplit => "multisplit",
+            SplitMode::Multidisorder => "multidisorder",
+            SplitMode::Fakedsplit => "fakedsplit",
+            SplitMode::Fakeddisorder => "fakeddisorder",
+        })
+    }
+}
+
+/// nfqws syntax: `2`, `-10`, `midsld`, `host+1`, `endhost-2`.
+impl fmt::Display for SplitPos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.marker {
+            Marker::Absolute => return write!(f, "{}", self.offset),
+            Marker::Method => "method",
+            Marker::Host => "host",
+            Marker::EndHost => "endhost",
+            Marker::Sld => "sld",
+            Marker::EndSld => "endsld",
+            Marker::MidSld => "midsld",
+            Marker::SniExt => "sniext",
+        };
+        match self.offset {
+            0 => f.write_str(name),
+            o if o > 0 => write!(f, "{name}+{o}"),
+            o => write!(f, "{name}{o}"),
+        }
+    }
+}
+
+/// nfqws syntax: `n3`, `d1`, `s4000`.
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Packets(n) => write!(f, "n{n}"),
+            Limit::DataPackets(n) => write!(f, "d{n}"),
+            Limit::Seq(n) => write!(f, "s{n}"),
+        }
     }
 }
 
@@ -292,6 +309,34 @@ mod tests {
             profile 2: ipv4+ipv6 tcp none udp 443; desync fake repeats 6\n\
             2 profile(s) verified";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn values_print_back_in_nfqws_syntax() {
+        let args: Vec<String> = [
+            "--filter-tcp=80,443,1000-2000",
+            "--filter-udp=~5000-6000",
+            "--dpi-desync=fake,fakeddisorder",
+            "--dpi-desync-split-pos=2,-10,method,host+1,endhost-2,sld,endsld,midsld,sniext+1",
+            "--dpi-desync-cutoff=d3",
+            "--dpi-desync-start=s4000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = crate::args::parse(&args, ParseMode::Validate).unwrap();
+        let p = &config.profiles[0];
+        let d = &p.desync;
+        let pos: Vec<String> = d.split_pos.iter().map(ToString::to_string).collect();
+        let printed = [
+            format!("--filter-tcp={}", p.tcp.as_ref().unwrap()),
+            format!("--filter-udp={}", p.udp.as_ref().unwrap()),
+            format!("--dpi-desync=fake,{}", d.split.unwrap()),
+            format!("--dpi-desync-split-pos={}", pos.join(",")),
+            format!("--dpi-desync-cutoff={}", d.cutoff.unwrap()),
+            format!("--dpi-desync-start={}", d.start.unwrap()),
+        ];
+        assert_eq!(printed.as_slice(), args.as_slice());
     }
 
     #[test]

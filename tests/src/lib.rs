@@ -3,5 +3,6 @@ pub mod process;
 
 pub mod kube;
 pub mod postgres;
+pub mod standin;
 pub mod wait;
 pub mod xray;

@@ -503,7 +503,7 @@ fn values_are_checked() {
         "--dpi-desync-badseq-increment=-10000",
         "--dpi-desync-badseq-increment=0x7fffffff",
         "--dpi-desync-any-protocol=0",
-        "--filter-l7=http,tls,quic,wireguard,dht,discord,stun,unknown",
+        "--filter-l7=http,tls,quic",
         "--filter-l3=ipv4,ipv6",
         "--hostlist-exclude-domains=^Example.COM,b.test",
         "--dpi-desync-fake-tls=!",
@@ -577,6 +577,17 @@ fn validate_mode_accepts_placeholders_and_refuses_what_the_agent_owns() {
     )
     .unwrap();
     let p1 = &config.profiles[0];
+    // L7 protocols only nfqws recognises are fine for a Strategy (kept for nfqws).
+    let l7 = parse(
+        &argv(&["--filter-udp=50000-50100", "--filter-l7=discord,stun"]),
+        ParseMode::Validate,
+    )
+    .unwrap();
+    assert_eq!(l7.profiles[0].l7, vec![L7::Discord, L7::Stun]);
+    assert_eq!(
+        l7.profiles[0].external,
+        vec!["--filter-l7=discord,stun".to_string()]
+    );
     assert_eq!(
         p1.hosts.include_files,
         vec![PathBuf::from("{hostlist:blocked}")]
@@ -823,6 +834,8 @@ fn builtin_refuses_external_options_by_name() {
         ),
         ("--dpi-desync-fooling=ts", "--dpi-desync-fooling"),
         ("--dpi-desync-fooling=none", "--dpi-desync-fooling"),
+        ("--filter-l7=tls,stun", "--filter-l7"),
+        ("--filter-l7=unknown", "--filter-l7"),
         ("--daemon", "--daemon"),
         ("--wf-tcp=443", "--wf-tcp"),
     ] {
