@@ -2,6 +2,7 @@
 
 pub mod capabilities;
 pub mod client;
+pub mod desync_command;
 pub mod drivers;
 pub mod journal;
 pub mod runtime;

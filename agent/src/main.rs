@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use veil_agent::desync_command;
 use veil_agent::runtime::{AgentConfig, run};
 use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 
@@ -14,6 +15,9 @@ use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 /// Example:
 ///   veil-operator token create --node edge-1 > /etc/veil/edge-1.token
 ///   veil-agent --operator http://10.0.0.1:7070 --node edge-1 --token-file /etc/veil/edge-1.token
+///
+/// `veil-agent desync <nfqws arguments>` runs Veil's built-in
+/// nfqws-compatible engine (what the agent starts where nfqws is absent).
 #[derive(Debug, Parser)]
 #[command(name = "veil-agent", version)]
 struct Args {
@@ -54,6 +58,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some(desync_command::SUBCOMMAND) {
+        return desync(argv.collect()).await;
+    }
     let args = Args::parse();
     init_tracing(&args.log_format);
     let shutdown = CancellationToken::new();
@@ -86,6 +94,25 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {:#}", anyhow::Error::from(error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `veil-agent desync …`: the built-in engine, nfqws-style exit codes.
+async fn desync(argv: Vec<String>) -> ExitCode {
+    init_tracing("plain");
+    match desync_command::run(argv, wait_for_signal()).await {
+        Ok(Some(text)) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -30,6 +30,7 @@ pub mod desyncer;
 pub mod fake;
 pub mod flow;
 pub mod inject;
+pub mod lists_filter;
 pub mod locate;
 pub mod packet;
 pub mod profile;
@@ -39,5 +40,6 @@ mod testutil;
 pub mod transform;
 
 pub use inject::InjectError;
+pub use lists_filter::ListsFilter;
 pub use profile::{NoLists, ProfileFilter};
 pub use queue::{EngineError, Shutdown, run};
