@@ -13,6 +13,7 @@ use crate::validate::{FieldError, FieldErrors, Rfc3339};
 
 mod engine;
 mod probes;
+mod zapret_args;
 
 pub use engine::{
     FileSource, HostList, KeyRef, VlessClient, VlessEngine, ZapretEngine, ZapretImplementation,

@@ -154,6 +154,9 @@ impl ZapretEngine {
                 );
             }
         }
+        if self.syntax == ZapretSyntax::V1 {
+            super::zapret_args::validate(self.args.as_slice(), &format!("{path}.args"), errors);
+        }
         for (i, arg) in self.args.as_slice().iter().enumerate() {
             for (kind, names) in [("hostlist", &hostlists), ("file", &files)] {
                 let open = format!("{{{kind}:");

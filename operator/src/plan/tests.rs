@@ -131,7 +131,7 @@ metadata:
 spec:
   engine: zapret
   zapret:
-    args: [--wf-tcp=443]
+    args: [--filter-tcp=443, --dpi-desync=multisplit]
 ";
 
 #[test]
