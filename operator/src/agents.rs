@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, TaskAssignment,
+    Assignment, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, StrategyReport,
+    TaskAssignment,
 };
 
 /// What the operator knows about one node's agent.
@@ -37,6 +38,9 @@ pub struct NodeObservation {
     /// replaces a newer state (reset by a registration, whose agent may
     /// have started numbering again).
     pub servers_seq: u64,
+    /// Every Strategy member the agent was given, from its latest report (a
+    /// state, replaced whole like `servers`, guarded by the same seq).
+    pub strategies: Vec<StrategyReport>,
 }
 
 /// A node's whole desired state, before its revision is assigned.
@@ -97,8 +101,8 @@ impl Agents {
         let previous = entry.observation.take();
         let registered_at = previous.as_ref().map_or(now, |o| o.registered_at);
         let applied_revision = previous.as_ref().map_or(0, |o| o.applied_revision);
-        let (servers, servers_reported_at) = previous
-            .map(|o| (o.servers, o.servers_reported_at))
+        let (servers, servers_reported_at, strategies) = previous
+            .map(|o| (o.servers, o.servers_reported_at, o.strategies))
             .unwrap_or_default();
         entry.observation = Some(NodeObservation {
             registration: request,
@@ -108,6 +112,7 @@ impl Agents {
             servers,
             servers_reported_at,
             servers_seq: 0,
+            strategies,
         });
         drop(nodes);
         self.changes.send_modify(|n| *n += 1);
@@ -156,6 +161,21 @@ impl Agents {
             observation.servers = servers;
             observation.servers_reported_at = Some(now);
         }
+        true
+    }
+
+    /// Replaces `node`'s Strategy states with those of report `seq`, unless
+    /// a newer report's states are already held. Call before
+    /// [`Agents::set_servers`] for the same report (which advances the seq).
+    pub fn set_strategies(&self, node: &str, seq: u64, strategies: Vec<StrategyReport>) -> bool {
+        let mut nodes = self.lock();
+        let Some(observation) = nodes.get_mut(node).and_then(|e| e.observation.as_mut()) else {
+            return false;
+        };
+        if seq < observation.servers_seq {
+            return false;
+        }
+        observation.strategies = strategies;
         true
     }
 

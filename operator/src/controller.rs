@@ -131,6 +131,7 @@ impl Controller {
                     servers: Vec::new(),
                     servers_reported_at: None,
                     servers_seq: 0,
+                    strategies: Vec::new(),
                 });
             }
         }

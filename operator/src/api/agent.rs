@@ -187,6 +187,9 @@ pub async fn report(
         Ok(()) => {
             state
                 .agents
+                .set_strategies(&node, report.seq, report.strategies);
+            state
+                .agents
                 .set_servers(&node, report.seq, report.servers, now);
             state.agents.notify_changed();
             Json(ReportAck { seq: report.seq }).into_response()

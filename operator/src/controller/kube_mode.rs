@@ -725,6 +725,7 @@ spec:
             servers: Vec::new(),
             servers_reported_at: None,
             servers_seq: 0,
+            strategies: Vec::new(),
         };
         (node.to_owned(), observation)
     }

@@ -213,6 +213,7 @@ fn edge_1_seen(
             servers: Vec::new(),
             servers_reported_at: None,
             servers_seq: 0,
+            strategies: Vec::new(),
         },
     )])
 }

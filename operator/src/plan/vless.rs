@@ -36,6 +36,8 @@ pub use inputs::{
     Counters, GeneratedSecrets, REALITY_KEY_SCOPE, TrafficState, UserKey, VLESS_ID_SCOPE,
 };
 pub use observed::Conditions;
+pub(crate) use observed::{progressing, ready, stalled};
+pub(crate) use servers::Problem;
 pub use server_status::host_port;
 pub use users::users_hash;
 

@@ -99,6 +99,7 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
             servers: Vec::new(),
             servers_reported_at: None,
             servers_seq: 0,
+            strategies: Vec::new(),
         },
     )]);
     let planned = plan(&PlanInputs {

@@ -130,6 +130,7 @@ impl Case {
                 servers: Vec::new(),
                 servers_reported_at: None,
                 servers_seq: 0,
+                strategies: Vec::new(),
             },
         );
         self
