@@ -37,7 +37,10 @@ pub const DEFAULT_QUEUE: u16 = 100;
 
 /// Command line of `veil-dpi-sim`.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "veil-dpi-sim", about = "A DPI simulator for Veil's tests (NFQUEUE)")]
+#[command(
+    name = "veil-dpi-sim",
+    about = "A DPI simulator for Veil's tests (NFQUEUE)"
+)]
 pub struct Args {
     /// NFQUEUE number to bind.
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
@@ -121,11 +124,13 @@ pub fn run(args: Args) -> Result<(), SimError> {
             source,
         })?;
         let outcome = inspector.inspect(level.load(Ordering::Relaxed), message.get_payload());
-        if let Some(reset) = &outcome.reset {
-            resets.send(reset);
-        }
+        // Logged before the RST leaves: a client that saw the RST finds the
+        // decision in the log.
         if let Some(decision) = &outcome.decision {
             log.write(decision);
+        }
+        if let Some(reset) = &outcome.reset {
+            resets.send(reset);
         }
         message.set_verdict(if outcome.pass {
             nfq::Verdict::Accept

@@ -171,7 +171,7 @@ fn run(command: &mut Command) -> Output {
 
 /// Deletes `veil-t-<pid>-…` namespaces and `/etc/netns` dirs whose pid is
 /// not running (left by a crashed or killed test run).
-fn remove_leftovers() {
+pub fn remove_leftovers() {
     let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::netns::Namespace;
 use crate::netns::DEFAULT_NAMES;
+use crate::netns::Namespace;
 
 /// The running site.
 #[derive(Debug)]
@@ -113,7 +113,10 @@ impl TestSite {
                     std::fs::read_to_string(&stderr).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "the test site did not start in 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "the test site did not start in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         TestSite {

@@ -23,6 +23,9 @@ pub enum FirstFlight {
     Whole,
     /// Two segments: the first `at` bytes, a pause, the rest.
     Split { at: usize },
+    /// Two segments split in the middle of the SNI (found in the bytes
+    /// actually sent: rustls shuffles its extensions per connection).
+    SplitMidSni,
     /// A fake segment first (same connection, the first sequence number),
     /// then the real ClientHello as usual.
     AfterFake(Fake),
@@ -95,7 +98,8 @@ pub fn https_get(
         _ => connect(server)?,
     };
     let split = match flight {
-        FirstFlight::Split { at } => Some(*at),
+        FirstFlight::Split { at } => Some(SplitAt::Offset(*at)),
+        FirstFlight::SplitMidSni => Some(SplitAt::MidName(name.to_string())),
         _ => None,
     };
     let mut shaped = ShapedStream { tcp, split };
@@ -183,7 +187,12 @@ fn syn_ack(sniffer: &Socket, server_port: u16, local_port: u16) -> Result<(u32, 
     while Instant::now() < deadline {
         let n = match reader.read(&mut buffer) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -206,10 +215,29 @@ fn syn_ack(sniffer: &Socket, server_port: u16, local_port: u16) -> Result<(u32, 
     Err(ClientError::NoSynAck)
 }
 
+/// Where the first write is split.
+enum SplitAt {
+    Offset(usize),
+    /// In the middle of the first occurrence of this name.
+    MidName(String),
+}
+
+impl SplitAt {
+    fn position(&self, bytes: &[u8]) -> Option<usize> {
+        match self {
+            SplitAt::Offset(at) => Some(*at),
+            SplitAt::MidName(name) => bytes
+                .windows(name.len())
+                .position(|w| w == name.as_bytes())
+                .map(|start| start + name.len() / 2),
+        }
+    }
+}
+
 /// The client side of a TCP connection that splits its first write.
 struct ShapedStream {
     tcp: TcpStream,
-    split: Option<usize>,
+    split: Option<SplitAt>,
 }
 
 impl Read for ShapedStream {
@@ -220,7 +248,7 @@ impl Read for ShapedStream {
 
 impl Write for ShapedStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(at) = self.split.take()
+        if let Some(at) = self.split.take().and_then(|split| split.position(buf))
             && at < buf.len()
         {
             let written = self.tcp.write(&buf[..at])?;

@@ -141,8 +141,12 @@ impl Verdict {
 fn first_message_verdict(stream: &[u8], blocklist: &Blocklist) -> Option<(Verdict, Scan)> {
     let first = if let Some(len) = first_record_len(stream) {
         if stream.len() < len {
-            return (stream.len() >= STREAM_LIMIT)
-                .then(|| (Verdict::pass("first TLS record too long"), Scan::Partial(Proto::Tls)));
+            return (stream.len() >= STREAM_LIMIT).then(|| {
+                (
+                    Verdict::pass("first TLS record too long"),
+                    Scan::Partial(Proto::Tls),
+                )
+            });
         }
         &stream[..len]
     } else {
@@ -154,7 +158,10 @@ fn first_message_verdict(stream: &[u8], blocklist: &Blocklist) -> Option<(Verdic
             _ => match http_header_end(stream) {
                 Some(end) => &stream[..end],
                 None if stream.len() >= STREAM_LIMIT => {
-                    return Some((Verdict::pass("HTTP header too long"), Scan::Partial(Proto::Http)));
+                    return Some((
+                        Verdict::pass("HTTP header too long"),
+                        Scan::Partial(Proto::Http),
+                    ));
                 }
                 None => return None,
             },

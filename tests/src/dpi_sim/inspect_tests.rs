@@ -10,7 +10,8 @@ fn inspector() -> Inspector {
 }
 
 fn packet(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
-    let builder = PacketBuilder::ipv4([198, 18, 1, 2], [198, 18, 2, 2], 64).tcp(40000, 443, seq, 1000);
+    let builder =
+        PacketBuilder::ipv4([198, 18, 1, 2], [198, 18, 2, 2], 64).tcp(40000, 443, seq, 1000);
     let builder = if syn { builder.syn() } else { builder.ack(1) };
     let mut bytes = Vec::new();
     builder.write(&mut bytes, payload).unwrap();
@@ -124,7 +125,9 @@ fn non_tcp_packets_pass_at_every_level() {
     let mut dpi = inspector();
     let builder = PacketBuilder::ipv4([198, 18, 1, 2], [198, 18, 2, 2], 1).udp(5000, 443);
     let mut bytes = Vec::new();
-    builder.write(&mut bytes, &client_hello("blocked.test")).unwrap();
+    builder
+        .write(&mut bytes, &client_hello("blocked.test"))
+        .unwrap();
     for level in 0..=MAX_LEVEL {
         assert!(dpi.inspect(level, &bytes).pass);
     }

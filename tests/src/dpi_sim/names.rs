@@ -67,7 +67,10 @@ pub fn first_record_len(bytes: &[u8]) -> Option<usize> {
 
 /// The end of an HTTP request header (`\r\n\r\n` included) when present.
 pub fn http_header_end(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
 }
 
 /// A ClientHello, possibly truncated: fixed fields are walked by hand (they
@@ -75,7 +78,11 @@ pub fn http_header_end(bytes: &[u8]) -> Option<usize> {
 /// `tls-parser`, which stops at the first incomplete one.
 fn scan_client_hello(bytes: &[u8]) -> Scan {
     let Ok((_, header)) = parse_tls_record_header(bytes) else {
-        return if bytes.len() < 5 { Scan::Partial(Proto::Tls) } else { Scan::Other };
+        return if bytes.len() < 5 {
+            Scan::Partial(Proto::Tls)
+        } else {
+            Scan::Other
+        };
     };
     if header.version.0 >> 8 != 3 {
         return Scan::Other;

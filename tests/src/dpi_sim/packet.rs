@@ -81,7 +81,10 @@ pub fn reset_to_sender(segment: &Segment<'_>) -> Option<Reset> {
         .ack(ack);
     let mut packet = Vec::with_capacity(builder.size(0));
     builder.write(&mut packet, &[]).ok()?;
-    Some(Reset { to: to.ip(), packet })
+    Some(Reset {
+        to: to.ip(),
+        packet,
+    })
 }
 
 #[cfg(test)]

@@ -113,9 +113,7 @@ impl DpiSim {
     /// does not answer.
     pub fn request(&self, line: &str) -> Option<String> {
         let mut stream = UnixStream::connect(&self.control).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         writeln!(stream, "{line}").ok()?;
         let mut reply = String::new();
         BufReader::new(stream).read_line(&mut reply).ok()?;

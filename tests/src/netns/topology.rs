@@ -67,8 +67,20 @@ impl TopologyBuilder {
         let v4 = |addr: Ipv4Addr| format!("{addr}/24");
         let v6 = |addr: Ipv6Addr| format!("{addr}/64");
         c.ip(&["addr", "add", &v4(Topology::CLIENT_V4), "dev", "to-d"]);
-        d.ip(&["addr", "add", &v4(Topology::ROUTER_CLIENT_SIDE_V4), "dev", "to-c"]);
-        d.ip(&["addr", "add", &v4(Topology::ROUTER_SERVER_SIDE_V4), "dev", "to-s"]);
+        d.ip(&[
+            "addr",
+            "add",
+            &v4(Topology::ROUTER_CLIENT_SIDE_V4),
+            "dev",
+            "to-c",
+        ]);
+        d.ip(&[
+            "addr",
+            "add",
+            &v4(Topology::ROUTER_SERVER_SIDE_V4),
+            "dev",
+            "to-s",
+        ]);
         s.ip(&["addr", "add", &v4(Topology::SERVER_V4), "dev", "to-d"]);
         for extra in &self.server_addresses {
             s.ip(&["addr", "add", &v4(*extra), "dev", "to-d"]);
@@ -84,10 +96,36 @@ impl TopologyBuilder {
         }
         let via4 = |addr: Ipv4Addr| addr.to_string();
         let via6 = |addr: Ipv6Addr| addr.to_string();
-        c.ip(&["route", "add", "default", "via", &via4(Topology::ROUTER_CLIENT_SIDE_V4)]);
-        s.ip(&["route", "add", "default", "via", &via4(Topology::ROUTER_SERVER_SIDE_V4)]);
-        c.ip(&["-6", "route", "add", "default", "via", &via6(Topology::ROUTER_CLIENT_SIDE_V6)]);
-        s.ip(&["-6", "route", "add", "default", "via", &via6(Topology::ROUTER_SERVER_SIDE_V6)]);
+        c.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &via4(Topology::ROUTER_CLIENT_SIDE_V4),
+        ]);
+        s.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &via4(Topology::ROUTER_SERVER_SIDE_V4),
+        ]);
+        c.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &via6(Topology::ROUTER_CLIENT_SIDE_V6),
+        ]);
+        s.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &via6(Topology::ROUTER_SERVER_SIDE_V6),
+        ]);
         d.sysctl("net.ipv4.ip_forward", "1");
         d.sysctl("net.ipv6.conf.all.forwarding", "1");
 
@@ -107,8 +145,10 @@ impl Topology {
     pub const ROUTER_SERVER_SIDE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
     pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
     pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 1, 0, 0, 0, 2);
-    pub const ROUTER_CLIENT_SIDE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 1, 0, 0, 0, 1);
-    pub const ROUTER_SERVER_SIDE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 2, 0, 0, 0, 1);
+    pub const ROUTER_CLIENT_SIDE_V6: Ipv6Addr =
+        Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 1, 0, 0, 0, 1);
+    pub const ROUTER_SERVER_SIDE_V6: Ipv6Addr =
+        Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 2, 0, 0, 0, 1);
     pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7665, 0x696c, 2, 0, 0, 0, 2);
 
     /// The standard topology with default options.
@@ -133,7 +173,9 @@ impl Topology {
                 .args(["-w", "-t", "raw", "-C"])
                 .args(rule)
                 .output()
-                .unwrap_or_else(|e| panic!("{iptables} (Debian package iptables, `make env`): {e}"));
+                .unwrap_or_else(|e| {
+                    panic!("{iptables} (Debian package iptables, `make env`): {e}")
+                });
             if !present.status.success() {
                 let mut args = vec!["-w", "-t", "raw", "-A"];
                 args.extend(rule);
