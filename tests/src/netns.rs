@@ -170,7 +170,9 @@ fn run(command: &mut Command) -> Output {
 }
 
 /// Deletes `veil-t-<pid>-…` namespaces and `/etc/netns` dirs whose pid is
-/// not running (left by a crashed or killed test run).
+/// not running (left by a crashed or killed test run). Runs once per process
+/// before the first [`Namespace::create`]. Processes still running in such a
+/// namespace are not killed (they keep a detached, unreachable copy of it).
 pub fn remove_leftovers() {
     let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
         return;

@@ -292,4 +292,7 @@ fn a_dead_simulator_fails_closed() {
         .curl("https://allowed.test/", &["--max-time", "2"])
         .expect_err("nothing may pass without the simulator");
     assert!(error.contains("timed out"), "{error}");
+    // A new simulator on the same queue brings traffic back.
+    lab.sim = DpiSim::start(&lab.topology, DpiSimOptions::default());
+    assert_eq!(lab.curl("https://allowed.test/", &[]), Ok("200".into()));
 }

@@ -58,3 +58,28 @@ fn leftovers_of_dead_processes_are_removed_and_live_ones_kept() {
     assert!(!Path::new("/etc/netns").join(&dead).exists());
     assert!(after.contains(live.name()), "{after}");
 }
+
+#[test]
+fn builder_sets_the_mtu_and_extra_addresses_and_hosts() {
+    let extra = std::net::Ipv4Addr::new(198, 18, 2, 3);
+    let topology = Topology::builder()
+        .mtu(1280)
+        .server_address(extra)
+        .host("vless.test", extra.into())
+        .build();
+    for (ns, dev) in [
+        (&topology.client, "to-d"),
+        (&topology.router, "to-c"),
+        (&topology.router, "to-s"),
+        (&topology.server, "to-d"),
+    ] {
+        let link = ns.ip(&["link", "show", dev]);
+        let text = String::from_utf8_lossy(&link.stdout);
+        assert!(text.contains("mtu 1280"), "{text}");
+    }
+    let addresses = topology.server.ip(&["-4", "addr", "show", "to-d"]);
+    assert!(String::from_utf8_lossy(&addresses.stdout).contains("198.18.2.3/24"));
+    let hosts =
+        std::fs::read_to_string(format!("/etc/netns/{}/hosts", topology.client.name())).unwrap();
+    assert!(hosts.contains("198.18.2.3 vless.test"), "{hosts}");
+}
