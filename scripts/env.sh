@@ -15,6 +15,9 @@ if [ -x "$here/env-postgres.sh" ] || [ -f "$here/env-postgres.sh" ]; then
   bash "$here/env-postgres.sh"
 fi
 
+# iptables and ethtool (Debian packages) for the network-namespace tests (DPI simulator).
+bash "$here/env-net.sh"
+
 # ansible-core (PyPI) and OpenTofu (built from its Go module) for the task driver tests.
 bash "$here/env-tools.sh"
 

@@ -1,8 +1,12 @@
 //! Helpers for Veil's end-to-end tests.
 pub mod process;
 
+pub mod dpi_sim;
 pub mod kube;
+pub mod netns;
 pub mod postgres;
 pub mod standin;
+pub mod test_site;
+pub mod tls_client;
 pub mod wait;
 pub mod xray;

@@ -37,8 +37,8 @@ pub use inputs::{
 };
 pub use observed::Conditions;
 pub(crate) use observed::{progressing, ready, stalled};
-pub(crate) use servers::Problem;
 pub use server_status::host_port;
+pub(crate) use servers::Problem;
 pub use users::users_hash;
 
 /// What VLESS planning reads.
