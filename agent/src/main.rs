@@ -41,6 +41,11 @@ struct Args {
     /// itself is killed).
     #[arg(long, env = "VEIL_STATS_INTERVAL", default_value = "10s")]
     stats_interval: veil_crds::validate::Duration,
+    /// Mark the DPI-bypass engine puts on its own packets; Veil's capture
+    /// rules skip packets carrying it. zapret's default; on Calico clusters
+    /// (which own the upper 16 mark bits) pick a low bit such as 0x100.
+    #[arg(long, env = "VEIL_ZAPRET_MARK", default_value = "0x40000000", value_parser = veil_agent::drivers::zapret::parse_mark)]
+    zapret_mark: u32,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -52,8 +57,61 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("desync") {
+        return desync(&argv[2..]);
+    }
+    agent_main()
+}
+
+/// TEMPORARY minimal `veil-agent desync <nfqws v1 argv>` so the zapret
+/// driver can be tested; the lead replaces it with the full subcommand.
+/// `--version` prints the version; `--dry-run` checks argv and files and
+/// exits 0, or prints the parser's message and exits 1; otherwise binds
+/// `--qnum` and runs until SIGTERM/SIGINT. Host and address lists are
+/// checked but not applied (every host passes the profile's list filter).
+fn desync(argv: &[String]) -> ExitCode {
+    use veil_desync::args::ParseMode;
+    init_tracing("plain");
+    let report = match veil_desync::dry_run::dry_run(argv, ParseMode::Builtin) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let globals = &report.config.globals;
+    if globals.version {
+        println!("veil-agent desync {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if globals.dry_run {
+        println!("{report}");
+        return ExitCode::SUCCESS;
+    }
+    let shutdown = veil_desync::engine::Shutdown::new();
+    let trigger = shutdown.clone();
+    std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(wait_for_signal());
+        }
+        trigger.trigger();
+    });
+    match veil_desync::engine::run(report.config, veil_desync::engine::NoLists, shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn agent_main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args.log_format);
     let shutdown = CancellationToken::new();
@@ -81,6 +139,8 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         address: args.address,
         stats_interval: args.stats_interval.as_std(),
+        zapret_mark: args.zapret_mark,
+        desync_program: None,
     };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,9 @@ pub mod winws;
 /// `base + 1` on every change (blue/green), zapret's customary 200/201.
 pub const DEFAULT_QUEUE_BASE: u16 = 200;
 
+/// zapret's default `--dpi-desync-fwmark`.
+pub const DEFAULT_MARK: u32 = veil_desync::spec::DEFAULT_FWMARK;
+
 /// A program and the arguments that come before the engine's own argv
 /// (`veil-agent` + `desync`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +102,7 @@ impl ZapretConfig {
             data_dir,
             builtin,
             external: None,
-            mark: veil_desync::spec::DEFAULT_FWMARK,
+            mark: DEFAULT_MARK,
             queue_base: DEFAULT_QUEUE_BASE,
             restart: RestartPolicy::default(),
             bind_timeout: Duration::from_secs(10),

@@ -39,6 +39,9 @@ pub struct Actor {
     failures: BTreeMap<StrategyId, Failure>,
     engine: Option<Engine>,
     engine_state: Option<watch::Receiver<State>>,
+    /// Veil's rules may be in the firewall (installed by this or a previous
+    /// run): only then is removing them worth running iptables.
+    rules_may_exist: bool,
     last_sent: Option<Vec<StrategyReport>>,
 }
 
@@ -51,6 +54,7 @@ impl Actor {
             failures: BTreeMap::new(),
             engine: None,
             engine_state: None,
+            rules_may_exist: false,
             last_sent: None,
         }
     }
@@ -92,24 +96,33 @@ impl Actor {
     }
 
     /// Ends engines a crashed agent left running and removes its rules; the
-    /// first assignment rebuilds both.
+    /// first assignment rebuilds both. A node that never ran a Strategy
+    /// (no data directory) has nothing to clean.
     async fn recover(&mut self) {
-        if let Err(error) = std::fs::create_dir_all(&self.config.data_dir) {
-            tracing::error!(%error, dir = %self.config.data_dir.display(), "cannot create the zapret data directory");
+        if !self.config.data_dir.exists() {
+            return;
         }
         engine::kill_leftovers(&self.config.data_dir);
-        if let Err(error) = firewall::remove().await {
-            tracing::error!(%error, "cannot remove capture rules left by a previous run");
-        }
+        self.rules_may_exist = true;
+        self.remove_rules().await;
     }
 
+    /// Stops the engine and removes the rules.
     async fn shutdown(&mut self) {
         self.engine_state = None;
         if let Some(engine) = self.engine.take() {
             engine.stop().await;
         }
-        if let Err(error) = firewall::remove().await {
-            tracing::error!(%error, "cannot remove the capture rules");
+        self.remove_rules().await;
+    }
+
+    async fn remove_rules(&mut self) {
+        if !self.rules_may_exist {
+            return;
+        }
+        match firewall::remove().await {
+            Ok(()) => self.rules_may_exist = false,
+            Err(error) => tracing::error!(%error, "cannot remove Veil's capture rules"),
         }
     }
 
@@ -124,6 +137,11 @@ impl Actor {
             .collect();
         actives.sort_by(|a, b| (a.1.priority, &a.0).cmp(&(b.1.priority, &b.0)));
         actives.dedup_by(|a, b| a.0 == b.0);
+        if !actives.is_empty()
+            && let Err(error) = std::fs::create_dir_all(&self.config.data_dir)
+        {
+            tracing::error!(%error, dir = %self.config.data_dir.display(), "cannot create the zapret data directory");
+        }
 
         let mut prepared = Vec::with_capacity(actives.len());
         let mut wishes = Vec::with_capacity(actives.len());
@@ -297,6 +315,7 @@ impl Actor {
                 return;
             }
         };
+        self.rules_may_exist = true;
         if let Err(error) = firewall::install(&capture, queue, self.config.mark).await {
             new.stop().await;
             fail_all(&mut self.failures, "FirewallFailed", &error.to_string());
