@@ -164,7 +164,10 @@ impl Actor {
             external: self.config.external.is_some(),
             builtin: cfg!(target_os = "linux"),
         };
-        let (kind, verdicts) = choice::choose(&wishes, available);
+        let choice::Choice {
+            engine: kind,
+            verdicts,
+        } = choice::choose(&wishes, available);
         for (id, verdict) in verdicts {
             if let Err(failure) = verdict {
                 self.failures.insert(id, failure);

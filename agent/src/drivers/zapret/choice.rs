@@ -67,13 +67,17 @@ pub struct Available {
     pub builtin: bool,
 }
 
-/// Chooses the engine for `wishes` (in profile order). Returns the engine
-/// (`None` when no Strategy can run) and, per Strategy, either the engine
-/// it joins or why it cannot.
-pub fn choose(
-    wishes: &[Wish],
-    available: Available,
-) -> (Option<EngineKind>, Vec<(StrategyId, Result<(), Failure>)>) {
+/// The outcome of [`choose`].
+#[derive(Clone, Debug)]
+pub struct Choice {
+    /// The engine; `None` when no Strategy can run.
+    pub engine: Option<EngineKind>,
+    /// Per Strategy, in the order given: it joins the engine, or why not.
+    pub verdicts: Vec<(StrategyId, Result<(), Failure>)>,
+}
+
+/// Chooses the engine for `wishes` (in profile order).
+pub fn choose(wishes: &[Wish], available: Available) -> Choice {
     let mut chosen: Option<(EngineKind, &StrategyId)> = None;
     let mut verdicts = Vec::with_capacity(wishes.len());
     for wish in wishes {
@@ -99,7 +103,10 @@ pub fn choose(
         };
         verdicts.push((wish.strategy.clone(), verdict));
     }
-    (chosen.map(|(kind, _)| kind), verdicts)
+    Choice {
+        engine: chosen.map(|(kind, _)| kind),
+        verdicts,
+    }
 }
 
 /// The engines `wish` can run on, preferred first.

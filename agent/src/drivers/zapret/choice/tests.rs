@@ -33,10 +33,13 @@ use ZapretImplementation::{Auto, Builtin, External};
 fn auto_prefers_nfqws_and_falls_back_to_builtin() {
     let wishes = [wish("a", Auto, None), wish("b", Auto, None)];
     assert_eq!(
-        choose(&wishes, LINUX_WITH_NFQWS).0,
+        choose(&wishes, LINUX_WITH_NFQWS).engine,
         Some(EngineKind::External)
     );
-    let (kind, verdicts) = choose(&wishes, LINUX_ONLY_BUILTIN);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&wishes, LINUX_ONLY_BUILTIN);
     assert_eq!(kind, Some(EngineKind::Builtin));
     assert_eq!(reasons(&verdicts), vec![None, None]);
 }
@@ -44,7 +47,10 @@ fn auto_prefers_nfqws_and_falls_back_to_builtin() {
 #[test]
 fn external_without_nfqws_is_engine_missing_and_the_others_still_run() {
     let wishes = [wish("a", External, None), wish("b", Auto, None)];
-    let (kind, verdicts) = choose(&wishes, LINUX_ONLY_BUILTIN);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&wishes, LINUX_ONLY_BUILTIN);
     assert_eq!(kind, Some(EngineKind::Builtin));
     assert_eq!(reasons(&verdicts), vec![Some("EngineMissing"), None]);
 }
@@ -53,7 +59,10 @@ fn external_without_nfqws_is_engine_missing_and_the_others_still_run() {
 fn builtin_with_an_option_outside_the_subset_is_unsupported_with_the_parsers_message() {
     let message = "args[1] `--dpi-desync` (profile 1): UnsupportedOption: `--dpi-desync=ipfrag2` …";
     let wishes = [wish("a", Builtin, Some(message)), wish("b", Builtin, None)];
-    let (kind, verdicts) = choose(&wishes, LINUX_WITH_NFQWS);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&wishes, LINUX_WITH_NFQWS);
     assert_eq!(kind, Some(EngineKind::Builtin));
     assert_eq!(
         verdicts[0].1,
@@ -66,10 +75,13 @@ fn builtin_with_an_option_outside_the_subset_is_unsupported_with_the_parsers_mes
 fn auto_with_an_unsupported_option_needs_nfqws() {
     let wishes = [wish("a", Auto, Some("UnsupportedOption: --x"))];
     assert_eq!(
-        choose(&wishes, LINUX_WITH_NFQWS).0,
+        choose(&wishes, LINUX_WITH_NFQWS).engine,
         Some(EngineKind::External)
     );
-    let (kind, verdicts) = choose(&wishes, LINUX_ONLY_BUILTIN);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&wishes, LINUX_ONLY_BUILTIN);
     assert_eq!(kind, None);
     assert_eq!(reasons(&verdicts), vec![Some("UnsupportedOption")]);
 }
@@ -77,7 +89,10 @@ fn auto_with_an_unsupported_option_needs_nfqws() {
 #[test]
 fn disagreeing_strategies_follow_the_first_by_priority_and_the_other_is_told_why() {
     let wishes = [wish("first", External, None), wish("second", Builtin, None)];
-    let (kind, verdicts) = choose(&wishes, LINUX_WITH_NFQWS);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&wishes, LINUX_WITH_NFQWS);
     assert_eq!(kind, Some(EngineKind::External));
     let failure = verdicts[1].1.clone().unwrap_err();
     assert_eq!(failure.reason, "ImplementationConflict");
@@ -95,7 +110,10 @@ fn on_windows_builtin_is_missing_and_auto_needs_winws() {
         external: false,
         builtin: false,
     };
-    let (kind, verdicts) = choose(&[wish("a", Builtin, None), wish("b", Auto, None)], windows);
+    let Choice {
+        engine: kind,
+        verdicts,
+    } = choose(&[wish("a", Builtin, None), wish("b", Auto, None)], windows);
     assert_eq!(kind, None);
     assert_eq!(
         reasons(&verdicts),
