@@ -135,17 +135,6 @@ spec:
     pskSecretRef: {name: psk, key: key}
 ";
 
-const STRATEGY: &str = "
-apiVersion: veil.dev/v1alpha1
-kind: Strategy
-metadata:
-  name: youtube
-spec:
-  engine: zapret
-  zapret:
-    args: [--filter-tcp=443, --dpi-desync=multisplit]
-";
-
 #[test]
 fn unchanged_world_replans_to_identical_statuses() {
     let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
