@@ -199,6 +199,13 @@ const VLESS_KEY: &[PrinterColumn] = &[
 const STRATEGY: &[PrinterColumn] = &[
     col("Engine", "string", ".spec.engine", 0, "zapret or vless"),
     col(
+        "Phase",
+        "string",
+        ".status.phase",
+        0,
+        "Running, Standby (a failover backup), Testing or Failed",
+    ),
+    col(
         "Nodes",
         "integer",
         ".status.desiredNodes",
@@ -211,6 +218,13 @@ const STRATEGY: &[PrinterColumn] = &[
         ".status.activeNodes",
         0,
         "Nodes where this strategy is active",
+    ),
+    col(
+        "Active-Strategy",
+        "string",
+        ".status.activeStrategy",
+        0,
+        "The member of its failover group active on its nodes",
     ),
     READY,
     AGE,

@@ -149,6 +149,15 @@ pub struct StrategyStatus {
     /// Nodes where this strategy is active (`Running`).
     #[serde(default)]
     pub active_nodes: u32,
+    /// Summary over the nodes: `Running` (active everywhere it should be),
+    /// `Standby` (a backup, ready everywhere), `Failed` (a person must act)
+    /// or `Testing` (being started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StrategyPhase>,
+    /// The member of this strategy's failover group active on its nodes,
+    /// when every node agrees (per node: `nodes[].activeStrategy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_strategy: Option<String>,
     /// Per-node state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<StrategyNodeStatus>,

@@ -44,7 +44,18 @@ pub fn strategy_status(
     }
     let desired = nodes.len() - incapable.len();
     let conditions = conditions(entry, resolved, &nodes[..desired], incapable, &failures);
+    let phase = summary_phase(&conditions, matches!(entry.role, Role::Backup { .. }));
+    let mut active = nodes[..desired]
+        .iter()
+        .map(|n| n.active_strategy.as_deref());
+    let first = active.next().flatten();
+    let active_strategy = active
+        .all(|name| name == first)
+        .then(|| first.map(str::to_owned))
+        .flatten();
     let status = StrategyStatus {
+        phase: Some(phase),
+        active_strategy,
         desired_nodes: count(desired),
         active_nodes: count(
             nodes
@@ -250,6 +261,28 @@ fn conditions(
             }
             ready("Running", format!("running on {total} node(s)"))
         }
+    }
+}
+
+/// One phase for the whole Strategy, from its conditions.
+fn summary_phase(conditions: &Conditions, backup: bool) -> StrategyPhase {
+    let is_true = |type_: &str| {
+        conditions
+            .iter()
+            .any(|(t, status, _, _)| *t == type_ && *status == "True")
+    };
+    if is_true("Stalled") {
+        StrategyPhase::Failed
+    } else if is_true("Ready") && backup {
+        StrategyPhase::Standby
+    } else if is_true("Ready")
+        || conditions
+            .iter()
+            .any(|(t, _, reason, _)| *t == "Reconciling" && reason == "BackupNotFound")
+    {
+        StrategyPhase::Running
+    } else {
+        StrategyPhase::Testing
     }
 }
 

@@ -209,10 +209,17 @@ fn agent_reports_make_a_primary_ready_and_its_backup_standby() {
     assert_eq!(split["activeNodes"], 2);
     assert_eq!(split["nodes"][0]["implementation"], "builtin");
     assert_eq!(split["nodes"][0]["activeStrategy"], "split");
+    assert_eq!(split["phase"], "Running");
+    assert_eq!(split["activeStrategy"], "split");
     let backup = status(&plan, "fake-ttl");
     assert_eq!(condition(&backup, "Ready")["reason"], "Standby", "{backup}");
     assert_eq!(backup["nodes"][0]["phase"], "Standby");
     assert_eq!(backup["activeNodes"], 0);
+    assert_eq!(backup["phase"], "Standby");
+    assert_eq!(
+        backup["activeStrategy"], "split",
+        "the group's active member"
+    );
 }
 
 #[test]
@@ -254,6 +261,7 @@ fn a_failed_report_stalls_the_strategy_with_the_agents_reason() {
     let split = status(&plan_with(&yaml, &nodes), "split");
     let stalled = condition(&split, "Stalled");
     assert_eq!(stalled["reason"], "UnsupportedOption");
+    assert_eq!(split["phase"], "Failed");
     assert!(
         stalled["message"]
             .as_str()
