@@ -119,9 +119,32 @@ pub fn run(program: Program, argv: &[String]) -> i32 {
         ),
         Program::Winws => println!("windivert initialized. capture is started."),
     }
-    // A daemon's life: nothing to do until SIGTERM's default action ends it.
+    match program {
+        // nfqws binds its queue; this one passes every packet untouched (as
+        // nfqws does with a flow no profile takes), so capture rules and the
+        // agent's wait for the bound queue behave as with the real one.
+        Program::Nfqws => match pass_through(report.config.globals.qnum) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("error during nfq_create_queue(): {e}");
+                1
+            }
+        },
+        // A daemon's life: nothing to do until SIGTERM's default action ends it.
+        Program::Winws => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+}
+
+/// Binds NFQUEUE `qnum` and accepts every packet until the process ends.
+fn pass_through(qnum: u16) -> std::io::Result<std::convert::Infallible> {
+    let mut queue = nfq::Queue::open()?;
+    queue.bind(qnum)?;
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        let mut message = queue.recv()?;
+        message.set_verdict(nfq::Verdict::Accept);
+        queue.verdict(message)?;
     }
 }
 

@@ -147,13 +147,13 @@ fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 #[test]
-fn a_started_engine_dumps_its_profiles_and_runs_until_sigterm() {
+fn a_started_engine_dumps_its_profiles_binds_its_queue_and_runs_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let list = hostlist(dir.path(), "blocked.test\n");
     let dump = dir.path().join("dump.json");
     let mut child = Command::new(NFQWS)
         .args([
-            "--qnum=201",
+            "--qnum=4201",
             "--filter-tcp=80,443",
             &format!("--hostlist={list}"),
             "--hostlist-domains=guard.veil.invalid",
@@ -173,7 +173,16 @@ fn a_started_engine_dumps_its_profiles_and_runs_until_sigterm() {
     })
     .expect("dump written");
     assert_eq!(json["pid"], child.id());
-    assert_eq!(json["globals"]["qnum"], 201);
+    assert_eq!(json["globals"]["qnum"], 4201);
+    // Like nfqws, it binds its queue (first field of each line: the queue number).
+    let bound = wait_for(Duration::from_secs(10), || {
+        let table = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
+        table
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some("4201"))
+            .then_some(())
+    });
+    assert!(bound.is_some(), "queue 4201 is bound");
     assert_eq!(json["profiles"][0]["tcp"], "80,443");
     assert_eq!(json["profiles"][0]["hostlists"][0], list);
     assert_eq!(json["profiles"][0]["desync"]["split"], "multisplit");
