@@ -5,3 +5,4 @@
 
 pub mod task;
 pub mod xray;
+pub mod zapret;

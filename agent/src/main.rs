@@ -45,6 +45,11 @@ struct Args {
     /// itself is killed).
     #[arg(long, env = "VEIL_STATS_INTERVAL", default_value = "10s")]
     stats_interval: veil_crds::validate::Duration,
+    /// Mark the DPI-bypass engine puts on its own packets; Veil's capture
+    /// rules skip packets carrying it. zapret's default; on Calico clusters
+    /// (which own the upper 16 mark bits) pick a low bit such as 0x100.
+    #[arg(long, env = "VEIL_ZAPRET_MARK", default_value = "0x40000000", value_parser = veil_agent::drivers::zapret::parse_mark)]
+    zapret_mark: u32,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -89,6 +94,8 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         address: args.address,
         stats_interval: args.stats_interval.as_std(),
+        zapret_mark: args.zapret_mark,
+        desync_program: None,
     };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

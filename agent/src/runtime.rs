@@ -19,6 +19,7 @@ use veil_crds::wire::RegisterRequest;
 
 use crate::client::{ClientError, OperatorClient};
 use crate::drivers::xray::{Event, XrayContext, XrayDriver};
+use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, ZapretDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
 
 mod backoff;
@@ -44,6 +45,38 @@ pub struct AgentConfig {
     pub address: Option<String>,
     /// How often xray's traffic counters are read.
     pub stats_interval: Duration,
+    /// Mark the DPI-bypass engine puts on its own packets (the capture
+    /// rules skip it): zapret's `0x40000000` by default; pick a low bit on
+    /// Calico clusters, which use the upper 16 bits.
+    pub zapret_mark: u32,
+    /// The executable whose `desync` subcommand is the built-in engine;
+    /// `None`: see [`default_desync_program`].
+    pub desync_program: Option<PathBuf>,
+}
+
+/// Environment variable naming the executable whose `desync` subcommand is
+/// the built-in engine (tests, or an operator running the agent in-process).
+pub const DESYNC_PROGRAM_ENV: &str = "VEIL_AGENT_DESYNC_PROGRAM";
+
+/// The built-in engine's executable: `$VEIL_AGENT_DESYNC_PROGRAM`, else
+/// this executable when it is `veil-agent`, else a `veil-agent` next to it,
+/// else `veil-agent` on `PATH`.
+pub fn default_desync_program() -> PathBuf {
+    if let Some(path) = std::env::var_os(DESYNC_PROGRAM_ENV) {
+        return PathBuf::from(path);
+    }
+    let name = format!("veil-agent{}", std::env::consts::EXE_SUFFIX);
+    if let Ok(exe) = std::env::current_exe() {
+        if exe.file_name().is_some_and(|n| n == name.as_str()) {
+            return exe;
+        }
+        if let Some(sibling) = exe.parent().map(|d| d.join(&name))
+            && sibling.is_file()
+        {
+            return sibling;
+        }
+    }
+    PathBuf::from(name)
 }
 
 /// Why the agent stopped.
@@ -101,6 +134,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let reporter = tokio::spawn(reporter.run(outbox_rx, registered.last_report_seq));
 
     let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone());
+    let zapret = zapret_driver(&config, &capabilities, outbox_tx.clone());
     let mut tasks = tasks::Tasks::new(
         crate::drivers::task::TaskContext {
             capabilities,
@@ -123,6 +157,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 revision = assignment.revision;
                 tasks.apply(&assignment);
                 servers.apply(&assignment.servers).await;
+                zapret.apply(assignment.strategies.clone());
                 applied.store(revision, Ordering::Relaxed);
             }
             Ok(None) => backoff.reset(),
@@ -144,6 +179,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     tasks.stop_all().await;
     servers.stop_all().await;
+    zapret.shutdown().await;
     // Dropping both closes the outbox: the reporter delivers what is left and ends.
     drop(tasks);
     drop(servers);
@@ -182,6 +218,43 @@ fn servers_driver(
         }
     });
     XrayDriver::new(ctx, events)
+}
+
+/// The zapret driver, with its reports forwarded to the reporter.
+fn zapret_driver(
+    config: &AgentConfig,
+    capabilities: &[veil_crds::wire::Capability],
+    outbox: mpsc::UnboundedSender<reporter::Outgoing>,
+) -> ZapretDriver {
+    let (reports, mut observed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(strategies) = observed.recv().await {
+            if outbox
+                .send(reporter::Outgoing::Strategies(strategies))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let builtin = EngineProgram {
+        program: config
+            .desync_program
+            .clone()
+            .unwrap_or_else(default_desync_program),
+        prefix: vec!["desync".to_owned()],
+    };
+    let external_name = if cfg!(windows) { "winws" } else { "nfqws" };
+    let mut zapret = ZapretConfig::new(config.data_dir.join("zapret"), builtin);
+    zapret.mark = config.zapret_mark;
+    zapret.external = capabilities
+        .iter()
+        .find(|c| c.name == external_name)
+        .map(|c| ExternalEngine {
+            program: EngineProgram::plain(&c.path),
+            version: c.version.clone(),
+        });
+    ZapretDriver::start(zapret, reports)
 }
 
 /// `26.3.27` from `Xray 26.3.27 (Xray, Penetrates Everything.) …`.

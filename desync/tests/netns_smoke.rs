@@ -92,7 +92,7 @@ fn engine_role() {
         globals: Globals {
             qnum: QNUM,
             fwmark: MARK,
-            dry_run: false,
+            ..Globals::default()
         },
         profiles: vec![Profile {
             number: 1,

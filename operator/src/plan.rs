@@ -24,6 +24,7 @@ pub mod memo;
 mod nodes;
 mod not_implemented;
 pub mod schedules;
+pub mod strategies;
 pub mod tasks;
 pub mod vless;
 
@@ -119,6 +120,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     }
     let (schedule_actions, mut schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
+    let mut strategy_plan = strategies::plan_strategies(inputs.world, &views);
     let mut vless_plan = vless::plan_vless(&vless::VlessInputs {
         world: inputs.world,
         previous: inputs.previous,
@@ -230,6 +232,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 Some((body, conditions)) => finish(body, conditions),
                 None => continue,
             },
+            Object::Strategy(_) => match strategy_plan.statuses.remove(key) {
+                Some((body, conditions)) => finish(body, conditions),
+                None => continue,
+            },
             _ => memo_entry(not_implemented::status(
                 key.kind, generation, previous, inputs.now,
             )),
@@ -262,6 +268,9 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         .collect();
     for (node, servers) in vless_plan.assignments {
         assignments.entry(node).or_default().servers = servers;
+    }
+    for (node, groups) in strategy_plan.assignments {
+        assignments.entry(node).or_default().strategies = groups;
     }
     Plan {
         statuses,

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use veil_crds::wire::{LogChunk, NodeReport, ServerId, ServerReport, TaskUpdate, UserTraffic};
+use veil_crds::wire::{
+    LogChunk, NodeReport, ServerId, ServerReport, StrategyReport, TaskUpdate, UserTraffic,
+};
 
 use super::Backoff;
 use crate::client::OperatorClient;
@@ -33,6 +35,9 @@ pub enum Outgoing {
     /// Traffic deltas read (and reset) from a server: journaled at once, so
     /// an agent killed right after the read loses nothing.
     Traffic(Vec<UserTraffic>),
+    /// Every Strategy's current state (replaces the previous set); sent at
+    /// once, and with every later report.
+    Strategies(Vec<StrategyReport>),
 }
 
 pub struct Reporter {
@@ -84,9 +89,9 @@ impl Reporter {
                     logs: std::mem::take(&mut pending.logs),
                     servers: pending.servers.values().cloned().collect(),
                     traffic: std::mem::take(&mut pending.traffic),
-                    strategies: Vec::new(),
+                    strategies: pending.strategies.clone(),
                 };
-                pending.servers_changed = false;
+                pending.states_changed = false;
                 if let Err(error) = self.journal.append(&report) {
                     tracing::error!(%error, "cannot journal a report; it is lost if the agent dies before it is sent");
                 }
@@ -98,6 +103,7 @@ impl Reporter {
                         seq,
                         now.duration_since(last_sent) >= self.heartbeat,
                         &pending.servers,
+                        &pending.strategies,
                     )
                     .await
                 {
@@ -124,6 +130,7 @@ impl Reporter {
         seq: u64,
         heartbeat_due: bool,
         servers: &BTreeMap<ServerId, ServerReport>,
+        strategies: &[StrategyReport],
     ) -> Result<bool, ()> {
         let pending = match self.journal.pending() {
             Ok(pending) => pending,
@@ -141,6 +148,7 @@ impl Reporter {
                 seq,
                 applied_revision: self.applied.load(Ordering::Relaxed),
                 servers: servers.values().cloned().collect(),
+                strategies: strategies.to_vec(),
                 ..NodeReport::default()
             };
             return match self.client.report(&heartbeat).await {
@@ -177,7 +185,10 @@ struct Pending {
     traffic: Vec<UserTraffic>,
     /// Latest state of every server (kept: each report carries them all).
     servers: BTreeMap<ServerId, ServerReport>,
-    servers_changed: bool,
+    /// Latest state of every Strategy (kept: each report carries them all).
+    strategies: Vec<StrategyReport>,
+    /// Servers or strategies changed since the last report.
+    states_changed: bool,
 }
 
 impl Pending {
@@ -194,16 +205,21 @@ impl Pending {
             }
             Outgoing::Server(report) => {
                 self.servers.insert(report.server.clone(), report);
-                self.servers_changed = true;
+                self.states_changed = true;
                 true
             }
             Outgoing::ServerGone(id) => {
                 self.servers.remove(&id);
-                self.servers_changed = true;
+                self.states_changed = true;
                 true
             }
             Outgoing::Traffic(traffic) => {
                 self.traffic.extend(traffic);
+                true
+            }
+            Outgoing::Strategies(strategies) => {
+                self.strategies = strategies;
+                self.states_changed = true;
                 true
             }
         }
@@ -214,6 +230,6 @@ impl Pending {
         !self.updates.is_empty()
             || !self.logs.is_empty()
             || !self.traffic.is_empty()
-            || self.servers_changed
+            || self.states_changed
     }
 }

@@ -354,6 +354,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 data_dir: args.data_dir.join("agent"),
                 address: None,
                 stats_interval: std::time::Duration::from_secs(10),
+                zapret_mark: veil_agent::drivers::zapret::DEFAULT_MARK,
+                desync_program: None,
             };
             tracing::info!(%node, "starting the in-process agent for this machine");
             let stop = shutdown.clone();

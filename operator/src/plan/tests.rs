@@ -79,18 +79,18 @@ pub(crate) fn uids() -> impl FnMut() -> String {
 #[test]
 fn kinds_without_reconciler_are_stalled_not_implemented_and_secrets_have_no_status() {
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-    let yaml = format!("{NODE_AND_SECRET}---\n{STRATEGY}");
+    let yaml = format!("{NODE_AND_SECRET}---\n{SOMNYTOO}");
     let (world, _) = GenerationBook::default().build_world(&snapshot(&yaml), now, uids());
     let plan = plan_of(&world, &Statuses::new(), now);
     assert_eq!(
         plan.statuses.len(),
         2,
-        "the VeilNode and the Strategy have statuses"
+        "the VeilNode and the ProtocolServer have statuses"
     );
     let key_status = plan
         .statuses
         .iter()
-        .find(|(k, _)| k.kind == Kind::Strategy)
+        .find(|(k, _)| k.kind == Kind::ProtocolServer)
         .map(|(_, s)| json(s))
         .unwrap();
     let stalled = condition(&key_status, "Stalled");
@@ -123,15 +123,16 @@ fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::
         .unwrap()
 }
 
-const STRATEGY: &str = "
+const SOMNYTOO: &str = "
 apiVersion: veil.dev/v1alpha1
-kind: Strategy
+kind: ProtocolServer
 metadata:
-  name: youtube
+  name: somny
 spec:
-  engine: zapret
-  zapret:
-    args: [--filter-tcp=443, --dpi-desync=multisplit]
+  protocol: somnytoo
+  port: 9000
+  somnytoo:
+    pskSecretRef: {name: psk, key: key}
 ";
 
 #[test]

@@ -1,0 +1,490 @@
+//! The zapret actor: the only owner of the engine process, the
+//! materialised files and Veil's capture rules. Commands arrive one at a
+//! time through its mailbox, so no two changes ever interleave.
+//!
+//! An assignment is applied in named steps: pick the active members →
+//! write their files → check and choose the engine → compose → (only when
+//! the profiles changed) dry-run, bisect on failure, start the new engine
+//! on the other queue, switch the rules, stop the old engine → prune files.
+//! After every command and every engine state change it sends the full
+//! set of Strategy reports if they changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::sync::{mpsc, watch};
+use veil_crds::strategy::{StrategyPhase, ZapretSyntax};
+use veil_crds::wire::{StrategyGroup, StrategyId, StrategyReport, ZapretMember};
+use veil_desync::args::{self, ArgsError, ParseMode};
+
+use super::choice::{self, Available, EngineKind, Failure, Wish};
+use super::compose::{self, ProfileArgs};
+use super::engine::{self, Engine, Launch};
+use super::rules::Capture;
+use super::{Command, EngineProgram, ZapretConfig, files, firewall, winws};
+use crate::supervisor::{LastExit, State};
+
+/// An active member whose files are written and whose args are composed.
+struct Prepared {
+    id: StrategyId,
+    profile: ProfileArgs,
+    /// Its profiles as parsed (for the capture rules).
+    parsed: Vec<veil_desync::spec::Profile>,
+    files: Vec<std::path::PathBuf>,
+}
+
+pub struct Actor {
+    config: ZapretConfig,
+    reports: mpsc::UnboundedSender<Vec<StrategyReport>>,
+    groups: Vec<StrategyGroup>,
+    failures: BTreeMap<StrategyId, Failure>,
+    engine: Option<Engine>,
+    engine_state: Option<watch::Receiver<State>>,
+    /// Veil's rules may be in the firewall (installed by this or a previous
+    /// run): only then is removing them worth running iptables.
+    rules_may_exist: bool,
+    last_sent: Option<Vec<StrategyReport>>,
+}
+
+impl Actor {
+    pub fn new(config: ZapretConfig, reports: mpsc::UnboundedSender<Vec<StrategyReport>>) -> Actor {
+        Actor {
+            config,
+            reports,
+            groups: Vec::new(),
+            failures: BTreeMap::new(),
+            engine: None,
+            engine_state: None,
+            rules_may_exist: false,
+            last_sent: None,
+        }
+    }
+
+    /// Cleans up after a previous run, then serves the mailbox until it is
+    /// closed or told to shut down.
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Command>) {
+        self.recover().await;
+        loop {
+            let mut state = self.engine_state.take();
+            tokio::select! {
+                command = inbox.recv() => {
+                    self.engine_state = state;
+                    match command {
+                        Some(Command::Apply(groups)) => {
+                            self.apply(groups).await;
+                            self.publish();
+                        }
+                        Some(Command::Sync(reply)) => {
+                            let _ = reply.send(self.reports());
+                        }
+                        Some(Command::Shutdown(reply)) => {
+                            self.shutdown().await;
+                            let _ = reply.send(());
+                            return;
+                        }
+                        None => {
+                            self.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+                () = changed(&mut state) => {
+                    self.engine_state = state;
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// Ends engines a crashed agent left running and removes its rules; the
+    /// first assignment rebuilds both. A node that never ran a Strategy
+    /// (no data directory) has nothing to clean.
+    async fn recover(&mut self) {
+        if !self.config.data_dir.exists() {
+            return;
+        }
+        engine::kill_leftovers(&self.config.data_dir);
+        self.rules_may_exist = true;
+        self.remove_rules().await;
+    }
+
+    /// Stops the engine and removes the rules.
+    async fn shutdown(&mut self) {
+        self.engine_state = None;
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+        self.remove_rules().await;
+    }
+
+    async fn remove_rules(&mut self) {
+        if !self.rules_may_exist {
+            return;
+        }
+        match firewall::remove().await {
+            Ok(()) => self.rules_may_exist = false,
+            Err(error) => tracing::error!(%error, "cannot remove Veil's capture rules"),
+        }
+    }
+
+    async fn apply(&mut self, groups: Vec<StrategyGroup>) {
+        self.groups = groups;
+        self.failures.clear();
+        let mut actives: Vec<(StrategyId, ZapretMember)> = self
+            .groups
+            .iter()
+            .filter_map(|g| g.members.first())
+            .filter_map(|m| m.zapret.clone().map(|z| (m.strategy.clone(), z)))
+            .collect();
+        actives.sort_by(|a, b| (a.1.priority, &a.0).cmp(&(b.1.priority, &b.0)));
+        actives.dedup_by(|a, b| a.0 == b.0);
+        if !actives.is_empty()
+            && let Err(error) = std::fs::create_dir_all(&self.config.data_dir)
+        {
+            tracing::error!(%error, dir = %self.config.data_dir.display(), "cannot create the zapret data directory");
+        }
+
+        let mut prepared = Vec::with_capacity(actives.len());
+        let mut wishes = Vec::with_capacity(actives.len());
+        for (id, member) in actives {
+            match self.prepare(&id, &member) {
+                Ok((entry, refusal)) => {
+                    wishes.push(Wish {
+                        strategy: id,
+                        implementation: member.implementation,
+                        builtin_refusal: refusal,
+                    });
+                    prepared.push(entry);
+                }
+                Err(failure) => {
+                    self.failures.insert(id, failure);
+                }
+            }
+        }
+        let available = Available {
+            external: self.config.external.is_some(),
+            builtin: cfg!(target_os = "linux"),
+        };
+        let choice::Choice {
+            engine: kind,
+            verdicts,
+        } = choice::choose(&wishes, available);
+        for (id, verdict) in verdicts {
+            if let Err(failure) = verdict {
+                self.failures.insert(id, failure);
+            }
+        }
+        prepared.retain(|p| !self.failures.contains_key(&p.id));
+        let keep: BTreeSet<_> = prepared
+            .iter()
+            .flat_map(|p| p.files.iter().cloned())
+            .collect();
+        match kind {
+            Some(kind) if !prepared.is_empty() => self.converge(kind, prepared).await,
+            _ => self.stop_engine().await,
+        }
+        self.prune(keep);
+    }
+
+    /// Writes `member`'s files and composes its args; also returns the
+    /// built-in parser's refusal, if any.
+    fn prepare(
+        &self,
+        id: &StrategyId,
+        member: &ZapretMember,
+    ) -> Result<(Prepared, Option<String>), Failure> {
+        if member.syntax == ZapretSyntax::V2 {
+            return Err(Failure::new(
+                "UnsupportedSyntax",
+                "zapret2 (syntax v2) arguments are not supported yet: use syntax v1 (nfqws/winws options)",
+            ));
+        }
+        let parsed = args::parse(&member.args, ParseMode::Validate)
+            .map_err(|e| Failure::new("InvalidArgs", e.to_string()))?;
+        let written = files::materialise(&self.config.data_dir, id, member)
+            .map_err(|e| Failure::new(e.reason(), e.to_string()))?;
+        let args = compose::profile_args(&member.args, &written.paths)
+            .map_err(|e| Failure::new("InvalidArgs", e.to_string()))?;
+        let refusal = match args::parse(&args, ParseMode::Builtin) {
+            Err(e @ (ArgsError::UnsupportedOption { .. } | ArgsError::UnsupportedValue { .. })) => {
+                Some(e.to_string())
+            }
+            _ => None,
+        };
+        let prepared = Prepared {
+            id: id.clone(),
+            profile: ProfileArgs {
+                strategy: id.clone(),
+                priority: member.priority,
+                args,
+            },
+            parsed: parsed.profiles,
+            files: written.paths.into_values().collect(),
+        };
+        Ok((prepared, refusal))
+    }
+
+    /// Makes the engine run exactly `prepared` (in profile order), unless a
+    /// dry run refuses some: those are failed and the rest run.
+    async fn converge(&mut self, kind: EngineKind, mut prepared: Vec<Prepared>) {
+        let (program, implementation) = self.program(kind);
+        let mark = self.config.mark;
+        for round in 0..2 {
+            if prepared.is_empty() {
+                self.stop_engine().await;
+                return;
+            }
+            let profiles: Vec<ProfileArgs> = prepared.iter().map(|p| p.profile.clone()).collect();
+            let joined = compose::joined(&profiles);
+            let fingerprint = compose::fingerprint(&program.display(), mark, &joined);
+            if self
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.fingerprint == fingerprint)
+            {
+                return;
+            }
+            let queue = self.next_queue();
+            let capture = Capture::of(prepared.iter().flat_map(|p| p.parsed.iter()));
+            let argv = self.argv(queue, &capture, &joined);
+            let timeout = self.config.dry_run_timeout;
+            let Err(message) = engine::dry_run(&program, &argv, timeout).await else {
+                let launch = Launch {
+                    program: program.clone(),
+                    argv,
+                    queue,
+                    fingerprint,
+                    implementation: implementation.clone(),
+                    members: prepared.iter().map(|p| p.id.clone()).collect(),
+                    capture,
+                };
+                self.blue_green(launch).await;
+                return;
+            };
+            tracing::warn!(%message, "dry run of the composed engine failed; checking each Strategy alone");
+            let mut blamed = false;
+            if round == 0 {
+                for p in &prepared {
+                    let alone = self.argv(queue, &capture, &p.profile.args);
+                    if let Err(own) = engine::dry_run(&program, &alone, timeout).await {
+                        self.failures
+                            .insert(p.id.clone(), Failure::new("DryRunFailed", own));
+                        blamed = true;
+                    }
+                }
+            }
+            if !blamed {
+                // Each passes alone but not together (or still not after
+                // the bisection): none can be trusted.
+                for p in &prepared {
+                    self.failures.insert(
+                        p.id.clone(),
+                        Failure::new(
+                            "DryRunFailed",
+                            format!("the Strategies fail together: {message}"),
+                        ),
+                    );
+                }
+            }
+            prepared.retain(|p| !self.failures.contains_key(&p.id));
+        }
+    }
+
+    /// Starts `launch` beside the running engine, points the rules at it,
+    /// then stops the old one (Windows: stop first, no overlapping WinDivert).
+    async fn blue_green(&mut self, launch: Launch) {
+        if cfg!(windows)
+            && let Some(old) = self.engine.take()
+        {
+            self.engine_state = None;
+            old.stop().await;
+        }
+        let members = launch.members.clone();
+        let (queue, capture) = (launch.queue, launch.capture.clone());
+        let fail_all =
+            |failures: &mut BTreeMap<StrategyId, Failure>, reason: &str, message: &str| {
+                for id in &members {
+                    failures.insert(id.clone(), Failure::new(reason, message));
+                }
+            };
+        let new = match Engine::start(&self.config, launch).await {
+            Ok(new) => new,
+            Err(message) => {
+                let message = if cfg!(windows) {
+                    winws::failure_message(None, std::slice::from_ref(&message))
+                } else {
+                    message
+                };
+                fail_all(&mut self.failures, "EngineStartFailed", &message);
+                return;
+            }
+        };
+        self.rules_may_exist = true;
+        if let Err(error) = firewall::install(&capture, queue, self.config.mark).await {
+            new.stop().await;
+            fail_all(&mut self.failures, "FirewallFailed", &error.to_string());
+            return;
+        }
+        tracing::info!(queue, pid = ?new.pid(), strategies = members.len(), "engine switched");
+        self.engine_state = Some(new.subscribe());
+        if let Some(old) = self.engine.replace(new) {
+            old.stop().await;
+        }
+    }
+
+    async fn stop_engine(&mut self) {
+        self.shutdown().await;
+    }
+
+    fn program(&self, kind: EngineKind) -> (EngineProgram, String) {
+        match (kind, &self.config.external) {
+            (EngineKind::External, Some(external)) => (
+                external.program.clone(),
+                engine::external_implementation(
+                    &external.program.program,
+                    external.version.as_deref(),
+                ),
+            ),
+            _ => (self.config.builtin.clone(), "builtin".to_owned()),
+        }
+    }
+
+    fn next_queue(&self) -> u16 {
+        let base = self.config.queue_base;
+        match &self.engine {
+            Some(engine) if engine.queue == base => base.wrapping_add(1),
+            _ => base,
+        }
+    }
+
+    fn argv(&self, queue: u16, capture: &Capture, profiles: &[String]) -> Vec<String> {
+        if cfg!(windows) {
+            winws::argv(capture, profiles)
+        } else {
+            compose::argv(queue, self.config.mark, profiles)
+        }
+    }
+
+    /// Removes every file but `keep` and those of the Strategies the
+    /// engine still runs.
+    fn prune(&self, mut keep: BTreeSet<std::path::PathBuf>) {
+        for id in self.engine.iter().flat_map(|e| e.members.iter()) {
+            keep.extend(list_files(&files::strategy_dir(&self.config.data_dir, id)));
+        }
+        if let Err(error) = files::prune(&self.config.data_dir, &keep) {
+            tracing::warn!(%error, "cannot remove the files of removed Strategies");
+        }
+    }
+
+    fn publish(&mut self) {
+        let reports = self.reports();
+        if self.last_sent.as_ref() != Some(&reports) {
+            let _ = self.reports.send(reports.clone());
+            self.last_sent = Some(reports);
+        }
+    }
+
+    /// One report per zapret member of every group.
+    fn reports(&self) -> Vec<StrategyReport> {
+        let mut out = Vec::new();
+        for group in &self.groups {
+            for (index, member) in group.members.iter().enumerate() {
+                if member.zapret.is_none() {
+                    continue;
+                }
+                let mut report = StrategyReport {
+                    strategy: member.strategy.clone(),
+                    group: group.primary.clone(),
+                    active: index == 0,
+                    applied_hash: Some(group.spec_hash.clone()),
+                    ..StrategyReport::default()
+                };
+                if index > 0 {
+                    report.phase = StrategyPhase::Standby;
+                    report.message = Some(format!(
+                        "backup of `{}`: not run until failover chooses it",
+                        group.primary
+                    ));
+                } else if let Some(failure) = self.failures.get(&member.strategy) {
+                    report.phase = StrategyPhase::Failed;
+                    report.reason = Some(failure.reason.clone());
+                    report.message = Some(failure.message.clone());
+                } else if let Some(engine) = self
+                    .engine
+                    .as_ref()
+                    .filter(|e| e.members.contains(&member.strategy))
+                {
+                    self.engine_report(engine, &mut report);
+                } else {
+                    report.phase = StrategyPhase::Testing;
+                }
+                out.push(report);
+            }
+        }
+        out
+    }
+
+    fn engine_report(&self, engine: &Engine, report: &mut StrategyReport) {
+        report.implementation = Some(engine.implementation.clone());
+        report.restarts = engine.restarts();
+        report.pid = engine.pid();
+        match engine.state() {
+            State::Running { .. } => report.phase = StrategyPhase::Running,
+            State::Starting => {
+                report.phase = StrategyPhase::Testing;
+                report.message = Some("the engine is starting".to_owned());
+            }
+            State::Backoff { last_exit, .. } => {
+                report.phase = StrategyPhase::Testing;
+                report.message = Some(format!(
+                    "the engine {}; restarting (traffic passes un-desynced meanwhile){}",
+                    describe(&last_exit),
+                    engine
+                        .last_words()
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default()
+                ));
+            }
+            State::Stopped { .. } => {
+                report.phase = StrategyPhase::Failed;
+                report.reason = Some("EngineStopped".to_owned());
+                report.message = Some("the engine stopped and is not restarted".to_owned());
+            }
+        }
+    }
+}
+
+fn describe(exit: &LastExit) -> String {
+    match exit {
+        LastExit::Exited(exit) => format!("exited ({exit:?})"),
+        LastExit::StartFailed(why) => format!("could not start ({why})"),
+    }
+}
+
+/// Files directly or indirectly under `dir`.
+fn list_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(list_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Resolves when the engine's state changes; never when there is none.
+async fn changed(state: &mut Option<watch::Receiver<State>>) {
+    match state {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,270 @@
+//! A Strategy's status: its nodes as the agents report them, and kstatus
+//! conditions (Ready when every node runs it — or, for a backup, holds it
+//! in Standby; Reconciling while agents start it; Stalled when a person
+//! must change something).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use veil_crds::strategy::{Engine, StrategyNodeStatus, StrategyPhase, StrategyStatus};
+use veil_crds::wire::StrategyReport;
+
+use super::groups::{Entry, Role};
+use super::members::Resolved;
+use super::placement::Placement;
+use crate::plan::memo::Conditions;
+use crate::plan::tasks::NodeView;
+use crate::plan::vless::{progressing, ready, stalled};
+
+/// The status body and conditions of `entry`.
+pub fn strategy_status(
+    entry: &Entry<'_>,
+    resolved: &Resolved<'_>,
+    placement: &Placement<'_>,
+    views: &BTreeMap<&str, NodeView<'_>>,
+) -> (Value, Conditions) {
+    let placed = placement.strategies.get(entry.key);
+    let mut nodes = Vec::new();
+    let mut failures = Vec::new();
+    for (node, hash, primary) in placed.map(|p| p.members.as_slice()).unwrap_or_default() {
+        let (status, failed) = node_status(entry, node, hash, primary, views);
+        if let Some(failure) = failed {
+            failures.push(failure);
+        }
+        nodes.push(status);
+    }
+    let incapable = placed.map(|p| p.incapable.as_slice()).unwrap_or_default();
+    for (node, why) in incapable {
+        nodes.push(StrategyNodeStatus {
+            node: node.clone(),
+            phase: StrategyPhase::Failed,
+            message: Some(why.clone()),
+            ..StrategyNodeStatus::default()
+        });
+    }
+    let desired = nodes.len() - incapable.len();
+    let conditions = conditions(entry, resolved, &nodes[..desired], incapable, &failures);
+    let status = StrategyStatus {
+        desired_nodes: count(desired),
+        active_nodes: count(
+            nodes
+                .iter()
+                .filter(|n| n.active && n.phase == StrategyPhase::Running)
+                .count(),
+        ),
+        nodes,
+        ..StrategyStatus::default()
+    };
+    (
+        serde_json::to_value(&status).unwrap_or(Value::Null),
+        conditions,
+    )
+}
+
+/// The Strategy on one node, and `(reason, "node: message")` when the
+/// agent reports it `Failed`.
+fn node_status(
+    entry: &Entry<'_>,
+    node: &str,
+    hash: &str,
+    primary: &str,
+    views: &BTreeMap<&str, NodeView<'_>>,
+) -> (StrategyNodeStatus, Option<(String, String)>) {
+    let waiting = |message: String| StrategyNodeStatus {
+        node: node.to_owned(),
+        phase: StrategyPhase::Testing,
+        message: Some(message),
+        ..StrategyNodeStatus::default()
+    };
+    let Some(observation) = views.get(node).and_then(|v| v.observation) else {
+        return (
+            waiting(format!("no agent has registered as node {node} yet")),
+            None,
+        );
+    };
+    if views.get(node).is_some_and(|v| !v.ready) {
+        return (
+            waiting(format!(
+                "node {node} stopped reporting; the state there is unknown"
+            )),
+            None,
+        );
+    }
+    let in_group =
+        |r: &&StrategyReport| r.group.namespace == entry.key.namespace && r.group.name == primary;
+    let report = observation
+        .strategies
+        .iter()
+        .filter(in_group)
+        .find(|r| r.strategy == entry.id);
+    let Some(report) = report.filter(|r| r.applied_hash.as_deref() == Some(hash)) else {
+        return (
+            waiting(format!("waiting for the agent on node {node} to apply it")),
+            None,
+        );
+    };
+    let active_strategy = observation
+        .strategies
+        .iter()
+        .filter(in_group)
+        .find(|r| r.active)
+        .map(|r| r.strategy.name.clone());
+    let failed = (report.phase == StrategyPhase::Failed).then(|| {
+        (
+            report
+                .reason
+                .clone()
+                .unwrap_or_else(|| "StrategyFailed".to_owned()),
+            format!(
+                "{node}: {}",
+                report
+                    .message
+                    .as_deref()
+                    .unwrap_or("failed without a message")
+            ),
+        )
+    });
+    let status = StrategyNodeStatus {
+        node: node.to_owned(),
+        phase: report.phase,
+        message: report.message.clone(),
+        active: report.active,
+        active_strategy,
+        restarts: report.restarts,
+        implementation: report.implementation.clone(),
+        ..StrategyNodeStatus::default()
+    };
+    (status, failed)
+}
+
+fn conditions(
+    entry: &Entry<'_>,
+    resolved: &Resolved<'_>,
+    nodes: &[StrategyNodeStatus],
+    incapable: &[(String, String)],
+    failures: &[(String, String)],
+) -> Conditions {
+    match &entry.role {
+        Role::Cycle { circle } => {
+            let mut names = circle.clone();
+            names.push(entry.key.name.clone());
+            return stalled(
+                "FailoverCycle",
+                format!(
+                    "Strategies name each other as backups in a circle ({}), so none of them is a primary; remove one of the names from `failover.backups`",
+                    names.join(" → ")
+                ),
+            );
+        }
+        Role::Orphan { named_by } => {
+            return stalled(
+                "NotInAnyGroup",
+                format!(
+                    "named as a backup only by backups ({}), whose own `failover` is ignored; name it in a primary's `failover.backups`",
+                    named_by.join(", ")
+                ),
+            );
+        }
+        Role::Primary { .. } | Role::Backup { .. } => {}
+    }
+    if let Some(Err(problem)) = resolved.get(entry.key) {
+        return if problem.stalled {
+            stalled(problem.reason, problem.message.clone())
+        } else {
+            progressing(problem.reason, problem.message.clone())
+        };
+    }
+    let backup_of = match &entry.role {
+        Role::Backup { primaries } => Some(
+            primaries
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        _ => None,
+    };
+    if backup_of.is_none() && entry.object.spec.engine == Engine::Vless {
+        return stalled(
+            "EngineNotImplemented",
+            "agents do not run `engine: vless` Strategies yet (they come with probes and failover); as a failover backup of a zapret Strategy it waits in Standby".to_owned(),
+        );
+    }
+    if nodes.is_empty() {
+        if !incapable.is_empty() {
+            let why: Vec<&str> = incapable.iter().map(|(_, why)| why.as_str()).collect();
+            return stalled("NoCapableNode", why.join("; "));
+        }
+        return progressing(
+            "NoNodes",
+            match &backup_of {
+                Some(primaries) => format!(
+                    "no node of its primary ({primaries}) matches its own nodeSelector, or the primary runs nowhere"
+                ),
+                None => "no node matches nodeSelector".to_owned(),
+            },
+        );
+    }
+    if let Some((reason, _)) = failures.first() {
+        let messages: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
+        return stalled(reason, messages.join("; "));
+    }
+    let total = nodes.len();
+    match backup_of {
+        Some(primaries) => {
+            let placed = nodes
+                .iter()
+                .filter(|n| matches!(n.phase, StrategyPhase::Standby | StrategyPhase::Running))
+                .count();
+            if placed == total {
+                let ignored = if entry.object.spec.failover.is_some() {
+                    "; its own `failover` is ignored while it is a backup"
+                } else {
+                    ""
+                };
+                return ready(
+                    "Standby",
+                    format!("backup of {primaries} on {total} node(s){ignored}"),
+                );
+            }
+            progressing("Starting", waiting_message(nodes, placed, total))
+        }
+        None => {
+            let running = nodes
+                .iter()
+                .filter(|n| n.phase == StrategyPhase::Running)
+                .count();
+            if running < total {
+                return progressing("Starting", waiting_message(nodes, running, total));
+            }
+            if let Role::Primary { missing, .. } = &entry.role
+                && !missing.is_empty()
+            {
+                return progressing(
+                    "BackupNotFound",
+                    format!(
+                        "running on {total} node(s); backup(s) {} do not exist (yet), so failover has fewer alternatives",
+                        missing.join(", ")
+                    ),
+                );
+            }
+            ready("Running", format!("running on {total} node(s)"))
+        }
+    }
+}
+
+fn waiting_message(nodes: &[StrategyNodeStatus], done: usize, total: usize) -> String {
+    let waiting: Vec<String> = nodes
+        .iter()
+        .filter(|n| !matches!(n.phase, StrategyPhase::Running | StrategyPhase::Standby))
+        .map(|n| match &n.message {
+            Some(message) => format!("{}: {message}", n.node),
+            None => format!("{}: {:?}", n.node, n.phase),
+        })
+        .collect();
+    format!("{done} of {total} node(s) ready; {}", waiting.join("; "))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
