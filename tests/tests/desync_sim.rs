@@ -10,13 +10,12 @@
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
+use veil_desync::engine::fake::FAKE_HOST;
 use veil_e2e::desync_engine::DesyncEngine;
 use veil_e2e::dpi_sim::{DpiSim, DpiSimOptions};
 use veil_e2e::netns::Topology;
 use veil_e2e::test_site::TestSite;
 
-/// The host name the built-in fakes carry (`veil_desync::engine::fake`).
-const FAKE_SNI: &str = "www.veil-fake.invalid";
 /// The simulator's reason for a segment holding only part of a name.
 const PARTIAL: &str = "name not entirely inside this segment";
 
@@ -236,7 +235,7 @@ fn assert_fake_wins_level_2(desync: &[&str]) {
     fetch.assert_ok(b"ok blocked.test\n", &lab);
     let decisions = lab.flow_decisions(&fetch);
     assert_eq!(decisions.len(), 1, "{decisions:?}");
-    assert_eq!(decisions[0]["sni"], FAKE_SNI);
+    assert_eq!(decisions[0]["sni"], FAKE_HOST);
     assert_eq!(decisions[0]["verdict"], "pass");
     assert_eq!(decisions[0]["level"], 2);
     let desynced = engine.desynced_requests();
