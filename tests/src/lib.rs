@@ -1,6 +1,7 @@
 //! Helpers for Veil's end-to-end tests.
 pub mod process;
 
+pub mod desync_engine;
 pub mod dpi_sim;
 pub mod kube;
 pub mod netns;
