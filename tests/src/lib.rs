@@ -2,6 +2,7 @@
 pub mod process;
 
 pub mod desync_engine;
+pub mod dpi_lab;
 pub mod dpi_sim;
 pub mod kube;
 pub mod netns;

@@ -7,58 +7,39 @@
 //! and the simulator's decision log for that very connection (curl reports
 //! its local port, the log names each flow).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use serde_json::Value;
 use veil_desync::engine::fake::FAKE_HOST;
 use veil_e2e::desync_engine::DesyncEngine;
-use veil_e2e::dpi_sim::{DpiSim, DpiSimOptions};
+use veil_e2e::dpi_lab::{DpiLab, Fetch, PARTIAL};
 use veil_e2e::netns::Topology;
-use veil_e2e::test_site::TestSite;
-
-/// The simulator's reason for a segment holding only part of a name.
-const PARTIAL: &str = "name not entirely inside this segment";
 
 struct Lab {
-    topology: Topology,
-    site: TestSite,
-    sim: DpiSim,
+    dpi: DpiLab,
     dir: tempfile::TempDir,
 }
 
-fn lab(topology: Topology, level: u8) -> Lab {
-    let site = TestSite::start(&topology.server, &[]);
-    let sim = DpiSim::start(
-        &topology,
-        DpiSimOptions {
-            level,
-            ..DpiSimOptions::default()
-        },
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("hostlist.txt"), "blocked.test\n").expect("hostlist");
-    Lab {
-        topology,
-        site,
-        sim,
-        dir,
+impl std::ops::Deref for Lab {
+    type Target = DpiLab;
+    fn deref(&self) -> &DpiLab {
+        &self.dpi
     }
 }
 
-/// What one curl run in [c] gave.
-#[derive(Debug)]
-struct Fetch {
-    /// curl's exit code (0: the transfer completed).
-    exit: i32,
-    /// `%{http_code}` (`000` when no response came).
-    status: String,
-    /// The connection's client address (`%{local_ip}`/`%{local_port}`).
-    client: Option<SocketAddr>,
-    body: Vec<u8>,
-    stderr: String,
+fn lab(topology: Topology, level: u8) -> Lab {
+    let dpi = DpiLab::with_topology(topology, level);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("hostlist.txt"), "blocked.test\n").expect("hostlist");
+    Lab { dpi, dir }
 }
 
-impl Fetch {
+trait FetchChecks {
+    fn assert_ok(&self, body: &[u8], lab: &Lab);
+    fn assert_reset(&self, lab: &Lab);
+}
+
+impl FetchChecks for Fetch {
     fn assert_ok(&self, body: &[u8], lab: &Lab) {
         assert!(
             self.exit == 0 && self.status == "200" && self.body == body,
@@ -105,54 +86,6 @@ impl Lab {
         let argv = self.profile(desync);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         DesyncEngine::start(&self.topology.client, &argv)
-    }
-
-    /// curl in [c] (names from [c]'s hosts file, the test CA trusted).
-    fn curl(&self, url: &str, extra: &[&str]) -> Fetch {
-        let output = self
-            .topology
-            .client
-            .command("curl")
-            .args(["-sS", "--max-time", "10", "--cacert"])
-            .arg(&self.site.ca_pem)
-            .args(["-w", "\n%{http_code} %{local_ip} %{local_port}"])
-            .args(extra)
-            .arg(url)
-            .output()
-            .expect("curl");
-        let stdout = output.stdout;
-        let split = stdout.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-        let trailer = String::from_utf8_lossy(&stdout[(split + 1).min(stdout.len())..]);
-        let mut words = trailer.split_whitespace();
-        let status = words.next().unwrap_or("").to_string();
-        let client = match (words.next(), words.next()) {
-            (Some(ip), Some(port)) => ip
-                .parse::<IpAddr>()
-                .ok()
-                .zip(port.parse::<u16>().ok())
-                .map(|(ip, port)| SocketAddr::new(ip, port)),
-            _ => None,
-        };
-        Fetch {
-            exit: output.status.code().unwrap_or(-1),
-            status,
-            client,
-            body: stdout[..split].to_vec(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// The simulator's decisions about `fetch`'s connection.
-    fn flow_decisions(&self, fetch: &Fetch) -> Vec<Value> {
-        let client = fetch
-            .client
-            .unwrap_or_else(|| panic!("curl reported no local address: {fetch:?}"));
-        let prefix = format!("{client} -> ");
-        self.sim
-            .decisions()
-            .into_iter()
-            .filter(|d| d["flow"].as_str().is_some_and(|f| f.starts_with(&prefix)))
-            .collect()
     }
 
     /// The simulator saw this connection's ClientHello only in parts: it

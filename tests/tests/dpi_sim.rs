@@ -3,65 +3,36 @@
 //! has its own namespaces, so they run in parallel.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::dpi_sim::{DpiSim, DpiSimOptions};
 use veil_e2e::netns::Topology;
-use veil_e2e::test_site::TestSite;
 use veil_e2e::tls_client::{ClientError, Fake, FirstFlight, https_get};
 
-struct Lab {
-    topology: Topology,
-    site: TestSite,
-    sim: DpiSim,
+struct Lab(DpiLab);
+
+impl std::ops::Deref for Lab {
+    type Target = DpiLab;
+    fn deref(&self) -> &DpiLab {
+        &self.0
+    }
 }
 
 fn lab(level: u8) -> Lab {
-    let topology = Topology::new();
-    let site = TestSite::start(&topology.server, &[]);
-    let sim = DpiSim::start(
-        &topology,
-        DpiSimOptions {
-            level,
-            ..DpiSimOptions::default()
-        },
-    );
-    Lab {
-        topology,
-        site,
-        sim,
-    }
+    Lab(DpiLab::new(level))
 }
 
 impl Lab {
     /// curl in [c] (names from [c]'s hosts file); `Ok(status)` or
     /// `Err(curl's error text)`.
     fn curl(&self, url: &str, extra: &[&str]) -> Result<String, String> {
-        let output: Output = self
-            .topology
-            .client
-            .command("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("--cacert")
-            .arg(&self.site.ca_pem)
-            .args(extra)
-            .arg(url)
-            .output()
-            .expect("curl");
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        let fetch = self.0.curl(url, extra);
+        if fetch.exit == 0 {
+            Ok(fetch.status)
         } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+            Err(fetch.stderr)
         }
     }
 
@@ -287,12 +258,12 @@ fn level_switches_at_run_time() {
 fn a_dead_simulator_fails_closed() {
     let mut lab = lab(0);
     assert_eq!(lab.curl("https://allowed.test/", &[]), Ok("200".into()));
-    lab.sim.kill();
+    lab.0.sim.kill();
     let error = lab
         .curl("https://allowed.test/", &["--max-time", "2"])
         .expect_err("nothing may pass without the simulator");
     assert!(error.contains("timed out"), "{error}");
     // A new simulator on the same queue brings traffic back.
-    lab.sim = DpiSim::start(&lab.topology, DpiSimOptions::default());
+    lab.0.sim = DpiSim::start(&lab.topology, DpiSimOptions::default());
     assert_eq!(lab.curl("https://allowed.test/", &[]), Ok("200".into()));
 }

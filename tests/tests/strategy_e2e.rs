@@ -8,130 +8,17 @@
 //! runs on a thread that joined [c] ([`Namespace::enter`]), so the
 //! processes it starts and the sockets it opens live there.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use veil_e2e::dpi_sim::{DpiSim, DpiSimOptions};
-use veil_e2e::netns::Topology;
+use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::process::{Agent, Operator};
-use veil_e2e::test_site::TestSite;
 
 const WAIT: Duration = Duration::from_secs(15);
-const PARTIAL: &str = "name not entirely inside this segment";
 const NODE: &str = "edge-c";
 
-struct Lab {
-    topology: Topology,
-    site: TestSite,
-    sim: DpiSim,
-}
-
-/// What one curl run in [c] gave.
-#[derive(Debug)]
-struct Fetch {
-    exit: i32,
-    status: String,
-    client: Option<SocketAddr>,
-    stderr: String,
-}
-
-impl Lab {
-    fn new(level: u8) -> Lab {
-        let topology = Topology::new();
-        let site = TestSite::start(&topology.server, &[]);
-        let sim = DpiSim::start(
-            &topology,
-            DpiSimOptions {
-                level,
-                ..DpiSimOptions::default()
-            },
-        );
-        Lab {
-            topology,
-            site,
-            sim,
-        }
-    }
-
-    fn curl(&self, url: &str) -> Fetch {
-        let output = self
-            .topology
-            .client
-            .command("curl")
-            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "--cacert"])
-            .arg(&self.site.ca_pem)
-            .args(["-w", "%{http_code} %{local_ip} %{local_port}"])
-            .arg(url)
-            .output()
-            .expect("curl");
-        let trailer = String::from_utf8_lossy(&output.stdout).into_owned();
-        let words: Vec<&str> = trailer.split_whitespace().collect();
-        let client = match words.as_slice() {
-            [_, ip, port] => format!("{ip}:{port}").parse().ok(),
-            _ => None,
-        };
-        Fetch {
-            exit: output.status.code().unwrap_or(-1),
-            status: words.first().unwrap_or(&"").to_string(),
-            client,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn flow_decisions(&self, fetch: &Fetch) -> Vec<Value> {
-        let client = fetch.client.expect("curl reports its local address");
-        let prefix = format!("{client} -> ");
-        self.sim
-            .decisions()
-            .into_iter()
-            .filter(|d| d["flow"].as_str().is_some_and(|f| f.starts_with(&prefix)))
-            .collect()
-    }
-
-    /// 200, and the simulator saw the ClientHello only in parts.
-    fn assert_desynced(&self, url: &str) {
-        let fetch = self.curl(url);
-        let decisions = self.flow_decisions(&fetch);
-        assert!(
-            fetch.exit == 0 && fetch.status == "200",
-            "{url}: {fetch:?}\n{decisions:?}"
-        );
-        assert!(
-            decisions.iter().any(|d| d["reason"] == PARTIAL),
-            "{url} was not split: {decisions:?}"
-        );
-    }
-
-    /// 200, and the simulator read the whole name in one segment.
-    fn assert_untouched_pass(&self, url: &str, name: &str) {
-        let fetch = self.curl(url);
-        let decisions = self.flow_decisions(&fetch);
-        assert!(
-            fetch.exit == 0 && fetch.status == "200",
-            "{url}: {fetch:?}\n{decisions:?}"
-        );
-        assert_eq!(decisions.len(), 1, "{decisions:?}");
-        assert_eq!(decisions[0]["sni"], name, "{decisions:?}");
-    }
-
-    /// Reset by the simulator, which read the whole name in one segment.
-    fn assert_blocked(&self, url: &str) {
-        let fetch = self.curl(url);
-        let decisions = self.flow_decisions(&fetch);
-        assert!(
-            fetch.exit != 0 && fetch.stderr.to_lowercase().contains("reset"),
-            "{url}: {fetch:?}\n{decisions:?}"
-        );
-        assert!(
-            decisions
-                .iter()
-                .any(|d| d["verdict"] == "block" && d["sni"] == "blocked.test"),
-            "{decisions:?}"
-        );
-    }
-}
+type Lab = DpiLab;
 
 /// A zapret Strategy on the built-in engine: multisplit for `domains`.
 fn strategy(name: &str, domains: &[&str]) -> String {
@@ -338,7 +225,7 @@ async fn scenario(lab: &Lab) {
                 .collect()
         },
         || {
-            let fetch = lab.curl("https://allowed.test/");
+            let fetch = lab.curl("https://allowed.test/", &[]);
             let decisions = lab.flow_decisions(&fetch);
             (fetch.status == "200" && decisions.iter().all(|d| d["sni"] == "allowed.test"))
                 .then_some(())
