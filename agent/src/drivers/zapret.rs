@@ -24,7 +24,7 @@ mod actor;
 pub mod choice;
 pub mod compose;
 mod engine;
-mod files;
+pub mod files;
 mod firewall;
 pub mod rules;
 pub mod winws;
