@@ -70,8 +70,16 @@ pub async fn run(
         result = &mut engine => return finish(result),
         () = stop => trigger.trigger(),
     }
-    finish(engine.await)
+    // An idle engine blocks in the kernel until the next packet, holding
+    // nothing: after a short wait the process may exit under it.
+    match tokio::time::timeout(STOP_GRACE, &mut engine).await {
+        Ok(result) => finish(result),
+        Err(_) => Ok(None),
+    }
 }
+
+/// How long a stop waits for the engine loop to notice it.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn finish(
     result: Result<Result<(), EngineError>, tokio::task::JoinError>,

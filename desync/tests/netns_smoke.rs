@@ -110,6 +110,10 @@ fn engine_role() {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
         trigger.trigger();
+        // An idle engine blocks in the kernel holding nothing; like
+        // `veil-agent desync`, exit under it after a short grace.
+        std::thread::sleep(Duration::from_millis(500));
+        std::process::exit(0);
     });
     if let Err(e) = run(config, NoLists, shutdown) {
         eprintln!("engine failed: {e}");

@@ -69,6 +69,12 @@ impl<T, F: ProfileFilter> Desyncer<T, F> {
         Self::with_capacity(config, filter, MAX_FLOWS)
     }
 
+    /// Whether packets are held (waiting for the rest of a request or for
+    /// their hold to time out): the queue loop must keep ticking then.
+    pub fn is_holding(&self) -> bool {
+        self.flows.is_holding()
+    }
+
     /// Like [`Desyncer::new`] with a flow table capped at `capacity` flows.
     pub fn with_capacity(config: Config, filter: F, capacity: usize) -> Self {
         Desyncer {

@@ -221,6 +221,11 @@ impl<T> FlowTable<T> {
         });
     }
 
+    /// Whether any flow holds packets now.
+    pub fn is_holding(&self) -> bool {
+        self.holding > 0
+    }
+
     /// Whether another flow may start holding packets.
     pub fn may_hold(&self) -> bool {
         self.holding < MAX_HOLDING_FLOWS

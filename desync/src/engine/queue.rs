@@ -3,10 +3,17 @@
 //!
 //! One thread does everything, in order, so a held packet's verdict can
 //! never overtake the injection of its replacement. `nfq` 0.2.5 has no way
-//! to wait on its socket with a timeout, so the loop polls in non-blocking
-//! mode and sleeps briefly when idle (at most [`MAX_IDLE_SLEEP`], which
-//! bounds the latency added to the first packet after a quiet spell); the
-//! same wake-ups release timed-out holds and expire flows.
+//! to wait on its socket with a timeout, so while packets flow or are held
+//! the loop polls in non-blocking mode, sleeping briefly between polls (at
+//! most [`MAX_IDLE_SLEEP`]); the same wake-ups release timed-out holds and
+//! expire flows. After [`BLOCK_AFTER_IDLE`] without a packet and with
+//! nothing held it blocks in the kernel instead: an idle engine costs no
+//! CPU, and the first packet after a quiet spell wakes it at once.
+//!
+//! Shutdown: [`Shutdown::trigger`] ends the loop at its next wake-up. A
+//! loop blocked while idle wakes only with the next packet, but then it
+//! holds nothing, so the process around it may simply exit (what
+//! `veil-agent desync` does a moment after SIGTERM).
 //!
 //! The queue is bound fail-open: if the engine cannot keep up, the kernel
 //! accepts packets instead of dropping them; if it dies, `--queue-bypass`
@@ -27,6 +34,8 @@ use crate::spec::Config;
 
 /// Longest sleep between polls of an idle queue.
 pub const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// Quiet time, with nothing held, after which the loop blocks in the kernel.
+pub const BLOCK_AFTER_IDLE: Duration = Duration::from_millis(200);
 /// First sleep after the queue runs dry (doubles up to [`MAX_IDLE_SLEEP`]).
 const MIN_IDLE_SLEEP: Duration = Duration::from_micros(20);
 /// How often holds and flows are checked for expiry.
@@ -81,7 +90,7 @@ impl Shutdown {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Makes [`run`] return (within about [`MAX_IDLE_SLEEP`] when idle).
+    /// Makes [`run`] return at its next wake-up (see the module docs).
     pub fn trigger(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -121,12 +130,19 @@ pub fn run(
     let mut desyncer: Desyncer<Message, _> = Desyncer::new(config, filter);
     let mut sleep = MIN_IDLE_SLEEP;
     let mut last_tick = Instant::now();
+    let mut last_packet = Instant::now();
+    let mut blocking = false;
     let result = loop {
         if shutdown.is_triggered() {
             break Ok(());
         }
         match queue.recv() {
             Ok(msg) => {
+                if blocking {
+                    queue.set_nonblocking(true);
+                    blocking = false;
+                }
+                last_packet = Instant::now();
                 sleep = MIN_IDLE_SLEEP;
                 let truncated = msg.get_original_len() > msg.get_payload().len();
                 let parsed = if truncated {
@@ -140,6 +156,11 @@ pub fn run(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !desyncer.is_holding() && last_packet.elapsed() >= BLOCK_AFTER_IDLE {
+                    queue.set_nonblocking(false);
+                    blocking = true;
+                    continue;
+                }
                 std::thread::sleep(sleep);
                 sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
             }
