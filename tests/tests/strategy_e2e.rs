@@ -22,7 +22,17 @@ type Lab = DpiLab;
 
 /// A zapret Strategy on the built-in engine: multisplit for `domains`.
 fn strategy(name: &str, domains: &[&str]) -> String {
+    strategy_with(
+        name,
+        domains,
+        &["--dpi-desync=multisplit", "--dpi-desync-split-pos=1,midsld"],
+    )
+}
+
+/// A zapret Strategy on the built-in engine: `desync` for `domains`.
+fn strategy_with(name: &str, domains: &[&str], desync: &[&str]) -> String {
     let domains = domains.join(", ");
+    let desync: String = desync.iter().map(|a| format!("      - {a}\n")).collect();
     format!(
         "apiVersion: veil.dev/v1alpha1
 kind: Strategy
@@ -38,9 +48,7 @@ spec:
     args:
       - --filter-tcp=443
       - --hostlist={{hostlist:sites}}
-      - --dpi-desync=multisplit
-      - --dpi-desync-split-pos=1,midsld
-    hostlists:
+{desync}    hostlists:
       - name: sites
         domains: [{domains}]
 "
@@ -259,4 +267,64 @@ async fn scenario(lab: &Lab) {
     );
     lab.assert_blocked("https://blocked.test/");
     lab.assert_untouched_pass("https://allowed.test/", "allowed.test");
+}
+
+#[test]
+fn a_fake_strategy_written_as_yaml_beats_the_reassembling_dpi() {
+    let lab = Lab::new(2);
+    lab.topology.client.enter(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(level_2_scenario(&lab));
+    });
+}
+
+async fn level_2_scenario(lab: &Lab) {
+    let source = tempfile::tempdir().expect("source dir");
+    let op = Operator::start(source.path()).await;
+    let agent = Agent::start(&op, NODE, &["role=edge"]);
+
+    // Splitting does not fool a DPI that reassembles the stream.
+    let file = source.path().join("youtube.yaml");
+    write(&file, &strategy("youtube", &["blocked.test"]));
+    wait_ready(&op, "youtube").await;
+    let (split_engine, _) = the_engine(&agent);
+    lab.assert_blocked("https://blocked.test/");
+
+    // A fake ClientHello whose TTL ends at the DPI's router does.
+    write(
+        &file,
+        &strategy_with(
+            "youtube",
+            &["blocked.test"],
+            &["--dpi-desync=fake", "--dpi-desync-ttl=1"],
+        ),
+    );
+    let (fake_engine, argv) = eventually(
+        "the engine restarted with the fake profile",
+        || agent.log(),
+        || {
+            let found = engines(agent.pid());
+            let [(pid, argv)] = found.as_slice() else {
+                return None;
+            };
+            argv.iter()
+                .any(|a| a == "--dpi-desync=fake")
+                .then(|| (*pid, argv.clone()))
+        },
+    );
+    assert_ne!(
+        fake_engine, split_engine,
+        "a new command line is a new engine: {argv:?}"
+    );
+    wait_ready(&op, "youtube").await;
+    let fetch = lab.curl("https://blocked.test/", &[]);
+    assert!(fetch.ok(), "{fetch:?}\n{:?}", lab.flow_decisions(&fetch));
+    let decisions = lab.flow_decisions(&fetch);
+    assert!(
+        decisions.iter().all(|d| d["verdict"] == "pass"),
+        "the DPI judged the fake, not the real name: {decisions:?}"
+    );
 }
