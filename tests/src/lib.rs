@@ -12,3 +12,4 @@ pub mod test_site;
 pub mod tls_client;
 pub mod wait;
 pub mod xray;
+pub mod zapret_agent;

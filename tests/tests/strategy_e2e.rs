@@ -9,13 +9,11 @@
 //! processes it starts and the sockets it opens live there.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::process::{Agent, Operator};
+use veil_e2e::zapret_agent::{self, children, eventually, wait_ready, write_atomically as write};
 
-const WAIT: Duration = Duration::from_secs(15);
 const NODE: &str = "edge-c";
 
 type Lab = DpiLab;
@@ -55,76 +53,20 @@ spec:
     )
 }
 
-fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
-/// Waits until the Strategy is Ready with [`NODE`] Running on the built-in
-/// engine.
-async fn wait_ready(op: &Operator, name: &str) -> Value {
-    op.eventually(&format!("Strategy {name} Ready"), WAIT, || async {
-        let object = op.object("strategies", name).await?;
-        let status = &object["status"];
-        let ready = status["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let node = status["nodes"].as_array()?.first()?.clone();
-        (ready && node["node"] == NODE && node["phase"] == "Running").then_some(node)
-    })
-    .await
-}
-
 /// `(pid, argv)` of every running `… desync …` engine (dry runs excluded)
-/// whose parent is `parent`.
+/// the agent `parent` started.
 fn engines(parent: u32) -> Vec<(u32, Vec<String>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`: comm may hold spaces, so split after `)`.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(parent) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if argv.iter().any(|a| a == "desync") && !argv.iter().any(|a| a == "--dry-run") {
-            found.push((pid, argv));
-        }
-    }
-    found
+    children(parent)
+        .into_iter()
+        .filter(|(_, argv)| {
+            argv.iter().any(|a| a == "desync") && !argv.iter().any(|a| a == "--dry-run")
+        })
+        .collect()
 }
 
-/// Polls (every 50 ms, at most [`WAIT`]) until `check` holds.
-fn eventually<T>(what: &str, context: impl Fn() -> String, check: impl Fn() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Veil's capture chain in [c]'s IPv4 or IPv6 mangle table.
+fn capture_chain(lab: &Lab, save: &str) -> bool {
+    zapret_agent::capture_chain(&lab.topology.client, save)
 }
 
 /// The one engine the agent runs (after a blue/green switch, once the old
@@ -138,12 +80,6 @@ fn the_engine(agent: &Agent) -> (u32, Vec<String>) {
             (found.len() == 1).then(|| found.remove(0))
         },
     )
-}
-
-/// Veil's capture chain in [c]'s IPv4 or IPv6 mangle table.
-fn capture_chain(lab: &Lab, save: &str) -> bool {
-    let output = lab.topology.client.exec(save, &["-t", "mangle"]);
-    String::from_utf8_lossy(&output.stdout).contains("VEIL")
 }
 
 fn hostlist_files(data_dir: &Path) -> Vec<PathBuf> {
@@ -183,7 +119,7 @@ async fn scenario(lab: &Lab) {
     // One Strategy: the agent starts the built-in engine for it.
     let first = source.path().join("first.yaml");
     write(&first, &strategy("first", &["blocked.test"]));
-    let node = wait_ready(&op, "first").await;
+    let node = wait_ready(&op, "first", NODE).await;
     assert_eq!(node["implementation"], "builtin", "{node}");
     the_engine(&agent);
     lab.assert_desynced("https://blocked.test/");
@@ -193,7 +129,7 @@ async fn scenario(lab: &Lab) {
     // A second Strategy joins the same engine process (one pid, two profiles).
     let second = source.path().join("second.yaml");
     write(&second, &strategy("second", &["allowed.test"]));
-    wait_ready(&op, "second").await;
+    wait_ready(&op, "second", NODE).await;
     let (both, argv) = eventually(
         "the engine running both profiles",
         || format!("{:?}\n{}", engines(agent.pid()), agent.log()),
@@ -289,7 +225,7 @@ async fn level_2_scenario(lab: &Lab) {
     // Splitting does not fool a DPI that reassembles the stream.
     let file = source.path().join("youtube.yaml");
     write(&file, &strategy("youtube", &["blocked.test"]));
-    wait_ready(&op, "youtube").await;
+    wait_ready(&op, "youtube", NODE).await;
     let (split_engine, _) = the_engine(&agent);
     lab.assert_blocked("https://blocked.test/");
 
@@ -319,7 +255,7 @@ async fn level_2_scenario(lab: &Lab) {
         fake_engine, split_engine,
         "a new command line is a new engine: {argv:?}"
     );
-    wait_ready(&op, "youtube").await;
+    wait_ready(&op, "youtube", NODE).await;
     let fetch = lab.curl("https://blocked.test/", &[]);
     assert!(fetch.ok(), "{fetch:?}\n{:?}", lab.flow_decisions(&fetch));
     let decisions = lab.flow_decisions(&fetch);

@@ -1,0 +1,128 @@
+//! Watching a real `veil-agent`'s zapret driver from outside, for the
+//! Strategy end-to-end tests: Strategy files written into an operator's
+//! `dir:` source, node statuses read back, the engine processes the agent
+//! runs (from `/proc`), and Veil's capture chain in a namespace.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::netns::Namespace;
+use crate::process::Operator;
+
+/// Longest wait for one Strategy status or process change.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Replaces `path` with `text` atomically (temp file, then rename), so the
+/// operator's directory watcher never reads half a file.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Waits (at most [`WAIT`]) until Strategy `name` has a status entry for
+/// `node` that `check` accepts; returns the Strategy's whole status and
+/// that entry (`check` gets them in the same order).
+pub async fn wait_node_status(
+    op: &Operator,
+    name: &str,
+    node: &str,
+    what: &str,
+    check: impl Fn(&Value, &Value) -> bool,
+) -> (Value, Value) {
+    op.eventually(&format!("Strategy {name}: {what}"), WAIT, || async {
+        let object = op.object("strategies", name).await?;
+        let status = &object["status"];
+        let entry = status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node"] == node)?
+            .clone();
+        check(status, &entry).then(|| (status.clone(), entry))
+    })
+    .await
+}
+
+/// Waits until the Strategy is Ready with `node` Running; returns the
+/// node's status entry.
+pub async fn wait_ready(op: &Operator, name: &str, node: &str) -> Value {
+    wait_node_status(op, name, node, "Ready and Running", |status, entry| {
+        let ready = status["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        ready && entry["phase"] == "Running"
+    })
+    .await
+    .1
+}
+
+/// The condition of `kind` (`Ready`, `Stalled`, …) in a status.
+pub fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+/// `(pid, argv)` of every process whose parent is `parent`.
+pub fn children(parent: u32) -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split after `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        if let Some(argv) = cmdline(pid) {
+            found.push((pid, argv));
+        }
+    }
+    found
+}
+
+/// The argv of process `pid` (`/proc/PID/cmdline`), if it still exists.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// Polls (every 50 ms, at most [`WAIT`]) until `check` holds; panics naming
+/// `what` followed by `context()`.
+pub fn eventually<T>(what: &str, context: impl Fn() -> String, check: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether Veil's capture chain is in `ns`'s mangle table; `save` is
+/// `iptables-save` (IPv4) or `ip6tables-save` (IPv6).
+pub fn capture_chain(ns: &Namespace, save: &str) -> bool {
+    let output = ns.exec(save, &["-t", "mangle"]);
+    String::from_utf8_lossy(&output.stdout).contains("VEIL")
+}
