@@ -151,28 +151,30 @@ fn a_started_engine_dumps_its_profiles_binds_its_queue_and_runs_until_sigterm() 
     let dir = tempfile::tempdir().unwrap();
     let list = hostlist(dir.path(), "blocked.test\n");
     let dump = dir.path().join("dump.json");
-    let mut child = Command::new(NFQWS)
-        .args([
-            "--qnum=4201",
-            "--filter-tcp=80,443",
-            &format!("--hostlist={list}"),
-            "--hostlist-domains=guard.veil.invalid",
-            "--dpi-desync=split2",
-            "--dpi-desync-split-pos=host+1",
-            "--new",
-            "--filter-udp=443",
-            "--dpi-desync=fake",
-        ])
-        .env(DUMP_ENV, &dump)
-        .env_remove(WINDIVERT_ERROR_ENV)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(NFQWS)
+            .args([
+                "--qnum=4201",
+                "--filter-tcp=80,443",
+                &format!("--hostlist={list}"),
+                "--hostlist-domains=guard.veil.invalid",
+                "--dpi-desync=split2",
+                "--dpi-desync-split-pos=host+1",
+                "--new",
+                "--filter-udp=443",
+                "--dpi-desync=fake",
+            ])
+            .env(DUMP_ENV, &dump)
+            .env_remove(WINDIVERT_ERROR_ENV)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let json: serde_json::Value = wait_for(Duration::from_secs(10), || {
         serde_json::from_slice(&std::fs::read(&dump).ok()?).ok()
     })
     .expect("dump written");
-    assert_eq!(json["pid"], child.id());
+    assert_eq!(json["pid"], child.0.id());
     assert_eq!(json["globals"]["qnum"], 4201);
     // Like nfqws, it binds its queue (first field of each line: the queue number).
     let bound = wait_for(Duration::from_secs(10), || {
@@ -192,16 +194,16 @@ fn a_started_engine_dumps_its_profiles_binds_its_queue_and_runs_until_sigterm() 
 
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.0.try_wait().unwrap().is_none(),
         "still running like a daemon"
     );
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status =
-        wait_for(Duration::from_secs(10), || child.try_wait().unwrap()).expect("exits on SIGTERM");
+    let status = wait_for(Duration::from_secs(10), || child.0.try_wait().unwrap())
+        .expect("exits on SIGTERM");
     assert_eq!(status.signal(), Some(15));
 }
 
@@ -245,4 +247,17 @@ fn winws_needs_a_capture_filter_and_reports_windivert_errors() {
 
     let out = run(WINWS, &[&args[..], &["--dry-run"]].concat(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A child process killed (by its PID) and reaped when the test ends, also
+/// when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
