@@ -206,13 +206,12 @@ pub fn queue_bound(ns: &Namespace, qnum: u16) -> bool {
         .any(|line| line.split_whitespace().next() == Some(&qnum.to_string()))
 }
 
-/// The capture rule after `-A`/`-C`/`-D`: the first six client packets of
-/// every connection to [`PORT`] not injected by the engine, to [`QNUM`],
-/// bypassed while nothing is bound.
-fn capture_rule() -> Vec<String> {
+/// The capture match after `-A`/`-C`/`-D`, up to and including `-j`: the
+/// first six client packets of every connection to [`PORT`] not injected
+/// by the engine (the agent's rules have the same shape).
+pub fn capture_match() -> Vec<String> {
     let port = PORT.to_string();
     let mark = format!("{FWMARK}/{FWMARK}");
-    let qnum = QNUM.to_string();
     [
         "POSTROUTING",
         "-p",
@@ -231,11 +230,23 @@ fn capture_rule() -> Vec<String> {
         "--mark",
         &mark,
         "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &qnum,
-        "--queue-bypass",
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// The capture rule: [`capture_match`] to [`QNUM`], bypassed while nothing
+/// is bound.
+fn capture_rule() -> Vec<String> {
+    let mut rule = capture_match();
+    rule.extend(
+        [
+            "NFQUEUE",
+            "--queue-num",
+            &QNUM.to_string(),
+            "--queue-bypass",
+        ]
+        .map(String::from),
+    );
+    rule
 }

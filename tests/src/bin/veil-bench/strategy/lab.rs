@@ -120,27 +120,9 @@ impl Lab {
     }
 
     fn rule(&self, on: bool, target: &[&str]) {
-        let rule = [
-            "POSTROUTING",
-            "-p",
-            "tcp",
-            "--dport",
-            "443",
-            "-m",
-            "connbytes",
-            "--connbytes-dir=original",
-            "--connbytes-mode=packets",
-            "--connbytes",
-            "1:6",
-            "-m",
-            "mark",
-            "!",
-            "--mark",
-            "0x40000000/0x40000000",
-            "-j",
-        ];
+        let rule = veil_e2e::desync_engine::capture_match();
         let mut args = vec!["-w", "-t", "mangle", if on { "-A" } else { "-D" }];
-        args.extend(rule);
+        args.extend(rule.iter().map(String::as_str));
         args.extend(target);
         self.topology.client.exec("iptables", &args);
     }
