@@ -289,14 +289,30 @@ fn strategies_share_one_engine_edits_keep_it_and_additions_switch_queues() {
         |data| {
             runtime().block_on(async {
                 let (driver, _rx) = start(config(&data));
-                driver.apply(vec![
-                    group("youtube", split("443", &["youtube.com"])),
-                    group("plain", split("80", &["example.org"])),
-                ]);
+                // `youtube` has two backups: a zapret one and one of an
+                // engine the agent does not run yet; both wait in Standby.
+                let mut youtube = group("youtube", split("443", &["youtube.com"]));
+                youtube.members.push(StrategyMember {
+                    strategy: id("youtube-fake"),
+                    generation: 1,
+                    zapret: Some(split("8443", &["youtube.com"])),
+                });
+                youtube.members.push(StrategyMember {
+                    strategy: id("via-vless"),
+                    generation: 1,
+                    zapret: None,
+                });
+                driver.apply(vec![youtube, group("plain", split("80", &["example.org"]))]);
                 let reports = wait_for(&driver, "both running", |r| {
                     running(r, &["youtube", "plain"])
                 })
                 .await;
+                for backup in ["youtube-fake", "via-vless"] {
+                    let standby = report(&reports, backup);
+                    assert_eq!(standby.phase, StrategyPhase::Standby, "{standby:?}");
+                    assert!(!standby.active);
+                    assert_eq!(standby.group, id("youtube"));
+                }
                 let first = pids(&reports);
                 assert_eq!(first.len(), 1, "one engine process: {reports:#?}");
                 let pid = *first.iter().next().unwrap();

@@ -383,12 +383,13 @@ impl Actor {
         }
     }
 
-    /// One report per zapret member of every group.
+    /// One report per member of every group: backups (of any engine) in
+    /// `Standby`, the primary as its engine runs it.
     fn reports(&self) -> Vec<StrategyReport> {
         let mut out = Vec::new();
         for group in &self.groups {
             for (index, member) in group.members.iter().enumerate() {
-                if member.zapret.is_none() {
+                if index == 0 && member.zapret.is_none() {
                     continue;
                 }
                 let mut report = StrategyReport {
