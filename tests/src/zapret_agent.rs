@@ -126,3 +126,25 @@ pub fn capture_chain(ns: &Namespace, save: &str) -> bool {
     let output = ns.exec(save, &["-t", "mangle"]);
     String::from_utf8_lossy(&output.stdout).contains("VEIL")
 }
+
+/// A zapret Strategy for nodes labelled `role=edge`, run by `implementation`
+/// (`builtin`, `external`, `auto`) with `args` and the YAML of its
+/// `hostlists`/`files` (`lists`, indented under `zapret:`).
+pub fn zapret_strategy(name: &str, implementation: &str, args: &[&str], lists: &str) -> String {
+    let args: String = args.iter().map(|a| format!("      - {a}\n")).collect();
+    format!(
+        "apiVersion: veil.dev/v1alpha1
+kind: Strategy
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      role: edge
+  engine: zapret
+  zapret:
+    implementation: {implementation}
+    args:
+{args}{lists}"
+    )
+}

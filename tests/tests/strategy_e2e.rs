@@ -29,28 +29,13 @@ fn strategy(name: &str, domains: &[&str]) -> String {
 
 /// A zapret Strategy on the built-in engine: `desync` for `domains`.
 fn strategy_with(name: &str, domains: &[&str], desync: &[&str]) -> String {
-    let domains = domains.join(", ");
-    let desync: String = desync.iter().map(|a| format!("      - {a}\n")).collect();
-    format!(
-        "apiVersion: veil.dev/v1alpha1
-kind: Strategy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      role: edge
-  engine: zapret
-  zapret:
-    implementation: builtin
-    args:
-      - --filter-tcp=443
-      - --hostlist={{hostlist:sites}}
-{desync}    hostlists:
-      - name: sites
-        domains: [{domains}]
-"
-    )
+    let mut args = vec!["--filter-tcp=443", "--hostlist={hostlist:sites}"];
+    args.extend_from_slice(desync);
+    let lists = format!(
+        "    hostlists:\n      - name: sites\n        domains: [{}]\n",
+        domains.join(", ")
+    );
+    zapret_agent::zapret_strategy(name, "builtin", &args, &lists)
 }
 
 /// `(pid, argv)` of every running `… desync …` engine (dry runs excluded)

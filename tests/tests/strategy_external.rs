@@ -15,6 +15,7 @@ use veil_e2e::process::{Agent, AgentOptions, Operator, binary};
 use veil_e2e::standin::{self, Program, STANDIN_VERSION};
 use veil_e2e::zapret_agent::{
     capture_chain, children, condition, eventually, wait_node_status, wait_ready, write_atomically,
+    zapret_strategy,
 };
 
 const NODE: &str = "edge-c";
@@ -23,22 +24,7 @@ const GUARD: &str = "--hostlist-domains=guard.veil.invalid";
 /// A zapret Strategy for the external engine with `args` and the YAML of
 /// its `hostlists`/`files` (`lists`, indented under `zapret:`).
 fn strategy(name: &str, args: &[&str], lists: &str) -> String {
-    let args: String = args.iter().map(|a| format!("      - {a}\n")).collect();
-    format!(
-        "apiVersion: veil.dev/v1alpha1
-kind: Strategy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      role: edge
-  engine: zapret
-  zapret:
-    implementation: external
-    args:
-{args}{lists}"
-    )
+    zapret_strategy(name, "external", args, lists)
 }
 
 /// multisplit for the hosts of a one-domain hostlist.
