@@ -61,13 +61,7 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_for_port(
-    host: Ipv4Addr,
-    port: u16,
-    what: &str,
-    child: &mut Child,
-    log: &std::path::Path,
-) {
+fn wait_for_port(host: Ipv4Addr, port: u16, what: &str, child: &mut Child, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect((host, port)).is_ok() {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
 use veil_e2e::xray::{
-    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
-    open_echo,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download,
+    echo_roundtrip, open_echo,
 };
 
 const MIB: u64 = 1024 * 1024;

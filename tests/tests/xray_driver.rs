@@ -15,8 +15,8 @@ use veil_crds::wire::{
 };
 use veil_e2e::process::free_port;
 use veil_e2e::xray::{
-    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
-    open_echo, xray_binary,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download,
+    echo_roundtrip, open_echo, xray_binary,
 };
 
 struct Harness {
