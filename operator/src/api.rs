@@ -26,9 +26,15 @@ pub mod agent;
 mod auth;
 mod credentials;
 pub mod forward;
+pub mod guard;
 mod health;
 mod logs;
 mod objects;
+
+/// The largest request body any route accepts (a bigger one is 413), the
+/// same on the leader and on a forwarding follower. Agents keep reports
+/// far smaller.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -52,6 +58,10 @@ pub struct ApiState {
     /// Kubernetes mode: hands `/v1/` requests to the leader while this
     /// replica follows. `None` (dir mode): every request is served here.
     pub forwarder: Option<Arc<forward::Forwarder>>,
+    /// Failed authentications per client address.
+    pub failed_auth: Arc<guard::FailedAuthLimit>,
+    /// The store's node tokens in memory.
+    pub store_tokens: Arc<guard::StoreTokenCache>,
 }
 
 /// The whole router.
@@ -82,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(admin)
         .merge(agent)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     match forwarder {
         // Outermost: a follower passes `/v1/` on before any token check.

@@ -31,6 +31,7 @@ use crate::traffic::TrafficBook;
 use crate::view::View;
 use crate::world::{GenerationBook, object_key, object_ref};
 
+mod degraded;
 mod kube_mode;
 mod secrets;
 
@@ -182,10 +183,7 @@ impl Controller {
             generated,
             last_schedule_times,
             wake_at: None,
-            notifier: crate::notify::Notifier::spawn(
-                reqwest::Client::new(),
-                crate::notify::NotifierOptions::default(),
-            ),
+            notifier: notifier(false),
             finished_seen: None,
             cached_world: None,
             generated_rev: 0,
@@ -244,8 +242,18 @@ impl Controller {
             }
             self.metrics.queue_depth.set(0);
             let started = Instant::now();
-            let result = self.reconcile(&snapshot, Utc::now()).await;
+            let now = Utc::now();
+            let result = self.reconcile(&snapshot, now).await;
             let pass = started.elapsed();
+            match &result {
+                Ok(()) => {
+                    self.metrics.failed_passes.set(0);
+                }
+                Err(_) => {
+                    self.metrics.failed_passes.inc();
+                    self.publish_revocations(&snapshot, now);
+                }
+            }
             if result.is_ok() && pass >= PACE_FROM && snapshots.has_changed().unwrap_or(false) {
                 // A burst: the source changed while this pass ran. Waiting
                 // as long as the pass took keeps the controller at half a
@@ -288,6 +296,11 @@ impl Controller {
             }
             self.metrics.queue_depth.set(1);
         }
+    }
+
+    /// Lets webhooks reach loopback and private addresses (`--allow-private-webhooks`).
+    pub fn allow_private_webhooks(&mut self) {
+        self.notifier = notifier(true);
     }
 
     /// One pass: world → plan → persist changes → publish.
@@ -661,6 +674,22 @@ fn generated_object(document: &Value) -> Option<(ObjectKey, SourcedObject)> {
             },
         },
     ))
+}
+
+/// The webhook notifier: no redirects, and no loopback or private
+/// destinations unless `allow_private` (`--allow-private-webhooks`).
+fn notifier(allow_private: bool) -> crate::notify::Notifier {
+    let options = crate::notify::NotifierOptions {
+        allow_private,
+        ..Default::default()
+    };
+    let client =
+        crate::notify::destination::webhook_client(allow_private).unwrap_or_else(|error| {
+            // Only a broken TLS backend fails here; deliveries then fail and are counted.
+            tracing::error!(%error, "cannot build the webhook client; notifications will fail");
+            reqwest::Client::new()
+        });
+    crate::notify::Notifier::spawn(client, options)
 }
 
 /// A `VeilNode` for every registered agent that no file declares, so

@@ -50,6 +50,8 @@ pub struct Operator {
     pub url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The watched directory (`dir:` source); `None` for other sources.
+    pub source_dir: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
 }
@@ -125,6 +127,7 @@ impl Operator {
             url: format!("http://127.0.0.1:{port}"),
             data_dir,
             log_path,
+            source_dir: options.source.is_none().then(|| source_dir.to_path_buf()),
             _tmp: tmp,
             http: reqwest::Client::new(),
         };
@@ -291,6 +294,27 @@ impl Drop for Operator {
 }
 
 impl Operator {
+    /// Declares `node`'s VeilNode with `labels` (`key=value`) in the
+    /// watched directory, as its owner would: selectors match these labels,
+    /// never the ones an agent reports. Panics for a non-`dir:` source
+    /// (apply the VeilNode to the cluster there).
+    pub fn declare_node_labels(&self, node: &str, labels: &[&str]) {
+        let dir = self.source_dir.as_ref().unwrap_or_else(|| {
+            panic!("declare node labels for {node}: the operator has no dir: source; apply a VeilNode with spec.labels instead")
+        });
+        let mut yaml = format!(
+            "apiVersion: veil.dev/v1alpha1\nkind: VeilNode\nmetadata:\n  name: {node}\nspec:\n  labels:\n"
+        );
+        for label in labels {
+            let (key, value) = label.split_once('=').expect("labels are key=value");
+            yaml.push_str(&format!("    {key}: {value:?}\n"));
+        }
+        let path = dir.join(format!("veilnode-{node}.yaml"));
+        let tmp = dir.join(format!(".veilnode-{node}.yaml.tmp~"));
+        std::fs::write(&tmp, yaml).expect("write the VeilNode");
+        std::fs::rename(&tmp, &path).expect("publish the VeilNode");
+    }
+
     /// `veil-operator token create --node NODE` against this operator's store; the token.
     pub fn create_token(&self, node: &str) -> String {
         let out = self.cli(&[
@@ -416,6 +440,9 @@ impl Agent {
         data_dir: PathBuf,
         options: &AgentOptions,
     ) -> Agent {
+        if !labels.is_empty() {
+            operator.declare_node_labels(node, labels);
+        }
         let log_path = data_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -436,7 +463,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for label in labels {
+        for label in &options.reported_labels {
             command.arg("--label").arg(label);
         }
         match &options.path {
@@ -515,4 +542,7 @@ pub struct AgentOptions {
     pub path: Option<String>,
     /// Extra environment, e.g. `VEIL_STATS_INTERVAL=1s`.
     pub env: Vec<(String, String)>,
+    /// Labels the agent reports with `--label` (shown in status only; node
+    /// selectors match the VeilNode's labels, the `labels` of `Agent::start*`).
+    pub reported_labels: Vec<String>,
 }

@@ -23,6 +23,12 @@ const POLL: Duration = Duration::from_millis(250);
 
 const OBJECTS: &str = "
 apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata: {name: fwd-node}
+spec:
+  labels: {role: forward-test}
+---
+apiVersion: veil.dev/v1alpha1
 kind: Runner
 metadata: {name: pool, namespace: forwarding}
 spec:
@@ -115,14 +121,7 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     let token = leader.create_token("fwd-node");
     let tmp = tempfile::tempdir().unwrap();
     let agent_dir = tmp.path().join("agent");
-    let agent = Agent::start_in(
-        &follower,
-        "fwd-node",
-        &["role=forward-test"],
-        &token,
-        tmp,
-        agent_dir,
-    );
+    let agent = Agent::start_in(&follower, "fwd-node", &[], &token, tmp, agent_dir);
     let logs = ["leader", "follower", "agent"];
     let all_logs = || vec![leader.log(), follower.log(), agent.log()];
     wait_for(

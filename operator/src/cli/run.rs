@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// and its running task runs end with reason NodeLost.
     #[arg(long, default_value_t = crate::api::agent::HEARTBEAT_INTERVAL_SECONDS)]
     pub heartbeat_interval: u32,
+    /// Let Schedule webhooks reach loopback, private, link-local and CGNAT
+    /// addresses (refused by default: Schedule authors choose the URLs).
+    #[arg(long, env = "VEIL_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
 }
 
 /// Arguments of `up`.
@@ -132,6 +136,7 @@ impl UpArgs {
             debounce_ms: 25,
             rotate_admin_token: false,
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
+            allow_private_webhooks: false,
         }
     }
 }
@@ -252,7 +257,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     let runs = Arc::new(RunBook::load(store.clone()).await?);
     let traffic = Arc::new(TrafficBook::load(store.clone(), metrics.clone()).await?);
     let heartbeat = args.heartbeat_interval.max(1);
-    let controller = Controller::start(
+    let mut controller = Controller::start(
         store.clone(),
         agents.clone(),
         runs.clone(),
@@ -262,6 +267,12 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         metrics.clone(),
     )
     .await?;
+    if args.allow_private_webhooks {
+        tracing::warn!(
+            "--allow-private-webhooks: Schedule webhooks may reach loopback and private addresses"
+        );
+        controller.allow_private_webhooks();
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut node_tokens = NodeTokens::off();
     let mut _token_watch = None;
@@ -336,6 +347,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         heartbeat_interval_seconds: heartbeat,
         forwarder,
         node_tokens,
+        failed_auth: Default::default(),
+        store_tokens: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -374,7 +387,9 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         on_signal.cancel();
     });
     let stopped = shutdown.clone();
-    let served = axum::serve(listener, api::router(state))
+    // The peer address feeds the failed-authentication limit (`api::guard`).
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
         .map_err(RunError::Serve);

@@ -54,6 +54,7 @@ pub fn node_status(
         "agentVersion": observation.map(|o| o.registration.agent_version.clone()),
         "address": observation.and_then(|o| o.registration.address.clone()),
         "lastHeartbeat": heartbeat,
+        "reportedLabels": observation.map(|o| o.registration.labels.clone()).filter(|l| !l.is_empty()),
         "capabilities": observation.map(|o| o.registration.capabilities.clone()).unwrap_or_default(),
         "workloads": { "runningTasks": running },
     });

@@ -59,7 +59,11 @@ pub struct NodeView<'a> {
 }
 
 /// Every known node: registered agents and declared VeilNodes. A node's
-/// labels are its agent's, overridden by its VeilNode's `spec.labels`.
+/// labels are its VeilNode's desired labels only (`metadata.labels`, then
+/// `spec.labels`, which win): the labels an agent registers with are shown
+/// in status and never matched, so a node cannot claim its way into other
+/// servers' keys or other Runners' tasks. An agent without a VeilNode has
+/// no labels.
 pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>> {
     // VeilNodes come in name order (cluster-scoped: one namespace), so the
     // map is bulk-built; the few registered agents are merged in after.
@@ -70,14 +74,16 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
             let Object::VeilNode(node) = &*object.object else {
                 return None;
             };
-            let view = NodeView {
-                name: key.name.as_str(),
-                labels: node
-                    .spec
+            let mut labels = node.metadata.labels.clone().unwrap_or_default();
+            labels.extend(
+                node.spec
                     .labels
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
-                    .collect(),
+                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())),
+            );
+            let view = NodeView {
+                name: key.name.as_str(),
+                labels,
                 ready: false,
                 cordoned: node.spec.cordoned,
                 observation: None,
@@ -94,9 +100,6 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
             cordoned: false,
             observation: None,
         });
-        let mut labels = observation.registration.labels.clone();
-        labels.append(&mut view.labels);
-        view.labels = labels;
         view.ready = ready;
         view.observation = Some(observation);
     }

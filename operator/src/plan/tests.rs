@@ -327,3 +327,56 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
     let without = pass(&foreign, None, t0 + s(95), t0 + s(96));
     assert_eq!(texts(&with_memo.statuses), texts(&without.statuses));
 }
+
+#[test]
+fn selectors_match_the_veil_node_labels_never_the_agent_reported_ones() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let yaml = "
+apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata:
+  name: edge-1
+  labels: {zone: a, role: db}
+spec:
+  labels: {role: edge}
+";
+    let (world, _) = GenerationBook::default().build_world(&snapshot(yaml), t, uids());
+    let mut nodes = edge_1_seen(t, t);
+    let claimed = BTreeMap::from([
+        ("role".to_owned(), "office".to_owned()),
+        ("tier".to_owned(), "gold".to_owned()),
+    ]);
+    nodes.get_mut("edge-1").unwrap().registration.labels = claimed.clone();
+    let mut stranger = nodes["edge-1"].clone();
+    stranger.registration.node = "stranger".into();
+    nodes.insert("stranger".into(), stranger);
+    let inputs = tasks::TaskInputs {
+        world: &world,
+        nodes: &nodes,
+        runs: &BTreeMap::new(),
+        now: t,
+        node_timeout: chrono::Duration::seconds(30),
+    };
+    let views = tasks::node_views(&inputs);
+    let expected = BTreeMap::from([
+        ("role".to_owned(), "edge".to_owned()),
+        ("zone".to_owned(), "a".to_owned()),
+    ]);
+    assert_eq!(
+        views["edge-1"].labels, expected,
+        "spec.labels win over metadata.labels"
+    );
+    assert!(
+        views["stranger"].labels.is_empty(),
+        "an agent without a VeilNode has no labels, whatever it claims"
+    );
+    // The claimed labels are shown in status, only there.
+    let status = nodes::node_status(
+        Some(&views["edge-1"]),
+        &BTreeMap::new(),
+        chrono::Duration::seconds(30),
+        None,
+    )
+    .0;
+    assert_eq!(status["reportedLabels"], serde_json::json!(claimed));
+}

@@ -92,7 +92,8 @@ async fn start_operator(dir: &Path, kubeconfig: &str) -> (Running, String) {
     }
 }
 
-/// `veil-agent` for `node` with `label`, its token made by the operator's CLI.
+/// `veil-agent` for `node` reporting `label` (shown in status only: the
+/// Runner selects the node through its VeilNode), its token made by the operator's CLI.
 fn start_agent(dir: &Path, operator_url: &str, node: &str, label: &str) -> Running {
     let token = Command::new(binary("veil-operator"))
         .args(["token", "create", "--node", node, "--data-dir"])
@@ -206,6 +207,12 @@ async fn the_operator_does_its_work_with_only_these_grants() {
 kind: Secret
 metadata: {{name: run-secret, namespace: {ns}}}
 stringData: {{token: not-a-real-token}}
+---
+apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata: {{name: rbac-node}}
+spec:
+  labels: {{role: rbac-work}}
 ---
 apiVersion: veil.dev/v1alpha1
 kind: Runner
