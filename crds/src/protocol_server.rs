@@ -10,8 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, LabelSelector, WorkloadPhase, impl_object_status};
-use crate::validate::{FieldError, FieldErrors, Port, Rfc3339};
+use crate::validate::{Cidr, FieldError, FieldErrors, Port, Rfc3339};
 
+pub mod fence;
 mod somnytoo;
 mod vless;
 
@@ -45,6 +46,13 @@ pub struct ProtocolServerSpec {
     pub listen: String,
     /// TCP port to listen on, 1–65535 (e.g. `443`).
     pub port: Port,
+    /// Destinations the server's users may reach although they are fenced
+    /// off (loopback, private, link-local, CGNAT, ULA, multicast): address
+    /// ranges like `127.0.0.2/32` or `10.1.0.0/16`. Default: none; users
+    /// reach public addresses only. Also covers a Reality `dest` in those
+    /// ranges. Open as little as possible: a range is open to every user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidrs: Vec<Cidr>,
     /// Settings for `protocol: vless`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vless: Option<VlessServer>,
@@ -67,6 +75,9 @@ pub enum Protocol {
     Somnytoo,
 }
 
+/// Most `spec.allowCidrs` entries (each becomes routing rules on the node).
+pub const MAX_ALLOW_CIDRS: usize = 64;
+
 impl ProtocolServerSpec {
     /// Cross-field checks: the settings block matches `protocol`, `listen` is an IP address.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
@@ -82,10 +93,19 @@ impl ProtocolServerSpec {
                 ),
             );
         }
+        if self.allow_cidrs.len() > MAX_ALLOW_CIDRS {
+            errors.push(
+                "spec.allowCidrs",
+                format!(
+                    "{} ranges is more than {MAX_ALLOW_CIDRS}; merge them into wider ranges (e.g. `10.1.0.0/16`)",
+                    self.allow_cidrs.len()
+                ),
+            );
+        }
         match self.protocol {
             Protocol::Vless => {
                 match &self.vless {
-                    Some(vless) => vless.validate("spec.vless", &mut errors),
+                    Some(vless) => vless.validate("spec.vless", &self.allow_cidrs, &mut errors),
                     None => errors.push(
                         "spec.vless",
                         "`protocol: vless` needs a `vless:` block with at least `reality: {dest, serverNames}`",

@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+mod cidr;
 mod cron;
 mod lists;
 mod names;
@@ -19,6 +20,7 @@ mod net;
 mod numbers;
 mod time;
 
+pub use cidr::Cidr;
 pub use cron::CronSchedule;
 pub use lists::{ArgList, MAX_ARG_BYTES, MAX_ARGS};
 pub use names::{DnsLabel, DnsName, LabelKey, LabelValue, XrayEmail};

@@ -156,6 +156,47 @@ pub fn veth(a: &Namespace, a_dev: &str, b: &Namespace, b_dev: &str, mtu: Option<
     }
 }
 
+/// A veth pair from the test's own (host) namespace into `ns`: `host_dev`
+/// stays here, `ns_dev` goes into `ns`; both up, with the given addresses
+/// (`10.9.8.1/30`). The host end is deleted on drop (deleting `ns` removes
+/// it too, a moment later).
+#[derive(Debug)]
+pub struct HostVeth {
+    host_dev: String,
+}
+
+impl HostVeth {
+    /// Creates the pair. `host_dev` must be unique on the host (at most 15
+    /// characters): derive it from the test's pid.
+    pub fn create(
+        ns: &Namespace,
+        host_dev: &str,
+        host_addr: &str,
+        ns_dev: &str,
+        ns_addr: &str,
+    ) -> HostVeth {
+        run(Command::new("ip").args([
+            "link", "add", host_dev, "type", "veth", "peer", "name", ns_dev, "netns", &ns.name,
+        ]));
+        let veth = HostVeth {
+            host_dev: host_dev.to_owned(),
+        };
+        run(Command::new("ip").args(["addr", "add", host_addr, "dev", host_dev]));
+        run(Command::new("ip").args(["link", "set", host_dev, "up"]));
+        ns.ip(&["addr", "add", ns_addr, "dev", ns_dev]);
+        ns.ip(&["link", "set", ns_dev, "up"]);
+        veth
+    }
+}
+
+impl Drop for HostVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.host_dev])
+            .output();
+    }
+}
+
 /// Runs a command, panicking with its stderr unless it exits 0.
 fn run(command: &mut Command) -> Output {
     let output = command

@@ -4,8 +4,13 @@
 //! and a byte server (echo, or a paced endless stream) to move bytes through.
 //!
 //! Every process is killed when its handle drops.
+//!
+//! The Reality site listens on [`DEST_HOST`] and the byte server on
+//! [`ECHO_HOST`], not on 127.0.0.1: VLESS users are fenced off loopback, so
+//! servers under test open exactly these two addresses ([`ALLOW_CIDRS`])
+//! and 127.0.0.1 stays fenced.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +19,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::process::free_port;
+
+/// Loopback address of the Reality site ([`RealityDest`]).
+pub const DEST_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// Loopback address of the byte server ([`ByteServer`]).
+pub const ECHO_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// What a test ProtocolServer's `allowCidrs` opens: the byte server (users
+/// reach it) and the Reality site (`dest` must be allowed).
+pub const ALLOW_CIDRS: [&str; 2] = ["127.0.0.2/32", "127.0.0.3/32"];
+
+/// A free TCP port on `host` (bind to port 0 and release).
+pub fn free_port_on(host: Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((host, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
 
 /// The xray binary: `$VEIL_XRAY`, else `$VEIL_CACHE/bin/xray`, else
 /// `~/.cache/veil/bin/xray`. Panics with what to run when it is missing.
@@ -40,10 +61,16 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child, log: &std::path::Path) {
+fn wait_for_port(
+    host: Ipv4Addr,
+    port: u16,
+    what: &str,
+    child: &mut Child,
+    log: &std::path::Path,
+) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((host, port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -60,17 +87,17 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child, log: &std::path::Path
     );
 }
 
-/// A threaded HTTPS server (TLS 1.3): argv = port, cert, key.
+/// A threaded HTTPS server (TLS 1.3): argv = host, port, cert, key.
 const DEST_SERVER: &str = r#"
 import http.server, ssl, sys
-port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+host, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 ctx.load_cert_chain(cert, key)
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
+server = http.server.ThreadingHTTPServer((host, port), Quiet)
 server.daemon_threads = True
 server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
 server.serve_forever()
@@ -107,7 +134,7 @@ impl RealityDest {
             .status()
             .expect("openssl (Debian package openssl) is needed for the Reality dest");
         assert!(made.success(), "openssl req failed");
-        let port = free_port();
+        let port = free_port_on(DEST_HOST);
         let log = dir.path().join("dest.log");
         // `openssl s_server` serves one connection at a time, and Reality
         // opens one to `dest` per client handshake: a threaded server keeps
@@ -115,6 +142,7 @@ impl RealityDest {
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(DEST_SERVER)
+            .arg(DEST_HOST.to_string())
             .arg(port.to_string())
             .arg(&cert)
             .arg(&key)
@@ -124,6 +152,7 @@ impl RealityDest {
             .spawn()
             .expect("python3 for the Reality dest");
         wait_for_port(
+            DEST_HOST,
             port,
             "the Reality dest (python3 TLS server)",
             &mut child,
@@ -137,9 +166,9 @@ impl RealityDest {
         }
     }
 
-    /// `127.0.0.1:PORT`, for `reality.dest`.
+    /// `127.0.0.3:PORT`, for `reality.dest`.
     pub fn dest(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{DEST_HOST}:{}", self.port)
     }
 }
 
@@ -158,6 +187,35 @@ pub struct ClientSettings {
     pub public_key: String,
     pub server_name: String,
     pub short_id: String,
+}
+
+impl ClientSettings {
+    /// Parses `vless://ID@HOST:PORT?…&pbk=…&sni=…&sid=…&flow=…#remark`.
+    /// Panics on a link that is not VLESS+Reality over TCP.
+    pub fn from_link(link: &str) -> ClientSettings {
+        let rest = link.strip_prefix("vless://").expect("vless:// link");
+        let (id, rest) = rest.split_once('@').expect("id@ in the link");
+        let (address, rest) = rest.split_once('?').expect("? in the link");
+        let (_, port) = address.rsplit_once(':').expect("host:port in the link");
+        let query = rest.split('#').next().unwrap_or_default();
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_default()
+                .replace("%2F", "/")
+        };
+        assert_eq!(param("security"), "reality");
+        assert_eq!(param("type"), "tcp");
+        ClientSettings {
+            server_port: port.parse().expect("port in the link"),
+            id: id.to_owned(),
+            flow: param("flow"),
+            public_key: param("pbk"),
+            server_name: param("sni"),
+            short_id: param("sid"),
+        }
+    }
 }
 
 /// A real xray acting as a VLESS+Reality client, with a SOCKS5 inbound.
@@ -204,7 +262,13 @@ impl XrayClient {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("xray client");
-        wait_for_port(socks_port, "xray client", &mut child, &log);
+        wait_for_port(
+            Ipv4Addr::LOCALHOST,
+            socks_port,
+            "xray client",
+            &mut child,
+            &log,
+        );
         XrayClient {
             child,
             socks_port,
@@ -221,6 +285,12 @@ impl XrayClient {
     pub async fn connect(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
         socks5_connect(self.socks_port, target).await
     }
+
+    /// Opens a connection to the name `host` (resolved by the server) and
+    /// `port` through the VLESS server.
+    pub async fn connect_name(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
+        socks5_request(self.socks_port, &SocksTarget::Name(host, port)).await
+    }
 }
 
 impl Drop for XrayClient {
@@ -229,8 +299,19 @@ impl Drop for XrayClient {
     }
 }
 
-/// A SOCKS5 CONNECT (no authentication) to an IPv4 `target`.
+/// A SOCKS5 CONNECT (no authentication) to an IPv4 or IPv6 `target`.
 pub async fn socks5_connect(socks_port: u16, target: SocketAddr) -> std::io::Result<TcpStream> {
+    socks5_request(socks_port, &SocksTarget::Address(target)).await
+}
+
+/// Where a SOCKS5 CONNECT goes.
+enum SocksTarget<'a> {
+    Address(SocketAddr),
+    /// A host name and port, resolved by the proxy.
+    Name(&'a str, u16),
+}
+
+async fn socks5_request(socks_port: u16, target: &SocksTarget<'_>) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(("127.0.0.1", socks_port)).await?;
     stream.write_all(&[5, 1, 0]).await?;
     let mut reply = [0u8; 2];
@@ -240,14 +321,31 @@ pub async fn socks5_connect(socks_port: u16, target: SocketAddr) -> std::io::Res
             "socks greeting refused: {reply:?}"
         )));
     }
-    let SocketAddr::V4(v4) = target else {
-        return Err(std::io::Error::other("IPv4 targets only"));
+    let mut request = vec![5, 1, 0];
+    let port = match target {
+        SocksTarget::Address(addr) => {
+            match addr.ip() {
+                IpAddr::V4(v4) => {
+                    request.push(1);
+                    request.extend_from_slice(&v4.octets());
+                }
+                IpAddr::V6(v6) => {
+                    request.push(4);
+                    request.extend_from_slice(&v6.octets());
+                }
+            }
+            addr.port()
+        }
+        SocksTarget::Name(name, port) => {
+            let len = u8::try_from(name.len()).map_err(std::io::Error::other)?;
+            request.extend_from_slice(&[3, len]);
+            request.extend_from_slice(name.as_bytes());
+            *port
+        }
     };
-    let mut request = vec![5, 1, 0, 1];
-    request.extend_from_slice(&v4.ip().octets());
-    request.extend_from_slice(&v4.port().to_be_bytes());
+    request.extend_from_slice(&port.to_be_bytes());
     stream.write_all(&request).await?;
-    let mut head = [0u8; 10];
+    let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
     if head[1] != 0 {
         return Err(std::io::Error::other(format!(
@@ -255,10 +353,27 @@ pub async fn socks5_connect(socks_port: u16, target: SocketAddr) -> std::io::Res
             head[1]
         )));
     }
+    // The bound address: IPv4, a name or IPv6, then the port.
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            usize::from(len[0]) + 2
+        }
+        other => {
+            return Err(std::io::Error::other(format!(
+                "socks reply with address type {other}"
+            )));
+        }
+    };
+    let mut bound = vec![0u8; rest];
+    stream.read_exact(&mut bound).await?;
     Ok(stream)
 }
 
-/// A byte server on loopback. The first byte a client sends picks the mode:
+/// A byte server on [`ECHO_HOST`]. The first byte a client sends picks the mode:
 /// `E` echoes everything after it; `S` + 8-byte big-endian count sends that
 /// many bytes and closes; `P` streams 16 KiB every 5 ms until the client goes.
 pub struct ByteServer {
@@ -268,7 +383,7 @@ pub struct ByteServer {
 
 impl ByteServer {
     pub async fn start() -> ByteServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind((ECHO_HOST, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
 use veil_e2e::xray::{
-    ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
     open_echo,
 };
 
@@ -31,7 +31,8 @@ fn server_yaml(port: u16, dest: &RealityDest, secret: bool) -> String {
         ""
     };
     format!(
-        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n{key_ref}      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
+        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  allowCidrs: [{}]\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n{key_ref}      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
+        ALLOW_CIDRS.join(", "),
         dest.dest(),
         dest.server_name
     )
@@ -128,7 +129,7 @@ impl Edge {
             .await;
         assert_eq!(status, 200, "{body}");
         let link = body["link"].as_str().expect("link").to_owned();
-        XrayClient::start(&settings_from_link(&link))
+        XrayClient::start(&ClientSettings::from_link(&link))
     }
 
     /// Waits until the key's reported downlink reaches `at_least`.
@@ -143,32 +144,6 @@ impl Edge {
                 },
             )
             .await
-    }
-}
-
-/// Parses `vless://ID@HOST:PORT?…&pbk=…&sni=…&sid=…&flow=…#remark`.
-fn settings_from_link(link: &str) -> ClientSettings {
-    let rest = link.strip_prefix("vless://").expect("vless:// link");
-    let (id, rest) = rest.split_once('@').unwrap();
-    let (address, rest) = rest.split_once('?').unwrap();
-    let (_, port) = address.rsplit_once(':').unwrap();
-    let query = rest.split('#').next().unwrap();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .replace("%2F", "/")
-    };
-    assert_eq!(param("security"), "reality");
-    assert_eq!(param("type"), "tcp");
-    ClientSettings {
-        server_port: port.parse().unwrap(),
-        id: id.to_owned(),
-        flow: param("flow"),
-        public_key: param("pbk"),
-        server_name: param("sni"),
-        short_id: param("sid"),
     }
 }
 

@@ -15,7 +15,7 @@ use veil_crds::wire::{
 };
 use veil_e2e::process::free_port;
 use veil_e2e::xray::{
-    ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download, echo_roundtrip,
     open_echo, xray_binary,
 };
 
@@ -75,6 +75,7 @@ impl Harness {
             },
             listen: "127.0.0.1".into(),
             port: self.port,
+            allow_cidrs: ALLOW_CIDRS.iter().map(|c| c.parse().unwrap()).collect(),
             vless: VlessAssignment {
                 private_key: SecretValue(self.private_key.clone()),
                 dest: self.dest.dest(),

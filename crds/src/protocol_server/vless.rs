@@ -3,8 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::fence;
 use crate::common::SecretKeyRef;
-use crate::validate::{Duration, FieldErrors};
+use crate::validate::{Cidr, Duration, FieldErrors};
 
 /// xray VLESS+Reality inbound settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -26,8 +27,10 @@ pub struct VlessServer {
 }
 
 impl VlessServer {
-    pub(crate) fn validate(&self, path: &str, errors: &mut FieldErrors) {
-        self.reality.validate(&format!("{path}.reality"), errors);
+    /// Checks the settings; `allow` is the server's `spec.allowCidrs`.
+    pub(crate) fn validate(&self, path: &str, allow: &[Cidr], errors: &mut FieldErrors) {
+        self.reality
+            .validate(&format!("{path}.reality"), allow, errors);
         if let Some(address) = &self.public_address
             && (address.is_empty()
                 || address.contains(char::is_whitespace)
@@ -72,18 +75,32 @@ fn default_short_ids() -> Vec<String> {
 }
 
 impl Reality {
-    fn validate(&self, path: &str, errors: &mut FieldErrors) {
-        let dest_ok = self.dest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+    fn validate(&self, path: &str, allow: &[Cidr], errors: &mut FieldErrors) {
+        let host = self.dest.rsplit_once(':').and_then(|(host, port)| {
+            (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(host)
         });
-        if !dest_ok {
-            errors.push(
+        match host {
+            None => errors.push(
                 format!("{path}.dest"),
                 format!(
                     "`{}` is not `host:port`; write e.g. `www.microsoft.com:443`",
                     self.dest
                 ),
-            );
+            ),
+            Some(host) => {
+                if let Some(fenced) = fence::fenced_destination(host, allow) {
+                    errors.push(
+                        format!("{path}.dest"),
+                        format!(
+                            "`{}` is fenced off ({}: {}): Reality forwards every connection that is not a VLESS client there, so anyone could reach it; use a public TLS site such as `www.microsoft.com:443`, or list the address in `spec.allowCidrs` (e.g. `{}`) if exposing it is intended",
+                            self.dest,
+                            fenced.address,
+                            fenced.what,
+                            host_cidr(fenced.address)
+                        ),
+                    );
+                }
+            }
         }
         if self.server_names.is_empty() {
             errors.push(
@@ -110,6 +127,12 @@ impl Reality {
             }
         }
     }
+}
+
+/// The single-address range of `ip` (`127.0.0.1/32`, `::1/128`).
+fn host_cidr(ip: std::net::IpAddr) -> String {
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    format!("{ip}/{bits}")
 }
 
 /// VLESS flow (xtls) of a user.

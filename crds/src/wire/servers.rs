@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::SecretValue;
 use crate::common::WorkloadPhase;
 use crate::protocol_server::{VlessFlow, XrayPolicy};
+use crate::validate::Cidr;
 
 /// The traffic stream name under which a node's report deltas are counted
 /// exactly once: the store keeps the last applied report `seq` per
@@ -46,6 +47,10 @@ pub struct ServerAssignment {
     pub listen: String,
     /// TCP port.
     pub port: u16,
+    /// `spec.allowCidrs`: fenced destinations the users may reach anyway
+    /// (see [`crate::protocol_server::fence`]); everything else fenced is blocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidrs: Vec<Cidr>,
     /// `protocol: vless` settings and users.
     pub vless: VlessAssignment,
 }

@@ -5,14 +5,25 @@
 //! policy of the spec. [`Rendered::infra_hash`] fingerprints everything but
 //! the users: xray is restarted only when it changes; user changes go through
 //! the API.
+//!
+//! Users are fenced off the node (see [`routing`]): destinations in the
+//! fenced ranges (loopback, private, link-local, CGNAT, ULA, …) minus the
+//! server's `allowCidrs` go to the blackhole, and so does anything whose
+//! address is not known.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use veil_crds::protocol_server::fence;
 use veil_crds::protocol_server::{VlessFlow, XrayPolicy};
+use veil_crds::validate::Cidr;
 use veil_crds::wire::{ServerAssignment, VlessUser};
 
 /// Tag of the VLESS inbound users are added to.
 pub const INBOUND_TAG: &str = "vless-in";
+/// Tag of the blackhole outbound: the default, and where fenced traffic goes.
+pub const BLOCK_TAG: &str = "block";
+/// Tag of the freedom outbound: public destinations.
+pub const DIRECT_TAG: &str = "direct";
 
 /// A rendered config: the JSON document and its fingerprint without users.
 #[derive(Debug, Clone)]
@@ -87,11 +98,51 @@ fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Val
             },
             "sniffing": { "enabled": false },
         }],
+        "routing": routing(&server.allow_cidrs),
+        // The first outbound is the default: a connection no rule sends
+        // elsewhere (a name that did not resolve) is closed.
         "outbounds": [
-            { "protocol": "freedom", "tag": "direct" },
-            { "protocol": "blackhole", "tag": "block" },
+            { "protocol": "blackhole", "tag": BLOCK_TAG },
+            { "protocol": "freedom", "tag": DIRECT_TAG },
         ],
     })
+}
+
+/// The fence in xray's routing (xray 26.3 semantics):
+///
+/// 1. destinations in the fenced ranges minus `allow` go to the blackhole
+///    (plain CIDRs: no `geoip.dat` needed);
+/// 2. so do the name `localhost` and its subdomains, unless `allow` covers
+///    `127.0.0.1`;
+/// 3. any other IP address goes out through freedom.
+///
+/// `domainStrategy: IPIfNonMatch` makes xray resolve a requested *name*
+/// when no rule matched it as a name, and match its addresses again: a
+/// name resolving to a fenced address is blocked (if any of its addresses
+/// is fenced), and one that does not resolve matches nothing and falls to
+/// the default outbound, the blackhole.
+pub fn routing(allow: &[Cidr]) -> Value {
+    let mut rules = vec![json!({
+        "type": "field",
+        "ruleTag": "fence",
+        "ip": fence::blocked_ranges(allow),
+        "outboundTag": BLOCK_TAG,
+    })];
+    if fence::fenced_destination("localhost", allow).is_some() {
+        rules.push(json!({
+            "type": "field",
+            "ruleTag": "fence-localhost",
+            "domain": ["domain:localhost"],
+            "outboundTag": BLOCK_TAG,
+        }));
+    }
+    rules.push(json!({
+        "type": "field",
+        "ruleTag": "public",
+        "ip": ["0.0.0.0/0", "::/0"],
+        "outboundTag": DIRECT_TAG,
+    }));
+    json!({ "domainStrategy": "IPIfNonMatch", "rules": rules })
 }
 
 fn policy_level(policy: Option<&XrayPolicy>) -> Value {
@@ -142,6 +193,7 @@ mod tests {
             },
             listen: "127.0.0.1".into(),
             port: 8443,
+            allow_cidrs: vec![],
             vless: VlessAssignment {
                 private_key: SecretValue("cHJpdmF0ZQ".into()),
                 dest: "127.0.0.1:9443".into(),
@@ -187,6 +239,72 @@ mod tests {
     fn api_listens_on_loopback_only() {
         let doc: Value = serde_json::from_slice(&render(&server(), 10085, &[]).document).unwrap();
         assert_eq!(doc["api"]["listen"], "127.0.0.1:10085");
+    }
+
+    fn rendered(server: &ServerAssignment) -> Value {
+        serde_json::from_slice(&render(server, 10085, &[]).document).unwrap()
+    }
+
+    #[test]
+    fn fenced_destinations_go_to_the_blackhole_which_is_the_default() {
+        let doc = rendered(&server());
+        assert_eq!(doc["outbounds"][0]["tag"], BLOCK_TAG, "default outbound");
+        assert_eq!(doc["outbounds"][0]["protocol"], "blackhole");
+        assert_eq!(doc["outbounds"][1]["protocol"], "freedom");
+        let routing = &doc["routing"];
+        assert_eq!(routing["domainStrategy"], "IPIfNonMatch");
+        let rules = routing["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "{routing}");
+        assert_eq!(rules[0]["outboundTag"], BLOCK_TAG);
+        let blocked: Vec<&str> = rules[0]["ip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for range in [
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "0.0.0.0/8",
+            "::1/128",
+            "fc00::/7",
+            "fe80::/10",
+        ] {
+            assert!(blocked.contains(&range), "{range} not blocked: {blocked:?}");
+        }
+        assert!(blocked.iter().all(|b| !b.starts_with("geoip:")));
+        assert_eq!(rules[1]["domain"], json!(["domain:localhost"]));
+        assert_eq!(rules[1]["outboundTag"], BLOCK_TAG);
+        assert_eq!(rules[2]["ip"], json!(["0.0.0.0/0", "::/0"]));
+        assert_eq!(rules[2]["outboundTag"], DIRECT_TAG);
+    }
+
+    #[test]
+    fn allow_cidrs_open_exactly_their_hole_and_change_the_infra_hash() {
+        let mut allowed = server();
+        allowed.allow_cidrs = vec!["127.0.0.2/32".parse().unwrap()];
+        let doc = rendered(&allowed);
+        let blocked = doc["routing"]["rules"][0]["ip"].as_array().unwrap();
+        assert!(blocked.contains(&json!("127.0.0.0/31")));
+        assert!(blocked.contains(&json!("127.0.0.3/32")));
+        assert!(!blocked.contains(&json!("127.0.0.0/8")));
+        assert!(!blocked.contains(&json!("127.0.0.2/32")));
+        assert!(blocked.contains(&json!("10.0.0.0/8")));
+        // `localhost` stays blocked: it means 127.0.0.1, not 127.0.0.2.
+        assert_eq!(doc["routing"]["rules"][1]["domain"], json!(["domain:localhost"]));
+        assert_ne!(
+            render(&allowed, 10085, &[]).infra_hash,
+            render(&server(), 10085, &[]).infra_hash
+        );
+
+        let mut loopback = server();
+        loopback.allow_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let rules = rendered(&loopback)["routing"]["rules"].clone();
+        assert_eq!(rules.as_array().unwrap().len(), 2, "no localhost rule: {rules}");
     }
 
     #[test]

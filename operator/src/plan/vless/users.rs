@@ -74,6 +74,7 @@ pub fn assignment(
         server: server.id.clone(),
         listen: server.object.spec.listen.clone(),
         port: server.object.spec.port.get(),
+        allow_cidrs: server.object.spec.allow_cidrs.clone(),
         vless: VlessAssignment {
             private_key: SecretValue(reality.private.clone()),
             dest: settings.dest.clone(),

@@ -17,7 +17,8 @@ const KEYS: usize = 10_000;
 
 fn server_yaml(port: u16, dest: &RealityDest) -> String {
     format!(
-        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  vless:\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n",
+        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  allowCidrs: [{}]\n  vless:\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n",
+        veil_e2e::xray::ALLOW_CIDRS.join(", "),
         dest.dest(),
         dest.server_name
     )
