@@ -18,8 +18,9 @@
 //! Hostile input: the URL and ref are checked again here (the rules of
 //! [`veil_crds::task_run::check_url`]), git may use only the protocols the
 //! repository allows (`GIT_ALLOW_PROTOCOL`: `https` and `ssh`, plus `http`,
-//! `git` and `file` with `allowInsecure`; never `ext`), and the ref always
-//! follows `--end-of-options`, so even a ref starting with `-` is a name.
+//! `git` and `file` with `allowInsecure`; never `ext`), the ref follows
+//! `--end-of-options` in `git fetch`, and `git checkout` (which does not
+//! take that before git 2.43) gets the checked ref followed by `--`.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -116,8 +117,8 @@ pub(super) async fn checkout(
             "checkout",
             "--quiet",
             "--detach",
-            "--end-of-options",
             target,
+            "--",
         ],
     );
     run_git(session, &switch).await?.map_err(failed)?;
