@@ -50,6 +50,12 @@ struct Args {
     /// (which own the upper 16 mark bits) pick a low bit such as 0x100.
     #[arg(long, env = "VEIL_ZAPRET_MARK", default_value = "0x40000000", value_parser = veil_agent::drivers::zapret::parse_mark)]
     zapret_mark: u32,
+    /// The user task processes run as (a name or a uid) when the agent runs
+    /// as root; tasks of a Runner with `runAsRoot: true` run as root instead.
+    /// Default: `veil-task` when that user exists, else `nobody` (65534).
+    /// An agent that is not root runs tasks as its own user.
+    #[arg(long, env = "VEIL_TASK_USER")]
+    task_user: Option<String>,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -86,6 +92,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    veil_agent::token_file::restrict(&args.token_file);
     let config = AgentConfig {
         node: args.node,
         operator: args.operator,
@@ -96,6 +103,7 @@ async fn main() -> ExitCode {
         stats_interval: args.stats_interval.as_std(),
         zapret_mark: args.zapret_mark,
         desync_program: None,
+        task_user: args.task_user,
     };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

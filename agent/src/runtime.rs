@@ -52,6 +52,9 @@ pub struct AgentConfig {
     /// The executable whose `desync` subcommand is the built-in engine;
     /// `None`: see [`default_desync_program`].
     pub desync_program: Option<PathBuf>,
+    /// `--task-user`: who task processes run as (see
+    /// [`crate::task_user::TaskUser::resolve`]); `None`: the default.
+    pub task_user: Option<String>,
 }
 
 /// Environment variable naming the executable whose `desync` subcommand is
@@ -93,16 +96,27 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The data dir's modes could not be set.
+    #[error(transparent)]
+    DataDirModes(#[from] crate::data_dir::DataDirError),
+    /// `--task-user` cannot be used.
+    #[error(transparent)]
+    TaskUser(#[from] crate::task_user::TaskUserError),
 }
 
 /// Runs the agent until `shutdown` is cancelled (then stops every task's
 /// process tree) or registration is refused.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let runs_dir = config.data_dir.join("runs");
-    std::fs::create_dir_all(&runs_dir).map_err(|source| AgentError::DataDir {
-        path: runs_dir.clone(),
-        source,
-    })?;
+    let task_user = crate::task_user::TaskUser::resolve(config.task_user.as_deref())?;
+    match &task_user {
+        Some(user) => {
+            tracing::info!(%user, "tasks run as this user unless their Runner sets runAsRoot")
+        }
+        None => tracing::warn!(
+            "the agent is not root: tasks run as the agent's own user and can read its token and data dir"
+        ),
+    }
+    let runs_dir = crate::data_dir::prepare(&config.data_dir)?;
     let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
     let client = OperatorClient::new(&config.operator, &config.token);
     let capabilities = crate::capabilities::detect_async().await;
@@ -138,6 +152,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let mut tasks = tasks::Tasks::new(
         crate::drivers::task::TaskContext {
             capabilities,
+            task_user,
             ..crate::drivers::task::TaskContext::new(config.node.clone(), runs_dir.clone())
         },
         runs_dir,

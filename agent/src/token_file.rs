@@ -8,6 +8,10 @@
 //! [`TOKEN_FILE_POLL`] — no crash loop, no busy loop. Any other read error
 //! (a directory, no permission) ends the wait with an error. The token is
 //! never logged.
+//!
+//! [`restrict`] keeps the file from task processes: a token file readable
+//! by group or others is made 0600 when the agent can, and a warning says so
+//! when it cannot (a read-only mount).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +74,38 @@ pub async fn wait_for_token(
     }
 }
 
+/// Makes the token file owner-only (0600) when group or others may read
+/// it. Never fails the agent: a file it cannot change (a read-only Secret
+/// mount) gets a warning naming the risk.
+pub fn restrict(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 == 0 {
+            return;
+        }
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                was = format!("{:o}", mode & 0o777),
+                "made the token file owner-only (0600) so tasks cannot read it"
+            ),
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                %error,
+                "the token file is readable by other users (mode {:o}) and cannot be changed; tasks running as another user may read it — mount it with mode 0600 (Kubernetes: defaultMode: 0600)",
+                mode & 0o777
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
@@ -106,5 +142,18 @@ mod tests {
         // A directory is not a token file: an error, not a wait.
         let result = wait_for_token(dir.path(), "n", TOKEN_FILE_POLL, &shutdown).await;
         assert!(result.is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_readable_by_others_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.token");
+        std::fs::write(&path, "veil_node_abc").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict(&path);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -139,6 +139,9 @@ pub struct TaskAssignment {
     /// Stop the run (spec.cancel, or the TaskRun was deleted).
     #[serde(default)]
     pub cancel: bool,
+    /// Run as root instead of the node's task user (the Runner's `runAsRoot`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_as_root: bool,
 }
 
 /// One environment variable with its value.

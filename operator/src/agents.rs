@@ -384,6 +384,7 @@ mod tests {
             env: Vec::new(),
             work_dir: None,
             cancel: false,
+            run_as_root: false,
         }
     }
 

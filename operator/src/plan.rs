@@ -196,7 +196,9 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             Object::TaskRun(run) => {
                 let uid = run.metadata.uid.as_deref().unwrap_or_default();
                 let state = runs.get(uid);
-                let runner = None;
+                let runner = state.and_then(|s| s.node.as_deref()).and_then(|node| {
+                    tasks::runner_on(inputs.world, &views, &key.namespace, run, node)
+                });
                 let (body, conditions) = tasks::task_run_status(
                     generation,
                     state,

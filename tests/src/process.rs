@@ -443,6 +443,15 @@ impl Agent {
         if !labels.is_empty() {
             operator.declare_node_labels(node, labels);
         }
+        // Task processes run as an unprivileged user and must pass through
+        // the temp dir to their work dirs under `<data dir>/runs` (the
+        // agent makes the data dir itself 0711); 0711 lets them pass, not list.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("temp dir mode");
+        }
         let log_path = data_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)

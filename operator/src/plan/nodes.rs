@@ -154,6 +154,7 @@ pub fn runner_status(
         })
         .collect();
     let body = json!({
+        "runAsRoot": runner.spec.run_as_root.then_some(true),
         "readyNodes": ready.len(),
         "capacity": runner.spec.max_parallel_tasks as usize * ready.len(),
         "running": count("Running"),
