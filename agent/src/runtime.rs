@@ -52,6 +52,8 @@ pub struct AgentConfig {
     /// The executable whose `desync` subcommand is the built-in engine;
     /// `None`: see [`default_desync_program`].
     pub desync_program: Option<PathBuf>,
+    /// Bounds of the report journal (`DATA_DIR/journal`).
+    pub journal: JournalLimits,
 }
 
 /// Environment variable naming the executable whose `desync` subcommand is
@@ -103,7 +105,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         path: runs_dir.clone(),
         source,
     })?;
-    let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
+    let journal = Journal::open(&config.data_dir.join("journal"), config.journal.clone())?;
     let client = OperatorClient::new(&config.operator, &config.token);
     let capabilities = crate::capabilities::detect_async().await;
     let request = RegisterRequest {

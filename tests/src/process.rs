@@ -425,7 +425,7 @@ impl Agent {
         let mut command = Command::new(binary("veil-agent"));
         command
             .arg("--operator")
-            .arg(&operator.url)
+            .arg(options.operator_url.as_deref().unwrap_or(&operator.url))
             .arg("--node")
             .arg(node)
             .arg("--token-file")
@@ -515,4 +515,6 @@ pub struct AgentOptions {
     pub path: Option<String>,
     /// Extra environment, e.g. `VEIL_STATS_INTERVAL=1s`.
     pub env: Vec<(String, String)>,
+    /// `--operator` when not the operator's own URL (a proxy in front of it).
+    pub operator_url: Option<String>,
 }

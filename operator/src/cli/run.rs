@@ -356,6 +356,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 stats_interval: std::time::Duration::from_secs(10),
                 zapret_mark: veil_agent::drivers::zapret::DEFAULT_MARK,
                 desync_program: None,
+                journal: veil_agent::journal::JournalLimits::default(),
             };
             tracing::info!(%node, "starting the in-process agent for this machine");
             let stop = shutdown.clone();
