@@ -38,6 +38,20 @@ impl ClientError {
             ClientError::Unauthorized(_) | ClientError::Forbidden(_) => false,
         }
     }
+
+    /// Whether the operator refused a *report* for good, for what it
+    /// carries: 400, 413, 422, or 403 (the token was accepted at
+    /// registration, so a 403 names something in the report that is not
+    /// this node's). Sending it again would be refused again, so it must
+    /// not block the reports behind it. 401 is not one: the token itself
+    /// is refused, and every report waits for a valid one.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ClientError::Forbidden(_) => true,
+            ClientError::Status { status, .. } => matches!(status, 400 | 413 | 422),
+            _ => false,
+        }
+    }
 }
 
 /// A connection to one operator.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil_agent::desync_command;
+use veil_agent::journal::JournalLimits;
 use veil_agent::runtime::{AgentConfig, run};
 use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 
@@ -56,6 +57,11 @@ struct Args {
     /// An agent that is not root runs tasks as its own user.
     #[arg(long, env = "VEIL_TASK_USER")]
     task_user: Option<String>,
+    /// Most space the report journal may take, in MiB. Over it the agent
+    /// merges traffic deltas and cuts old task output (with a marker in the
+    /// run's log); task results and traffic are never dropped.
+    #[arg(long, env = "VEIL_JOURNAL_MAX_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    journal_max_mib: u64,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -104,6 +110,10 @@ async fn main() -> ExitCode {
         zapret_mark: args.zapret_mark,
         desync_program: None,
         task_user: args.task_user,
+        journal: JournalLimits {
+            max_bytes: args.journal_max_mib.saturating_mul(1024 * 1024),
+            ..JournalLimits::default()
+        },
     };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     /// `--task-user`: who task processes run as (see
     /// [`crate::task_user::TaskUser::resolve`]); `None`: the default.
     pub task_user: Option<String>,
+    /// Bounds of the report journal (`DATA_DIR/journal`).
+    pub journal: JournalLimits,
 }
 
 /// Environment variable naming the executable whose `desync` subcommand is
@@ -117,7 +119,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         ),
     }
     let runs_dir = crate::data_dir::prepare(&config.data_dir)?;
-    let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
+    let journal = Journal::open(&config.data_dir.join("journal"), config.journal.clone())?;
     let client = OperatorClient::new(&config.operator, &config.token);
     let capabilities = crate::capabilities::detect_async().await;
     let request = RegisterRequest {

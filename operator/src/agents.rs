@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, StrategyReport,
+    Assignment, JournalFault, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, StrategyReport,
     TaskAssignment,
 };
 
@@ -42,6 +42,9 @@ pub struct NodeObservation {
     /// Every Strategy member the agent was given, from its latest report (a
     /// state, replaced whole like `servers`, guarded by the same seq).
     pub strategies: Vec<StrategyReport>,
+    /// Why the agent's journal cannot be written, from its latest report
+    /// (`None`: writable, or not reported yet).
+    pub journal_fault: Option<JournalFault>,
 }
 
 /// A node's whole desired state, before its revision is assigned.
@@ -176,6 +179,7 @@ impl Agents {
             servers_reported_at,
             servers_seq: 0,
             strategies,
+            journal_fault: None,
         });
         drop(nodes);
         self.changes.send_modify(|n| *n += 1);
@@ -240,6 +244,15 @@ impl Agents {
         }
         observation.strategies = strategies;
         true
+    }
+
+    /// Records whether `node`'s journal is writable, as its latest report
+    /// says (every report and heartbeat carries it).
+    pub fn set_journal_fault(&self, node: &str, fault: Option<JournalFault>) {
+        let mut nodes = self.lock();
+        if let Some(observation) = nodes.get_mut(node).and_then(|e| e.observation.as_mut()) {
+            observation.journal_fault = fault;
+        }
     }
 
     /// Tells the controller something changed (a report was applied).

@@ -64,6 +64,9 @@ pub struct ApiState {
     pub store_tokens: Arc<guard::StoreTokenCache>,
 }
 
+// A follower passes reports on to the leader: its limit must not be the smaller one.
+const _: () = assert!(forward::MAX_BODY_BYTES >= veil_crds::wire::MAX_REPORT_BODY_BYTES);
+
 /// The whole router.
 pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
@@ -84,7 +87,12 @@ pub fn router(state: ApiState) -> Router {
     let agent = Router::new()
         .route("/v1/agent/register", axum::routing::post(agent::register))
         .route("/v1/agent/assignment", get(agent::assignment))
-        .route("/v1/agent/report", axum::routing::post(agent::report));
+        .route(
+            "/v1/agent/report",
+            axum::routing::post(agent::report).layer(axum::extract::DefaultBodyLimit::max(
+                veil_crds::wire::MAX_REPORT_BODY_BYTES,
+            )),
+        );
     let forwarder = state.forwarder.clone();
     let router = Router::new()
         .route("/healthz", get(health::healthz))

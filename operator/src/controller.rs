@@ -133,6 +133,7 @@ impl Controller {
                     servers_reported_at: None,
                     servers_seq: 0,
                     strategies: Vec::new(),
+                    journal_fault: None,
                 });
             }
         }

@@ -461,7 +461,7 @@ impl Agent {
         let mut command = Command::new(binary("veil-agent"));
         command
             .arg("--operator")
-            .arg(&operator.url)
+            .arg(options.operator_url.as_deref().unwrap_or(&operator.url))
             .arg("--node")
             .arg(node)
             .arg("--token-file")
@@ -554,4 +554,6 @@ pub struct AgentOptions {
     /// Labels the agent reports with `--label` (shown in status only; node
     /// selectors match the VeilNode's labels, the `labels` of `Agent::start*`).
     pub reported_labels: Vec<String>,
+    /// `--operator` when not the operator's own URL (a proxy in front of it).
+    pub operator_url: Option<String>,
 }

@@ -278,6 +278,7 @@ pub async fn report(
             state
                 .agents
                 .set_servers(&node, report.seq, report.servers, now);
+            state.agents.set_journal_fault(&node, report.journal_fault);
             state.agents.notify_changed();
             Json(ReportAck { seq: report.seq }).into_response()
         }

@@ -371,6 +371,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 desync_program: None,
                 // The default: an unprivileged user when this process is root.
                 task_user: None,
+                journal: veil_agent::journal::JournalLimits::default(),
             };
             tracing::info!(%node, "starting the in-process agent for this machine");
             let stop = shutdown.clone();

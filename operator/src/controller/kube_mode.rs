@@ -726,6 +726,7 @@ spec:
             servers_reported_at: None,
             servers_seq: 0,
             strategies: Vec::new(),
+            journal_fault: None,
         };
         (node.to_owned(), observation)
     }

@@ -110,6 +110,40 @@ pub fn node_status(
     (strip_nulls(body), conditions)
 }
 
+/// A VeilNode's `JournalWritable` condition: `False` (reason `DiskFull`,
+/// `ReadOnly` or `WriteFailed`) while its agent reports that it cannot
+/// write its report journal — its reports are then held in memory only —
+/// `True` otherwise; none before the agent registered.
+pub fn journal_condition(view: Option<&NodeView<'_>>) -> super::memo::ExtraCondition {
+    let observation = view?.observation?;
+    Some(match &observation.journal_fault {
+        None => (
+            "JournalWritable",
+            "True",
+            "Writable".to_owned(),
+            "the agent journals every report before sending it".to_owned(),
+        ),
+        Some(fault) => {
+            // The agent's words: a known reason only, a bounded message.
+            let reason = match fault.reason.as_str() {
+                "DiskFull" => "DiskFull",
+                "ReadOnly" => "ReadOnly",
+                _ => "WriteFailed",
+            };
+            let message: String = fault.message.chars().take(512).collect();
+            (
+                "JournalWritable",
+                "False",
+                reason.to_owned(),
+                format!(
+                    "{message} ({} report(s) held in memory only, still sent; lost if the agent dies before they are delivered)",
+                    fault.held_in_memory
+                ),
+            )
+        }
+    })
+}
+
 /// A Runner's status: Ready nodes it selects, capacity, run counts.
 pub fn runner_status(
     runner: &Runner,

@@ -215,6 +215,7 @@ fn edge_1_seen(
             servers_reported_at: None,
             servers_seq: 0,
             strategies: Vec::new(),
+            journal_fault: None,
         },
     )])
 }
@@ -254,6 +255,51 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
     let status = json(third.values().next().unwrap());
     assert_eq!(status["lastHeartbeat"], crate::world::timestamp(later));
     assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+#[test]
+fn a_node_whose_agent_cannot_write_its_journal_says_so_and_clears_it() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let pass = |previous: &Statuses, fault: Option<veil_crds::wire::JournalFault>, memo| {
+        let mut nodes = edge_1_seen(t0, t0);
+        if let Some(observation) = nodes.get_mut("edge-1") {
+            observation.journal_fault = fault;
+        }
+        plan(&PlanInputs {
+            world: &world,
+            previous,
+            nodes: &nodes,
+            runs: &BTreeMap::new(),
+            now: t0,
+            node_timeout: chrono::Duration::seconds(30),
+            last_schedule_times: &BTreeMap::new(),
+            secrets: &vless::GeneratedSecrets::default(),
+            traffic: &vless::TrafficState::default(),
+            memo,
+        })
+    };
+    let key = ObjectKey::new(Kind::VeilNode, "", "edge-1");
+    let writable = pass(&Statuses::new(), None, None);
+    let status = json(&writable.statuses[&key]);
+    assert_eq!(condition(&status, "JournalWritable")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    let fault = veil_crds::wire::JournalFault {
+        reason: "DiskFull".into(),
+        message: "cannot write the agent journal: No space left on device".into(),
+        held_in_memory: 3,
+    };
+    // Through the memo too: a changed fault is never a reused status.
+    let full = pass(&writable.statuses, Some(fault), Some(&writable.memo));
+    let status = json(&full.statuses[&key]);
+    let journal = condition(&status, "JournalWritable");
+    assert_eq!(journal["status"], "False");
+    assert_eq!(journal["reason"], "DiskFull");
+    assert!(journal["message"].as_str().unwrap().contains("3 report(s) held in memory"));
+    assert_eq!(condition(&status, "Ready")["status"], "True", "still reporting");
+    let cleared = pass(&full.statuses, None, Some(&full.memo));
+    let status = json(&cleared.statuses[&key]);
+    assert_eq!(condition(&status, "JournalWritable")["status"], "True");
 }
 
 #[test]
