@@ -458,7 +458,11 @@ impl Agent {
             .append(true)
             .open(&log_path)
             .expect("agent log");
-        let mut command = Command::new(binary("veil-agent"));
+        let program = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| binary("veil-agent"));
+        let mut command = Command::new(program);
         command
             .arg("--operator")
             .arg(options.operator_url.as_deref().unwrap_or(&operator.url))
@@ -510,11 +514,23 @@ impl Agent {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// SIGKILL, like a crash; returns the temp dir so the agent can be restarted on the same data.
+    /// SIGKILL, like a crash; returns the temp dir so the agent can be
+    /// restarted on the same data. The xray it ran keeps running.
     pub fn kill(mut self) -> (tempfile::TempDir, PathBuf) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("temp dir"));
+        (tmp, self.data_dir.clone())
+    }
+
+    /// SIGTERM (a graceful stop, as `systemctl stop`) and waits up to 10 s;
+    /// returns the temp dir so the agent can be restarted on the same data.
+    /// The xray it ran keeps running.
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
         }
         let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("temp dir"));
         (tmp, self.data_dir.clone())
@@ -525,6 +541,37 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(5));
+            // xray outlives the agent by design; a test leaves none behind.
+            stop_left_xray(&self.data_dir.join("servers"));
+        }
+    }
+}
+
+/// Kills every xray recorded as running under an xray driver's data dir
+/// (`<agent data dir>/servers`: one `*/state.json` per server), if the pid
+/// is still that process.
+pub fn stop_left_xray(servers_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(servers_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read(entry.path().join("state.json")) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<Value>(&text) else {
+            continue;
+        };
+        let (Some(pid), Some(start_time)) = (
+            record["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+            record["start_time"].as_u64(),
+        ) else {
+            continue;
+        };
+        let recorded = veil_agent::drivers::xray::process::Identity { pid, start_time };
+        if recorded.is_alive() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
         }
     }
 }
@@ -556,4 +603,6 @@ pub struct AgentOptions {
     pub reported_labels: Vec<String>,
     /// `--operator` when not the operator's own URL (a proxy in front of it).
     pub operator_url: Option<String>,
+    /// The agent executable; default: the workspace's `veil-agent`.
+    pub binary: Option<PathBuf>,
 }
