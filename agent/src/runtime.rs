@@ -21,6 +21,7 @@ use crate::client::{ClientError, OperatorClient};
 use crate::drivers::xray::{Event, XrayContext, XrayDriver};
 use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, ZapretDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
+use crate::token_file::NodeToken;
 
 mod backoff;
 mod reporter;
@@ -37,6 +38,9 @@ pub struct AgentConfig {
     pub operator: String,
     /// Node token (secret).
     pub token: String,
+    /// The file `token` was read from, read again before every request
+    /// (projected ServiceAccount tokens rotate); `None`: `token` only.
+    pub token_file: Option<PathBuf>,
     /// Labels reported at registration.
     pub labels: BTreeMap<String, String>,
     /// Journal, run work dirs and markers live here.
@@ -104,7 +108,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         source,
     })?;
     let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
-    let client = OperatorClient::new(&config.operator, &config.token);
+    let mut client = OperatorClient::new(&config.operator, &config.token);
+    if let Some(file) = &config.token_file {
+        client = client.with_token(NodeToken::from_file(file.clone(), &config.token));
+    }
     let capabilities = crate::capabilities::detect_async().await;
     let request = RegisterRequest {
         node: config.node.clone(),

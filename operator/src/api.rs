@@ -29,6 +29,7 @@ pub mod forward;
 mod health;
 mod logs;
 mod objects;
+mod pod_identity;
 
 /// Shared state of every handler.
 #[derive(Clone)]

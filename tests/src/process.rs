@@ -50,6 +50,8 @@ pub struct Operator {
     pub url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// `--database-url`, when it runs on PostgreSQL.
+    pub database_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
 }
@@ -125,6 +127,7 @@ impl Operator {
             url: format!("http://127.0.0.1:{port}"),
             data_dir,
             log_path,
+            database_url: options.database_url.clone(),
             _tmp: tmp,
             http: reqwest::Client::new(),
         };
@@ -293,14 +296,12 @@ impl Drop for Operator {
 impl Operator {
     /// `veil-operator token create --node NODE` against this operator's store; the token.
     pub fn create_token(&self, node: &str) -> String {
-        let out = self.cli(&[
-            "token",
-            "create",
-            "--node",
-            node,
-            "--data-dir",
-            &self.data_dir.display().to_string(),
-        ]);
+        let data_dir = self.data_dir.display().to_string();
+        let mut args = vec!["token", "create", "--node", node, "--data-dir", &data_dir];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url", url]);
+        }
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "token create: {}",
