@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::token_file::NodeToken;
 use veil_crds::wire::{
     AGENT_PATH, Assignment, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
 };
@@ -58,7 +59,7 @@ impl ClientError {
 #[derive(Clone)]
 pub struct OperatorClient {
     base: String,
-    token: String,
+    token: NodeToken,
     http: reqwest::Client,
 }
 
@@ -75,12 +76,18 @@ impl OperatorClient {
     pub fn new(base: &str, token: &str) -> OperatorClient {
         OperatorClient {
             base: format!("{}{AGENT_PATH}", base.trim_end_matches('/')),
-            token: token.trim().to_owned(),
+            token: NodeToken::fixed(token),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// The same client, sending the current content of `token` instead
+    /// (a token file that may be rotated).
+    pub fn with_token(self, token: NodeToken) -> OperatorClient {
+        OperatorClient { token, ..self }
     }
 
     /// `POST register`.
@@ -91,7 +98,7 @@ impl OperatorClient {
         let response = self
             .http
             .post(format!("{}/register", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(Duration::from_secs(15))
             .json(request)
             .send()
@@ -113,7 +120,7 @@ impl OperatorClient {
                 ("after", after.to_string()),
                 ("wait", wait.as_secs().to_string()),
             ])
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(wait + Duration::from_secs(10))
             .send()
             .await
@@ -129,7 +136,7 @@ impl OperatorClient {
         let response = self
             .http
             .post(format!("{}/report", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(Duration::from_secs(15))
             .json(report)
             .send()

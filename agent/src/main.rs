@@ -103,6 +103,7 @@ async fn main() -> ExitCode {
         node: args.node,
         operator: args.operator,
         token,
+        token_file: Some(args.token_file),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,

@@ -31,6 +31,7 @@ use crate::client::{ClientError, OperatorClient};
 use crate::drivers::xray::{Event, XrayContext, XrayDriver};
 use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, ZapretDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
+use crate::token_file::NodeToken;
 
 mod backoff;
 pub mod last_assignment;
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     pub operator: String,
     /// Node token (secret).
     pub token: String,
+    /// The file `token` was read from, read again before every request
+    /// (projected ServiceAccount tokens rotate); `None`: `token` only.
+    pub token_file: Option<PathBuf>,
     /// Labels reported at registration.
     pub labels: BTreeMap<String, String>,
     /// Journal, run work dirs and markers live here.
@@ -134,7 +138,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     let runs_dir = crate::data_dir::prepare(&config.data_dir)?;
     let journal = Journal::open(&config.data_dir.join("journal"), config.journal.clone())?;
-    let client = OperatorClient::new(&config.operator, &config.token);
+    let mut client = OperatorClient::new(&config.operator, &config.token);
+    if let Some(file) = &config.token_file {
+        client = client.with_token(NodeToken::from_file(file.clone(), &config.token));
+    }
     let capabilities = crate::capabilities::detect_async().await;
     let request = RegisterRequest {
         node: config.node.clone(),

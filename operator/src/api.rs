@@ -30,6 +30,7 @@ pub mod guard;
 mod health;
 mod logs;
 mod objects;
+mod pod_identity;
 
 /// The largest request body any route accepts (a bigger one is 413), the
 /// same on the leader and on a forwarding follower. Agents keep reports

@@ -92,6 +92,10 @@ pub struct Controller {
     status_sink: StatusSink,
     /// Kubernetes mode's state; `None` in dir mode.
     kube: Option<kube_mode::KubeMode>,
+    /// Kubernetes mode: this replica just became the leader and has not
+    /// yet read the run states and traffic totals the previous leader left
+    /// in a shared store.
+    books_stale: bool,
     errors: Vec<LoadErrorRecord>,
     view: watch::Sender<Arc<View>>,
     metrics: Arc<Metrics>,
@@ -193,6 +197,7 @@ impl Controller {
             memo: None,
             status_sink,
             kube: None,
+            books_stale: false,
             errors,
             view,
             metrics,
@@ -314,10 +319,22 @@ impl Controller {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
         let world_ms = pass_started.elapsed().as_secs_f64() * 1e3;
+        let mut leading = true;
         if let Some(kube) = &mut self.kube {
-            kube.follow_gate();
+            if kube.follow_gate() {
+                self.books_stale = true;
+            }
+            leading = kube.is_leading();
             kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
             kube_mode::adopt_schedule_times(snapshot, &mut self.last_schedule_times);
+        }
+        if leading && self.books_stale {
+            // On a shared store the previous leader counted traffic and
+            // moved runs on; plan from that, not from this replica's start.
+            self.runs.reload().await?;
+            self.traffic.reload().await?;
+            self.books_stale = false;
+            tracing::info!("leading: run states and traffic totals read from the store");
         }
         self.complete_secrets(&world).await?;
 
@@ -343,16 +360,21 @@ impl Controller {
                 tracing::warn!(run = %change.run, reason = ?change.reason, message = ?change.message, "task run failed");
             }
         }
-        self.runs.put(plan.run_changes.clone()).await?;
-        self.runs.remove(plan.stale_runs.clone()).await?;
-        // Baselines before assignments: a period's traffic is counted from
-        // the baseline on, and users come back only once it is stored.
-        self.traffic
-            .put_baselines(plan.traffic_baselines.clone())
-            .await?;
-        self.traffic
-            .remove_baselines(plan.stale_baselines.clone())
-            .await?;
+        // A follower plans alike but writes nothing to the store: on a
+        // shared store the leader's run states and baselines are the truth
+        // (a follower, which serves no agent, would see every node lost).
+        if leading {
+            self.runs.put(plan.run_changes.clone()).await?;
+            self.runs.remove(plan.stale_runs.clone()).await?;
+            // Baselines before assignments: a period's traffic is counted
+            // from the baseline on, and users come back only once it is stored.
+            self.traffic
+                .put_baselines(plan.traffic_baselines.clone())
+                .await?;
+            self.traffic
+                .remove_baselines(plan.stale_baselines.clone())
+                .await?;
+        }
         self.agents.set_assignments(plan.assignments.clone(), now);
         let replan = self
             .apply_schedule_actions(&plan.schedule_actions, now)

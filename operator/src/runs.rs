@@ -72,6 +72,21 @@ impl RunBook {
         })
     }
 
+    /// Replaces the run states in memory by the store's: for a replica
+    /// that takes over from another on a shared store. (A report applied
+    /// meanwhile writes the same record to both, so nothing is lost.)
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let runs = self
+            .store
+            .run_states()
+            .await?
+            .into_iter()
+            .map(|r| (r.uid.clone(), r))
+            .collect();
+        *self.lock() = runs;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunStateRecord>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }

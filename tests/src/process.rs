@@ -52,6 +52,8 @@ pub struct Operator {
     pub log_path: PathBuf,
     /// The watched directory (`dir:` source); `None` for other sources.
     pub source_dir: Option<PathBuf>,
+    /// `--database-url`, when it runs on PostgreSQL.
+    pub database_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
 }
@@ -128,6 +130,7 @@ impl Operator {
             data_dir,
             log_path,
             source_dir: options.source.is_none().then(|| source_dir.to_path_buf()),
+            database_url: options.database_url.clone(),
             _tmp: tmp,
             http: reqwest::Client::new(),
         };
@@ -317,14 +320,12 @@ impl Operator {
 
     /// `veil-operator token create --node NODE` against this operator's store; the token.
     pub fn create_token(&self, node: &str) -> String {
-        let out = self.cli(&[
-            "token",
-            "create",
-            "--node",
-            node,
-            "--data-dir",
-            &self.data_dir.display().to_string(),
-        ]);
+        let data_dir = self.data_dir.display().to_string();
+        let mut args = vec!["token", "create", "--node", node, "--data-dir", &data_dir];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url", url]);
+        }
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "token create: {}",

@@ -3,7 +3,9 @@
 //!
 //! Every request carries a node token. A missing, unknown or revoked token
 //! is 401; a token used for another node's data is 403. Tokens are compared
-//! by hash and never logged. A token is valid when the store holds it
+//! by hash and never logged. In Kubernetes mode an agent pod's projected
+//! ServiceAccount token is checked by a TokenReview and names the node its
+//! Pod runs on ([`crate::node_tokens::review`]). A node token is valid when the store holds it
 //! (`veil-operator token create`) or, in Kubernetes mode, a node-token
 //! Secret does ([`crate::node_tokens`]); until those Secrets are first
 //! listed, a token the store does not know is answered 503 (retry), not 401.
@@ -25,6 +27,7 @@ use super::{ApiState, guard};
 use crate::admin::hash_token;
 use crate::node_tokens::Lookup;
 use crate::report_scope;
+use crate::node_tokens::review::looks_like_jwt;
 
 /// How often agents report when nothing happens, unless `--heartbeat-interval` says
 /// otherwise; 3 missed intervals make a node NotReady.
@@ -48,6 +51,13 @@ impl FromRequestParts<ApiState> for NodeIdentity {
                 "missing `Authorization: Bearer <node token>`",
             ));
         };
+        if let Some(reviewer) = state.node_tokens.reviewer()
+            && looks_like_jwt(token)
+        {
+            return super::pod_identity::node_of(reviewer, token)
+                .await
+                .map(NodeIdentity);
+        }
         node_for_token(state, ip, &hash_token(token))
             .await
             .map(NodeIdentity)

@@ -148,7 +148,7 @@ impl Forwarder {
                 }
                 None => {
                     return self.unavailable(&format!(
-                        "the leader `{holder}` advertises no endpoint (--advertise-url, or POD_IP)"
+                        "the leader `{holder}` advertises no endpoint that is a Pod IP of this replica set (--advertise-url, or POD_IP; see this replica's log)"
                     ));
                 }
             },

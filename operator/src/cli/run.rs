@@ -108,6 +108,8 @@ pub struct RunArgs {
     /// addresses (refused by default: Schedule authors choose the URLs).
     #[arg(long, env = "VEIL_ALLOW_PRIVATE_WEBHOOKS")]
     pub allow_private_webhooks: bool,
+    #[command(flatten)]
+    pub agent_identity: super::agent_identity::AgentIdentityArgs,
 }
 
 /// Arguments of `up`.
@@ -137,6 +139,7 @@ impl UpArgs {
             rotate_admin_token: false,
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
             allow_private_webhooks: false,
+            agent_identity: Default::default(),
         }
     }
 }
@@ -166,6 +169,8 @@ pub enum RunError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Forward(#[from] api::forward::ForwardError),
+    #[error(transparent)]
+    StoreNotShared(#[from] leader::StoreNotShared),
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -285,16 +290,19 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             // Agent tokens from the Secrets of the operator's namespace, on
             // every replica (a follower forwards agents to the leader, and
             // serves them itself once it leads).
-            node_tokens = NodeTokens::listing();
+            let namespace = leader::operator_namespace(args.lease_namespace.clone());
+            node_tokens = NodeTokens::listing()
+                .with_reviewer(args.agent_identity.reviewer(client.clone(), &namespace));
             _token_watch = Some(AbortOnDrop(node_tokens::watch::spawn(
                 client.clone(),
-                leader::operator_namespace(args.lease_namespace.clone()),
+                namespace,
                 node_tokens.clone(),
             )));
             // Only the holder of the Lease writes; a follower plans alike,
             // and hands `/v1/` requests to the leader.
             let mut config =
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
+            leader::check_store_is_shared(client.clone(), &config, target.is_shared()).await?;
             let pod_ip = std::env::var("POD_IP").ok();
             config.endpoint =
                 leader::advertised(args.advertise_url.as_ref(), args.listen, pod_ip.as_deref());
@@ -363,6 +371,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 node: node.to_owned(),
                 operator: format!("http://{}", args.listen),
                 token: local_agent_token(&store_for_agent, &args.data_dir).await?,
+                token_file: None,
                 labels: Default::default(),
                 data_dir: args.data_dir.join("agent"),
                 address: None,

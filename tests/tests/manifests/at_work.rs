@@ -3,8 +3,9 @@
 //! the real API server — watches every kind in every namespace, reads the
 //! Secret a task names, writes statuses, creates a Schedule's TaskRun and
 //! deletes it beyond the history limit, creates the VeilNode of a
-//! registered agent, watches the node-token Secrets of its namespace —
-//! without one refused request.
+//! registered agent, watches the node-token Secrets of its namespace,
+//! reviews an agent pod's ServiceAccount token — without one refused
+//! request.
 //!
 //! The operator and agent are started here directly (built binaries, logs
 //! in a temp dir, killed by PID on drop), with the arguments the
@@ -278,6 +279,31 @@ spec:
         node["metadata"]["labels"]["app.kubernetes.io/managed-by"], "veil",
         "{node:#}"
     );
+
+    // An agent pod's token is reviewed with the operator's own grants.
+    cluster.agent_pod(
+        "veil-system",
+        "veil-agent",
+        "veil-agent-at-work",
+        "rbac-pod-node",
+    );
+    let token = cluster.pod_token(
+        "veil-system",
+        "veil-agent",
+        "veil-agent-at-work",
+        "veil.dev/agent",
+    );
+    let registered = reqwest::Client::new()
+        .post(format!("{url}/v1/agent/register"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"node": "rbac-pod-node", "os": "linux", "arch": "x86_64", "agentVersion": "0"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(registered, 200, "{}", operator.log());
 
     let log = operator.log();
     for refused in ["forbidden", "Forbidden", "code: 403"] {
