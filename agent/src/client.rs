@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::token_file::NodeToken;
 use veil_crds::wire::{
     AGENT_PATH, Assignment, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
 };
@@ -38,13 +39,27 @@ impl ClientError {
             ClientError::Unauthorized(_) | ClientError::Forbidden(_) => false,
         }
     }
+
+    /// Whether the operator refused a *report* for good, for what it
+    /// carries: 400, 413, 422, or 403 (the token was accepted at
+    /// registration, so a 403 names something in the report that is not
+    /// this node's). Sending it again would be refused again, so it must
+    /// not block the reports behind it. 401 is not one: the token itself
+    /// is refused, and every report waits for a valid one.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ClientError::Forbidden(_) => true,
+            ClientError::Status { status, .. } => matches!(status, 400 | 413 | 422),
+            _ => false,
+        }
+    }
 }
 
 /// A connection to one operator.
 #[derive(Clone)]
 pub struct OperatorClient {
     base: String,
-    token: String,
+    token: NodeToken,
     http: reqwest::Client,
 }
 
@@ -61,12 +76,18 @@ impl OperatorClient {
     pub fn new(base: &str, token: &str) -> OperatorClient {
         OperatorClient {
             base: format!("{}{AGENT_PATH}", base.trim_end_matches('/')),
-            token: token.trim().to_owned(),
+            token: NodeToken::fixed(token),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// The same client, sending the current content of `token` instead
+    /// (a token file that may be rotated).
+    pub fn with_token(self, token: NodeToken) -> OperatorClient {
+        OperatorClient { token, ..self }
     }
 
     /// `POST register`.
@@ -77,7 +98,7 @@ impl OperatorClient {
         let response = self
             .http
             .post(format!("{}/register", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(Duration::from_secs(15))
             .json(request)
             .send()
@@ -99,7 +120,7 @@ impl OperatorClient {
                 ("after", after.to_string()),
                 ("wait", wait.as_secs().to_string()),
             ])
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(wait + Duration::from_secs(10))
             .send()
             .await
@@ -115,7 +136,7 @@ impl OperatorClient {
         let response = self
             .http
             .post(format!("{}/report", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.current())
             .timeout(Duration::from_secs(15))
             .json(report)
             .send()

@@ -1,35 +1,65 @@
-//! The agent's on-disk journal of reports the operator has not acknowledged.
+//! The agent's journal of reports the operator has not acknowledged.
 //!
-//! Every [`NodeReport`] is written to its own file (`<seq>.json`, fsync'd,
-//! then the directory fsync'd) *before* it is sent, and removed only after
-//! the operator acknowledged that seq. After a crash or `kill -9` the agent
-//! replays what is left, in order, so nothing — task results, log chunks,
-//! later traffic deltas — is lost, and the operator's per-seq idempotency
-//! makes a replayed report count once.
+//! Every [`NodeReport`] is written to its own file (`<seq>.json`, mode
+//! 0600, fsync'd, then the directory fsync'd; the directory is 0700)
+//! *before* it is sent, and removed only after the operator acknowledged
+//! that seq. After a crash or `kill -9` the agent replays what is left, in
+//! order, so nothing — task results, log chunks, traffic deltas — is lost,
+//! and the operator's per-seq idempotency makes a replayed report count once.
 //!
-//! Bounded: at most [`JournalLimits::max_entries`] files and
-//! [`JournalLimits::max_bytes`] bytes. When full, the oldest *log-only*
-//! entries are dropped first (output is the least valuable thing to keep);
-//! reports with task updates are never dropped.
+//! Contracts:
+//! - **Bounded** by [`JournalLimits::max_bytes`] (bytes on disk, in whole
+//!   blocks). Over it, state-only entries go first, then the traffic of
+//!   every entry not yet sent is merged into one entry per (server, email),
+//!   then old task output is cut: a run's first [`HEAD_CHUNKS`] chunks and
+//!   the newest ones stay, the chunks between become one line
+//!   `[… N bytes dropped by the agent journal limit …]` per entry. Task
+//!   updates and traffic deltas are never dropped for space.
+//! - **A full disk loses nothing silently**: a report whose write fails
+//!   (ENOSPC, EIO, read-only) is held in memory, replayed like the others,
+//!   written out as soon as a write succeeds again, and [`Journal::fault`]
+//!   says why meanwhile (the reporter puts it in every report, so the
+//!   node's status shows it).
+//! - **A refused report never blocks the ones behind it**
+//!   ([`Journal::reject`]): one with several items is split in two new
+//!   entries (so the good items, traffic included, are delivered and a
+//!   report too large for the operator becomes smaller); a single refused
+//!   item is quarantined in `rejected/` (at most
+//!   [`JournalLimits::max_rejected`] files) with an error naming the entry,
+//!   never its content.
+//! - [`Journal::oldest`] reads one entry; the journal never loads all of
+//!   its entries at once after [`Journal::open`].
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use veil_crds::wire::NodeReport;
+use veil_crds::wire::{JournalFault, NodeReport};
+
+mod compact;
+mod disk;
+
+pub use compact::{HEAD_CHUNKS, truncation_marker};
+pub use disk::{DIR_MODE, FILE_MODE};
 
 /// Bounds on the journal's size.
 #[derive(Clone, Debug)]
 pub struct JournalLimits {
-    pub max_entries: usize,
+    /// Bytes the entries may take (on disk, or in memory while the disk
+    /// cannot be written).
     pub max_bytes: u64,
+    /// Refused reports kept in `rejected/` for inspection; older ones are deleted.
+    pub max_rejected: usize,
 }
+
+/// Default of [`JournalLimits::max_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for JournalLimits {
     fn default() -> Self {
         JournalLimits {
-            max_entries: 10_000,
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_rejected: 16,
         }
     }
 }
@@ -58,22 +88,74 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     }
 }
 
+/// What one entry carries, without its content.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Items {
+    updates: usize,
+    logs: usize,
+    traffic: usize,
+}
+
+impl Items {
+    fn of(report: &NodeReport) -> Items {
+        Items {
+            updates: report.task_updates.len(),
+            logs: report.logs.len(),
+            traffic: report.traffic.len(),
+        }
+    }
+
+    fn total(self) -> usize {
+        self.updates + self.logs + self.traffic
+    }
+}
+
+/// One unacknowledged report.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    /// Space taken (see [`disk::on_disk`]).
+    bytes: u64,
+    items: Items,
+    /// The report itself while its file could not be written.
+    held: Option<Box<NodeReport>>,
+    /// Its task output was already cut for space (nothing more to gain).
+    cut: bool,
+}
+
+/// What [`Journal::reject`] did with a refused report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Split into two new entries with these seqs (sent later, in order).
+    Split(u64, u64),
+    /// Moved to `rejected/` (or dropped, when even that failed).
+    Quarantined,
+}
+
 /// An open journal directory.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     limits: JournalLimits,
-    /// (seq, bytes, log_only) of every entry on disk, ascending.
-    entries: Vec<(u64, u64, bool)>,
-    dropped: u64,
+    /// Ascending by seq.
+    entries: Vec<Entry>,
+    /// Highest seq handed out (journaled or heartbeat).
+    last_seq: u64,
+    /// Highest seq offered to the operator: an entry up to it may have been
+    /// applied without the answer arriving, so its traffic is never moved
+    /// into another entry (it would count twice).
+    attempted: u64,
+    fault: Option<JournalFault>,
+    /// Task output bytes cut for space since the agent started.
+    dropped_bytes: u64,
 }
 
 impl Journal {
-    /// Opens (creating) the journal in `dir`. Entries that do not parse are
-    /// moved aside as `<name>.corrupt` (a torn write from a crash before
-    /// fsync) and reported through the log, never silently replayed.
+    /// Opens (creating, mode 0700) the journal in `dir`. Entries that do not
+    /// parse are moved aside as `<name>.corrupt` (a torn write from a crash
+    /// before fsync) and reported through the log, never silently replayed.
     pub fn open(dir: &Path, limits: JournalLimits) -> Result<Journal, JournalError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        disk::private_dir(dir)?;
         let mut entries = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -84,12 +166,22 @@ impl Journal {
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|n| n.parse::<u64>().ok())
             else {
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    let _ = fs::remove_file(&path); // a write cut by a crash
+                }
                 continue;
             };
+            disk::private_file(&path);
             match read_report(&path) {
                 Ok(report) => {
                     let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    entries.push((seq, bytes, log_only(&report)));
+                    entries.push(Entry {
+                        seq,
+                        bytes: disk::on_disk(bytes as usize),
+                        items: Items::of(&report),
+                        held: None,
+                        cut: false,
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "moving an unreadable journal entry aside");
@@ -97,18 +189,33 @@ impl Journal {
                 }
             }
         }
-        entries.sort_unstable();
+        entries.sort_unstable_by_key(|e| e.seq);
+        let last_seq = entries.last().map_or(0, |e| e.seq);
         Ok(Journal {
             dir: dir.to_owned(),
             limits,
             entries,
-            dropped: 0,
+            last_seq,
+            attempted: 0,
+            fault: None,
+            dropped_bytes: 0,
         })
     }
 
-    /// Highest seq on disk (0 when empty).
+    /// Highest seq handed out or found on disk.
     pub fn last_seq(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.0)
+        self.last_seq
+    }
+
+    /// Makes later seqs start above `seq` (what the operator already applied).
+    pub fn raise_seq(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// A new seq, above every seq handed out before.
+    pub fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
     }
 
     /// Number of entries waiting for acknowledgement.
@@ -121,83 +228,272 @@ impl Journal {
         self.entries.is_empty()
     }
 
-    /// Log-only entries dropped because the journal was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// Space the entries take, as bounded by [`JournalLimits::max_bytes`].
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.bytes).sum()
+    }
+
+    /// Task output bytes cut to stay within the limit.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped_bytes
+    }
+
+    /// Entries held in memory because their write failed.
+    pub fn held(&self) -> u64 {
+        self.entries.iter().filter(|e| e.held.is_some()).count() as u64
+    }
+
+    /// Why the journal cannot be written now (`None`: it can).
+    pub fn fault(&self) -> Option<JournalFault> {
+        self.fault.clone().map(|fault| JournalFault {
+            held_in_memory: self.held(),
+            ..fault
+        })
     }
 
     fn path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}.json"))
     }
 
-    /// Durably appends `report` (its `seq` must be above [`Self::last_seq`]).
-    pub fn append(&mut self, report: &NodeReport) -> Result<(), JournalError> {
-        let path = self.path(report.seq);
-        let bytes = serde_json::to_vec(report).map_err(|source| JournalError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        let tmp = path.with_extension("tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        file.write_all(&bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        sync_dir(&self.dir)?;
-        self.entries
-            .push((report.seq, bytes.len() as u64, log_only(report)));
-        self.enforce_limits();
-        Ok(())
+    fn rejected_dir(&self) -> PathBuf {
+        self.dir.join("rejected")
     }
 
-    /// Every entry, oldest first, for replay.
-    pub fn pending(&self) -> Result<Vec<NodeReport>, JournalError> {
-        self.entries
-            .iter()
-            .map(|(seq, _, _)| read_report(&self.path(*seq)))
-            .collect()
+    /// Journals `report` (its `seq` from [`Self::next_seq`]): on disk, or
+    /// in memory when the write fails (see [`Self::fault`]). Then enforces
+    /// the size limit.
+    pub fn append(&mut self, report: NodeReport) {
+        self.retry_writes();
+        let seq = report.seq;
+        self.last_seq = self.last_seq.max(seq);
+        let entry = self.store(report);
+        let at = self.entries.partition_point(|e| e.seq < seq);
+        self.entries.insert(at, entry);
+        self.enforce_limits();
+    }
+
+    /// Writes `report` to its file, or holds it when that fails.
+    fn store(&mut self, report: NodeReport) -> Entry {
+        let bytes = serde_json::to_vec(&report).unwrap_or_default();
+        let items = Items::of(&report);
+        let size = disk::on_disk(bytes.len());
+        let seq = report.seq;
+        let held = if self.fault.is_some() {
+            // Keep order simple: while held entries wait, new ones wait too
+            // (retry_writes flushes them oldest first).
+            Some(Box::new(report))
+        } else {
+            match disk::write_durably(&self.path(seq), &bytes) {
+                Ok(()) => None,
+                Err(error) => {
+                    self.set_fault(&error);
+                    Some(Box::new(report))
+                }
+            }
+        };
+        Entry {
+            seq,
+            bytes: size,
+            items,
+            held,
+            cut: false,
+        }
+    }
+
+    fn set_fault(&mut self, error: &JournalError) {
+        if self.fault.is_none() {
+            tracing::error!(%error, "cannot write the journal; reports are held in memory and still sent (lost only if the agent dies before they are delivered)");
+        }
+        self.fault = Some(disk::fault_of(error, self.held()));
+    }
+
+    /// Writes held entries out, oldest first; when every write succeeds
+    /// (or a probe does, when nothing is held) the fault is cleared.
+    pub fn retry_writes(&mut self) {
+        if self.fault.is_none() {
+            return;
+        }
+        for index in 0..self.entries.len() {
+            let Some(report) = self.entries[index].held.as_deref() else {
+                continue;
+            };
+            let bytes = serde_json::to_vec(report).unwrap_or_default();
+            let path = self.path(self.entries[index].seq);
+            if let Err(error) = disk::write_durably(&path, &bytes) {
+                self.fault = Some(disk::fault_of(&error, self.held()));
+                return;
+            }
+            self.entries[index].held = None;
+        }
+        let probe = self.dir.join("probe.tmp");
+        let probed = disk::write_durably(&probe, b"probe");
+        let _ = fs::remove_file(&probe);
+        match probed {
+            Ok(()) => {
+                tracing::info!("the journal is writable again");
+                self.fault = None;
+            }
+            Err(error) => self.fault = Some(disk::fault_of(&error, self.held())),
+        }
+    }
+
+    /// The oldest entry, read from its file (or memory). An entry that no
+    /// longer parses is moved aside and the next one returned.
+    pub fn oldest(&mut self) -> Result<Option<NodeReport>, JournalError> {
+        while let Some(entry) = self.entries.first() {
+            if let Some(report) = &entry.held {
+                return Ok(Some((**report).clone()));
+            }
+            let path = self.path(entry.seq);
+            match read_report(&path) {
+                Ok(report) => return Ok(Some(report)),
+                Err(error @ JournalError::Corrupt { .. }) => {
+                    tracing::error!(%error, "moving an unreadable journal entry aside");
+                    let _ = fs::rename(&path, path.with_extension("corrupt"));
+                    self.entries.remove(0);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records that entries up to `seq` are being offered to the operator.
+    pub fn mark_attempted(&mut self, seq: u64) {
+        self.attempted = self.attempted.max(seq);
     }
 
     /// Removes every entry with seq ≤ `seq` (the operator applied them).
     pub fn acknowledge(&mut self, seq: u64) -> Result<(), JournalError> {
-        let (done, rest): (Vec<_>, Vec<_>) = self.entries.iter().partition(|(s, _, _)| *s <= seq);
-        for (s, _, _) in done {
-            let path = self.path(s);
+        let done = self.entries.partition_point(|e| e.seq <= seq);
+        for entry in self.entries.drain(..done) {
+            if entry.held.is_some() {
+                continue;
+            }
+            let path = self.dir.join(format!("{:020}.json", entry.seq));
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&path)(e)),
             }
         }
-        self.entries = rest;
         Ok(())
     }
 
-    fn enforce_limits(&mut self) {
-        loop {
-            let bytes: u64 = self.entries.iter().map(|e| e.1).sum();
-            if self.entries.len() <= self.limits.max_entries && bytes <= self.limits.max_bytes {
-                return;
+    /// The operator refused `report` (a journal entry) for good: splits it
+    /// when it has several items, quarantines it when it has one (or none).
+    pub fn reject(&mut self, report: NodeReport, why: &str) -> Rejection {
+        let seq = report.seq;
+        let Some(index) = self.entries.iter().position(|e| e.seq == seq) else {
+            return Rejection::Quarantined;
+        };
+        let entry = self.entries.remove(index);
+        if entry.items.total() > 1 {
+            let mut report = report;
+            self.take_newest_states(&mut report);
+            let (first, second) = compact::split(report, self.next_seq(), self.next_seq());
+            let seqs = (first.seq, second.seq);
+            tracing::warn!(seq, first = seqs.0, second = seqs.1, %why, "the operator refused a report; sending its items in two smaller ones");
+            self.remove_file(&entry);
+            for half in [first, second] {
+                let entry = self.store(half);
+                self.entries.push(entry);
             }
-            let Some(index) = self.entries.iter().position(|e| e.2) else {
-                return; // only task updates left: keep them, whatever the size
-            };
-            let (seq, _, _) = self.entries.remove(index);
-            let _ = fs::remove_file(self.path(seq));
-            self.dropped += 1;
+            return Rejection::Split(seqs.0, seqs.1);
+        }
+        let what = compact::describe(&report);
+        let kept = self.quarantine(&entry, &report);
+        tracing::error!(seq, item = %what, %why, kept_in = %kept, "the operator refused a report; it is set aside and the journal moves on");
+        Rejection::Quarantined
+    }
+
+    fn remove_file(&self, entry: &Entry) {
+        if entry.held.is_none() {
+            let _ = fs::remove_file(self.path(entry.seq));
         }
     }
-}
 
-/// A report that may be dropped when the journal is full: logs and server
-/// states only (a later report repeats the states). Task results and
-/// traffic deltas are never dropped.
-fn log_only(report: &NodeReport) -> bool {
-    report.task_updates.is_empty() && report.traffic.is_empty()
+    /// Moves a refused entry into `rejected/`, keeping at most
+    /// `max_rejected` there. Returns where it went, for the log.
+    fn quarantine(&mut self, entry: &Entry, report: &NodeReport) -> String {
+        let dir = self.rejected_dir();
+        let target = dir.join(format!("{:020}.json", entry.seq));
+        let moved = disk::private_dir(&dir).and_then(|()| {
+            if entry.held.is_some() {
+                disk::write_durably(&target, &serde_json::to_vec(report).unwrap_or_default())
+            } else {
+                fs::rename(self.path(entry.seq), &target).map_err(io(&target))
+            }
+        });
+        if let Err(error) = moved {
+            self.remove_file(entry);
+            tracing::warn!(%error, "cannot keep the refused report; it is dropped");
+            return "nowhere (dropped)".to_owned();
+        }
+        let mut kept: Vec<PathBuf> = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        kept.sort();
+        let excess = kept.len().saturating_sub(self.limits.max_rejected);
+        for old in &kept[..excess] {
+            let _ = fs::remove_file(old);
+        }
+        target.display().to_string()
+    }
+
+    fn enforce_limits(&mut self) {
+        if self.bytes() <= self.limits.max_bytes {
+            return;
+        }
+        compact::enforce(self);
+        if self.bytes() > self.limits.max_bytes {
+            tracing::warn!(
+                bytes = self.bytes(),
+                limit = self.limits.max_bytes,
+                "the journal is over its limit with task updates and traffic only; they are kept"
+            );
+        }
+    }
+
+    /// Gives `report` (about to get a new, higher seq) the server and
+    /// Strategy states of the newest entry, when that is newer: the
+    /// operator keeps the states of the highest seq, so older ones must
+    /// not come with it.
+    fn take_newest_states(&self, report: &mut NodeReport) {
+        let Some(newest) = self.entries.len().checked_sub(1) else {
+            return;
+        };
+        if self.entries[newest].seq <= report.seq {
+            return;
+        }
+        if let Ok(states) = self.load(newest) {
+            report.servers = states.servers;
+            report.strategies = states.strategies;
+        }
+    }
+
+    /// Loads entry `index`'s report.
+    fn load(&self, index: usize) -> Result<NodeReport, JournalError> {
+        let entry = &self.entries[index];
+        match &entry.held {
+            Some(report) => Ok((**report).clone()),
+            None => read_report(&self.path(entry.seq)),
+        }
+    }
+
+    /// Replaces entry `index` with `report` (same seq).
+    fn rewrite(&mut self, index: usize, report: NodeReport) {
+        let was_on_disk = self.entries[index].held.is_none();
+        let entry = self.store(report);
+        if was_on_disk && entry.held.is_some() {
+            let _ = fs::remove_file(self.path(entry.seq)); // the disk copy is stale
+        }
+        self.entries[index] = entry;
+    }
 }
 
 fn read_report(path: &Path) -> Result<NodeReport, JournalError> {
@@ -208,125 +504,27 @@ fn read_report(path: &Path) -> Result<NodeReport, JournalError> {
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+/// Traffic of several reports summed per (server, email).
+fn merged_traffic<'a>(
+    reports: impl IntoIterator<Item = &'a veil_crds::wire::UserTraffic>,
+) -> Vec<veil_crds::wire::UserTraffic> {
+    let mut sums: BTreeMap<(veil_crds::wire::ServerId, String), (u64, u64)> = BTreeMap::new();
+    for t in reports {
+        let sum = sums.entry((t.server.clone(), t.email.clone())).or_default();
+        sum.0 = sum.0.saturating_add(t.uplink);
+        sum.1 = sum.1.saturating_add(t.downlink);
     }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    sums.into_iter()
+        .map(
+            |((server, email), (uplink, downlink))| veil_crds::wire::UserTraffic {
+                server,
+                email,
+                uplink,
+                downlink,
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use veil_crds::wire::{LogChunk, RunRef, TaskUpdate};
-
-    fn run() -> RunRef {
-        RunRef {
-            namespace: "default".into(),
-            name: "r".into(),
-            uid: "u".into(),
-        }
-    }
-
-    fn logs(seq: u64) -> NodeReport {
-        NodeReport {
-            node: "n".into(),
-            seq,
-            logs: vec![LogChunk {
-                run: run(),
-                seq,
-                text: "x\n".repeat(100),
-            }],
-            ..NodeReport::default()
-        }
-    }
-
-    fn update(seq: u64) -> NodeReport {
-        NodeReport {
-            node: "n".into(),
-            seq,
-            task_updates: vec![TaskUpdate {
-                run: run(),
-                phase: veil_crds::task_run::TaskRunPhase::Succeeded,
-                started_at: None,
-                finished_at: None,
-                exit_code: Some(0),
-                reason: None,
-                message: None,
-            }],
-            ..NodeReport::default()
-        }
-    }
-
-    #[test]
-    fn unacknowledged_reports_survive_reopening_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path(), JournalLimits::default()).unwrap();
-        for seq in 1..=5 {
-            journal.append(&logs(seq)).unwrap();
-        }
-        journal.acknowledge(2).unwrap();
-        drop(journal);
-        let journal = Journal::open(dir.path(), JournalLimits::default()).unwrap();
-        let seqs: Vec<u64> = journal.pending().unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![3, 4, 5]);
-        assert_eq!(journal.last_seq(), 5);
-    }
-
-    #[test]
-    fn a_full_journal_drops_old_log_chunks_but_never_task_updates() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = JournalLimits {
-            max_entries: 3,
-            max_bytes: u64::MAX,
-        };
-        let mut journal = Journal::open(dir.path(), limits).unwrap();
-        journal.append(&update(1)).unwrap();
-        journal.append(&logs(2)).unwrap();
-        journal.append(&logs(3)).unwrap();
-        journal.append(&update(4)).unwrap();
-        journal.append(&update(5)).unwrap();
-        let seqs: Vec<u64> = journal.pending().unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 4, 5]);
-        assert_eq!(journal.dropped(), 2);
-    }
-
-    #[test]
-    fn a_full_journal_never_drops_traffic() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = JournalLimits {
-            max_entries: 2,
-            max_bytes: u64::MAX,
-        };
-        let mut journal = Journal::open(dir.path(), limits).unwrap();
-        let mut traffic = logs(1);
-        traffic.logs.clear();
-        traffic.traffic = vec![veil_crds::wire::UserTraffic {
-            server: veil_crds::wire::ServerId::default(),
-            email: "alice".into(),
-            uplink: 1,
-            downlink: 2,
-        }];
-        journal.append(&traffic).unwrap();
-        journal.append(&logs(2)).unwrap();
-        journal.append(&logs(3)).unwrap();
-        let seqs: Vec<u64> = journal.pending().unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 3]);
-    }
-
-    #[test]
-    fn a_torn_entry_is_moved_aside_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path(), JournalLimits::default()).unwrap();
-        journal.append(&logs(1)).unwrap();
-        std::fs::write(dir.path().join(format!("{:020}.json", 2)), b"{\"node\":").unwrap();
-        let journal = Journal::open(dir.path(), JournalLimits::default()).unwrap();
-        assert_eq!(journal.len(), 1);
-        assert!(dir.path().join(format!("{:020}.corrupt", 2)).exists());
-    }
-}
+mod tests;

@@ -2,9 +2,11 @@
 
 pub mod capabilities;
 pub mod client;
+pub mod data_dir;
 pub mod desync_command;
 pub mod drivers;
 pub mod journal;
 pub mod runtime;
 pub mod supervisor;
+pub mod task_user;
 pub mod token_file;

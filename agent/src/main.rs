@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil_agent::desync_command;
+use veil_agent::journal::JournalLimits;
 use veil_agent::runtime::{AgentConfig, run};
 use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 
@@ -50,6 +51,17 @@ struct Args {
     /// (which own the upper 16 mark bits) pick a low bit such as 0x100.
     #[arg(long, env = "VEIL_ZAPRET_MARK", default_value = "0x40000000", value_parser = veil_agent::drivers::zapret::parse_mark)]
     zapret_mark: u32,
+    /// The user task processes run as (a name or a uid) when the agent runs
+    /// as root; tasks of a Runner with `runAsRoot: true` run as root instead.
+    /// Default: `veil-task` when that user exists, else `nobody` (65534).
+    /// An agent that is not root runs tasks as its own user.
+    #[arg(long, env = "VEIL_TASK_USER")]
+    task_user: Option<String>,
+    /// Most space the report journal may take, in MiB. Over it the agent
+    /// merges traffic deltas and cuts old task output (with a marker in the
+    /// run's log); task results and traffic are never dropped.
+    #[arg(long, env = "VEIL_JOURNAL_MAX_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    journal_max_mib: u64,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -86,16 +98,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    veil_agent::token_file::restrict(&args.token_file);
     let config = AgentConfig {
         node: args.node,
         operator: args.operator,
         token,
+        token_file: Some(args.token_file),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,
         stats_interval: args.stats_interval.as_std(),
         zapret_mark: args.zapret_mark,
         desync_program: None,
+        task_user: args.task_user,
+        journal: JournalLimits {
+            max_bytes: args.journal_max_mib.saturating_mul(1024 * 1024),
+            ..JournalLimits::default()
+        },
     };
     match run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,18 @@
 //! The agent's main loop: register, long-poll assignments, run what is
 //! assigned, and report — surviving an operator that comes and goes.
 //!
-//! - Registration retries with exponential backoff and jitter; a 401/403 is
-//!   final (a wrong token never fixes itself).
+//! - Registration retries with exponential backoff and jitter.
+//! - A 401/403 (token wrong, revoked, or another node's) stops new work: no
+//!   assignment is polled, so no new task runs; what runs keeps running
+//!   (servers keep serving) until the operator assigns otherwise. The agent
+//!   logs the refusal as an error and tries again every [`REFUSED_RETRY`].
+//! - The last applied assignment (servers and Strategies) is kept on disk
+//!   ([`last_assignment`]); an agent that starts while the operator is away
+//!   serves it before registering, adopting the xray processes a previous
+//!   agent left running.
+//! - Stopping the agent leaves xray running for the next agent (see
+//!   [`XrayDriver::detach_all`]); traffic counters are read only once reports
+//!   can be journaled with the right numbering (after registration).
 //! - While the operator is away the agent keeps running what it was last
 //!   assigned, and journals every report until it is acknowledged.
 //! - Level-triggered: each assignment is the node's whole desired state.
@@ -13,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use veil_crds::wire::RegisterRequest;
 
@@ -21,10 +31,17 @@ use crate::client::{ClientError, OperatorClient};
 use crate::drivers::xray::{Event, XrayContext, XrayDriver};
 use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, ZapretDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
+use crate::token_file::NodeToken;
 
 mod backoff;
+pub mod last_assignment;
 mod reporter;
 mod tasks;
+
+/// How often an agent whose token the operator refused (401/403) tries
+/// again: slowly, as a refusal needs a person to act (restore the token or
+/// create a new one), and each attempt is logged as an error.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 pub use backoff::Backoff;
 
@@ -37,6 +54,9 @@ pub struct AgentConfig {
     pub operator: String,
     /// Node token (secret).
     pub token: String,
+    /// The file `token` was read from, read again before every request
+    /// (projected ServiceAccount tokens rotate); `None`: `token` only.
+    pub token_file: Option<PathBuf>,
     /// Labels reported at registration.
     pub labels: BTreeMap<String, String>,
     /// Journal, run work dirs and markers live here.
@@ -52,6 +72,11 @@ pub struct AgentConfig {
     /// The executable whose `desync` subcommand is the built-in engine;
     /// `None`: see [`default_desync_program`].
     pub desync_program: Option<PathBuf>,
+    /// `--task-user`: who task processes run as (see
+    /// [`crate::task_user::TaskUser::resolve`]); `None`: the default.
+    pub task_user: Option<String>,
+    /// Bounds of the report journal (`DATA_DIR/journal`).
+    pub journal: JournalLimits,
 }
 
 /// Environment variable naming the executable whose `desync` subcommand is
@@ -84,27 +109,39 @@ pub fn default_desync_program() -> PathBuf {
 pub enum AgentError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// A non-transient refusal (wrong or revoked token, token of another node).
-    #[error("registration refused: {0}")]
-    Refused(#[source] ClientError),
     #[error("cannot create {path}: {source}")]
     DataDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The data dir's modes could not be set.
+    #[error(transparent)]
+    DataDirModes(#[from] crate::data_dir::DataDirError),
+    /// `--task-user` cannot be used.
+    #[error(transparent)]
+    TaskUser(#[from] crate::task_user::TaskUserError),
 }
 
-/// Runs the agent until `shutdown` is cancelled (then stops every task's
-/// process tree) or registration is refused.
+/// Runs the agent until `shutdown` is cancelled: then stops every task's
+/// process tree and the DPI-bypass engines, and leaves xray running for the
+/// next agent. A refused token does not end it (see the module docs).
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let runs_dir = config.data_dir.join("runs");
-    std::fs::create_dir_all(&runs_dir).map_err(|source| AgentError::DataDir {
-        path: runs_dir.clone(),
-        source,
-    })?;
-    let journal = Journal::open(&config.data_dir.join("journal"), JournalLimits::default())?;
-    let client = OperatorClient::new(&config.operator, &config.token);
+    let task_user = crate::task_user::TaskUser::resolve(config.task_user.as_deref())?;
+    match &task_user {
+        Some(user) => {
+            tracing::info!(%user, "tasks run as this user unless their Runner sets runAsRoot")
+        }
+        None => tracing::warn!(
+            "the agent is not root: tasks run as the agent's own user and can read its token and data dir"
+        ),
+    }
+    let runs_dir = crate::data_dir::prepare(&config.data_dir)?;
+    let journal = Journal::open(&config.data_dir.join("journal"), config.journal.clone())?;
+    let mut client = OperatorClient::new(&config.operator, &config.token);
+    if let Some(file) = &config.token_file {
+        client = client.with_token(NodeToken::from_file(file.clone(), &config.token));
+    }
     let capabilities = crate::capabilities::detect_async().await;
     let request = RegisterRequest {
         node: config.node.clone(),
@@ -118,8 +155,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
     let applied = Arc::new(AtomicU64::new(0));
     let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-    let registered = register(&client, &request, &shutdown).await?;
-    let Some(registered) = registered else {
+    // Closed until the reporter runs with the operator's report numbering.
+    let (reporting, reporting_rx) = watch::channel(false);
+    let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone(), reporting_rx);
+    let zapret = zapret_driver(&config, &capabilities, outbox_tx.clone());
+    let last_path = config.data_dir.join(last_assignment::FILE_NAME);
+    if let Some(last) = last_assignment::load(&last_path, &config.node) {
+        tracing::info!(
+            revision = last.revision,
+            servers = last.servers.len(),
+            strategies = last.strategies.len(),
+            "serving the last applied assignment until the operator answers"
+        );
+        servers.apply(&last.servers).await;
+        zapret.apply(last.strategies.clone());
+    }
+
+    let Some(registered) = register(&client, &request, &shutdown).await else {
+        servers.detach_all().await;
+        zapret.shutdown().await;
         return Ok(());
     };
     tracing::info!(node = %config.node, "registered with the operator");
@@ -132,12 +186,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         applied: applied.clone(),
     };
     let reporter = tokio::spawn(reporter.run(outbox_rx, registered.last_report_seq));
+    reporting.send_replace(true);
 
-    let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone());
-    let zapret = zapret_driver(&config, &capabilities, outbox_tx.clone());
     let mut tasks = tasks::Tasks::new(
         crate::drivers::task::TaskContext {
             capabilities,
+            task_user,
             ..crate::drivers::task::TaskContext::new(config.node.clone(), runs_dir.clone())
         },
         runs_dir,
@@ -157,16 +211,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 revision = assignment.revision;
                 tasks.apply(&assignment);
                 servers.apply(&assignment.servers).await;
+                servers.stop_orphans().await;
                 zapret.apply(assignment.strategies.clone());
                 applied.store(revision, Ordering::Relaxed);
-            }
-            Ok(None) => backoff.reset(),
-            Err(ClientError::RegisterAgain(_)) => {
-                if register(&client, &request, &shutdown).await?.is_none() {
-                    break;
+                if let Err(error) = last_assignment::save(&last_path, &assignment) {
+                    tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");
                 }
             }
-            Err(error) if error.is_transient() => {
+            Ok(None) => backoff.reset(),
+            Err(error)
+                if error.is_transient() && !matches!(error, ClientError::RegisterAgain(_)) =>
+            {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "assignment poll failed; keeping the last assignment");
                 tokio::select! {
@@ -174,11 +229,24 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
-            Err(error) => return Err(AgentError::Refused(error)),
+            Err(error) => {
+                // 409 (the operator forgot us) or a refusal: register again;
+                // a refusal waits there, slowly, with nothing new started.
+                if !error.is_transient() {
+                    refused(&error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                    }
+                }
+                if register(&client, &request, &shutdown).await.is_none() {
+                    break;
+                }
+            }
         }
     }
     tasks.stop_all().await;
-    servers.stop_all().await;
+    servers.detach_all().await;
     zapret.shutdown().await;
     // Dropping both closes the outbox: the reporter delivers what is left and ends.
     drop(tasks);
@@ -187,11 +255,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
+/// Logs a refusal of the node's token: what it means and what to do.
+fn refused(error: &ClientError) {
+    tracing::error!(
+        %error,
+        retry_in = ?REFUSED_RETRY,
+        "the operator refused this node's token: no new work starts; running servers keep serving until the operator assigns otherwise. Restore the token or give the agent a new one (veil-operator token create)"
+    );
+}
+
 /// The xray driver, with its observations forwarded to the reporter.
 fn servers_driver(
     config: &AgentConfig,
     capabilities: &[veil_crds::wire::Capability],
     outbox: mpsc::UnboundedSender<reporter::Outgoing>,
+    reporting: watch::Receiver<bool>,
 ) -> XrayDriver {
     use reporter::Outgoing;
     let (events, mut observed) = mpsc::unbounded_channel();
@@ -204,6 +282,7 @@ fn servers_driver(
             data_dir: config.data_dir.join("servers"),
             stats_interval: config.stats_interval,
             events: events.clone(),
+            reporting,
         });
     tokio::spawn(async move {
         while let Some(event) = observed.recv().await {
@@ -266,25 +345,30 @@ fn xray_version(text: &str) -> String {
     }
 }
 
-/// Registers, retrying transient failures; `Ok(None)` if shut down meanwhile.
+/// Registers, retrying transient failures with backoff and refusals every
+/// [`REFUSED_RETRY`]; `None` if shut down meanwhile.
 async fn register(
     client: &OperatorClient,
     request: &RegisterRequest,
     shutdown: &CancellationToken,
-) -> Result<Option<veil_crds::wire::RegisterResponse>, AgentError> {
+) -> Option<veil_crds::wire::RegisterResponse> {
     let mut backoff = Backoff::default();
     loop {
-        match client.register(request).await {
-            Ok(response) => return Ok(Some(response)),
+        let delay = match client.register(request).await {
+            Ok(response) => return Some(response),
             Err(error) if error.is_transient() => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "registration failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                delay
             }
-            Err(error) => return Err(AgentError::Refused(error)),
+            Err(error) => {
+                refused(&error);
+                REFUSED_RETRY
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -1,15 +1,21 @@
 //! The node token file (`--token-file`), which may not exist yet when the
-//! agent starts: in Kubernetes the DaemonSet mounts the Secret
-//! `veil-agent-tokens` and each pod reads the key named after its node,
-//! which appears only once someone runs `veil-operator token create
-//! --node NODE --kube` (the kubelet then updates the mounted files).
+//! agent starts, and changes while it runs: in Kubernetes the DaemonSet
+//! projects the pod's ServiceAccount token, which the kubelet replaces
+//! well before it expires; outside a cluster an operator may rotate the
+//! file by hand.
 //!
 //! [`wait_for_token`] waits for it: one clear log line, then a look every
 //! [`TOKEN_FILE_POLL`] — no crash loop, no busy loop. Any other read error
-//! (a directory, no permission) ends the wait with an error. The token is
-//! never logged.
+//! (a directory, no permission) ends the wait with an error. [`NodeToken`]
+//! then reads the file again before every request. The token is never
+//! logged.
+//!
+//! [`restrict`] keeps the file from task processes: a token file readable
+//! by group or others is made 0600 when the agent can, and a warning says so
+//! when it cannot (a read-only mount).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -59,7 +65,7 @@ pub async fn wait_for_token(
             tracing::warn!(
                 path = %path.display(),
                 retry_every = ?poll,
-                "no token for node {node} yet: waiting for the token file (in Kubernetes, `veil-operator token create --node {node} --kube` adds this node's key to the Secret veil-agent-tokens)"
+                "no token for node {node} yet: waiting for the token file (in Kubernetes the DaemonSet projects the pod's ServiceAccount token there; elsewhere write the output of `veil-operator token create --node {node}` to it)"
             );
             told = true;
         }
@@ -67,6 +73,94 @@ pub async fn wait_for_token(
             () = shutdown.cancelled() => return Ok(None),
             () = tokio::time::sleep(poll) => {}
         }
+    }
+}
+
+/// Makes the token file owner-only (0600) when group or others may read
+/// it. Never fails the agent: a file it cannot change (a read-only Secret
+/// mount) gets a warning naming the risk.
+pub fn restrict(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 == 0 {
+            return;
+        }
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                was = format!("{:o}", mode & 0o777),
+                "made the token file owner-only (0600) so tasks cannot read it"
+            ),
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                %error,
+                "the token file is readable by other users (mode {:o}) and cannot be changed; tasks running as another user may read it — mount it with mode 0600 (Kubernetes: defaultMode: 0600)",
+                mode & 0o777
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The token the agent sends: fixed, or the current content of its file.
+///
+/// With a file, [`NodeToken::current`] reads it again each time (a few
+/// hundred bytes, a few times a minute), so a rotated token is used from
+/// the next request on; when the file is missing, empty or unreadable for
+/// a moment (the kubelet swaps it atomically, an editor may not) the last
+/// token read stays in use. Cheap to clone; never printed by `Debug`.
+#[derive(Clone)]
+pub struct NodeToken {
+    file: Option<PathBuf>,
+    last: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for NodeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeToken")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeToken {
+    /// Always `token` (trimmed).
+    pub fn fixed(token: &str) -> NodeToken {
+        NodeToken {
+            file: None,
+            last: Arc::new(Mutex::new(token.trim().to_owned())),
+        }
+    }
+
+    /// The content of `file`, `first` until it can be read.
+    pub fn from_file(file: PathBuf, first: &str) -> NodeToken {
+        NodeToken {
+            file: Some(file),
+            ..NodeToken::fixed(first)
+        }
+    }
+
+    /// The token to send now.
+    pub fn current(&self) -> String {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(file) = &self.file
+            && let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+            && text.trim() != last.as_str()
+        {
+            text.trim().clone_into(&mut last);
+            tracing::info!(path = %file.display(), "the token file changed; using the new token");
+        }
+        last.clone()
     }
 }
 
@@ -95,6 +189,23 @@ mod tests {
         assert_eq!(token.as_deref(), Some("veil_node_abc"));
     }
 
+    #[test]
+    fn a_rotated_token_file_is_used_from_the_next_request_and_a_gap_keeps_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let token = NodeToken::from_file(path.clone(), "first");
+        assert_eq!(token.current(), "first");
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(token.current(), "second");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(token.current(), "second");
+        std::fs::write(&path, " \n").unwrap();
+        assert_eq!(token.current(), "second");
+        assert_eq!(NodeToken::fixed(" fixed\n").current(), "fixed");
+        assert!(!format!("{token:?}").contains("second"));
+    }
+
     #[tokio::test]
     async fn stops_waiting_on_shutdown_and_fails_on_an_unreadable_path() {
         let dir = tempfile::tempdir().unwrap();
@@ -106,5 +217,18 @@ mod tests {
         // A directory is not a token file: an error, not a wait.
         let result = wait_for_token(dir.path(), "n", TOKEN_FILE_POLL, &shutdown).await;
         assert!(result.is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_readable_by_others_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.token");
+        std::fs::write(&path, "veil_node_abc").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict(&path);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

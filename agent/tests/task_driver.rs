@@ -48,6 +48,7 @@ fn mk_assignment(name: &str, task: serde_json::Value) -> TaskAssignment {
         env: Vec::new(),
         work_dir: None,
         cancel: false,
+        run_as_root: false,
     }
 }
 
@@ -370,7 +371,7 @@ async fn missing_executor_names_the_node_and_the_tool_before_anything_runs() {
         (
             "missing-git",
             json!({"executor": "shell", "shell": {"script": "true"},
-            "repository": {"url": "file:///nowhere.git"}}),
+            "repository": {"url": "file:///nowhere.git", "allowInsecure": true}}),
             "`git`",
         ),
     ];
@@ -464,7 +465,7 @@ async fn repository_is_checked_out_at_a_tag_a_commit_or_a_branch() {
         (None, "two"),
     ] {
         let task = json!({"executor": "shell", "shell": {"command": ["cat", "VERSION"]},
-            "repository": {"url": url, "ref": reference}});
+            "repository": {"allowInsecure": true, "url": url, "ref": reference}});
         let (outcome, lines) = run(&mk_assignment("checkout", task), &ctx, BOUND).await;
         assert_phase(&outcome, &lines, TaskRunPhase::Succeeded, None);
         assert!(
@@ -475,7 +476,7 @@ async fn repository_is_checked_out_at_a_tag_a_commit_or_a_branch() {
     }
 
     let task = json!({"executor": "shell", "shell": {"command": ["true"]},
-        "repository": {"url": url, "ref": "no-such-branch"}});
+        "repository": {"allowInsecure": true, "url": url, "ref": "no-such-branch"}});
     let (outcome, lines) = run(&mk_assignment("bad-ref", task), &ctx, BOUND).await;
     assert_phase(
         &outcome,
@@ -513,7 +514,10 @@ async fn work_dir_is_private_fresh_and_removed_unless_kept() {
         dir.display()
     );
     assert!(texts(&lines).contains(&"700"));
-    assert!(texts(&lines).contains(&"0"), "the dir starts empty");
+    assert!(
+        texts(&lines).contains(&"1"),
+        "the dir starts with only the run's HOME in it"
+    );
     assert!(!dir.exists(), "removed after the run");
 
     ctx.keep_work_dirs = true;
@@ -562,7 +566,7 @@ async fn ansible_playbook_runs_against_localhost() {
     let (url, _) = mk_repo(root.path(), &[(&[("playbooks/site.yml", playbook)], None)]);
     let mut ctx = mk_ctx(root.path());
     ctx.capabilities.push(ansible);
-    let task = json!({"executor": "ansible", "repository": {"url": url},
+    let task = json!({"executor": "ansible", "repository": {"allowInsecure": true, "url": url},
         "ansible": {"playbook": "playbooks/site.yml", "extraVars": {"who": "veil tests"}}});
     let (outcome, lines) = run(&mk_assignment("ansible", task), &ctx, TOOL_BOUND).await;
     assert_phase(&outcome, &lines, TaskRunPhase::Succeeded, None);
@@ -595,7 +599,7 @@ output "greeting" {
     let (url, _) = mk_repo(root.path(), &[(&[("infra/main.tf", config)], None)]);
     let mut ctx = mk_ctx(root.path());
     ctx.capabilities.push(tofu);
-    let task = json!({"executor": "terraform", "repository": {"url": url},
+    let task = json!({"executor": "terraform", "repository": {"allowInsecure": true, "url": url},
         "terraform": {"dir": "infra", "action": "apply", "vars": {"greeting": "hello tofu"}}});
     let (outcome, lines) = run(&mk_assignment("tofu", task), &ctx, TOOL_BOUND).await;
     assert_phase(&outcome, &lines, TaskRunPhase::Succeeded, None);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{
     Condition, EnvVar, LabelSelector, LabelSelectorRequirement, WorkloadPhase, impl_object_status,
-    validate_env,
+    is_false, validate_env,
 };
 use crate::validate::{DnsLabel, FieldError, FieldErrors, LabelKey, LabelValue};
 
@@ -48,6 +48,13 @@ pub struct RunnerSpec {
     /// Environment variables given to every task run here (the task's own `env` wins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Run this Runner's tasks as root (the agent's own user) instead of the
+    /// node's unprivileged task user (`veil-agent --task-user`). A root task
+    /// can read the agent's token, journal and xray configs: grant it only to
+    /// Runners whose TaskRuns are trusted like the node's administrator. Shown
+    /// in the Runner's and each TaskRun's status. Default: `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub run_as_root: bool,
 }
 
 fn default_parallel() -> u32 {
@@ -152,6 +159,9 @@ pub struct RunnerStatus {
     /// kstatus conditions (`Ready`: at least one selected node is Ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// `true` when `spec.runAsRoot` makes this Runner's tasks run as root.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub run_as_root: bool,
     /// Selected nodes that are Ready.
     #[serde(default)]
     pub ready_nodes: u32,

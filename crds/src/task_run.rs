@@ -9,11 +9,13 @@ use crate::common::{Condition, impl_object_status, is_false};
 use crate::runner::RunnerSelector;
 use crate::validate::{FieldError, FieldErrors, Rfc3339};
 
+mod repository;
 mod task;
 
-pub use task::{
-    AnsibleTask, MAX_TIMEOUT_SECONDS, Repository, ShellTask, Task, TerraformAction, TerraformTask,
+pub use repository::{
+    Repository, check_ref, check_relative_path, check_url, git_allowed_protocols,
 };
+pub use task::{AnsibleTask, MAX_TIMEOUT_SECONDS, ShellTask, Task, TerraformAction, TerraformTask};
 
 /// One execution of a task.
 #[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +107,10 @@ pub struct TaskRunStatus {
     /// The `Runner` whose capacity the run uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// `true` when the run's Runner has `runAsRoot`: its processes run as
+    /// root, not as the node's unprivileged task user.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub run_as_root: bool,
     /// When the process started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Rfc3339>,

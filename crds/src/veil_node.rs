@@ -13,7 +13,8 @@ use crate::common::{Condition, impl_object_status, is_false};
 use crate::validate::{FieldError, LabelKey, LabelValue, Rfc3339};
 
 /// A machine running `veil-agent`. Node selectors in other kinds pick nodes by
-/// the union of `metadata.labels` and `spec.labels` (the latter win).
+/// the union of `metadata.labels` and `spec.labels` (the latter win), never
+/// by the labels the agent reports (those are shown in `status.reportedLabels`).
 #[derive(
     CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
 )]
@@ -21,7 +22,7 @@ use crate::validate::{FieldError, LabelKey, LabelValue, Rfc3339};
     group = "veil.dev",
     version = "v1alpha1",
     kind = "VeilNode",
-    doc = "A machine running veil-agent, created when the agent registers. spec holds extra labels and the cordon switch; status what the agent reports (os, arch, version, tools, heartbeat).",
+    doc = "A machine running veil-agent, created when the agent registers. Node selectors match metadata.labels and spec.labels only; spec also holds the cordon switch; status what the agent reports (os, arch, version, tools, labels, heartbeat).",
     plural = "veilnodes",
     shortname = "vn",
     category = "veil",
@@ -29,8 +30,10 @@ use crate::validate::{FieldError, LabelKey, LabelValue, Rfc3339};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VeilNodeSpec {
-    /// Extra labels for node selection, added to the labels the agent registered
-    /// with (e.g. `{region: eu-west, role: edge}`). Default: none.
+    /// Labels for node selection, added to `metadata.labels` (these win)
+    /// (e.g. `{region: eu-west, role: edge}`). The only labels selectors
+    /// match besides `metadata.labels`: what the agent reports with
+    /// `--label` is never matched. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<LabelKey, LabelValue>,
     /// When `true`, no new work is placed on this node and its long-running
@@ -72,6 +75,10 @@ pub struct VeilNodeStatus {
     /// 5 minutes while nothing else changes (`Ready` uses the latest one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Rfc3339>,
+    /// Labels the agent registered with (`--label`). Shown only: node
+    /// selectors never match them (set `spec.labels` to select the node).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reported_labels: BTreeMap<String, String>,
     /// Tools found on the node: xray, sing-box, winws, nfqws, ansible-playbook, terraform, git, sh.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<Capability>,

@@ -36,6 +36,16 @@ pub use strategies::{
 /// Path prefix of the agent protocol.
 pub const AGENT_PATH: &str = "/v1/agent";
 
+/// Largest serialized [`NodeReport`] an agent builds: it spreads task
+/// updates, log chunks and traffic deltas over several reports (each with
+/// its own `seq`) rather than send a larger one.
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+
+/// The operator's body limit for `POST report`, above
+/// [`MAX_REPORT_BYTES`] so a report at the cap (or one from a slightly
+/// different agent version) is never refused for its size.
+pub const MAX_REPORT_BODY_BYTES: usize = 4 * MAX_REPORT_BYTES;
+
 /// A capability found on a node: a tool Veil can drive, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +149,9 @@ pub struct TaskAssignment {
     /// Stop the run (spec.cancel, or the TaskRun was deleted).
     #[serde(default)]
     pub cancel: bool,
+    /// Run as root instead of the node's task user (the Runner's `runAsRoot`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_as_root: bool,
 }
 
 /// One environment variable with its value.
@@ -192,6 +205,25 @@ pub struct NodeReport {
     /// state, sent in full with every report and heartbeat).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub strategies: Vec<StrategyReport>,
+    /// Set while the agent cannot write its journal (full disk, read-only
+    /// or failing file system): its reports are then held in memory, still
+    /// sent, and lost only if the agent dies before they are delivered.
+    /// Absent when the journal is writable (a state, like `servers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_fault: Option<JournalFault>,
+}
+
+/// Why the agent's journal cannot be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalFault {
+    /// `DiskFull`, `ReadOnly` or `WriteFailed`.
+    pub reason: String,
+    /// The failed operation and the system's error (never report content).
+    pub message: String,
+    /// Reports held in memory only when this report was sent.
+    #[serde(default)]
+    pub held_in_memory: u64,
 }
 
 /// The state of one task run as the agent sees it.

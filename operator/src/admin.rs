@@ -80,24 +80,24 @@ pub async fn ensure_admin_token(
     Ok((hash, Provisioned::Created(path)))
 }
 
-/// Writes `content` to `path` readable by the owner only (0600), atomically.
+/// Writes `content` to `path` readable by the owner only (0600), atomically:
+/// through a new temporary file with a random name in the same directory
+/// (created exclusively, so no file or symlink planted under a fixed name
+/// is ever followed), then renamed over `path`. A missing directory is
+/// created 0700.
 pub fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
+    let dir = match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    crate::private_fs::create_private_dir(dir)?;
+    // tempfile creates 0600 with O_EXCL.
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.write_all(content.as_bytes())?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

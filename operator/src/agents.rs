@@ -7,15 +7,16 @@
 //! only when) the content changes, and wakes that node's long-poll. An
 //! unchanged node costs nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, StrategyReport,
-    TaskAssignment,
+    Assignment, JournalFault, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup,
+    StrategyReport, TaskAssignment,
 };
 
 /// What the operator knows about one node's agent.
@@ -41,6 +42,9 @@ pub struct NodeObservation {
     /// Every Strategy member the agent was given, from its latest report (a
     /// state, replaced whole like `servers`, guarded by the same seq).
     pub strategies: Vec<StrategyReport>,
+    /// Why the agent's journal cannot be written, from its latest report
+    /// (`None`: writable, or not reported yet).
+    pub journal_fault: Option<JournalFault>,
 }
 
 /// A node's whole desired state, before its revision is assigned.
@@ -51,10 +55,53 @@ pub struct NodeAssignment {
     pub strategies: Vec<StrategyGroup>,
 }
 
+/// Users by server key (`namespace/name`, as traffic counters name servers).
+type ServerUsers = BTreeMap<String, BTreeSet<String>>;
+
+/// What one node may report traffic for: the servers and users of its
+/// current and previous assignment, and every server it was given since
+/// this operator started. Only ever built from what the operator itself
+/// published to the node, never from what the node says.
+#[derive(Clone, Debug, Default)]
+pub struct ReportScope {
+    current: Arc<ServerUsers>,
+    previous: Arc<ServerUsers>,
+    servers_ever: Arc<BTreeSet<String>>,
+}
+
+impl ReportScope {
+    /// Whether the server (`namespace/name`) was assigned to the node.
+    pub fn allows_server(&self, server: &str) -> bool {
+        self.servers_ever.contains(server)
+    }
+
+    /// Whether the user was in the node's current or previous assignment of `server`.
+    pub fn allows_user(&self, server: &str, email: &str) -> bool {
+        [&self.current, &self.previous]
+            .iter()
+            .any(|users| users.get(server).is_some_and(|e| e.contains(email)))
+    }
+
+    fn advance(&mut self, content: &NodeAssignment) {
+        let next: ServerUsers = content
+            .servers
+            .iter()
+            .map(|s| {
+                let emails = s.vless.users.iter().map(|u| u.email.clone()).collect();
+                (s.server.to_string(), emails)
+            })
+            .collect();
+        let ever = Arc::make_mut(&mut self.servers_ever);
+        ever.extend(next.keys().cloned());
+        self.previous = std::mem::replace(&mut self.current, Arc::new(next));
+    }
+}
+
 struct NodeEntry {
     observation: Option<NodeObservation>,
     assignment: watch::Sender<Arc<Assignment>>,
     content_hash: String,
+    scope: ReportScope,
 }
 
 /// Every node's agent state. Cheap to share (`Arc<Agents>`).
@@ -62,6 +109,9 @@ pub struct Agents {
     nodes: Mutex<HashMap<String, NodeEntry>>,
     /// Bumped on every registration and report, so the controller replans.
     changes: watch::Sender<u64>,
+    /// Whether the controller published assignments at least once (until
+    /// then no node's [`ReportScope`] is known).
+    published: AtomicBool,
 }
 
 impl Default for Agents {
@@ -69,6 +119,7 @@ impl Default for Agents {
         Agents {
             nodes: Mutex::new(HashMap::new()),
             changes: watch::channel(0).0,
+            published: AtomicBool::new(false),
         }
     }
 }
@@ -91,7 +142,22 @@ impl Agents {
             }))
             .0,
             content_hash: String::new(),
+            scope: ReportScope::default(),
         })
+    }
+
+    /// What `node` may report traffic for; `None` until the controller
+    /// published assignments for the first time since the operator started.
+    pub fn report_scope(&self, node: &str) -> Option<ReportScope> {
+        if !self.published.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.lock()
+                .get(node)
+                .map(|e| e.scope.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// Records a registration (creates or updates the node).
@@ -113,6 +179,7 @@ impl Agents {
             servers_reported_at,
             servers_seq: 0,
             strategies,
+            journal_fault: None,
         });
         drop(nodes);
         self.changes.send_modify(|n| *n += 1);
@@ -179,6 +246,15 @@ impl Agents {
         true
     }
 
+    /// Records whether `node`'s journal is writable, as its latest report
+    /// says (every report and heartbeat carries it).
+    pub fn set_journal_fault(&self, node: &str, fault: Option<JournalFault>) {
+        let mut nodes = self.lock();
+        if let Some(observation) = nodes.get_mut(node).and_then(|e| e.observation.as_mut()) {
+            observation.journal_fault = fault;
+        }
+    }
+
     /// Tells the controller something changed (a report was applied).
     pub fn notify_changed(&self) {
         self.changes.send_modify(|n| *n += 1);
@@ -221,6 +297,7 @@ impl Agents {
                 continue;
             }
             entry.content_hash = hash;
+            entry.scope.advance(&content);
             let previous = entry.assignment.borrow().revision;
             let revision = (now.timestamp_micros().max(0) as u64).max(previous + 1);
             entry.assignment.send_replace(Arc::new(Assignment {
@@ -231,11 +308,59 @@ impl Agents {
                 strategies: content.strategies,
             }));
         }
+        self.published.store(true, Ordering::Release);
+    }
+
+    /// Publishes only what `desired` takes away from what each node has
+    /// now: users (and whole servers) missing from `desired` are removed;
+    /// nothing is added or changed (tasks and Strategies stay as they are).
+    /// For a pass whose writes failed: revocations (disabled, expired,
+    /// over-limit or deleted keys) must reach the nodes even then, while
+    /// anything new waits until it is stored.
+    pub fn set_revocations(&self, desired: &BTreeMap<String, NodeAssignment>, now: DateTime<Utc>) {
+        let restricted: BTreeMap<String, NodeAssignment> = self
+            .lock()
+            .iter()
+            .map(|(name, entry)| {
+                let current = entry.assignment.borrow().clone();
+                (name.clone(), revoked_only(&current, desired.get(name)))
+            })
+            .collect();
+        self.set_assignments(restricted, now);
     }
 
     /// Receiver that changes whenever an agent registers or reports.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+/// `current` minus every server and user `wanted` does not have.
+fn revoked_only(current: &Assignment, wanted: Option<&NodeAssignment>) -> NodeAssignment {
+    let servers = current
+        .servers
+        .iter()
+        .filter_map(|server| {
+            let keep = wanted?.servers.iter().find(|w| w.server == server.server)?;
+            let users: Vec<_> = server
+                .vless
+                .users
+                .iter()
+                .filter(|u| keep.vless.users.contains(u))
+                .cloned()
+                .collect();
+            let mut server = server.clone();
+            if users.len() != server.vless.users.len() {
+                server.vless.users_hash = crate::plan::vless::users_hash(&users);
+                server.vless.users = users;
+            }
+            Some(server)
+        })
+        .collect();
+    NodeAssignment {
+        tasks: current.tasks.clone(),
+        servers,
+        strategies: current.strategies.clone(),
     }
 }
 
@@ -272,6 +397,7 @@ mod tests {
             env: Vec::new(),
             work_dir: None,
             cancel: false,
+            run_as_root: false,
         }
     }
 

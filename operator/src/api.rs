@@ -26,9 +26,16 @@ pub mod agent;
 mod auth;
 mod credentials;
 pub mod forward;
+pub mod guard;
 mod health;
 mod logs;
 mod objects;
+mod pod_identity;
+
+/// The largest request body any route accepts (a bigger one is 413), the
+/// same on the leader and on a forwarding follower. Agents keep reports
+/// far smaller.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -52,7 +59,14 @@ pub struct ApiState {
     /// Kubernetes mode: hands `/v1/` requests to the leader while this
     /// replica follows. `None` (dir mode): every request is served here.
     pub forwarder: Option<Arc<forward::Forwarder>>,
+    /// Failed authentications per client address.
+    pub failed_auth: Arc<guard::FailedAuthLimit>,
+    /// The store's node tokens in memory.
+    pub store_tokens: Arc<guard::StoreTokenCache>,
 }
+
+// A follower passes reports on to the leader: its limit must not be the smaller one.
+const _: () = assert!(forward::MAX_BODY_BYTES >= veil_crds::wire::MAX_REPORT_BODY_BYTES);
 
 /// The whole router.
 pub fn router(state: ApiState) -> Router {
@@ -74,7 +88,12 @@ pub fn router(state: ApiState) -> Router {
     let agent = Router::new()
         .route("/v1/agent/register", axum::routing::post(agent::register))
         .route("/v1/agent/assignment", get(agent::assignment))
-        .route("/v1/agent/report", axum::routing::post(agent::report));
+        .route(
+            "/v1/agent/report",
+            axum::routing::post(agent::report).layer(axum::extract::DefaultBodyLimit::max(
+                veil_crds::wire::MAX_REPORT_BODY_BYTES,
+            )),
+        );
     let forwarder = state.forwarder.clone();
     let router = Router::new()
         .route("/healthz", get(health::healthz))
@@ -82,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(admin)
         .merge(agent)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     match forwarder {
         // Outermost: a follower passes `/v1/` on before any token check.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod agent_identity;
 pub mod get;
 pub mod link;
 pub mod logs;

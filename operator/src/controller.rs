@@ -31,6 +31,7 @@ use crate::traffic::TrafficBook;
 use crate::view::View;
 use crate::world::{GenerationBook, object_key, object_ref};
 
+mod degraded;
 mod kube_mode;
 mod secrets;
 
@@ -91,6 +92,10 @@ pub struct Controller {
     status_sink: StatusSink,
     /// Kubernetes mode's state; `None` in dir mode.
     kube: Option<kube_mode::KubeMode>,
+    /// Kubernetes mode: this replica just became the leader and has not
+    /// yet read the run states and traffic totals the previous leader left
+    /// in a shared store.
+    books_stale: bool,
     errors: Vec<LoadErrorRecord>,
     view: watch::Sender<Arc<View>>,
     metrics: Arc<Metrics>,
@@ -132,6 +137,7 @@ impl Controller {
                     servers_reported_at: None,
                     servers_seq: 0,
                     strategies: Vec::new(),
+                    journal_fault: None,
                 });
             }
         }
@@ -182,10 +188,7 @@ impl Controller {
             generated,
             last_schedule_times,
             wake_at: None,
-            notifier: crate::notify::Notifier::spawn(
-                reqwest::Client::new(),
-                crate::notify::NotifierOptions::default(),
-            ),
+            notifier: notifier(false),
             finished_seen: None,
             cached_world: None,
             generated_rev: 0,
@@ -194,6 +197,7 @@ impl Controller {
             memo: None,
             status_sink,
             kube: None,
+            books_stale: false,
             errors,
             view,
             metrics,
@@ -244,8 +248,18 @@ impl Controller {
             }
             self.metrics.queue_depth.set(0);
             let started = Instant::now();
-            let result = self.reconcile(&snapshot, Utc::now()).await;
+            let now = Utc::now();
+            let result = self.reconcile(&snapshot, now).await;
             let pass = started.elapsed();
+            match &result {
+                Ok(()) => {
+                    self.metrics.failed_passes.set(0);
+                }
+                Err(_) => {
+                    self.metrics.failed_passes.inc();
+                    self.publish_revocations(&snapshot, now);
+                }
+            }
             if result.is_ok() && pass >= PACE_FROM && snapshots.has_changed().unwrap_or(false) {
                 // A burst: the source changed while this pass ran. Waiting
                 // as long as the pass took keeps the controller at half a
@@ -290,6 +304,11 @@ impl Controller {
         }
     }
 
+    /// Lets webhooks reach loopback and private addresses (`--allow-private-webhooks`).
+    pub fn allow_private_webhooks(&mut self) {
+        self.notifier = notifier(true);
+    }
+
     /// One pass: world → plan → persist changes → publish.
     pub async fn reconcile(
         &mut self,
@@ -300,10 +319,22 @@ impl Controller {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
         let world_ms = pass_started.elapsed().as_secs_f64() * 1e3;
+        let mut leading = true;
         if let Some(kube) = &mut self.kube {
-            kube.follow_gate();
+            if kube.follow_gate() {
+                self.books_stale = true;
+            }
+            leading = kube.is_leading();
             kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
             kube_mode::adopt_schedule_times(snapshot, &mut self.last_schedule_times);
+        }
+        if leading && self.books_stale {
+            // On a shared store the previous leader counted traffic and
+            // moved runs on; plan from that, not from this replica's start.
+            self.runs.reload().await?;
+            self.traffic.reload().await?;
+            self.books_stale = false;
+            tracing::info!("leading: run states and traffic totals read from the store");
         }
         self.complete_secrets(&world).await?;
 
@@ -329,16 +360,21 @@ impl Controller {
                 tracing::warn!(run = %change.run, reason = ?change.reason, message = ?change.message, "task run failed");
             }
         }
-        self.runs.put(plan.run_changes.clone()).await?;
-        self.runs.remove(plan.stale_runs.clone()).await?;
-        // Baselines before assignments: a period's traffic is counted from
-        // the baseline on, and users come back only once it is stored.
-        self.traffic
-            .put_baselines(plan.traffic_baselines.clone())
-            .await?;
-        self.traffic
-            .remove_baselines(plan.stale_baselines.clone())
-            .await?;
+        // A follower plans alike but writes nothing to the store: on a
+        // shared store the leader's run states and baselines are the truth
+        // (a follower, which serves no agent, would see every node lost).
+        if leading {
+            self.runs.put(plan.run_changes.clone()).await?;
+            self.runs.remove(plan.stale_runs.clone()).await?;
+            // Baselines before assignments: a period's traffic is counted
+            // from the baseline on, and users come back only once it is stored.
+            self.traffic
+                .put_baselines(plan.traffic_baselines.clone())
+                .await?;
+            self.traffic
+                .remove_baselines(plan.stale_baselines.clone())
+                .await?;
+        }
         self.agents.set_assignments(plan.assignments.clone(), now);
         let replan = self
             .apply_schedule_actions(&plan.schedule_actions, now)
@@ -661,6 +697,22 @@ fn generated_object(document: &Value) -> Option<(ObjectKey, SourcedObject)> {
             },
         },
     ))
+}
+
+/// The webhook notifier: no redirects, and no loopback or private
+/// destinations unless `allow_private` (`--allow-private-webhooks`).
+fn notifier(allow_private: bool) -> crate::notify::Notifier {
+    let options = crate::notify::NotifierOptions {
+        allow_private,
+        ..Default::default()
+    };
+    let client =
+        crate::notify::destination::webhook_client(allow_private).unwrap_or_else(|error| {
+            // Only a broken TLS backend fails here; deliveries then fail and are counted.
+            tracing::error!(%error, "cannot build the webhook client; notifications will fail");
+            reqwest::Client::new()
+        });
+    crate::notify::Notifier::spawn(client, options)
 }
 
 /// A `VeilNode` for every registered agent that no file declares, so

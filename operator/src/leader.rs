@@ -23,7 +23,10 @@
 //!   the annotation [`ENDPOINT_ANNOTATION`] with every take-over and
 //!   renewal, and the returned `watch::Receiver<LeaderState>` says after
 //!   every attempt who leads and where it serves (followers read the Lease
-//!   every [`RETRY_PERIOD`]), so followers can hand requests to it.
+//!   every [`RETRY_PERIOD`]), so followers can hand requests to it. A
+//!   follower reports an endpoint only after [`replica_set`] has found it
+//!   to be the Pod IP of a replica of its own set; any other is dropped
+//!   (logged once per change) and requests are answered 503 instead.
 
 use std::time::Duration;
 
@@ -40,8 +43,10 @@ use tokio_util::sync::CancellationToken;
 use crate::sink::WriteGate;
 
 mod endpoint;
+pub mod replica_set;
 
 pub use endpoint::{ENDPOINT_ANNOTATION, advertised};
+use replica_set::{ReplicaError, ReplicaSets};
 use reqwest::Url;
 
 /// The Lease's name.
@@ -178,7 +183,8 @@ pub fn spawn(
     let (switch, open) = watch::channel(false);
     let (state, state_rx) = watch::channel(LeaderState::Unknown);
     let elector = Elector {
-        api: Api::namespaced(client, &config.namespace),
+        api: Api::namespaced(client.clone(), &config.namespace),
+        replicas: ReplicaSets::new(client, &config.namespace, &config.identity),
         config,
         switch,
         state,
@@ -193,6 +199,7 @@ pub fn spawn(
 
 struct Elector {
     api: Api<Lease>,
+    replicas: ReplicaSets,
     config: LeaseConfig,
     switch: watch::Sender<bool>,
     state: watch::Sender<LeaderState>,
@@ -211,6 +218,7 @@ impl Elector {
         // Until when the Lease we hold is surely ours (last renewal + deadline).
         let mut holding_until: Option<Instant> = None;
         let mut failing = false;
+        let mut checked = CheckedEndpoint::default();
         loop {
             let started = Instant::now();
             let wait = match self.attempt().await {
@@ -228,6 +236,7 @@ impl Elector {
                     failing = false;
                     holding_until = None;
                     self.set_leading(false);
+                    let endpoint = checked.trusted(&self.replicas, &holder, endpoint).await;
                     self.set_state(LeaderState::Follower { holder, endpoint });
                     RETRY_PERIOD
                 }
@@ -410,6 +419,80 @@ impl Elector {
             }),
         }
     }
+}
+
+/// The last advertised endpoint checked against the replica set, so the
+/// Pod and ReplicaSet are read once per change of holder or endpoint, not
+/// on every read of the Lease.
+#[derive(Default)]
+struct CheckedEndpoint {
+    last: Option<(String, Url, Option<Url>)>,
+}
+
+impl CheckedEndpoint {
+    /// `endpoint` if it is a replica of this set (see [`replica_set`]).
+    async fn trusted(
+        &mut self,
+        replicas: &ReplicaSets,
+        holder: &str,
+        endpoint: Option<Url>,
+    ) -> Option<Url> {
+        let endpoint = endpoint?;
+        if let Some((last_holder, last_endpoint, verdict)) = &self.last
+            && last_holder == holder
+            && *last_endpoint == endpoint
+        {
+            return verdict.clone();
+        }
+        let verdict = match replicas.trusted_endpoint(holder, &endpoint).await {
+            Ok(url) => Some(url),
+            // A transient API error: no verdict to keep, try again next time.
+            Err(error @ ReplicaError::Api { .. }) => {
+                tracing::warn!(%holder, endpoint = %endpoint, %error, "could not check the leader's endpoint against this replica set; not forwarding there yet");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%holder, endpoint = %endpoint, reason = %error, "the Lease advertises an endpoint that is not a Pod of this replica set; not forwarding there (requests are answered 503)");
+                None
+            }
+        };
+        self.last = Some((holder.to_owned(), endpoint, verdict.clone()));
+        verdict
+    }
+}
+
+/// Refuses a kube-mode replica on a store of its own (per-pod SQLite) when
+/// its ReplicaSet wants more than one replica: a new leader would start
+/// from empty traffic totals, period baselines and run logs, so limits
+/// would stop holding after a failover. Outside a ReplicaSet (a process
+/// outside the cluster, a bare Pod) there is nothing to check; when the
+/// ReplicaSet cannot be read the check is skipped with a warning.
+pub async fn check_store_is_shared(
+    client: kube::Client,
+    config: &LeaseConfig,
+    shared_store: bool,
+) -> Result<(), StoreNotShared> {
+    if shared_store {
+        return Ok(());
+    }
+    let replicas = ReplicaSets::new(client, &config.namespace, &config.identity);
+    match replicas.own_replicas().await {
+        Ok(Some(count)) if count > 1 => Err(StoreNotShared { replicas: count }),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not read this replica's ReplicaSet; the replica count on the per-pod store is not checked (RBAC: get pods, replicasets in the operator's namespace)");
+            Ok(())
+        }
+    }
+}
+
+/// More than one replica on a per-pod store.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this replica's ReplicaSet wants {replicas} replicas, but its store is the SQLite file in its own data dir: after a failover the new leader would start from empty traffic totals, period baselines and run logs, and traffic limits would stop holding. Point every replica at one PostgreSQL (--database-url / VEIL_DATABASE_URL; the chart's operator.database.urlSecret), or run one replica (docs/kubernetes.md, \"Several replicas\")"
+)]
+pub struct StoreNotShared {
+    pub replicas: i32,
 }
 
 fn lease_seconds() -> i32 {

@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod node_tokens;
 pub mod notify;
 pub mod plan;
+pub mod private_fs;
+pub mod report_scope;
 pub mod runs;
 pub mod schedule;
 pub mod sink;

@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Requests under `/v1/` a Kubernetes-mode follower handed to the
     /// leader, or answered 503 for want of one.
     pub forwarded_requests_total: Family<ResultLabel, Counter>,
+    /// Reconcile passes in a row that failed (the store could not be
+    /// written); 0 after a pass that succeeded. `/readyz` reads it.
+    pub failed_passes: Gauge,
 }
 
 impl Metrics {
@@ -89,6 +92,12 @@ impl Metrics {
         let leader = Gauge::default();
         let traffic_bytes_total = Family::<ServerDirection, Counter>::default();
         let forwarded_requests_total = Family::<ResultLabel, Counter>::default();
+        let failed_passes = Gauge::default();
+        registry.register(
+            "failed_passes",
+            "Reconcile passes in a row that failed (the state store could not be read or written); 0 after a good pass",
+            failed_passes.clone(),
+        );
         registry.register(
             "reconcile",
             "Reconcile passes per kind and result (success, error)",
@@ -157,6 +166,7 @@ impl Metrics {
             leader,
             traffic_bytes_total,
             forwarded_requests_total,
+            failed_passes,
         }
     }
 

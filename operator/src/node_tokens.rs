@@ -1,20 +1,25 @@
-//! Agent tokens kept in Kubernetes Secrets (Kubernetes mode), so that
-//! every replica of the operator accepts the same agents without sharing
-//! a store.
+//! Agent tokens kept in Kubernetes Secrets (Kubernetes mode), for agents
+//! that run *outside* the cluster (edge servers) and so have no pod
+//! ServiceAccount token ([`review`] checks those): every replica of the
+//! operator accepts the same tokens without sharing a store.
 //!
 //! The format (docs/kubernetes.md, "Agent tokens"):
 //! - Secrets of `type: veil.dev/node-token` in the operator's namespace
 //!   (`--lease-namespace`, else `POD_NAMESPACE`, else `veil-system`);
-//! - each `data` key is a node name (a DNS-1123 name, the agent's
-//!   `--node`), its value that node's token; surrounding whitespace is
-//!   ignored, as the agent ignores it in its token file;
+//! - **one node per Secret**: its one `data` key is the node name (a
+//!   DNS-1123 name, the agent's `--node`), its value that node's token;
+//!   surrounding whitespace is ignored, as the agent ignores it in its
+//!   token file. A Secret holding keys of several nodes grants nothing
+//!   (every key is skipped and logged): such a Secret, mounted anywhere,
+//!   would let one agent act as every node;
 //! - `veil-operator token create --kube` writes the Secret
-//!   [`DEFAULT_TOKEN_SECRET`], which the agent DaemonSet mounts so each pod
-//!   reads the file named after its node.
+//!   [`token_secret_name`] (`veil-node-token-NODE`); nothing in the
+//!   shipped manifests mounts it — its token is handed to the one machine
+//!   that runs that node's agent.
 //!
 //! Rules of the index ([`TokenIndex::build`]):
 //! - a node may have tokens in several Secrets: each is accepted (so a
-//!   token can be rotated by adding a new Secret, moving agents over,
+//!   token can be rotated by adding a new Secret, moving the agent over,
 //!   then deleting the old one);
 //! - one token value under two different node names is ambiguous and
 //!   accepted for neither (logged with both keys);
@@ -35,15 +40,24 @@ use veil_crds::validate::DnsName;
 
 use crate::admin::hash_token;
 
+pub mod review;
 pub mod watch;
+
+use review::TokenReviewer;
 
 /// The `type` of a Secret holding agent tokens.
 pub const NODE_TOKEN_SECRET_TYPE: &str = "veil.dev/node-token";
-/// The Secret `veil-operator token create --kube` writes and the agent
-/// DaemonSet mounts.
-pub const DEFAULT_TOKEN_SECRET: &str = "veil-agent-tokens";
+/// Prefix of the Secret `veil-operator token create --kube` writes for a node.
+pub const TOKEN_SECRET_PREFIX: &str = "veil-node-token-";
 /// Label on the Secret the CLI writes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "veil");
+/// Label naming the node whose token a Secret holds.
+pub const NODE_LABEL: &str = "veil.dev/node";
+
+/// The Secret `veil-operator token create --kube` writes for `node`.
+pub fn token_secret_name(node: &str) -> String {
+    format!("{TOKEN_SECRET_PREFIX}{node}")
+}
 
 /// Why a key of a node-token Secret was skipped (never carries the value).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +71,11 @@ pub enum SkippedKey {
     /// The value is not UTF-8 text.
     #[error("key `{key}` holds a token that is not UTF-8 text")]
     NotText { key: String },
+    /// The Secret holds tokens of several nodes.
+    #[error(
+        "key `{key}` is skipped with every other key: this Secret holds tokens of {nodes} nodes, and a node-token Secret may hold one node's token only; move each key to its own Secret (`veil-operator token create --kube --node NODE` writes `{TOKEN_SECRET_PREFIX}NODE`)"
+    )]
+    SeveralNodes { key: String, nodes: usize },
 }
 
 /// The tokens one Secret grants.
@@ -90,6 +109,15 @@ pub fn parse_secret(data: Option<&BTreeMap<String, ByteString>>) -> SecretTokens
             continue;
         }
         tokens.nodes.insert(key.clone(), hash_token(text));
+    }
+    if tokens.nodes.len() > 1 {
+        let nodes = tokens.nodes.len();
+        let refused = std::mem::take(&mut tokens.nodes);
+        tokens.skipped.extend(
+            refused
+                .into_keys()
+                .map(|key| SkippedKey::SeveralNodes { key, nodes }),
+        );
     }
     tokens
 }
@@ -172,10 +200,12 @@ enum State {
 }
 
 /// The agent tokens from Secrets, shared between the watch (writer) and
-/// the agent API (reader). Cheap to clone.
+/// the agent API (reader), and (Kubernetes mode) the reviewer of pod
+/// ServiceAccount tokens. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NodeTokens {
     state: Arc<RwLock<State>>,
+    reviewer: Option<Arc<TokenReviewer>>,
 }
 
 impl NodeTokens {
@@ -183,6 +213,7 @@ impl NodeTokens {
     pub fn off() -> NodeTokens {
         NodeTokens {
             state: Arc::new(RwLock::new(State::Off)),
+            reviewer: None,
         }
     }
 
@@ -191,7 +222,22 @@ impl NodeTokens {
     pub fn listing() -> NodeTokens {
         NodeTokens {
             state: Arc::new(RwLock::new(State::Listing)),
+            reviewer: None,
         }
+    }
+
+    /// These tokens, plus pod ServiceAccount tokens checked by `reviewer`
+    /// (Kubernetes mode).
+    pub fn with_reviewer(self, reviewer: TokenReviewer) -> NodeTokens {
+        NodeTokens {
+            reviewer: Some(Arc::new(reviewer)),
+            ..self
+        }
+    }
+
+    /// The reviewer of pod ServiceAccount tokens, if agents may use them.
+    pub fn reviewer(&self) -> Option<&TokenReviewer> {
+        self.reviewer.as_deref()
     }
 
     /// Takes `index` as the whole truth (effective for the next lookup).
@@ -218,10 +264,11 @@ impl NodeTokens {
     }
 }
 
-/// `secret` with `node`'s key set to `token`; a new Secret
-/// [`DEFAULT_TOKEN_SECRET`] of type [`NODE_TOKEN_SECRET_TYPE`] in
-/// `namespace` when `secret` is `None`. Returns whether a token of the node
-/// was replaced. The managed-by label is added either way.
+/// The Secret [`token_secret_name`] of `node`, of type
+/// [`NODE_TOKEN_SECRET_TYPE`] in `namespace`, holding `token` as its only
+/// key; `secret` is the one there now, if any (its labels and
+/// `resourceVersion` are kept, other keys dropped). Returns whether a token
+/// of the node was replaced.
 pub fn with_token(
     secret: Option<Secret>,
     namespace: &str,
@@ -230,30 +277,25 @@ pub fn with_token(
 ) -> (Secret, bool) {
     let mut secret = secret.unwrap_or_else(|| Secret {
         metadata: ObjectMeta {
-            name: Some(DEFAULT_TOKEN_SECRET.to_owned()),
+            name: Some(token_secret_name(node)),
             namespace: Some(namespace.to_owned()),
             ..ObjectMeta::default()
         },
         type_: Some(NODE_TOKEN_SECRET_TYPE.to_owned()),
         ..Secret::default()
     });
-    secret
-        .metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    let labels = secret.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    labels.insert(NODE_LABEL.to_owned(), node.to_owned());
     let replaced = secret
         .data
-        .get_or_insert_with(BTreeMap::new)
-        .insert(node.to_owned(), ByteString(token.as_bytes().to_vec()))
-        .is_some();
+        .as_ref()
+        .is_some_and(|data| data.contains_key(node));
+    secret.data = Some(BTreeMap::from([(
+        node.to_owned(),
+        ByteString(token.as_bytes().to_vec()),
+    )]));
     (secret, replaced)
-}
-
-/// `secret` without `node`'s key; `None` when it has no such key.
-pub fn without_token(mut secret: Secret, node: &str) -> Option<Secret> {
-    secret.data.as_mut()?.remove(node)?;
-    Some(secret)
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 //! [`NotifierOptions::max_attempts`] tries in all, waiting
 //! `initial_backoff × 2ⁿ` (capped at `max_backoff`; a 429's `Retry-After` in
 //! seconds is honoured up to the same cap) between tries; any other status
-//! (4xx, an unfollowed 3xx) gives up at once. Notifications are at most once
+//! (4xx, a 3xx: redirects are never followed) gives up at once. Loopback
+//! and private destinations are refused unless allowed ([`destination`]). Notifications are at most once
 //! per call and are lost on shutdown: they are a courtesy, run state lives in
 //! the TaskRun.
 
@@ -27,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
 mod deliver;
+pub mod destination;
 mod payload;
 #[cfg(test)]
 mod tests;
@@ -49,6 +51,10 @@ pub struct NotifierOptions {
     pub initial_backoff: Duration,
     /// Longest wait between tries. Default 30 s.
     pub max_backoff: Duration,
+    /// Whether webhooks may go to loopback and private addresses
+    /// (`--allow-private-webhooks`). Default `false`: such a notification
+    /// is refused without a request ([`destination`]).
+    pub allow_private: bool,
 }
 
 impl Default for NotifierOptions {
@@ -60,6 +66,7 @@ impl Default for NotifierOptions {
             max_attempts: 3,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            allow_private: false,
         }
     }
 }
@@ -77,6 +84,11 @@ pub enum DeliveryError {
     /// The endpoint refused the notification (4xx other than 429, or 3xx).
     #[error("endpoint refused the notification with {0}")]
     Rejected(StatusCode),
+    /// The URL names a loopback or private address, which is not allowed.
+    #[error(
+        "the webhook address {0} is loopback or private (allowed with --allow-private-webhooks)"
+    )]
+    PrivateDestination(std::net::IpAddr),
 }
 
 /// One queued notification.

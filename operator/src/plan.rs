@@ -162,41 +162,44 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 parsed.as_ref()
             }
         };
-        let finish = |body: Value, conditions: memo::Conditions| {
-            if let Some(entry) = remembered
-                && entry.reusable(&body, &conditions, generation)
-            {
-                return entry.clone();
-            }
-            if inputs.memo.is_none() {
-                return memo_entry(with_conditions(
-                    body,
+        let finish_with =
+            |body: Value, conditions: memo::Conditions, extra: memo::ExtraCondition| {
+                if let Some(entry) = remembered
+                    && entry.reusable_with(&body, &conditions, &extra, generation)
+                {
+                    return entry.clone();
+                }
+                let all: Vec<_> = conditions.iter().chain(extra.iter()).cloned().collect();
+                if inputs.memo.is_none() {
+                    return memo_entry(with_conditions(
+                        body, previous, &all, generation, inputs.now,
+                    ));
+                }
+                let mut entry = memo_entry(with_conditions(
+                    body.clone(),
                     previous,
-                    &conditions,
+                    &all,
                     generation,
                     inputs.now,
                 ));
-            }
-            let mut entry = memo_entry(with_conditions(
-                body.clone(),
-                previous,
-                &conditions,
-                generation,
-                inputs.now,
-            ));
-            entry.inputs = Some(Arc::new(memo::StatusInputs {
-                body,
-                conditions,
-                generation,
-            }));
-            entry
-        };
+                entry.inputs = Some(Arc::new(memo::StatusInputs {
+                    body,
+                    conditions,
+                    extra,
+                    generation,
+                }));
+                entry
+            };
+        let finish =
+            |body: Value, conditions: memo::Conditions| finish_with(body, conditions, None);
         let status = match &*object.object {
             Object::Secret(_) => continue,
             Object::TaskRun(run) => {
                 let uid = run.metadata.uid.as_deref().unwrap_or_default();
                 let state = runs.get(uid);
-                let runner = None;
+                let runner = state.and_then(|s| s.node.as_deref()).and_then(|node| {
+                    tasks::runner_on(inputs.world, &views, &key.namespace, run, node)
+                });
                 let (body, conditions) = tasks::task_run_status(
                     generation,
                     state,
@@ -214,13 +217,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 None => continue,
             },
             Object::VeilNode(_) => {
-                let (body, conditions) = nodes::node_status(
-                    views.get(key.name.as_str()),
-                    &runs,
-                    inputs.node_timeout,
-                    previous,
-                );
-                finish(body, conditions)
+                let view = views.get(key.name.as_str());
+                let (body, conditions) =
+                    nodes::node_status(view, &runs, inputs.node_timeout, previous);
+                finish_with(body, conditions, nodes::journal_condition(view))
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
                 match vless_plan.statuses.remove(key) {

@@ -18,6 +18,11 @@ use crate::store::{NodeRecord, ObjectRef, RunStateRecord, Store, StoreError};
 /// Lines of output kept in `status.logTail`.
 pub const LOG_TAIL_LINES: usize = 20;
 
+/// How much of a run's log the store keeps (characters of output, about
+/// as many bytes): older output is dropped from the front and a visible
+/// marker says so.
+pub const MAX_LOG_CHARS_PER_RUN: i64 = 16 * 1024 * 1024;
+
 /// Observed task runs by uid.
 pub struct RunBook {
     store: Store,
@@ -67,6 +72,21 @@ impl RunBook {
         })
     }
 
+    /// Replaces the run states in memory by the store's: for a replica
+    /// that takes over from another on a shared store. (A report applied
+    /// meanwhile writes the same record to both, so nothing is lost.)
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let runs = self
+            .store
+            .run_states()
+            .await?
+            .into_iter()
+            .map(|r| (r.uid.clone(), r))
+            .collect();
+        *self.lock() = runs;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunStateRecord>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -74,6 +94,12 @@ impl RunBook {
     /// A copy of every run state.
     pub fn snapshot(&self) -> BTreeMap<String, RunStateRecord> {
         self.lock().clone()
+    }
+
+    /// Where the run `uid` is placed: `None` when the run is unknown,
+    /// `Some(None)` when it is known but not placed yet.
+    pub fn placement(&self, uid: &str) -> Option<Option<String>> {
+        self.lock().get(uid).map(|r| r.node.clone())
     }
 
     /// Writes `records` to the store, then to memory.
@@ -127,6 +153,10 @@ impl RunBook {
 
     /// Applies a report: log chunks (idempotent per run and seq), task
     /// updates (forward-only), then records the seq. Safe to call twice.
+    ///
+    /// Only runs placed on `node` are touched: chunks and updates for any
+    /// other run (unknown, or another node's: the API refuses those before
+    /// this is called) are dropped.
     pub async fn report(
         &self,
         node: &str,
@@ -134,8 +164,27 @@ impl RunBook {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tails: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for chunk in &report.logs {
-            if self.append_chunk(chunk).await? {
+        let own: Vec<&LogChunk> = report
+            .logs
+            .iter()
+            .filter(|chunk| {
+                let mine = self.placement(&chunk.run.uid).flatten().as_deref() == Some(node);
+                if !mine {
+                    tracing::debug!(%node, uid = %chunk.run.uid, "log chunk of a run not placed on this node dropped");
+                }
+                mine
+            })
+            .collect();
+        let rows: Vec<(ObjectRef, i64, &str)> = own
+            .iter()
+            .map(|c| {
+                let seq = i64::try_from(c.seq).unwrap_or(i64::MAX);
+                (log_ref(&c.run.namespace, &c.run.uid), seq, c.text.as_str())
+            })
+            .collect();
+        let stored = self.store.append_logs(&rows, MAX_LOG_CHARS_PER_RUN).await?;
+        for (chunk, stored) in own.iter().zip(stored) {
+            if stored {
                 tails
                     .entry(chunk.run.uid.clone())
                     .or_default()
@@ -184,16 +233,6 @@ impl RunBook {
             self.store.touch_node(node, now).await?;
         }
         Ok(())
-    }
-
-    async fn append_chunk(&self, chunk: &LogChunk) -> Result<bool, StoreError> {
-        self.store
-            .append_log(
-                &log_ref(&chunk.run.namespace, &chunk.run.uid),
-                chunk.seq as i64,
-                &chunk.text,
-            )
-            .await
     }
 }
 

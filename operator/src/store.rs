@@ -65,6 +65,7 @@ pub use records::{
     GeneratedObjectRecord, LoadErrorRecord, NodeRecord, NodeTokenRecord, ObjectRecord, ObjectRef,
     RunStateRecord, TrafficBaselineRecord, TrafficDelta, TrafficSeenRecord, TrafficTotal,
 };
+pub use run_logs::truncation_marker;
 pub use target::{Backend, StoreTarget};
 
 /// Handle on the state store. Cheap to clone: clones share one connection pool.

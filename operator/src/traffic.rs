@@ -24,11 +24,38 @@ pub struct TrafficBook {
     metrics: Arc<Metrics>,
     /// Copy-on-write: a planning pass holds a snapshot while reports update.
     state: Mutex<Arc<TrafficState>>,
+    /// Held from a report's store write to its memory update, and by
+    /// [`TrafficBook::reload`]: a reload never lands between the two, which
+    /// would count the report's bytes twice in memory.
+    applying: tokio::sync::Mutex<()>,
 }
 
 impl TrafficBook {
     /// Loads totals, baselines and last-seen times from the store.
     pub async fn load(store: Store, metrics: Arc<Metrics>) -> Result<TrafficBook, StoreError> {
+        let state = read_state(&store).await?;
+        Ok(TrafficBook {
+            store,
+            metrics,
+            state: Mutex::new(Arc::new(state)),
+            applying: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Replaces what memory holds by what the store holds: for a replica
+    /// that takes over from another on a shared store, whose reports it
+    /// never saw.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _applying = self.applying.lock().await;
+        let state = read_state(&self.store).await?;
+        *self.lock() = Arc::new(state);
+        Ok(())
+    }
+}
+
+/// Totals, baselines and last-seen times as the store has them.
+async fn read_state(store: &Store) -> Result<TrafficState, StoreError> {
+    {
         let mut state = TrafficState::default().with_totals(store.traffic_totals().await?);
         state.baselines = store
             .traffic_baselines()
@@ -42,13 +69,11 @@ impl TrafficBook {
             .into_iter()
             .map(|s| ((s.server, s.email), s.last_seen))
             .collect();
-        Ok(TrafficBook {
-            store,
-            metrics,
-            state: Mutex::new(Arc::new(state)),
-        })
+        Ok(state)
     }
+}
 
+impl TrafficBook {
     fn lock(&self) -> MutexGuard<'_, Arc<TrafficState>> {
         // Every critical section is a plain update of the map; a panic
         // elsewhere cannot leave it half-written.
@@ -96,6 +121,7 @@ impl TrafficBook {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let seq = i64::try_from(report.seq).unwrap_or(i64::MAX);
+        let _applying = self.applying.lock().await;
         if !self
             .store
             .apply_traffic_delta(node, traffic_stream(), seq, &deltas)

@@ -19,6 +19,7 @@
 //! the test with "run `make env`"; nothing is skipped.
 
 mod files;
+mod pods;
 mod processes;
 
 use std::path::{Path, PathBuf};
@@ -207,6 +208,41 @@ impl TestCluster {
             unused.path(),
             crate::process::OperatorOptions {
                 source: Some("kube".into()),
+                extra_args: vec![
+                    "--kubeconfig".into(),
+                    self.kubeconfig().display().to_string(),
+                    "--namespace".into(),
+                    namespace.into(),
+                ],
+                env: vec![
+                    ("POD_NAME".into(), pod_name.into()),
+                    ("POD_NAMESPACE".into(), namespace.into()),
+                ],
+                ..crate::process::OperatorOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// A replica of a several-replica operator: like
+    /// [`TestCluster::operator`], on the shared PostgreSQL database
+    /// `database_url`, and first given a Pod `pod_name` (IP 127.0.0.1, where
+    /// every test process listens) of the ReplicaSet `replica_set`, which
+    /// wants 2 replicas — what its peers check before forwarding to it.
+    pub async fn replica(
+        &self,
+        namespace: &str,
+        replica_set: &str,
+        pod_name: &str,
+        database_url: &str,
+    ) -> crate::process::Operator {
+        self.replica_pod(namespace, replica_set, 2, pod_name, "127.0.0.1");
+        let unused = tempfile::tempdir().expect("temp dir");
+        crate::process::Operator::start_with(
+            unused.path(),
+            crate::process::OperatorOptions {
+                source: Some("kube".into()),
+                database_url: Some(database_url.to_owned()),
                 extra_args: vec![
                     "--kubeconfig".into(),
                     self.kubeconfig().display().to_string(),

@@ -1,6 +1,8 @@
 //! Helpers for Veil's end-to-end tests.
 pub mod process;
 
+pub mod refusing_proxy;
+
 pub mod desync_engine;
 pub mod dpi_lab;
 pub mod dpi_sim;

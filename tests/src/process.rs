@@ -50,6 +50,10 @@ pub struct Operator {
     pub url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The watched directory (`dir:` source); `None` for other sources.
+    pub source_dir: Option<PathBuf>,
+    /// `--database-url`, when it runs on PostgreSQL.
+    pub database_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
 }
@@ -125,6 +129,8 @@ impl Operator {
             url: format!("http://127.0.0.1:{port}"),
             data_dir,
             log_path,
+            source_dir: options.source.is_none().then(|| source_dir.to_path_buf()),
+            database_url: options.database_url.clone(),
             _tmp: tmp,
             http: reqwest::Client::new(),
         };
@@ -291,16 +297,35 @@ impl Drop for Operator {
 }
 
 impl Operator {
+    /// Declares `node`'s VeilNode with `labels` (`key=value`) in the
+    /// watched directory, as its owner would: selectors match these labels,
+    /// never the ones an agent reports. Panics for a non-`dir:` source
+    /// (apply the VeilNode to the cluster there).
+    pub fn declare_node_labels(&self, node: &str, labels: &[&str]) {
+        let dir = self.source_dir.as_ref().unwrap_or_else(|| {
+            panic!("declare node labels for {node}: the operator has no dir: source; apply a VeilNode with spec.labels instead")
+        });
+        let mut yaml = format!(
+            "apiVersion: veil.dev/v1alpha1\nkind: VeilNode\nmetadata:\n  name: {node}\nspec:\n  labels:\n"
+        );
+        for label in labels {
+            let (key, value) = label.split_once('=').expect("labels are key=value");
+            yaml.push_str(&format!("    {key}: {value:?}\n"));
+        }
+        let path = dir.join(format!("veilnode-{node}.yaml"));
+        let tmp = dir.join(format!(".veilnode-{node}.yaml.tmp~"));
+        std::fs::write(&tmp, yaml).expect("write the VeilNode");
+        std::fs::rename(&tmp, &path).expect("publish the VeilNode");
+    }
+
     /// `veil-operator token create --node NODE` against this operator's store; the token.
     pub fn create_token(&self, node: &str) -> String {
-        let out = self.cli(&[
-            "token",
-            "create",
-            "--node",
-            node,
-            "--data-dir",
-            &self.data_dir.display().to_string(),
-        ]);
+        let data_dir = self.data_dir.display().to_string();
+        let mut args = vec!["token", "create", "--node", node, "--data-dir", &data_dir];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url", url]);
+        }
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "token create: {}",
@@ -416,16 +441,32 @@ impl Agent {
         data_dir: PathBuf,
         options: &AgentOptions,
     ) -> Agent {
+        if !labels.is_empty() {
+            operator.declare_node_labels(node, labels);
+        }
+        // Task processes run as an unprivileged user and must pass through
+        // the temp dir to their work dirs under `<data dir>/runs` (the
+        // agent makes the data dir itself 0711); 0711 lets them pass, not list.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("temp dir mode");
+        }
         let log_path = data_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("agent log");
-        let mut command = Command::new(binary("veil-agent"));
+        let program = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| binary("veil-agent"));
+        let mut command = Command::new(program);
         command
             .arg("--operator")
-            .arg(&operator.url)
+            .arg(options.operator_url.as_deref().unwrap_or(&operator.url))
             .arg("--node")
             .arg(node)
             .arg("--token-file")
@@ -436,7 +477,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for label in labels {
+        for label in &options.reported_labels {
             command.arg("--label").arg(label);
         }
         match &options.path {
@@ -474,11 +515,23 @@ impl Agent {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// SIGKILL, like a crash; returns the temp dir so the agent can be restarted on the same data.
+    /// SIGKILL, like a crash; returns the temp dir so the agent can be
+    /// restarted on the same data. The xray it ran keeps running.
     pub fn kill(mut self) -> (tempfile::TempDir, PathBuf) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("temp dir"));
+        (tmp, self.data_dir.clone())
+    }
+
+    /// SIGTERM (a graceful stop, as `systemctl stop`) and waits up to 10 s;
+    /// returns the temp dir so the agent can be restarted on the same data.
+    /// The xray it ran keeps running.
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
         }
         let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("temp dir"));
         (tmp, self.data_dir.clone())
@@ -489,6 +542,37 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(5));
+            // xray outlives the agent by design; a test leaves none behind.
+            stop_left_xray(&self.data_dir.join("servers"));
+        }
+    }
+}
+
+/// Kills every xray recorded as running under an xray driver's data dir
+/// (`<agent data dir>/servers`: one `*/state.json` per server), if the pid
+/// is still that process.
+pub fn stop_left_xray(servers_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(servers_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read(entry.path().join("state.json")) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<Value>(&text) else {
+            continue;
+        };
+        let (Some(pid), Some(start_time)) = (
+            record["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+            record["start_time"].as_u64(),
+        ) else {
+            continue;
+        };
+        let recorded = veil_agent::drivers::xray::process::Identity { pid, start_time };
+        if recorded.is_alive() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
         }
     }
 }
@@ -515,4 +599,11 @@ pub struct AgentOptions {
     pub path: Option<String>,
     /// Extra environment, e.g. `VEIL_STATS_INTERVAL=1s`.
     pub env: Vec<(String, String)>,
+    /// Labels the agent reports with `--label` (shown in status only; node
+    /// selectors match the VeilNode's labels, the `labels` of `Agent::start*`).
+    pub reported_labels: Vec<String>,
+    /// `--operator` when not the operator's own URL (a proxy in front of it).
+    pub operator_url: Option<String>,
+    /// The agent executable; default: the workspace's `veil-agent`.
+    pub binary: Option<PathBuf>,
 }

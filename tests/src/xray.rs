@@ -489,3 +489,74 @@ pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
         }
     }
 }
+
+/// A download in `P` mode through `client`, read in the background, that
+/// must never break or stall: what agent restarts are tested against.
+pub struct SteadyDownload {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<Result<u64, String>>,
+}
+
+/// Longest pause between two reads before the download counts as broken.
+/// The server sends every 5 ms; only a cut connection pauses this long.
+const STEADY_STALL: Duration = Duration::from_secs(10);
+
+impl SteadyDownload {
+    /// Opens the stream through `client` to `server` and starts reading.
+    pub async fn start(client: &XrayClient, server: SocketAddr) -> SteadyDownload {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut stream = client.connect(server).await.expect("connect through VLESS");
+        stream.write_all(b"P").await.expect("stream mode");
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let (stop_flag, counter) = (stop.clone(), received.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while !stop_flag.load(Ordering::Relaxed) {
+                let total = counter.load(Ordering::Relaxed);
+                match tokio::time::timeout(STEADY_STALL, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) => return Err(format!("the download ended after {total} bytes")),
+                    Ok(Ok(n)) => {
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        return Err(format!("the download broke after {total} bytes: {e}"));
+                    }
+                    Err(_) => return Err(format!("the download stalled after {total} bytes")),
+                }
+            }
+            Ok(counter.load(Ordering::Relaxed))
+        });
+        SteadyDownload {
+            stop,
+            received,
+            task,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` bytes arrived after this call (bounded by the
+    /// stall limit per read); `Err` if the download broke meanwhile.
+    pub async fn advances(&self, more: u64) -> Result<(), String> {
+        let target = self.received() + more;
+        while self.received() < target {
+            if self.task.is_finished() {
+                return Err("the download ended".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops reading; the bytes received, or how the download broke.
+    pub async fn finish(self) -> Result<u64, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}

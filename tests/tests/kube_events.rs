@@ -146,7 +146,13 @@ async fn a_failed_task_run_gets_one_warning_event_not_repeated_by_a_new_leader()
     cluster.kubectl_ok(&["create", "namespace", NS]);
     apply(cluster, "runner", RUNNER);
     let mut first = operator(cluster, Some(NS), None, None, &[]).await;
-    let agent = Agent::start(&first, "events-node", &["role=events"]);
+    // Selectors match the VeilNode's labels, never what the agent reports.
+    apply(
+        cluster,
+        "events-node",
+        "apiVersion: veil.dev/v1alpha1\nkind: VeilNode\nmetadata: {name: events-node}\nspec:\n  labels: {role: events}\n",
+    );
+    let agent = Agent::start(&first, "events-node", &[]);
 
     apply(cluster, "fails", &failing_run("fails"));
     let event = wait_for(

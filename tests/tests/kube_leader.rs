@@ -222,3 +222,65 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
     assert_eq!(holder(cluster), None, "released on stop");
     drop(leader);
 }
+
+#[tokio::test]
+async fn a_replica_on_per_pod_sqlite_refuses_to_start_when_its_replica_set_wants_two() {
+    let cluster = TestCluster::shared().await;
+    let ns = "sqlite-replicas";
+    cluster.kubectl_ok(&["create", "namespace", ns]);
+    // This process is the Pod veil-s of a ReplicaSet that wants 2 replicas.
+    cluster.replica_pod(ns, "veil-operator-two", 2, "veil-s", "127.0.0.1");
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(veil_e2e::process::binary("veil-operator"))
+        .args(["run", "--source", "kube", "--namespace", ns])
+        .args(["--kubeconfig", &cluster.kubeconfig().display().to_string()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", veil_e2e::process::free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("POD_NAME", "veil-s")
+        .env("POD_NAMESPACE", ns)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the operator kept running on SQLite with 2 replicas wanted");
+        }
+        std::thread::sleep(POLL);
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wants 2 replicas") && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    assert_eq!(
+        holder_in(cluster, ns),
+        None,
+        "it never competed for the Lease"
+    );
+
+    // The same on a ReplicaSet of one: it starts and leads.
+    cluster.replica_pod(ns, "veil-operator-one", 1, "veil-one", "127.0.0.1");
+    let alone = cluster.operator(ns, "veil-one").await;
+    wait_for("the lone replica to lead", WAIT, &[&alone], async || {
+        (alone.metric("veil_leader").await? == 1.0).then_some(())
+    })
+    .await;
+}
+
+/// `holderIdentity` of the Lease in `namespace`.
+fn holder_in(cluster: &TestCluster, namespace: &str) -> Option<String> {
+    let lease = cluster.get_json(&["-n", namespace, "lease", "veil-operator"])?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}

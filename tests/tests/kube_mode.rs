@@ -290,7 +290,14 @@ async fn a_schedule_creates_an_owned_task_run_and_deletes_it_beyond_the_history_
     let ns = "schedules";
     cluster.kubectl_ok(&["create", "namespace", ns]);
     let operator = kube_operator(cluster, Some(ns)).await;
-    let _agent = Agent::start(&operator, "sched-node", &["role=sched-e"]);
+    // Selectors match the VeilNode's labels, never what the agent reports.
+    let node_file = cluster.dir().join("sched-node.yaml");
+    write(
+        &node_file,
+        "apiVersion: veil.dev/v1alpha1\nkind: VeilNode\nmetadata: {name: sched-node}\nspec:\n  labels: {role: sched-e}\n",
+    );
+    cluster.kubectl_ok(&["apply", "-f", &path_arg(&node_file)]);
+    let _agent = Agent::start(&operator, "sched-node", &[]);
 
     let gate_dir = tempfile::tempdir().unwrap();
     let gate = gate_dir.path().join("go");

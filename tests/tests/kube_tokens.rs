@@ -1,9 +1,17 @@
-//! Agent tokens from Secrets in Kubernetes mode, against a real
-//! kube-apiserver with etcd: `veil-operator token create --kube` writes the
-//! node-token Secret, the agent reads its key as the DaemonSet's volume
-//! would provide it, registers, and gets a VeilNode created in the cluster
-//! that turns Ready; a wrong token is 401; `token revoke --kube` revokes at
-//! once.
+//! Agent identity in Kubernetes mode, against a real kube-apiserver with
+//! etcd.
+//!
+//! Pod tokens: a Node and a Pod bound to it, a token from the TokenRequest
+//! API bound to that Pod with Veil's audience (what the DaemonSet's
+//! projected volume holds): a real agent registers as that node; the same
+//! token claiming another node, a token of the wrong audience, of another
+//! ServiceAccount, or of a deleted Pod is refused.
+//!
+//! Token Secrets (agents outside the cluster): `veil-operator token create
+//! --kube` writes the node's own Secret, the agent registers with it and
+//! gets a VeilNode created in the cluster that turns Ready; a wrong token
+//! is 401; `token revoke --kube` revokes at once; a Secret holding several
+//! nodes' tokens grants none.
 //!
 //! VeilNodes are cluster-scoped, so this file's tests use node names no
 //! other test uses; each test has its own namespace for the operator's
@@ -98,10 +106,12 @@ fn get_json(cluster: &TestCluster, args: &[&str]) -> Option<Value> {
         .then(|| serde_json::from_slice(&output.stdout).unwrap())
 }
 
-/// The node's key of the token Secret, decoded, as the DaemonSet's
-/// volume would hold it in `/etc/veil/tokens/NODE`.
+/// The node's token from its Secret `veil-node-token-NODE`, decoded.
 fn secret_key(cluster: &TestCluster, namespace: &str, node: &str) -> Option<String> {
-    let secret = get_json(cluster, &["-n", namespace, "secret/veil-agent-tokens"])?;
+    let secret = get_json(
+        cluster,
+        &["-n", namespace, &format!("secret/veil-node-token-{node}")],
+    )?;
     let encoded = secret["data"][node].as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -145,8 +155,8 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     cluster.kubectl_ok(&["create", "namespace", ns]);
     let operator = kube_operator(cluster, ns).await;
 
-    // The agent starts before its node has a key, as a DaemonSet pod may:
-    // it waits for the file instead of crash-looping.
+    // The agent starts before its token file exists: it waits for the
+    // file instead of crash-looping.
     let volume = tempfile::tempdir().unwrap();
     let token_file = volume.path().join(node);
     let agent = Agent::start_with_token_file(&operator, node, &token_file);
@@ -169,22 +179,25 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     );
     let printed = printed.trim();
     assert!(printed.starts_with("veil_node_"), "{printed}");
-    let secret = get_json(cluster, &["-n", ns, "secret/veil-agent-tokens"]).unwrap();
+    let secret = get_json(cluster, &["-n", ns, "secret/veil-node-token-edge-token"]).unwrap();
     assert_eq!(secret["type"], "veil.dev/node-token");
     assert_eq!(
         secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "veil"
     );
+    assert_eq!(secret["metadata"]["labels"]["veil.dev/node"], node);
     let token = secret_key(cluster, ns, node).unwrap();
     assert_eq!(token, printed);
-    // A second node's key goes into the same Secret, next to the first.
+    // A second node gets a Secret of its own: no Secret holds two nodes.
     succeeded(
         "token create --kube (second node)",
         &token_cli(cluster, ns, &["create", "--node", "edge-token-2"]),
     );
     assert_eq!(secret_key(cluster, ns, node).unwrap(), token);
+    let other = get_json(cluster, &["-n", ns, "secret/veil-node-token-edge-token-2"]).unwrap();
+    assert_eq!(other["data"].as_object().unwrap().len(), 1, "{other:#}");
 
-    // What the kubelet does for the mounted volume.
+    // The token reaches the agent's machine.
     std::fs::write(&token_file, &token).unwrap();
 
     // The agent registers; the leader creates its VeilNode, which turns Ready.
@@ -232,7 +245,7 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     );
     assert_eq!(register_status(&operator, "edge-other", &token).await, 403);
 
-    // `token revoke --kube` removes the key: the very next request is 401.
+    // `token revoke --kube` deletes the node's Secret: the very next request is 401.
     succeeded(
         "token revoke --kube",
         &token_cli(cluster, ns, &["revoke", "--node", node]),
@@ -263,7 +276,7 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     let again = token_cli(cluster, ns, &["revoke", "--node", node]);
     assert!(!again.status.success());
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("has no token for node `edge-token`"),
+        String::from_utf8_lossy(&again.stderr).contains("there is no token for node `edge-token`"),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
@@ -276,14 +289,14 @@ async fn token_create_refuses_a_secret_of_another_type_and_invalid_keys_are_skip
     let cluster = TestCluster::shared().await;
     let ns = "tokens-typed";
     cluster.kubectl_ok(&["create", "namespace", ns]);
-    // An Opaque Secret under the default name, made by hand.
+    // An Opaque Secret under the node's Secret name, made by hand.
     cluster.kubectl_ok(&[
         "-n",
         ns,
         "create",
         "secret",
         "generic",
-        "veil-agent-tokens",
+        "veil-node-token-edge-opaque",
         "--from-literal=edge-opaque=veil_node_opaque",
     ]);
     let refused = token_cli(cluster, ns, &["create", "--node", "edge-opaque"]);
@@ -308,6 +321,19 @@ async fn token_create_refuses_a_secret_of_another_type_and_invalid_keys_are_skip
         "--from-literal=edge-typed=veil_node_typed",
         "--from-literal=Not_A_Node=veil_node_invalid-value",
     ]);
+    // A hand-made Secret with two nodes' tokens: the kind of Secret that,
+    // mounted into every agent pod, let any agent act as any node.
+    cluster.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "shared-tokens",
+        "--type=veil.dev/node-token",
+        "--from-literal=edge-shared-1=veil_node_shared_1",
+        "--from-literal=edge-shared-2=veil_node_shared_2",
+    ]);
     let operator = kube_operator(cluster, ns).await;
     wait_for(
         "the hand-made Secret's token",
@@ -321,7 +347,138 @@ async fn token_create_refuses_a_secret_of_another_type_and_invalid_keys_are_skip
         register_status(&operator, "edge-opaque", "veil_node_opaque").await,
         401
     );
+    for (node, token) in [
+        ("edge-shared-1", "veil_node_shared_1"),
+        ("edge-shared-2", "veil_node_shared_2"),
+    ] {
+        assert_eq!(register_status(&operator, node, token).await, 401);
+    }
     let log = operator.log();
     assert!(log.contains("Not_A_Node"), "{log}");
+    assert!(log.contains("holds tokens of 2 nodes"), "{log}");
     assert!(!log.contains("veil_node_invalid-value"), "{log}");
+    assert!(!log.contains("veil_node_shared_"), "{log}");
+}
+
+/// What the agent DaemonSet projects: the audience the operator expects.
+const AGENT_AUDIENCE: &str = "veil.dev/agent";
+
+#[tokio::test]
+async fn an_agent_pod_token_names_its_pods_node_and_nothing_else_does() {
+    let cluster = TestCluster::shared().await;
+    let ns = "pod-tokens";
+    cluster.kubectl_ok(&["create", "namespace", ns]);
+    // Two agent pods of the DaemonSet's account, on two nodes.
+    cluster.agent_pod(ns, "veil-agent", "agent-a", "edge-pod-a");
+    cluster.agent_pod(ns, "veil-agent", "agent-b", "edge-pod-b");
+    let operator = kube_operator(cluster, ns).await;
+
+    // A real agent with the token of the pod on edge-pod-a registers as
+    // edge-pod-a and its VeilNode turns Ready.
+    let token_a = cluster.pod_token(ns, "veil-agent", "agent-a", AGENT_AUDIENCE);
+    let volume = tempfile::tempdir().unwrap();
+    let token_file = volume.path().join("token");
+    std::fs::write(&token_file, &token_a).unwrap();
+    let agent = Agent::start_with_token_file(&operator, "edge-pod-a", &token_file);
+    let logs = || {
+        format!(
+            "operator log:\n{}\nagent log:\n{}",
+            operator.log(),
+            agent.log()
+        )
+    };
+    wait_for("the pod agent's VeilNode", logs, || async {
+        get_json(cluster, &["veilnodes/edge-pod-a"])
+    })
+    .await;
+    let ready = kubectl_wait(cluster, "Ready", "edge-pod-a");
+    assert!(ready.status.success(), "{}", logs());
+
+    // The kubelet replaces the projected token; the agent sends the new one
+    // from its next request on and stays registered.
+    let rotated = cluster.pod_token(ns, "veil-agent", "agent-a", AGENT_AUDIENCE);
+    assert_ne!(rotated, token_a);
+    std::fs::write(&token_file, &rotated).unwrap();
+    wait_for("the agent to use the rotated token", logs, || async {
+        agent.log().contains("the token file changed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        register_status(&operator, "edge-pod-a", &rotated).await,
+        200
+    );
+
+    // The same pod's token claiming another node: 403, whatever the agent says.
+    assert_eq!(
+        register_status(&operator, "edge-pod-b", &token_a).await,
+        403
+    );
+    let liar = Agent::start_with_token_file(&operator, "edge-pod-b", &token_file);
+    wait_for(
+        "the lying agent to be refused",
+        || liar.log(),
+        || async { liar.log().contains("(403)").then_some(()) },
+    )
+    .await;
+    assert!(
+        get_json(cluster, &["veilnodes/edge-pod-b"]).is_none(),
+        "no VeilNode for the claimed node"
+    );
+
+    // The token of the pod on edge-pod-b works for edge-pod-b only.
+    let token_b = cluster.pod_token(ns, "veil-agent", "agent-b", AGENT_AUDIENCE);
+    assert_eq!(
+        register_status(&operator, "edge-pod-a", &token_b).await,
+        403
+    );
+
+    // Valid tokens that are not for Veil: the API server's own audience,
+    // another audience, another account's pod on the same node.
+    let for_apiserver = cluster.pod_token(
+        ns,
+        "veil-agent",
+        "agent-a",
+        "https://kubernetes.default.svc.cluster.local",
+    );
+    assert_eq!(
+        register_status(&operator, "edge-pod-a", &for_apiserver).await,
+        401
+    );
+    let for_other = cluster.pod_token(ns, "veil-agent", "agent-a", "example.org/other");
+    assert_eq!(
+        register_status(&operator, "edge-pod-a", &for_other).await,
+        401
+    );
+    cluster.agent_pod(ns, "intruder", "intruder-pod", "edge-pod-a");
+    let intruder = cluster.pod_token(ns, "intruder", "intruder-pod", AGENT_AUDIENCE);
+    assert_eq!(
+        register_status(&operator, "edge-pod-a", &intruder).await,
+        403
+    );
+
+    // A deleted pod's token is dead (the API server checks the binding).
+    let token_b2 = cluster.pod_token(ns, "veil-agent", "agent-b", AGENT_AUDIENCE);
+    cluster.kubectl_ok(&[
+        "-n",
+        ns,
+        "delete",
+        "pod",
+        "agent-b",
+        "--grace-period=0",
+        "--force",
+    ]);
+    wait_for(
+        "the deleted pod's token to be refused",
+        || operator.log(),
+        || async {
+            (register_status(&operator, "edge-pod-b", &token_b2).await == 401).then_some(())
+        },
+    )
+    .await;
+
+    let log = operator.log();
+    for token in [&token_a, &rotated, &token_b, &for_apiserver, &intruder] {
+        assert!(!log.contains(token.as_str()), "a token reached the log");
+    }
+    assert!(log.contains("agent pod token refused"), "{log}");
 }

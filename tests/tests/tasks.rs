@@ -1,6 +1,12 @@
 //! Task runs through the operator with real tools: cancellation, a missing
 //! executor, and real ansible-playbook and OpenTofu runs from a git
 //! repository (tools from `make env`, on PATH through the Makefile).
+//!
+//! Tasks run as the agent's unprivileged task user. The tools of `make env`
+//! live under `/root` (0700), which that user cannot enter: the OpenTofu test
+//! copies the static `tofu` binary into a world-readable directory, as an
+//! installation for task users would; ansible's Python itself lives under
+//! `/root/.pyenv` here, so the ansible test uses a `runAsRoot` Runner.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
 
 use std::path::Path;
@@ -8,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use veil_e2e::process::{Agent, Operator, OperatorOptions};
+use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -21,7 +27,11 @@ fn write(path: &Path, text: &str) {
 }
 
 async fn start(dir: &Path) -> Operator {
-    write(&dir.join("runner.yaml"), RUNNER);
+    start_with_runner(dir, RUNNER).await
+}
+
+async fn start_with_runner(dir: &Path, runner: &str) -> Operator {
+    write(&dir.join("runner.yaml"), runner);
     Operator::start_with(
         dir,
         OperatorOptions {
@@ -47,8 +57,14 @@ fn run_yaml(name: &str, task: &str, cancel: bool) -> String {
     )
 }
 
-/// A bare git repository holding `files`, as a `file://` URL.
+/// A bare git repository holding `files`, as a `file://` URL (so tasks
+/// need `allowInsecure: true`). `root` is made world-readable: git runs as
+/// the task user.
 fn repository(root: &Path, files: &[(&str, &str)]) -> String {
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let work = root.join("work");
     std::fs::create_dir_all(&work).unwrap();
     for (name, text) in files {
@@ -87,6 +103,26 @@ fn repository(root: &Path, files: &[(&str, &str)]) -> String {
         ],
     );
     format!("file://{}", bare.display())
+}
+
+/// A world-readable directory holding a copy of `make env`'s `tofu`.
+fn world_readable_tofu() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let found = Command::new("sh")
+        .args(["-c", "command -v tofu"])
+        .output()
+        .unwrap();
+    let tofu = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(!tofu.is_empty(), "tofu is not on PATH: run `make env`");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(&tofu, dir.path().join("tofu")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("tofu"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    dir
 }
 
 #[tokio::test]
@@ -145,10 +181,11 @@ async fn a_real_ansible_playbook_runs_from_a_repository() {
             "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"hello from ansible {{ who }}\"\n    - command: echo second-task\n",
         )],
     );
-    let op = start(dir.path()).await;
+    // ansible's interpreter (make env's Python) is under /root here.
+    let op = start_with_runner(dir.path(), &format!("{RUNNER}  runAsRoot: true\n")).await;
     let _agent = Agent::start(&op, "edge-a", &["role=edge"]);
     let task = format!(
-        "    executor: ansible\n    repository:\n      url: \"{url}\"\n      ref: main\n    ansible:\n      playbook: site.yml\n      extraVars:\n        who: veil\n    timeoutSeconds: 300\n"
+        "    executor: ansible\n    repository:\n      url: \"{url}\"\n      allowInsecure: true\n      ref: main\n    ansible:\n      playbook: site.yml\n      extraVars:\n        who: veil\n    timeoutSeconds: 300\n"
     );
     write(
         &dir.path().join("run.yaml"),
@@ -174,9 +211,20 @@ async fn a_real_tofu_init_and_apply_runs_from_a_repository() {
         )],
     );
     let op = start(dir.path()).await;
-    let _agent = Agent::start(&op, "edge-t", &["role=edge"]);
+    // The task user cannot enter /root: tofu goes where it can.
+    let tools = world_readable_tofu();
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let options = AgentOptions {
+        path: Some(path),
+        ..AgentOptions::default()
+    };
+    let _agent = Agent::start_with(&op, "edge-t", &["role=edge"], &options);
     let task = format!(
-        "    executor: terraform\n    repository:\n      url: \"{url}\"\n    terraform:\n      action: apply\n      vars:\n        greeting: hi-from-veil\n    timeoutSeconds: 300\n"
+        "    executor: terraform\n    repository:\n      url: \"{url}\"\n      allowInsecure: true\n    terraform:\n      action: apply\n      vars:\n        greeting: hi-from-veil\n    timeoutSeconds: 300\n"
     );
     write(
         &dir.path().join("run.yaml"),

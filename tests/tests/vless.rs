@@ -9,10 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
+use veil_agent::drivers::xray::process::Identity;
+use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, binary, free_port};
 use veil_e2e::xray::{
-    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download,
-    echo_roundtrip, open_echo,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, SteadyDownload, XrayClient,
+    closed_within, download, echo_roundtrip, open_echo,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -240,12 +241,12 @@ async fn traffic_totals_survive_agent_xray_and_operator_kills() {
     let killed = agent.kill();
     let agent = Agent::restart(&edge.op, "edge-1", &[], killed, &agent_options());
     edge.wait_downlink("alice", moved).await;
-    edge.server_node("xray replaced", |n| {
-        n["phase"] == "Running" && n["pid"] != first_pid
-    })
-    .await;
+    let node = edge
+        .server_node("running", |n| n["phase"] == "Running")
+        .await;
+    assert_eq!(node["pid"], first_pid, "the new agent adopts xray");
 
-    // xray killed: counted bytes were read before; the supervisor restarts it.
+    // xray killed: counted bytes were read before; the agent restarts it.
     moved += download(&client, edge.bytes.addr, chunk).await.unwrap();
     edge.wait_downlink("alice", moved).await;
     let pid = edge
@@ -345,4 +346,229 @@ async fn duplicate_emails_expiry_and_traffic_limits_are_enforced() {
     // The first key still works.
     let first_client = edge.client("first").await;
     open_echo(&first_client, &edge.bytes).await;
+}
+
+/// How many times the agent (all its runs on one data dir) adopted an xray.
+fn adoptions(agent: &Agent) -> usize {
+    agent.log().matches("adopted the xray").count()
+}
+
+/// Waits until the agent's runs adopted xray `count` times in all.
+async fn wait_adoptions(edge: &Edge, agent: &Agent, count: usize) {
+    edge.op
+        .eventually(
+            &format!("adoption #{count}"),
+            Duration::from_secs(30),
+            || async { (adoptions(agent) >= count).then_some(()) },
+        )
+        .await;
+    assert_eq!(adoptions(agent), count, "agent log:\n{}", agent.log());
+}
+
+/// The pid of the running server's xray.
+async fn xray_pid(edge: &Edge) -> u32 {
+    let node = edge
+        .server_node("running", |n| n["phase"] == "Running")
+        .await;
+    u32::try_from(node["pid"].as_u64().expect("pid")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_keeps_flowing_through_agent_restarts_kills_and_an_upgrade() {
+    let (edge, agent) = edge(false, OperatorOptions::default()).await;
+    // The agent runs from a copy of its binary, so the file can be replaced.
+    let bin = tempfile::tempdir().unwrap();
+    let installed = bin.path().join("veil-agent");
+    std::fs::copy(binary("veil-agent"), &installed).unwrap();
+    let options = AgentOptions {
+        binary: Some(installed.clone()),
+        ..agent_options()
+    };
+    let agent = Agent::restart(&edge.op, "edge-1", &[], agent.stop(), &options);
+    wait_adoptions(&edge, &agent, 1).await;
+    write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
+    write(edge.dir.path(), "steady.yaml", &key_yaml("steady", ""));
+    edge.wait_phase("alice", "Active").await;
+    edge.wait_phase("steady", "Active").await;
+    let pid = xray_pid(&edge).await;
+    let steady_client = edge.client("steady").await;
+    let stream = SteadyDownload::start(&steady_client, edge.bytes.addr).await;
+    let alice = edge.client("alice").await;
+    let chunk = 2 * MIB;
+    let mut moved = download(&alice, edge.bytes.addr, chunk).await.unwrap();
+
+    // SIGTERM: xray keeps serving with no agent at all.
+    let stopped = agent.stop();
+    assert!(Identity::of(pid).is_some(), "xray died with the agent");
+    moved += download(&alice, edge.bytes.addr, chunk).await.unwrap();
+    stream.advances(MIB).await.unwrap();
+    let agent = Agent::restart(&edge.op, "edge-1", &[], stopped, &options);
+    wait_adoptions(&edge, &agent, 2).await;
+    assert_eq!(xray_pid(&edge).await, pid);
+    moved += download(&alice, edge.bytes.addr, chunk).await.unwrap();
+    stream.advances(MIB).await.unwrap();
+
+    // kill -9: the same.
+    let killed = agent.kill();
+    moved += download(&alice, edge.bytes.addr, chunk).await.unwrap();
+    let agent = Agent::restart(&edge.op, "edge-1", &[], killed, &options);
+    wait_adoptions(&edge, &agent, 3).await;
+    assert_eq!(xray_pid(&edge).await, pid);
+    stream.advances(MIB).await.unwrap();
+
+    // An upgrade: the binary is replaced on disk (as a package manager
+    // does, by rename) under the running agent, which is then restarted.
+    let new_build = bin.path().join("veil-agent.new");
+    std::fs::copy(binary("veil-agent"), &new_build).unwrap();
+    std::fs::rename(&new_build, &installed).unwrap();
+    let stopped = agent.stop();
+    let agent = Agent::restart(&edge.op, "edge-1", &[], stopped, &options);
+    wait_adoptions(&edge, &agent, 4).await;
+    assert_eq!(xray_pid(&edge).await, pid, "xray replaced by the upgrade");
+    moved += download(&alice, edge.bytes.addr, chunk).await.unwrap();
+    stream.advances(MIB).await.unwrap();
+    let received = stream
+        .finish()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", steady_client.log()));
+
+    // Every byte counted once: none lost in the gaps, none read twice.
+    edge.wait_downlink("alice", moved).await;
+    edge.wait_downlink("steady", received).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = edge.key("alice").await["status"]["downlinkBytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(moved, 5 * chunk);
+    assert!(
+        down >= moved && down <= moved + moved / 100,
+        "downlink {down} for {moved} bytes moved"
+    );
+    assert_eq!(
+        agent
+            .log()
+            .matches("xray started in its own process group")
+            .count(),
+        1,
+        "only the first agent started an xray:\n{}",
+        agent.log()
+    );
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_while_the_operator_is_down_serves_its_last_assignment() {
+    let data = tempfile::tempdir().unwrap();
+    let options = OperatorOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        port: Some(free_port()),
+        ..OperatorOptions::default()
+    };
+    let (mut edge, agent) = edge(false, options.clone()).await;
+    write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
+    edge.wait_phase("alice", "Active").await;
+    let alice = edge.client("alice").await;
+    open_echo(&alice, &edge.bytes).await;
+    let pid = xray_pid(&edge).await;
+
+    // The agent stops, its xray is gone too (a reboot), the operator is down.
+    let stopped = agent.stop();
+    let identity = Identity::of(pid).unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    edge.op.kill();
+    for _ in 0..250 {
+        if !identity.is_alive() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!identity.is_alive());
+
+    // The new agent cannot register, yet xray comes up from what it kept.
+    let agent = Agent::restart(&edge.op, "edge-1", &[], stopped, &agent_options());
+    let mut connected = false;
+    for _ in 0..60 {
+        let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut stream = alice.connect(edge.bytes.addr).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut stream, b"E").await?;
+            echo_roundtrip(&mut stream, b"served without the operator").await
+        })
+        .await;
+        if matches!(attempt, Ok(Ok(()))) {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        connected,
+        "no VLESS service without the operator; agent log:\n{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("serving the last applied assignment"));
+    let moved = download(&alice, edge.bytes.addr, 2 * MIB).await.unwrap();
+
+    // The operator returns: what xray counted meanwhile is reported (the
+    // agent's registration backoff may have grown to 30 s by then).
+    edge.op = Operator::start_with(edge.dir.path(), options).await;
+    edge.op
+        .eventually("the offline traffic", Duration::from_secs(90), || async {
+            let down = edge.key("alice").await["status"]["downlinkBytes"].as_u64()?;
+            (down >= moved).then_some(())
+        })
+        .await;
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_new_work_but_leaves_xray_serving() {
+    let (edge, agent) = edge(false, OperatorOptions::default()).await;
+    write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
+    edge.wait_phase("alice", "Active").await;
+    let alice = edge.client("alice").await;
+    let mut stream = open_echo(&alice, &edge.bytes).await;
+    let pid = xray_pid(&edge).await;
+
+    let data_dir = edge.op.data_dir.display().to_string();
+    let list = edge.op.cli(&["token", "list", "--data-dir", &data_dir]);
+    let listing = String::from_utf8_lossy(&list.stdout).to_string();
+    let id = listing
+        .lines()
+        .find(|l| l.contains("edge-1"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("edge-1's token in the list")
+        .to_owned();
+    let out = edge
+        .op
+        .cli(&["token", "revoke", &id, "--data-dir", &data_dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A change ends the agent's long poll; its next poll is refused.
+    write(edge.dir.path(), "bob.yaml", &key_yaml("bob", ""));
+    edge.op
+        .eventually(
+            "the agent sees the refusal",
+            Duration::from_secs(60),
+            || async {
+                agent
+                    .log()
+                    .contains("the operator refused this node's token")
+                    .then_some(())
+            },
+        )
+        .await;
+
+    // xray serves on: the open connection and new ones.
+    assert!(Identity::of(pid).is_some(), "xray was torn down");
+    echo_roundtrip(&mut stream, b"still served after the refusal")
+        .await
+        .expect("the open connection survives a refused token");
+    open_echo(&alice, &edge.bytes).await;
+    assert_eq!(xray_pid(&edge).await, pid);
 }

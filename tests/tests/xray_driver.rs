@@ -7,21 +7,25 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use veil_agent::drivers::xray::process::Identity;
 use veil_agent::drivers::xray::{Event, XrayContext, XrayDriver};
 use veil_crds::protocol_server::VlessFlow;
 use veil_crds::wire::{
     SecretValue, ServerAssignment, ServerId, ServerReport, VlessAssignment, VlessUser,
 };
-use veil_e2e::process::free_port;
+use veil_e2e::process::{free_port, stop_left_xray};
 use veil_e2e::xray::{
-    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, closed_within, download,
-    echo_roundtrip, open_echo, xray_binary,
+    ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, SteadyDownload, XrayClient,
+    closed_within, download, echo_roundtrip, open_echo, xray_binary,
 };
 
 struct Harness {
     driver: XrayDriver,
     events: mpsc::UnboundedReceiver<Event>,
+    sender: mpsc::UnboundedSender<Event>,
+    /// Opens the driver's counter reads (an agent that has registered).
+    reporting: watch::Sender<bool>,
     dest: RealityDest,
     private_key: String,
     public_key: String,
@@ -29,6 +33,29 @@ struct Harness {
     _data: tempfile::TempDir,
     latest: Option<ServerReport>,
     traffic: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+fn driver(
+    data: &std::path::Path,
+    events: &mpsc::UnboundedSender<Event>,
+    reporting: &watch::Sender<bool>,
+) -> XrayDriver {
+    let ctx = XrayContext {
+        xray: xray_binary(),
+        version: None,
+        data_dir: data.to_path_buf(),
+        stats_interval: Duration::from_millis(500),
+        events: events.clone(),
+        reporting: reporting.subscribe(),
+    };
+    XrayDriver::new(Some(ctx), events.clone())
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A failed test leaves no xray behind (xray outlives its driver).
+        stop_left_xray(self._data.path());
+    }
 }
 
 fn user(n: usize) -> VlessUser {
@@ -43,18 +70,14 @@ impl Harness {
     fn new() -> Harness {
         let data = tempfile::tempdir().unwrap();
         let (tx, events) = mpsc::unbounded_channel();
-        let ctx = XrayContext {
-            xray: xray_binary(),
-            version: None,
-            data_dir: data.path().to_path_buf(),
-            stats_interval: Duration::from_millis(500),
-            events: tx.clone(),
-        };
+        let (reporting, _) = watch::channel(true);
         let private_key = veil_crds::reality::generate_private_key();
         let public_key = veil_crds::reality::public_key(&private_key).unwrap();
         Harness {
-            driver: XrayDriver::new(Some(ctx), tx),
+            driver: driver(data.path(), &tx, &reporting),
             events,
+            sender: tx,
+            reporting,
             dest: RealityDest::start(),
             private_key,
             public_key,
@@ -63,6 +86,14 @@ impl Harness {
             latest: None,
             traffic: Default::default(),
         }
+    }
+
+    /// A new driver on the same data dir, as a restarted agent makes, with
+    /// counter reads open or not (an agent not yet registered).
+    fn new_driver(&mut self, reporting: bool) {
+        self.reporting.send_replace(reporting);
+        self.driver = driver(self._data.path(), &self.sender, &self.reporting);
+        self.latest = None;
     }
 
     fn assignment(&self, users: &[VlessUser]) -> ServerAssignment {
@@ -375,6 +406,72 @@ async fn a_crashed_xray_is_restarted_and_its_users_resynced() {
     let client = h.client(&bob);
     open_echo(&client, &server).await;
     h.driver.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_xray_is_adopted_by_the_next_driver_and_counted_exactly_once() {
+    const CHUNK: u64 = 2 * 1024 * 1024;
+    let mut h = Harness::new();
+    let server = ByteServer::start().await;
+    let (steady, alice, bob) = (user(0), user(1), user(2));
+    let state = h.apply(&[steady.clone(), alice.clone()]).await;
+    let pid = state.pid.unwrap();
+    let steady_client = h.client(&steady);
+    let stream = SteadyDownload::start(&steady_client, server.addr).await;
+    let alice_client = h.client(&alice);
+    let mut moved = download(&alice_client, server.addr, CHUNK).await.unwrap();
+    h.drain_for(Duration::from_secs(1)).await;
+
+    // The agent stops: counters are read, xray keeps running.
+    h.driver.detach_all().await;
+    let identity = Identity::of(pid).expect("xray outlives its driver");
+    moved += download(&alice_client, server.addr, CHUNK).await.unwrap();
+    stream.advances(1024 * 1024).await.unwrap();
+
+    // The next agent, not registered yet: adopts xray, syncs users through
+    // the API, and leaves the counters in xray (nothing it could journal).
+    h.new_driver(false);
+    let state = h.apply(&[steady.clone(), alice.clone(), bob.clone()]).await;
+    assert_eq!(state.pid, Some(pid), "xray was replaced instead of adopted");
+    assert_eq!(state.restarts, 0);
+    assert_eq!(state.users, 3);
+    moved += download(&alice_client, server.addr, CHUNK).await.unwrap();
+    let before = h.traffic.clone();
+    h.drain_for(Duration::from_millis(1500)).await;
+    assert_eq!(
+        before, h.traffic,
+        "counters read before they could be journaled"
+    );
+
+    // Registered: everything xray counted meanwhile arrives, once.
+    h.reporting.send_replace(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.traffic.get("user1").map_or(0, |t| t.1) < moved {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's downlink {:?} never reached {moved}",
+            h.traffic.get("user1")
+        );
+        h.drain_for(Duration::from_millis(200)).await;
+    }
+    h.drain_for(Duration::from_secs(1)).await;
+    let down = h.traffic["user1"].1;
+    assert!(
+        down <= moved + 64 * 1024,
+        "downlink {down} for {moved} bytes moved: counted twice"
+    );
+    open_echo(&h.client(&bob), &server).await;
+    stream.advances(1024 * 1024).await.unwrap();
+    stream.finish().await.unwrap();
+
+    // Detached again, and the next assignment has no server: the orphan is
+    // stopped and its files removed.
+    h.driver.detach_all().await;
+    h.new_driver(true);
+    h.driver.apply(&[]).await;
+    h.driver.stop_orphans().await;
+    assert!(!identity.is_alive(), "the orphaned xray still runs");
+    assert_eq!(std::fs::read_dir(h._data.path()).unwrap().count(), 0);
 }
 
 fn nix_kill(pid: u32) {

@@ -7,11 +7,20 @@
 //!    `tofu` or `terraform`) — from the node's capabilities, then `PATH`; a
 //!    missing one ends the run `ExecutorMissing` before anything is created;
 //! 2. a fresh, owner-only work dir `<base>/<namespace>/<name>-<uid8>/` is
-//!    made; `<base>` is the Runner's `workDir` when set, else
+//!    made, owned by the user the run executes as, with `HOME` in it
+//!    (`.veil-home`); `<base>` is the Runner's `workDir` when set, else
 //!    [`TaskContext::work_root`];
 //! 3. the repository is checked out into it (module `checkout`);
 //! 4. the executor's processes run there, one after the other (module `executor`);
 //! 5. the work dir is removed (unless [`TaskContext::keep_work_dirs`]).
+//!
+//! Who runs it: [`TaskContext::task_user`] (an unprivileged user; see
+//! [`crate::task_user`]) unless the assignment says `runAsRoot`, in which
+//! case the agent's own user. The first line of every run says which. The
+//! task's tools and work dir must be reachable by that user; when one is
+//! not, the run fails naming the directory that blocks it. The task is
+//! validated again here (repository URL, ref, paths) before anything runs:
+//! the agent does not trust the operator for what reaches `git`.
 //!
 //! Every process goes through the [supervisor](crate::supervisor): no
 //! implicit shell, output from the first byte, the whole process tree killed
@@ -33,7 +42,7 @@ mod session;
 mod workdir;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -44,6 +53,7 @@ use veil_crds::task_run::TaskRunPhase;
 use veil_crds::wire::{Capability, RunRef, TaskAssignment, TaskUpdate};
 
 use crate::supervisor::{DEFAULT_KILL_GRACE, OutputLine, SupervisorError};
+use crate::task_user::TaskUser;
 
 pub use redact::{MASK, MIN_MASKED_LEN, strip_url_credentials};
 pub use session::DRIVER_LINE_PREFIX;
@@ -71,6 +81,9 @@ pub struct TaskContext {
     /// ([`run_file_stem`]), so a restarted agent can end what a killed one
     /// left running. `None`: not recorded.
     pub pid_dir: Option<PathBuf>,
+    /// The user runs execute as unless they ask for `runAsRoot`. `None`:
+    /// the agent's own user (an agent that is not root cannot switch).
+    pub task_user: Option<TaskUser>,
 }
 
 /// A run's uid made safe as a file name (anything but ASCII letters, digits
@@ -97,6 +110,7 @@ impl TaskContext {
             kill_grace: DEFAULT_KILL_GRACE,
             keep_work_dirs: false,
             pid_dir: None,
+            task_user: None,
         }
     }
 }
@@ -191,6 +205,21 @@ pub enum TaskError {
         #[source]
         source: SupervisorError,
     },
+    /// A tool the task needs exists but the run's user cannot reach it.
+    #[error(
+        "`{tool}` (`{}`) cannot be run by the task user {user}: `{}` is not searchable by it; install the tool where every directory on its path is readable by the task user (e.g. /usr/local/bin), or set `runAsRoot: true` on the Runner",
+        path.display(), blocked.display()
+    )]
+    ToolUnreachable {
+        /// The tool's name.
+        tool: String,
+        /// Where it is.
+        path: PathBuf,
+        /// The task user.
+        user: String,
+        /// The directory (or file) that stops the user.
+        blocked: PathBuf,
+    },
     /// A process exited with a non-zero code.
     #[error("`{step}` exited with code {code}")]
     NonZeroExit {
@@ -231,7 +260,7 @@ impl TaskError {
         match self {
             Self::InvalidRun { .. } | Self::InvalidTask(_) => "InvalidTask",
             Self::WorkDir { .. } => "WorkDirFailed",
-            Self::ExecutorMissing { .. } => "ExecutorMissing",
+            Self::ExecutorMissing { .. } | Self::ToolUnreachable { .. } => "ExecutorMissing",
             Self::CheckoutFailed { .. } => "CheckoutFailed",
             Self::Start { .. } => "StartFailed",
             Self::NonZeroExit { .. } | Self::Killed { .. } => "NonZeroExit",
@@ -323,27 +352,55 @@ async fn execute(
         return Err(TaskError::Cancelled { step: None });
     }
     let task = &assignment.task;
+    recheck(task)?;
+    let run_as = session.run_as().cloned();
+    session
+        .note(&describe_user(assignment, run_as.as_ref()))
+        .await;
     let tools = executor::Tools::new(ctx, session.search_path());
     let git = match &task.repository {
         Some(_) => Some(tools.resolve(&["git"])?),
         None => None,
     };
     let program = executor::resolve_program(task, &tools)?;
+    if let Some(user) = &run_as {
+        reachable(user, "git", git.as_deref())?;
+        reachable(user, &program.to_string_lossy(), Some(Path::new(&program)))?;
+    }
     let base = assignment
         .work_dir
         .as_ref()
         .map_or_else(|| ctx.work_root.clone(), PathBuf::from);
-    let run_dir = RunDir::create(&base, &assignment.run, ctx.keep_work_dirs)?;
+    let run_dir = RunDir::create(&base, &assignment.run, ctx.keep_work_dirs, run_as.as_ref())?;
+    if let Some(user) = &run_as
+        && let Some(blocked) = user.blocking_dir(run_dir.path())
+    {
+        return Err(TaskError::WorkDir {
+            path: run_dir.path().to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "`{}` is not searchable by the task user {user}; put the agent's data dir or the Runner's workDir where every parent directory is searchable (e.g. /var/lib/veil)",
+                    blocked.display()
+                ),
+            ),
+        });
+    }
+    session.set_home(run_dir.home());
     if let (Some(git), Some(repository)) = (git, &task.repository) {
         checkout::checkout(session, &git, repository, run_dir.path()).await?;
     }
     let steps = executor::steps(task, program, run_dir.path(), &base, session.utf8_locale())?;
     if task.executor == Executor::Terraform {
         let cache = executor::plugin_cache_dir(&base);
-        workdir::create_private_dir_all(&cache).map_err(|source| TaskError::WorkDir {
-            path: cache,
-            source,
-        })?;
+        cache
+            .parent()
+            .map_or(Ok(()), workdir::create_passage_dir_all)
+            .and_then(|()| workdir::create_owned_dir(&cache, run_as.as_ref()))
+            .map_err(|source| TaskError::WorkDir {
+                path: cache,
+                source,
+            })?;
     }
     for step in &steps {
         let completion = session.run(step).await?;
@@ -353,6 +410,54 @@ async fn execute(
     Ok(())
 }
 
+/// Validates the task again (the operator did; the agent does not trust it
+/// for what reaches `git`, `ansible-playbook` or `terraform`).
+fn recheck(task: &veil_crds::task_run::Task) -> Result<(), TaskError> {
+    let mut errors = veil_crds::validate::FieldErrors::default();
+    task.validate("task", &mut errors);
+    errors.into_result().map_err(|errors| {
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        TaskError::InvalidTask(text.join("; "))
+    })
+}
+
+/// The run's first line: who its processes run as.
+fn describe_user(assignment: &TaskAssignment, run_as: Option<&TaskUser>) -> String {
+    match run_as {
+        Some(user) => format!("running as the task user {user}"),
+        None if assignment.run_as_root && crate::task_user::agent_is_root() => {
+            "running as root: the Runner sets runAsRoot".to_owned()
+        }
+        None if assignment.run_as_root => {
+            "running as the agent's user: the Runner sets runAsRoot, but the agent is not root"
+                .to_owned()
+        }
+        None if !crate::task_user::agent_is_root() => {
+            "running as the agent's user: the agent is not root and cannot switch users".to_owned()
+        }
+        None => "running as the agent's user: no task user is configured".to_owned(),
+    }
+}
+
+/// `Ok` when `user` can run the tool at `path` (a relative path, resolved
+/// later in the work dir, is not checked here).
+fn reachable(user: &TaskUser, tool: &str, path: Option<&Path>) -> Result<(), TaskError> {
+    let Some(path) = path.filter(|p| p.is_absolute()) else {
+        return Ok(());
+    };
+    user.check_executable(path)
+        .map_err(|blocked| TaskError::ToolUnreachable {
+            tool: tool.to_owned(),
+            path: path.to_path_buf(),
+            user: user.to_string(),
+            blocked,
+        })
+}
+
 /// The agent environment variables a run's processes get (before the run's
-/// own `env`, which wins).
-pub const PASSED_AGENT_ENV: &[&str] = &["PATH", "HOME", "LANG"];
+/// own `env`, which wins). `HOME` is not the agent's: it is the run's own
+/// `.veil-home` in its work dir.
+pub const PASSED_AGENT_ENV: &[&str] = &["PATH", "LANG"];

@@ -5,6 +5,12 @@
 //! One actor per server ([`server`]) owns that server's xray; the driver
 //! starts, updates and stops actors as assignments come and go, and passes
 //! on what they observe as [`Event`]s.
+//!
+//! xray outlives the agent ([`process`]): [`XrayDriver::detach_all`] (the
+//! agent stopping) leaves every xray running and recorded, and the next
+//! agent's actors adopt them. Only a server dropped from the assignment
+//! ([`XrayDriver::apply`], [`XrayDriver::stop_all`]) or found orphaned
+//! ([`XrayDriver::stop_orphans`]) has its xray stopped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +26,8 @@ use veil_crds::wire::{ServerAssignment, ServerId, ServerReport, UserTraffic};
 pub mod api;
 pub mod config;
 mod files;
+mod logs;
+pub mod process;
 mod server;
 pub mod sockets;
 pub mod tracker;
@@ -48,11 +56,17 @@ pub struct XrayContext {
     pub stats_interval: Duration,
     /// Where observations go.
     pub events: mpsc::UnboundedSender<Event>,
+    /// Whether traffic read now can be journaled: false until the agent
+    /// has registered (its report numbering is known). While false, counters
+    /// are left in xray, which keeps counting, so an agent killed before it
+    /// reached the operator loses nothing.
+    pub reporting: watch::Receiver<bool>,
 }
 
 struct Handle {
     desired: watch::Sender<Arc<ServerAssignment>>,
-    cancel: CancellationToken,
+    stop: CancellationToken,
+    detach: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -88,7 +102,7 @@ impl XrayDriver {
             .collect();
         for id in gone {
             if let Some(handle) = self.servers.remove(&id) {
-                handle.cancel.cancel();
+                handle.stop.cancel();
                 let _ = handle.task.await;
             }
         }
@@ -116,14 +130,16 @@ impl XrayDriver {
                 None => {
                     let desired = Arc::new(server.clone());
                     let (tx, rx) = watch::channel(desired.clone());
-                    let cancel = CancellationToken::new();
+                    let stop = CancellationToken::new();
+                    let detach = CancellationToken::new();
                     let actor = server::Actor::new(ctx.clone(), desired);
-                    let task = tokio::spawn(actor.run(rx, cancel.clone()));
+                    let task = tokio::spawn(actor.run(rx, stop.clone(), detach.clone()));
                     self.servers.insert(
                         id.clone(),
                         Handle {
                             desired: tx,
-                            cancel,
+                            stop,
+                            detach,
                             task,
                         },
                     );
@@ -132,11 +148,45 @@ impl XrayDriver {
         }
     }
 
-    /// Stops every server (reading their counters first).
+    /// Stops every server (reading their counters first) and removes their
+    /// files: nothing is left for a next agent.
     pub async fn stop_all(&mut self) {
         for (_, handle) in self.servers.drain() {
-            handle.cancel.cancel();
+            handle.stop.cancel();
             let _ = handle.task.await;
+        }
+    }
+
+    /// Lets go of every server without stopping it (the agent is stopping):
+    /// counters are read, each xray keeps running and stays recorded, and
+    /// the next agent adopts it.
+    pub async fn detach_all(&mut self) {
+        for (_, handle) in self.servers.drain() {
+            handle.detach.cancel();
+            let _ = handle.task.await;
+        }
+    }
+
+    /// Stops the xray of every server directory that belongs to no server
+    /// of this driver (a server unassigned while no agent ran) and removes
+    /// the directory. Call it with the operator's own assignment applied,
+    /// never a remembered one. Their last counters are not read: the server
+    /// is no longer this node's, so the operator would refuse its traffic.
+    pub async fn stop_orphans(&mut self) {
+        let Some(ctx) = &self.ctx else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&ctx.data_dir) else {
+            return;
+        };
+        let ours: std::collections::HashSet<String> =
+            self.servers.keys().map(server::dir_name).collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ours.contains(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            server::stop_orphan(entry.path()).await;
         }
     }
 }

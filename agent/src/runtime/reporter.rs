@@ -1,6 +1,9 @@
-//! Sends what the agent observed: batches task updates and log chunks into
-//! [`NodeReport`]s every [`BATCH`], journals each report before sending it,
-//! replays the journal in order, and sends a heartbeat when idle.
+//! Sends what the agent observed: batches task updates, log chunks and
+//! traffic into [`NodeReport`]s every [`BATCH`] — as many as it takes to
+//! keep each under [`MAX_REPORT_BYTES`] — journals each report before
+//! sending it, replays the journal in order (a report the operator refuses
+//! for good never blocks the ones behind it), and sends a heartbeat when
+//! idle. Every report and heartbeat says whether the journal is writable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use veil_crds::wire::{
-    LogChunk, NodeReport, ServerId, ServerReport, StrategyReport, TaskUpdate, UserTraffic,
+    LogChunk, MAX_REPORT_BYTES, NodeReport, ServerId, ServerReport, StrategyReport, TaskUpdate,
+    UserTraffic,
 };
 
 use super::Backoff;
@@ -56,7 +60,7 @@ impl Reporter {
         if let Err(error) = self.journal.acknowledge(acknowledged) {
             tracing::warn!(%error, "could not trim the journal");
         }
-        let mut seq = self.journal.last_seq().max(acknowledged);
+        self.journal.raise_seq(acknowledged);
         let mut pending = Pending::default();
         let mut tick = tokio::time::interval(BATCH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -64,6 +68,9 @@ impl Reporter {
         let mut retry_at: Option<Instant> = None;
         let mut backoff = Backoff::default();
         let mut stopping = false;
+        // The journal's writability as the operator last heard it: a change
+        // is sent at once, not with the next heartbeat.
+        let mut reported_fault: Option<String> = None;
         loop {
             let mut urgent = false;
             tokio::select! {
@@ -80,36 +87,26 @@ impl Reporter {
                 continue;
             }
             if pending.has_news() {
-                seq += 1;
-                let report = NodeReport {
-                    node: self.node.clone(),
-                    seq,
-                    applied_revision: self.applied.load(Ordering::Relaxed),
-                    task_updates: std::mem::take(&mut pending.updates),
-                    logs: std::mem::take(&mut pending.logs),
-                    servers: pending.servers.values().cloned().collect(),
-                    traffic: std::mem::take(&mut pending.traffic),
-                    strategies: pending.strategies.clone(),
-                };
-                pending.states_changed = false;
-                if let Err(error) = self.journal.append(&report) {
-                    tracing::error!(%error, "cannot journal a report; it is lost if the agent dies before it is sent");
+                let applied = self.applied.load(Ordering::Relaxed);
+                for report in
+                    pending.reports(&self.node, applied, MAX_REPORT_BYTES, &mut self.journal)
+                {
+                    self.journal.append(report);
                 }
             }
             let now = Instant::now();
             if stopping || retry_at.is_none_or(|t| now >= t) {
+                let fault = self.journal.fault().map(|f| f.reason);
+                let heartbeat_due =
+                    now.duration_since(last_sent) >= self.heartbeat || fault != reported_fault;
                 match self
-                    .deliver(
-                        seq,
-                        now.duration_since(last_sent) >= self.heartbeat,
-                        &pending.servers,
-                        &pending.strategies,
-                    )
+                    .deliver(heartbeat_due, &pending.servers, &pending.strategies)
                     .await
                 {
                     Ok(sent) => {
                         if sent {
                             last_sent = Instant::now();
+                            reported_fault = self.journal.fault().map(|f| f.reason);
                         }
                         retry_at = None;
                         backoff.reset();
@@ -123,49 +120,41 @@ impl Reporter {
         }
     }
 
-    /// Sends the journal in order (or a heartbeat when it is empty and one
-    /// is due). `Ok(true)` when something was delivered.
+    /// Sends the journal in order, one entry read at a time (or a
+    /// heartbeat when it is empty and one is due). A report the operator
+    /// refuses for good is handed to [`Journal::reject`] and the next one
+    /// is sent. `Ok(true)` when something was delivered.
     async fn deliver(
         &mut self,
-        seq: u64,
         heartbeat_due: bool,
         servers: &BTreeMap<ServerId, ServerReport>,
         strategies: &[StrategyReport],
     ) -> Result<bool, ()> {
-        let pending = match self.journal.pending() {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the journal");
-                return Err(());
-            }
-        };
-        if pending.is_empty() {
-            if !heartbeat_due {
-                return Ok(false);
-            }
-            let heartbeat = NodeReport {
-                node: self.node.clone(),
-                seq,
-                applied_revision: self.applied.load(Ordering::Relaxed),
-                servers: servers.values().cloned().collect(),
-                strategies: strategies.to_vec(),
-                ..NodeReport::default()
-            };
-            return match self.client.report(&heartbeat).await {
-                Ok(_) => Ok(true),
+        self.journal.retry_writes();
+        let mut delivered = false;
+        loop {
+            let report = match self.journal.oldest() {
+                Ok(Some(report)) => report,
+                Ok(None) => break,
                 Err(error) => {
-                    tracing::warn!(%error, "heartbeat failed");
-                    Err(())
+                    tracing::error!(%error, "cannot read the journal");
+                    return Err(());
                 }
             };
-        }
-        for mut report in pending {
+            let mut report = report;
             report.applied_revision = self.applied.load(Ordering::Relaxed);
+            report.journal_fault = self.journal.fault();
+            self.journal.mark_attempted(report.seq);
             match self.client.report(&report).await {
                 Ok(ack) => {
-                    if let Err(error) = self.journal.acknowledge(ack.seq) {
+                    delivered = true;
+                    if let Err(error) = self.journal.acknowledge(ack.seq.max(report.seq)) {
                         tracing::warn!(%error, "could not trim the journal");
                     }
+                }
+                Err(error) if error.is_refusal() => {
+                    delivered = true;
+                    self.journal.reject(report, &error.to_string());
                 }
                 Err(error) => {
                     tracing::warn!(%error, pending = self.journal.len(), "report not delivered; kept in the journal");
@@ -173,7 +162,25 @@ impl Reporter {
                 }
             }
         }
-        Ok(true)
+        if delivered || !heartbeat_due {
+            return Ok(delivered);
+        }
+        let heartbeat = NodeReport {
+            node: self.node.clone(),
+            seq: self.journal.last_seq(),
+            applied_revision: self.applied.load(Ordering::Relaxed),
+            servers: servers.values().cloned().collect(),
+            strategies: strategies.to_vec(),
+            journal_fault: self.journal.fault(),
+            ..NodeReport::default()
+        };
+        match self.client.report(&heartbeat).await {
+            Ok(_) => Ok(true),
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat failed");
+                Err(())
+            }
+        }
     }
 }
 
@@ -225,11 +232,157 @@ impl Pending {
         }
     }
 
+    /// Turns what is gathered into reports of at most `cap` serialized
+    /// bytes each (a single item larger than that goes alone), with seqs
+    /// from `journal`. Every report carries the current states.
+    fn reports(
+        &mut self,
+        node: &str,
+        applied: u64,
+        cap: usize,
+        journal: &mut Journal,
+    ) -> Vec<NodeReport> {
+        let base = NodeReport {
+            node: node.to_owned(),
+            seq: u64::MAX,
+            applied_revision: applied,
+            servers: self.servers.values().cloned().collect(),
+            strategies: self.strategies.clone(),
+            ..NodeReport::default()
+        };
+        self.states_changed = false;
+        // Room for the item arrays' names and what is set at send time
+        // (applied revision, journal fault).
+        let empty = serialized_len(&base) + 1024;
+        let mut reports = Vec::new();
+        let mut current = base.clone();
+        let mut size = empty;
+        for item in self.drain_items() {
+            let len = item.serialized_len() + 1;
+            if has_items(&current) && size + len > cap {
+                let mut done = std::mem::replace(&mut current, base.clone());
+                done.seq = journal.next_seq();
+                reports.push(done);
+                size = empty;
+            }
+            item.put(&mut current);
+            size += len;
+        }
+        if has_items(&current) || reports.is_empty() {
+            current.seq = journal.next_seq();
+            reports.push(current);
+        }
+        reports
+    }
+
+    fn drain_items(&mut self) -> Vec<Item> {
+        let updates = std::mem::take(&mut self.updates)
+            .into_iter()
+            .map(Item::Update);
+        let traffic = std::mem::take(&mut self.traffic)
+            .into_iter()
+            .map(Item::Traffic);
+        let logs = std::mem::take(&mut self.logs).into_iter().map(Item::Log);
+        updates.chain(traffic).chain(logs).collect()
+    }
+
     /// Whether a report (not just a heartbeat) is due.
     fn has_news(&self) -> bool {
         !self.updates.is_empty()
             || !self.logs.is_empty()
             || !self.traffic.is_empty()
             || self.states_changed
+    }
+}
+
+/// One item of a report.
+enum Item {
+    Update(TaskUpdate),
+    Traffic(UserTraffic),
+    Log(LogChunk),
+}
+
+impl Item {
+    fn serialized_len(&self) -> usize {
+        match self {
+            Item::Update(update) => serialized_len(update),
+            Item::Traffic(traffic) => serialized_len(traffic),
+            Item::Log(chunk) => serialized_len(chunk),
+        }
+    }
+
+    fn put(self, report: &mut NodeReport) {
+        match self {
+            Item::Update(update) => report.task_updates.push(update),
+            Item::Traffic(traffic) => report.traffic.push(traffic),
+            Item::Log(chunk) => report.logs.push(chunk),
+        }
+    }
+}
+
+fn has_items(report: &NodeReport) -> bool {
+    !(report.task_updates.is_empty() && report.logs.is_empty() && report.traffic.is_empty())
+}
+
+fn serialized_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+    use crate::journal::JournalLimits;
+    use veil_crds::wire::RunRef;
+
+    #[test]
+    fn gathered_output_is_spread_over_reports_under_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), JournalLimits::default()).unwrap();
+        let mut pending = Pending::default();
+        let run = RunRef {
+            namespace: "default".into(),
+            name: "big".into(),
+            uid: "u".into(),
+        };
+        // 10 MB of output in 64 KiB chunks, control characters included
+        // (JSON escapes them to six bytes each).
+        let text = format!("{}\n", "a\u{1}".repeat(32 * 1024 - 1));
+        for seq in 1..=160 {
+            pending.take(Outgoing::Log(LogChunk {
+                run: run.clone(),
+                seq,
+                text: text.clone(),
+            }));
+        }
+        pending.take(Outgoing::Traffic(vec![UserTraffic {
+            server: ServerId::default(),
+            email: "alice".into(),
+            uplink: 1,
+            downlink: 2,
+        }]));
+        let reports = pending.reports("n", 7, MAX_REPORT_BYTES, &mut journal);
+        assert!(reports.len() >= 10, "{} reports", reports.len());
+        for report in &reports {
+            let len = serde_json::to_vec(report).unwrap().len();
+            assert!(
+                len <= MAX_REPORT_BYTES,
+                "report {} is {len} bytes",
+                report.seq
+            );
+        }
+        let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=reports.len() as u64).collect::<Vec<_>>());
+        let chunks: Vec<u64> = reports
+            .iter()
+            .flat_map(|r| r.logs.iter().map(|c| c.seq))
+            .collect();
+        assert_eq!(
+            chunks,
+            (1..=160).collect::<Vec<_>>(),
+            "every chunk, in order"
+        );
+        assert_eq!(reports.iter().map(|r| r.traffic.len()).sum::<usize>(), 1);
+        assert!(!pending.has_news());
     }
 }

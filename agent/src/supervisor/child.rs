@@ -122,6 +122,12 @@ fn command(spec: &ProcessSpec, program: &std::path::Path) -> Command {
         // The child sees the program as named, like a shell would show it.
         command.arg0(spec.program());
         command.process_group(0);
+        // setgid, then setuid; the standard library also clears the
+        // supplementary groups (setgroups(0)) when a uid is set.
+        if let Some((uid, gid)) = spec.user() {
+            command.gid(gid);
+            command.uid(uid);
+        }
     }
     command
         .args(spec.arguments())

@@ -61,6 +61,7 @@ pub struct ProcessSpec {
     paths: Vec<PathBuf>,
     held: Vec<Box<dyn Any + Send + Sync>>,
     pid_file: Option<PathBuf>,
+    user: Option<(u32, u32)>,
 }
 
 impl ProcessSpec {
@@ -83,6 +84,7 @@ impl ProcessSpec {
             paths: Vec::new(),
             held: Vec::new(),
             pid_file: None,
+            user: None,
         }
     }
 
@@ -208,6 +210,19 @@ impl ProcessSpec {
         self
     }
 
+    /// Starts the child as user `uid` with primary group `gid` and no
+    /// supplementary groups (Unix; needs a root agent). Default: the
+    /// agent's own user.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// The `(uid, gid)` the child runs as, when not the agent's own.
+    pub(crate) fn user(&self) -> Option<(u32, u32)> {
+        self.user
+    }
+
     pub(crate) fn recorded_pid_file(&self) -> Option<&Path> {
         self.pid_file.as_deref()
     }
@@ -285,6 +300,7 @@ impl fmt::Debug for ProcessSpec {
             .field("ports", &self.ports)
             .field("paths", &self.paths)
             .field("held", &self.held.len())
+            .field("user", &self.user)
             .finish()
     }
 }

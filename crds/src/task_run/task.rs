@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::repository::{Repository, check_relative_path};
 use crate::common::{EnvVar, validate_env};
 use crate::runner::Executor;
 use crate::validate::{ArgList, FieldErrors};
@@ -107,21 +108,6 @@ pub enum TerraformAction {
     Apply,
 }
 
-/// A git repository to check out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Repository {
-    /// Clone URL: `https://…`, `ssh://…`, `git@host:path` or `file:///path`.
-    pub url: String,
-    /// Branch, tag or commit to check out. Default: the remote's default branch.
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub ref_: Option<String>,
-}
-
-fn is_relative_path(path: &str) -> bool {
-    !path.is_empty() && !path.starts_with('/') && !path.split(['/', '\\']).any(|part| part == "..")
-}
-
 impl Task {
     /// Cross-field checks; `path` is the task's field path (`spec.task`).
     pub fn validate(&self, path: &str, errors: &mut FieldErrors) {
@@ -172,41 +158,26 @@ impl Task {
             }
         }
         if let Some(ansible) = &self.ansible
-            && !is_relative_path(&ansible.playbook)
+            && let Err(message) = check_relative_path(&ansible.playbook, "`site.yml`")
+        {
+            errors.push(format!("{path}.ansible.playbook"), message);
+        }
+        if let Some(ansible) = &self.ansible
+            && let Some(inventory) = &ansible.inventory
+            && inventory.starts_with('-')
         {
             errors.push(
-                format!("{path}.ansible.playbook"),
-                format!("`{}` must be a relative path inside the working directory without `..`, e.g. `site.yml`", ansible.playbook),
+                format!("{path}.ansible.inventory"),
+                format!("`{inventory}` starts with `-`, which ansible would read as an option; write a path or a host list such as `web1,web2,`"),
             );
         }
         if let Some(terraform) = &self.terraform
-            && !is_relative_path(&terraform.dir)
+            && let Err(message) = check_relative_path(&terraform.dir, "`.` or `infra/`")
         {
-            errors.push(
-                format!("{path}.terraform.dir"),
-                format!("`{}` must be a relative path inside the working directory without `..`, e.g. `.` or `infra/`", terraform.dir),
-            );
+            errors.push(format!("{path}.terraform.dir"), message);
         }
         if let Some(repo) = &self.repository {
-            let url = repo.url.as_str();
-            let scheme_ok = ["https://", "http://", "ssh://", "file:///", "git://"]
-                .iter()
-                .any(|s| url.starts_with(s))
-                || (url.starts_with("git@") && url.contains(':'));
-            if !scheme_ok || url.contains(char::is_whitespace) {
-                errors.push(
-                    format!("{path}.repository.url"),
-                    format!("`{url}` is not a git URL; write e.g. `https://github.com/org/repo.git` or `git@github.com:org/repo.git`"),
-                );
-            }
-            if let Some(r) = &repo.ref_
-                && (r.is_empty() || r.starts_with('-') || r.contains(char::is_whitespace))
-            {
-                errors.push(
-                    format!("{path}.repository.ref"),
-                    format!("`{r}` is not a branch, tag or commit; write e.g. `main` or `v1.2.0`"),
-                );
-            }
+            repo.validate(&format!("{path}.repository"), errors);
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
             errors.push(
@@ -226,5 +197,116 @@ fn executor_name(executor: Executor) -> &'static str {
         Executor::Shell => "shell",
         Executor::Ansible => "ansible",
         Executor::Terraform => "terraform",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn errors_of(task: serde_json::Value) -> Vec<(String, String)> {
+        let task: Task = serde_json::from_value(task).unwrap();
+        let mut errors = FieldErrors::default();
+        task.validate("spec.task", &mut errors);
+        errors
+            .into_result()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect()
+    }
+
+    fn with_repository(repository: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "executor": "shell",
+            "shell": {"command": ["true"]},
+            "repository": repository,
+        })
+    }
+
+    #[test]
+    fn each_unsafe_repository_is_refused_naming_its_field() {
+        let cases = [
+            (
+                serde_json::json!({"url": "ext::sh -c touch% /tmp/pwned"}),
+                "spec.task.repository.url",
+                "ext::",
+            ),
+            (
+                serde_json::json!({"url": "file:///srv/repo.git"}),
+                "spec.task.repository.url",
+                "allowInsecure",
+            ),
+            (
+                serde_json::json!({"url": "http://mirror.lan/r.git"}),
+                "spec.task.repository.url",
+                "allowInsecure",
+            ),
+            (
+                serde_json::json!({"url": "git://mirror.lan/r.git"}),
+                "spec.task.repository.url",
+                "allowInsecure",
+            ),
+            (
+                serde_json::json!({"url": "--upload-pack=touch /tmp/x"}),
+                "spec.task.repository.url",
+                "not a git URL",
+            ),
+            (
+                serde_json::json!({"url": "https://h/r.git", "ref": "--upload-pack=touch /tmp/x"}),
+                "spec.task.repository.ref",
+                "starts with `-`",
+            ),
+        ];
+        for (repository, path, words) in cases {
+            let errors = errors_of(with_repository(repository.clone()));
+            assert!(
+                errors.iter().any(|(p, m)| p == path && m.contains(words)),
+                "{repository}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn insecure_urls_pass_with_allow_insecure_but_ext_never_does() {
+        for url in ["file:///srv/r.git", "http://h/r.git", "git://h/r.git"] {
+            let errors = errors_of(with_repository(
+                serde_json::json!({"url": url, "allowInsecure": true}),
+            ));
+            assert!(errors.is_empty(), "{url}: {errors:?}");
+        }
+        let errors = errors_of(with_repository(
+            serde_json::json!({"url": "ext::sh -c id", "allowInsecure": true}),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        for url in ["https://h/r.git", "ssh://git@h/r.git", "git@h:org/r.git"] {
+            assert!(errors_of(with_repository(serde_json::json!({"url": url}))).is_empty());
+        }
+    }
+
+    #[test]
+    fn playbook_inventory_and_terraform_dir_starting_with_a_dash_are_refused() {
+        let errors = errors_of(serde_json::json!({
+            "executor": "ansible",
+            "ansible": {"playbook": "--syntax-check", "inventory": "--list-hosts"},
+        }));
+        for path in ["spec.task.ansible.playbook", "spec.task.ansible.inventory"] {
+            assert!(
+                errors.iter().any(|(p, m)| p == path && m.contains("`-`")),
+                "{path}: {errors:?}"
+            );
+        }
+        let errors = errors_of(serde_json::json!({
+            "executor": "terraform",
+            "terraform": {"dir": "-chdir=/etc"},
+        }));
+        assert!(
+            errors
+                .iter()
+                .any(|(p, m)| p == "spec.task.terraform.dir" && m.contains("`-`")),
+            "{errors:?}"
+        );
     }
 }

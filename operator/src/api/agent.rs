@@ -3,11 +3,14 @@
 //!
 //! Every request carries a node token. A missing, unknown or revoked token
 //! is 401; a token used for another node's data is 403. Tokens are compared
-//! by hash and never logged. A token is valid when the store holds it
+//! by hash and never logged. In Kubernetes mode an agent pod's projected
+//! ServiceAccount token is checked by a TokenReview and names the node its
+//! Pod runs on ([`crate::node_tokens::review`]). A node token is valid when the store holds it
 //! (`veil-operator token create`) or, in Kubernetes mode, a node-token
 //! Secret does ([`crate::node_tokens`]); until those Secrets are first
 //! listed, a token the store does not know is answered 503 (retry), not 401.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -20,9 +23,11 @@ use serde::Deserialize;
 use serde_json::json;
 use veil_crds::wire::{NodeReport, RegisterRequest, RegisterResponse, ReportAck};
 
-use super::ApiState;
+use super::{ApiState, guard};
 use crate::admin::hash_token;
 use crate::node_tokens::Lookup;
+use crate::node_tokens::review::looks_like_jwt;
+use crate::report_scope;
 
 /// How often agents report when nothing happens, unless `--heartbeat-interval` says
 /// otherwise; 3 missed intervals make a node NotReady.
@@ -37,39 +42,90 @@ impl FromRequestParts<ApiState> for NodeIdentity {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Response> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing `Authorization: Bearer <node token>`",
-                )
-            })?;
-        let hash = hash_token(token);
-        // Secrets first (in memory); the store's tokens keep working too.
-        let from_secrets = state.node_tokens.lookup(&hash);
-        if let Lookup::Node(node) = from_secrets {
-            return Ok(NodeIdentity(node));
-        }
-        match state.store.node_for_token_hash(&hash).await {
-            Ok(Some(node)) => Ok(NodeIdentity(node)),
-            Ok(None) if from_secrets == Lookup::NotListed => Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the operator has not listed its node-token Secrets yet; try again",
-            )),
-            Ok(None) => Err(error(
+        let ip = guard::client_ip(&parts.extensions);
+        let Some(token) = bearer(parts) else {
+            return Err(failed(
+                state,
+                ip,
                 StatusCode::UNAUTHORIZED,
-                "unknown or revoked node token (create one with `veil-operator token create --node NAME`, with `--kube` in Kubernetes mode)",
-            )),
-            Err(e) => Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("state store: {e}"),
-            )),
+                "missing `Authorization: Bearer <node token>`",
+            ));
+        };
+        if let Some(reviewer) = state.node_tokens.reviewer()
+            && looks_like_jwt(token)
+        {
+            return super::pod_identity::node_of(reviewer, token)
+                .await
+                .map(NodeIdentity);
         }
+        node_for_token(state, ip, &hash_token(token))
+            .await
+            .map(NodeIdentity)
     }
+}
+
+/// The bearer token of a request, if any.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The node a token (by hash) belongs to. Known tokens (node-token Secrets,
+/// the store's tokens cached in memory) are never rate limited; an unknown
+/// one is answered 429 while its address is over its failed-authentication
+/// limit, before any store query ([`guard`]).
+async fn node_for_token(state: &ApiState, ip: IpAddr, hash: &str) -> Result<String, Response> {
+    // Secrets first (in memory); the store's tokens keep working too.
+    let from_secrets = state.node_tokens.lookup(hash);
+    if let Lookup::Node(node) = from_secrets {
+        return Ok(node);
+    }
+    let known = state.store_tokens.cached(hash).is_some();
+    if !known && !state.failed_auth.allows(ip) {
+        return Err(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address; slow down",
+        ));
+    }
+    let found = if known {
+        // Confirmed in the store: a revoked token stops at once.
+        let found = state.store.node_for_token_hash(hash).await;
+        if matches!(found, Ok(None)) {
+            state.store_tokens.forget(hash);
+        }
+        found
+    } else {
+        state.store_tokens.find(&state.store, hash).await
+    };
+    match found {
+        Ok(Some(node)) => Ok(node),
+        Ok(None) if from_secrets == Lookup::NotListed => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the operator has not listed its node-token Secrets yet; try again",
+        )),
+        Ok(None) => Err(failed(
+            state,
+            ip,
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked node token (create one with `veil-operator token create --node NAME`, with `--kube` in Kubernetes mode)",
+        )),
+        Err(e) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("state store: {e}"),
+        )),
+    }
+}
+
+/// A failed authentication: counted against `ip`, logged once when the
+/// address reaches its limit (the token is never logged).
+fn failed(state: &ApiState, ip: IpAddr, status: StatusCode, message: &str) -> Response {
+    if state.failed_auth.failed(ip) {
+        tracing::warn!(%ip, "too many failed authentications from this address; answering 429 until it slows down");
+    }
+    error(status, message)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -162,6 +218,44 @@ pub async fn assignment(
     }
 }
 
+/// Refuses the whole report when any entry is not the node's own
+/// ([`report_scope`]): 403 for another node's run or a server or user not
+/// assigned to it, 422 for a counter out of bounds; 503 while no
+/// assignment was published since the operator started (the scope is not
+/// known yet; the agent retries).
+fn check_scope(state: &ApiState, node: &str, report: &NodeReport) -> Result<(), Response> {
+    let scope = match state.agents.report_scope(node) {
+        Some(scope) => scope,
+        None if report.traffic.is_empty() && report.logs.is_empty() => Default::default(),
+        None => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the operator is computing assignments after its start; try again",
+            ));
+        }
+    };
+    let traffic = state.traffic.snapshot();
+    report_scope::check(
+        node,
+        report,
+        |uid| state.runs.placement(uid),
+        &scope,
+        &traffic,
+    )
+    .map_err(|refusal| {
+        tracing::warn!(%node, seq = report.seq, reason = %refusal, "report refused; nothing of it was written");
+        let status = if refusal.is_foreign() {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        error(
+            status,
+            &format!("report refused, nothing of it was written: {refusal}"),
+        )
+    })
+}
+
 /// `POST report`: applied once per `seq`; a retried report is acknowledged without effect.
 ///
 /// Traffic is applied first: the run book records the report's seq, which
@@ -179,6 +273,9 @@ pub async fn report(
     if !state.agents.seen(&node, now, Some(report.applied_revision)) {
         return error(StatusCode::CONFLICT, "register before reporting");
     }
+    if let Err(response) = check_scope(&state, &node, &report) {
+        return response;
+    }
     let applied = async {
         state.traffic.apply_report(&node, &report, now).await?;
         state.runs.report(&node, &report, now).await
@@ -191,6 +288,7 @@ pub async fn report(
             state
                 .agents
                 .set_servers(&node, report.seq, report.servers, now);
+            state.agents.set_journal_fault(&node, report.journal_fault);
             state.agents.notify_changed();
             Json(ReportAck { seq: report.seq }).into_response()
         }

@@ -21,8 +21,9 @@
 //!   retry 5xx with backoff). While the leader is not known yet (just
 //!   started, or the Lease was lost) the answer waits up to
 //!   [`UNKNOWN_WAIT`] for it first;
-//! - this replica checks no token: the leader does. Headers (tokens) are
-//!   never logged.
+//! - this replica checks no token: the leader does; but a request without
+//!   `Authorization` is answered 401 here, before its body is read.
+//!   Headers (tokens) are never logged.
 
 use std::time::Duration;
 
@@ -42,8 +43,9 @@ use crate::metrics::Metrics;
 
 /// Marks a forwarded request; its value is the forwarding replica's name.
 pub const FORWARDED_HEADER: &str = "x-veil-forwarded";
-/// Largest request body passed on (agent reports are far smaller).
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest request body passed on: the same limit the leader's own
+/// routes apply ([`super::MAX_BODY_BYTES`]).
+pub const MAX_BODY_BYTES: usize = super::MAX_BODY_BYTES;
 /// Upper bound of one forwarded request: the 30 s assignment long-poll
 /// plus room.
 pub const TIMEOUT: Duration = Duration::from_secs(45);
@@ -146,7 +148,7 @@ impl Forwarder {
                 }
                 None => {
                     return self.unavailable(&format!(
-                        "the leader `{holder}` advertises no endpoint (--advertise-url, or POD_IP)"
+                        "the leader `{holder}` advertises no endpoint that is a Pod IP of this replica set (--advertise-url, or POD_IP; see this replica's log)"
                     ));
                 }
             },
@@ -159,6 +161,25 @@ impl Forwarder {
 
     async fn pass_on(&self, endpoint: &Url, request: Request) -> Response {
         let (parts, body) = request.into_parts();
+        // Refused before a byte of the body is buffered: every `/v1/`
+        // route needs a token, and a declared size above the limit is 413.
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>`",
+            );
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {MAX_BODY_BYTES} bytes"),
+            );
+        }
         let path = parts
             .uri
             .path_and_query()

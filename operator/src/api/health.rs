@@ -1,4 +1,5 @@
-//! `/healthz` (process alive), `/readyz` (source loaded, store reachable), `/metrics`.
+//! `/healthz` (process alive), `/readyz` (source loaded, store reachable and
+//! writable), `/metrics`.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -10,7 +11,13 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once the source is loaded and the store answers — on a
+/// Failed reconcile passes in a row after which `/readyz` answers 503.
+pub const FAILED_PASSES_NOT_READY: i64 = 3;
+
+/// Ready once the source is loaded, the store answers and the last
+/// [`FAILED_PASSES_NOT_READY`] reconcile passes did not all fail (a store
+/// that answers reads but refuses writes — a full disk, a read-only file —
+/// fails every pass) — on a
 /// Kubernetes-mode follower too ("leader or ready follower"): a follower
 /// keeps its world current and takes over when the leader goes.
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
@@ -19,6 +26,15 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "source not loaded yet\n".to_owned(),
+        );
+    }
+    let failed = state.metrics.failed_passes.get();
+    if failed >= FAILED_PASSES_NOT_READY {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the state store cannot be written: the last {failed} reconcile passes failed (revocations are still published to agents; see the log)\n"
+            ),
         );
     }
     match state.store.ping().await {

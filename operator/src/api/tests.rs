@@ -123,11 +123,19 @@ async fn serve() -> Served {
         node_tokens: crate::node_tokens::NodeTokens::off(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         forwarder: None,
+        failed_auth: Default::default(),
+        store_tokens: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     Served {
         url,
         store,
@@ -208,6 +216,26 @@ async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
     .await
     .unwrap();
     assert_eq!(registered.status().as_u16(), 200);
+    // The controller's publish: bob on edge-vless is this node's (reports
+    // may only carry traffic for what was assigned).
+    let server: veil_crds::wire::ServerAssignment = serde_json::from_value(json!({
+        "server": {"namespace": "default", "name": "edge-vless"},
+        "listen": "0.0.0.0", "port": 8443,
+        "vless": {"privateKey": "k", "dest": "example.com:443", "serverNames": ["example.com"],
+                  "shortIds": [""], "usersHash": "h",
+                  "users": [{"email": "default.bob", "id": BOB_ID, "flow": "xtls-rprx-vision"}]}
+    }))
+    .unwrap();
+    served.state.agents.set_assignments(
+        std::collections::BTreeMap::from([(
+            "edge-1".to_owned(),
+            crate::agents::NodeAssignment {
+                servers: vec![server],
+                ..Default::default()
+            },
+        )]),
+        chrono::Utc::now(),
+    );
     let report = json!({
         "node": "edge-1", "seq": 3, "appliedRevision": 0,
         "servers": [{"server": {"namespace": "default", "name": "edge-vless"}, "phase": "Running", "users": 2}],

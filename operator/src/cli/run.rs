@@ -104,6 +104,12 @@ pub struct RunArgs {
     /// and its running task runs end with reason NodeLost.
     #[arg(long, default_value_t = crate::api::agent::HEARTBEAT_INTERVAL_SECONDS)]
     pub heartbeat_interval: u32,
+    /// Let Schedule webhooks reach loopback, private, link-local and CGNAT
+    /// addresses (refused by default: Schedule authors choose the URLs).
+    #[arg(long, env = "VEIL_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    #[command(flatten)]
+    pub agent_identity: super::agent_identity::AgentIdentityArgs,
 }
 
 /// Arguments of `up`.
@@ -132,6 +138,8 @@ impl UpArgs {
             debounce_ms: 25,
             rotate_admin_token: false,
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
+            allow_private_webhooks: false,
+            agent_identity: Default::default(),
         }
     }
 }
@@ -161,6 +169,8 @@ pub enum RunError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Forward(#[from] api::forward::ForwardError),
+    #[error(transparent)]
+    StoreNotShared(#[from] leader::StoreNotShared),
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -252,7 +262,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     let runs = Arc::new(RunBook::load(store.clone()).await?);
     let traffic = Arc::new(TrafficBook::load(store.clone(), metrics.clone()).await?);
     let heartbeat = args.heartbeat_interval.max(1);
-    let controller = Controller::start(
+    let mut controller = Controller::start(
         store.clone(),
         agents.clone(),
         runs.clone(),
@@ -262,6 +272,12 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         metrics.clone(),
     )
     .await?;
+    if args.allow_private_webhooks {
+        tracing::warn!(
+            "--allow-private-webhooks: Schedule webhooks may reach loopback and private addresses"
+        );
+        controller.allow_private_webhooks();
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut node_tokens = NodeTokens::off();
     let mut _token_watch = None;
@@ -274,16 +290,19 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             // Agent tokens from the Secrets of the operator's namespace, on
             // every replica (a follower forwards agents to the leader, and
             // serves them itself once it leads).
-            node_tokens = NodeTokens::listing();
+            let namespace = leader::operator_namespace(args.lease_namespace.clone());
+            node_tokens = NodeTokens::listing()
+                .with_reviewer(args.agent_identity.reviewer(client.clone(), &namespace));
             _token_watch = Some(AbortOnDrop(node_tokens::watch::spawn(
                 client.clone(),
-                leader::operator_namespace(args.lease_namespace.clone()),
+                namespace,
                 node_tokens.clone(),
             )));
             // Only the holder of the Lease writes; a follower plans alike,
             // and hands `/v1/` requests to the leader.
             let mut config =
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
+            leader::check_store_is_shared(client.clone(), &config, target.is_shared()).await?;
             let pod_ip = std::env::var("POD_IP").ok();
             config.endpoint =
                 leader::advertised(args.advertise_url.as_ref(), args.listen, pod_ip.as_deref());
@@ -336,6 +355,8 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         heartbeat_interval_seconds: heartbeat,
         forwarder,
         node_tokens,
+        failed_auth: Default::default(),
+        store_tokens: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -350,12 +371,16 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 node: node.to_owned(),
                 operator: format!("http://{}", args.listen),
                 token: local_agent_token(&store_for_agent, &args.data_dir).await?,
+                token_file: None,
                 labels: Default::default(),
                 data_dir: args.data_dir.join("agent"),
                 address: None,
                 stats_interval: std::time::Duration::from_secs(10),
                 zapret_mark: veil_agent::drivers::zapret::DEFAULT_MARK,
                 desync_program: None,
+                // The default: an unprivileged user when this process is root.
+                task_user: None,
+                journal: veil_agent::journal::JournalLimits::default(),
             };
             tracing::info!(%node, "starting the in-process agent for this machine");
             let stop = shutdown.clone();
@@ -374,7 +399,9 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         on_signal.cancel();
     });
     let stopped = shutdown.clone();
-    let served = axum::serve(listener, api::router(state))
+    // The peer address feeds the failed-authentication limit (`api::guard`).
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
         .map_err(RunError::Serve);

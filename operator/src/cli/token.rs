@@ -3,9 +3,11 @@
 //! Works on the store directly (SQLite file or PostgreSQL), so it runs next
 //! to a running operator. A token is printed once and stored only as a hash.
 //!
-//! With `--kube` (Kubernetes mode), `create` and `revoke` change the
-//! node-token Secret of the operator's namespace instead ([`cluster`]): every
-//! replica accepts what it holds, and the agent DaemonSet mounts it.
+//! With `--kube` (Kubernetes mode), `create` and `revoke` write or delete
+//! the node's own token Secret in the operator's namespace instead
+//! ([`cluster`]): every replica accepts what it holds. This is for agents
+//! outside the cluster; agents of the DaemonSet use their pod's
+//! ServiceAccount token and need none.
 
 mod cluster;
 
@@ -16,7 +18,7 @@ use veil_crds::validate::DnsName;
 
 use crate::admin::{generate_token, hash_token};
 use crate::leader::operator_namespace;
-use crate::node_tokens::{DEFAULT_TOKEN_SECRET, NODE_TOKEN_SECRET_TYPE};
+use crate::node_tokens::{NODE_TOKEN_SECRET_TYPE, token_secret_name};
 use crate::store::{Store, StoreError, StoreTarget};
 
 use super::DEFAULT_DATA_DIR;
@@ -35,8 +37,9 @@ pub struct StoreArgs {
 /// Where tokens go in Kubernetes mode.
 #[derive(Debug, clap::Args)]
 pub struct KubeArgs {
-    /// Kubernetes mode: write the Secret `veil-agent-tokens` (type
-    /// `veil.dev/node-token`) in the operator's namespace instead of the store.
+    /// Kubernetes mode: write the node's Secret `veil-node-token-NODE`
+    /// (type `veil.dev/node-token`) in the operator's namespace instead of
+    /// the store (for agents outside the cluster).
     #[arg(long)]
     pub kube: bool,
     /// With --kube: the kubeconfig to use (its current context). Default:
@@ -54,8 +57,8 @@ pub struct KubeArgs {
 pub enum TokenCommand {
     /// Create a token for one node and print it once (store it in the agent's --token-file).
     ///
-    /// With --kube the token goes into the Secret `veil-agent-tokens` under the
-    /// node's name (a node's previous token there is replaced).
+    /// With --kube the token goes into the Secret `veil-node-token-NODE`
+    /// under the node's name (a node's previous token there is replaced).
     Create {
         /// Node name the token is bound to (the agent's --node).
         #[arg(long)]
@@ -76,7 +79,7 @@ pub enum TokenCommand {
         /// Token id as shown by `token list`.
         #[arg(required_unless_present = "kube", conflicts_with = "kube")]
         id: Option<String>,
-        /// With --kube: the node whose key is removed from `veil-agent-tokens`.
+        /// With --kube: the node whose Secret `veil-node-token-NODE` is deleted.
         #[arg(long, requires = "kube", required_if_eq("kube", "true"))]
         node: Option<String>,
         #[command(flatten)]
@@ -97,21 +100,29 @@ pub enum TokenError {
     NotFound(String),
     #[error("Kubernetes: {0}")]
     Connect(#[from] crate::source::kube::ConnectError),
-    #[error("Secret {namespace}/{secret}: {source}", secret = DEFAULT_TOKEN_SECRET)]
+    #[error("Secret {namespace}/{secret}: {source}")]
     Kube {
         namespace: String,
+        secret: String,
         #[source]
         source: kube::Error,
     },
     #[error(
-        "Secret {namespace}/{secret} has type `{found}`, but the operator reads only Secrets of type `{NODE_TOKEN_SECRET_TYPE}` and a type cannot change: move its keys to a new Secret of that type (or delete it and create the tokens again)",
-        secret = DEFAULT_TOKEN_SECRET
+        "Secret {namespace}/{secret} has type `{found}`, but the operator reads only Secrets of type `{NODE_TOKEN_SECRET_TYPE}` and a type cannot change: delete it and create the token again"
     )]
-    WrongSecretType { namespace: String, found: String },
-    #[error("Secret {0}/{secret} kept changing under us; try again", secret = DEFAULT_TOKEN_SECRET)]
-    Conflicts(String),
-    #[error("Secret {namespace}/{secret} has no token for node `{node}`", secret = DEFAULT_TOKEN_SECRET)]
-    NoClusterToken { node: String, namespace: String },
+    WrongSecretType {
+        namespace: String,
+        secret: String,
+        found: String,
+    },
+    #[error("Secret {namespace}/{secret} kept changing under us; try again")]
+    Conflicts { namespace: String, secret: String },
+    #[error("Secret {namespace}/{secret} does not exist: there is no token for node `{node}`")]
+    NoClusterToken {
+        node: String,
+        namespace: String,
+        secret: String,
+    },
 }
 
 async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
@@ -134,7 +145,8 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
                 );
             }
             eprintln!(
-                "token for node {node} stored in Secret {namespace}/{DEFAULT_TOKEN_SECRET} under key {node} (shown once):"
+                "token for node {node} stored in Secret {namespace}/{} under key {node} (shown once; keep it in that agent's --token-file):",
+                token_secret_name(&node)
             );
             println!("{token}");
         }
@@ -147,7 +159,8 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
             let api = cluster::secrets(kube.kubeconfig.as_deref(), &namespace).await?;
             cluster::remove_token(&api, &namespace, &node).await?;
             println!(
-                "token of node {node} removed from Secret {namespace}/{DEFAULT_TOKEN_SECRET} at {}",
+                "token of node {node} revoked: Secret {namespace}/{} deleted at {}",
+                token_secret_name(&node),
                 crate::world::timestamp(Utc::now())
             );
         }

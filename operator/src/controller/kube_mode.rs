@@ -132,15 +132,22 @@ impl KubeMode {
     /// that this pass adopts the cluster's statuses again and writes every
     /// one that differs from the plan (the previous leader may have written
     /// others than this replica planned), and retry TaskRun writes at once.
-    pub fn follow_gate(&mut self) {
+    pub fn follow_gate(&mut self) -> bool {
         let open = self.gate.is_open();
-        if open && !self.leading {
+        let became_leader = open && !self.leading;
+        if became_leader {
             self.cluster.adopted.clear();
             self.cluster.adopted_version = 0;
             self.failures = 0;
             self.node_failures = 0;
         }
         self.leading = open;
+        became_leader
+    }
+
+    /// Whether this replica leads (as of the last [`KubeMode::follow_gate`]).
+    pub fn is_leading(&self) -> bool {
+        self.leading
     }
 
     /// A receiver woken when credentials Secrets change.
@@ -726,6 +733,7 @@ spec:
             servers_reported_at: None,
             servers_seq: 0,
             strategies: Vec::new(),
+            journal_fault: None,
         };
         (node.to_owned(), observation)
     }

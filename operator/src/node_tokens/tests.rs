@@ -17,20 +17,38 @@ fn secrets(list: &[(&str, Pairs)]) -> BTreeMap<String, SecretTokens> {
 }
 
 #[test]
-fn each_node_name_key_grants_its_trimmed_token() {
-    let parsed = parse_secret(Some(&data(&[
-        ("edge-1", b"veil_node_aaa\n"),
-        ("edge-2.example", b"  veil_node_bbb  "),
-    ])));
+fn a_node_name_key_grants_its_trimmed_token() {
+    let parsed = parse_secret(Some(&data(&[("edge-1", b"veil_node_aaa\n")])));
     assert_eq!(
         parsed.nodes,
-        BTreeMap::from([
-            ("edge-1".to_owned(), hash_token("veil_node_aaa")),
-            ("edge-2.example".to_owned(), hash_token("veil_node_bbb")),
-        ])
+        BTreeMap::from([("edge-1".to_owned(), hash_token("veil_node_aaa"))])
     );
     assert!(parsed.skipped.is_empty());
+    let parsed = parse_secret(Some(&data(&[("edge-2.example", b"  veil_node_bbb  ")])));
+    assert_eq!(parsed.nodes["edge-2.example"], hash_token("veil_node_bbb"));
     assert_eq!(parse_secret(None), SecretTokens::default());
+}
+
+#[test]
+fn a_secret_with_tokens_of_several_nodes_grants_none_of_them() {
+    let parsed = parse_secret(Some(&data(&[
+        ("edge-1", b"veil_node_aaa"),
+        ("edge-2", b"veil_node_bbb"),
+        ("Bad_Key", b"veil_node_ccc"),
+    ])));
+    assert!(parsed.nodes.is_empty());
+    let reasons: Vec<String> = parsed.skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[1].starts_with(
+            "key `edge-1` is skipped with every other key: this Secret holds tokens of 2 nodes"
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("veil_node_")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -41,6 +59,7 @@ fn invalid_names_and_empty_or_binary_values_are_skipped_without_the_value() {
         ("edge-3", &[0xff, 0xfe]),
         ("edge-4", b"veil_node_ok"),
     ])));
+    // One valid node key: it is granted, the others are skipped.
     assert_eq!(parsed.nodes.keys().collect::<Vec<_>>(), ["edge-4"]);
     let reasons: Vec<String> = parsed.skipped.iter().map(ToString::to_string).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
@@ -57,7 +76,8 @@ fn invalid_names_and_empty_or_binary_values_are_skipped_without_the_value() {
 fn a_node_with_tokens_in_two_secrets_is_accepted_with_either() {
     let (index, ambiguous) = TokenIndex::build(&secrets(&[
         ("old", &[("edge-1", b"token-a")]),
-        ("new", &[("edge-1", b"token-b"), ("edge-2", b"token-c")]),
+        ("new", &[("edge-1", b"token-b")]),
+        ("other", &[("edge-2", b"token-c")]),
     ]));
     assert!(ambiguous.is_empty());
     assert_eq!(index.len(), 3);
@@ -70,8 +90,10 @@ fn a_node_with_tokens_in_two_secrets_is_accepted_with_either() {
 #[test]
 fn one_token_under_two_node_names_is_accepted_for_neither() {
     let (index, ambiguous) = TokenIndex::build(&secrets(&[
-        ("a", &[("edge-1", b"shared"), ("edge-3", b"own")]),
-        ("b", &[("edge-2", b"shared"), ("edge-1", b"shared")]),
+        ("a", &[("edge-1", b"shared")]),
+        ("b", &[("edge-2", b"shared")]),
+        ("c", &[("edge-1", b"shared")]),
+        ("d", &[("edge-3", b"own")]),
     ]));
     assert_eq!(index.node_for(&hash_token("shared")), None);
     assert_eq!(index.node_for(&hash_token("own")), Some("edge-3"));
@@ -80,8 +102,8 @@ fn one_token_under_two_node_names_is_accepted_for_neither() {
         [AmbiguousToken {
             holders: vec![
                 ("a".into(), "edge-1".into()),
-                ("b".into(), "edge-1".into()),
                 ("b".into(), "edge-2".into()),
+                ("c".into(), "edge-1".into()),
             ]
         }]
     );
@@ -102,26 +124,38 @@ fn lookups_wait_for_the_first_list_and_follow_every_replacement() {
 }
 
 #[test]
-fn the_cli_adds_replaces_and_removes_one_key() {
+fn the_cli_writes_one_secret_per_node_and_replaces_its_token() {
     let (secret, replaced) = with_token(None, "veil-system", "edge-1", "t1");
     assert!(!replaced);
-    assert_eq!(secret.metadata.name.as_deref(), Some(DEFAULT_TOKEN_SECRET));
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("veil-node-token-edge-1")
+    );
     assert_eq!(secret.metadata.namespace.as_deref(), Some("veil-system"));
     assert_eq!(secret.type_.as_deref(), Some(NODE_TOKEN_SECRET_TYPE));
-    assert_eq!(
-        secret.metadata.labels.as_ref().unwrap()[MANAGED_BY.0],
-        MANAGED_BY.1
-    );
-    let (secret, replaced) = with_token(Some(secret), "veil-system", "edge-2", "t2");
-    assert!(!replaced);
+    let labels = secret.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[MANAGED_BY.0], MANAGED_BY.1);
+    assert_eq!(labels[NODE_LABEL], "edge-1");
     let (secret, replaced) = with_token(Some(secret), "veil-system", "edge-1", "t3");
     assert!(replaced);
     let parsed = parse_secret(secret.data.as_ref());
+    assert_eq!(parsed.nodes.len(), 1);
     assert_eq!(parsed.nodes["edge-1"], hash_token("t3"));
-    assert_eq!(parsed.nodes["edge-2"], hash_token("t2"));
 
-    let secret = without_token(secret, "edge-1").unwrap();
-    let parsed = parse_secret(secret.data.as_ref());
-    assert_eq!(parsed.nodes.keys().collect::<Vec<_>>(), ["edge-2"]);
-    assert!(without_token(secret, "edge-1").is_none());
+    // A hand-made key next to it is dropped, never left to make the Secret
+    // hold two nodes.
+    let mut secret = secret;
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("edge-2".into(), ByteString(b"t2".to_vec()));
+    let (secret, _) = with_token(Some(secret), "veil-system", "edge-1", "t4");
+    assert_eq!(
+        parse_secret(secret.data.as_ref())
+            .nodes
+            .keys()
+            .collect::<Vec<_>>(),
+        ["edge-1"]
+    );
 }

@@ -50,6 +50,11 @@ pub(super) async fn deliver(
 
 /// One `POST`, classified.
 async fn attempt_once(client: &reqwest::Client, options: &NotifierOptions, job: &Job) -> Outcome {
+    if !options.allow_private
+        && let Some(ip) = super::destination::refused_literal(&job.url)
+    {
+        return Outcome::GiveUp(DeliveryError::PrivateDestination(ip));
+    }
     let response = client
         .post(job.url.clone())
         .timeout(options.timeout)

@@ -56,11 +56,14 @@ async fn serve(script: Script) -> (Url, Arc<Seen>) {
     )
 }
 
+/// Fast retries; loopback webhooks allowed (the test servers listen on
+/// 127.0.0.1, as `--allow-private-webhooks` allows).
 fn fast(options: NotifierOptions) -> NotifierOptions {
     NotifierOptions {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
         timeout: Duration::from_millis(500),
+        allow_private: true,
         ..options
     }
 }
@@ -201,4 +204,94 @@ fn webhooks_are_chosen_by_result() {
     assert_eq!(urls(TaskRunPhase::Succeeded), ["https://b.example/y"]);
     assert!(urls(TaskRunPhase::Cancelled).is_empty());
     assert_eq!(webhooks_for(None, TaskRunPhase::Failed).count(), 0);
+}
+
+#[tokio::test]
+async fn loopback_webhooks_are_refused_unless_allowed() {
+    let (url, seen) = serve(|_| Some(StatusCode::OK)).await;
+    let strict = NotifierOptions {
+        allow_private: false,
+        ..fast(NotifierOptions::default())
+    };
+    let client = destination::webhook_client(false).unwrap();
+    let notifier = Notifier::spawn(client, strict.clone());
+    // An IP literal, and a name that resolves to loopback.
+    notifier.notify(url.clone(), json!({}));
+    let mut by_name = url.clone();
+    by_name.set_host(Some("localhost")).unwrap();
+    notifier.notify(by_name, json!({}));
+    until(|| notifier.failed() == 2).await;
+    assert_eq!(
+        seen.attempts.load(Ordering::SeqCst),
+        0,
+        "no request reached the loopback server"
+    );
+    assert_eq!(notifier.sent(), 0);
+
+    // The same webhook with the flag: delivered.
+    let allowed = Notifier::spawn(
+        destination::webhook_client(true).unwrap(),
+        fast(NotifierOptions::default()),
+    );
+    allowed.notify(url, json!({}));
+    until(|| allowed.sent() == 1).await;
+    assert_eq!(seen.attempts.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn private_addresses_are_recognised() {
+    for private in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(
+            destination::is_private(private.parse().unwrap()),
+            "{private}"
+        );
+    }
+    for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "100.128.0.1"] {
+        assert!(
+            !destination::is_private(public.parse().unwrap()),
+            "{public}"
+        );
+    }
+}
+
+async fn redirect_to(State(target): State<String>) -> axum::response::Response {
+    axum::response::IntoResponse::into_response((
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, target)],
+    ))
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let (target, seen) = serve(|_| Some(StatusCode::OK)).await;
+    let app = Router::new()
+        .route("/hook", post(redirect_to))
+        .with_state(target.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let redirecting = Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
+    let notifier = Notifier::spawn(
+        destination::webhook_client(true).unwrap(),
+        fast(NotifierOptions::default()),
+    );
+    notifier.notify(redirecting, json!({}));
+    until(|| notifier.failed() == 1).await;
+    assert_eq!(
+        seen.attempts.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
 }

@@ -30,6 +30,10 @@ pub struct StatusMemo {
 /// reason, message.
 pub type Conditions = [(&'static str, &'static str, String, String); 3];
 
+/// One more condition a kind sets besides the kstatus three (a VeilNode's
+/// `JournalWritable`).
+pub type ExtraCondition = Option<(&'static str, &'static str, String, String)>;
+
 /// One status as text and as the JSON it was serialized from.
 #[derive(Clone, Debug)]
 pub struct MemoEntry {
@@ -45,6 +49,7 @@ pub struct MemoEntry {
 pub struct StatusInputs {
     pub body: Value,
     pub conditions: Conditions,
+    pub extra: ExtraCondition,
     pub generation: Option<i64>,
 }
 
@@ -53,14 +58,29 @@ impl MemoEntry {
     /// itself the previous status. Condition types must be unique (a type
     /// listed twice would take the first one's transition time).
     pub fn reusable(&self, body: &Value, conditions: &Conditions, generation: Option<i64>) -> bool {
+        self.reusable_with(body, conditions, &None, generation)
+    }
+
+    /// [`Self::reusable`] for a status with an extra condition.
+    pub fn reusable_with(
+        &self,
+        body: &Value,
+        conditions: &Conditions,
+        extra: &ExtraCondition,
+        generation: Option<i64>,
+    ) -> bool {
         let Some(inputs) = &self.inputs else {
             return false;
         };
         let unique_types = conditions
             .iter()
             .enumerate()
-            .all(|(i, c)| conditions[..i].iter().all(|d| d.0 != c.0));
+            .all(|(i, c)| conditions[..i].iter().all(|d| d.0 != c.0))
+            && extra
+                .as_ref()
+                .is_none_or(|x| conditions.iter().all(|c| c.0 != x.0));
         unique_types
+            && inputs.extra == *extra
             && inputs.generation == generation
             && inputs.conditions == *conditions
             && inputs.body == *body
@@ -114,6 +134,7 @@ mod tests {
             inputs: Some(Arc::new(StatusInputs {
                 body: value,
                 conditions: conditions("ok"),
+                extra: None,
                 generation: Some(3),
             })),
         }

@@ -54,6 +54,7 @@ pub fn node_status(
         "agentVersion": observation.map(|o| o.registration.agent_version.clone()),
         "address": observation.and_then(|o| o.registration.address.clone()),
         "lastHeartbeat": heartbeat,
+        "reportedLabels": observation.map(|o| o.registration.labels.clone()).filter(|l| !l.is_empty()),
         "capabilities": observation.map(|o| o.registration.capabilities.clone()).unwrap_or_default(),
         "workloads": { "runningTasks": running },
     });
@@ -109,6 +110,40 @@ pub fn node_status(
     (strip_nulls(body), conditions)
 }
 
+/// A VeilNode's `JournalWritable` condition: `False` (reason `DiskFull`,
+/// `ReadOnly` or `WriteFailed`) while its agent reports that it cannot
+/// write its report journal — its reports are then held in memory only —
+/// `True` otherwise; none before the agent registered.
+pub fn journal_condition(view: Option<&NodeView<'_>>) -> super::memo::ExtraCondition {
+    let observation = view?.observation?;
+    Some(match &observation.journal_fault {
+        None => (
+            "JournalWritable",
+            "True",
+            "Writable".to_owned(),
+            "the agent journals every report before sending it".to_owned(),
+        ),
+        Some(fault) => {
+            // The agent's words: a known reason only, a bounded message.
+            let reason = match fault.reason.as_str() {
+                "DiskFull" => "DiskFull",
+                "ReadOnly" => "ReadOnly",
+                _ => "WriteFailed",
+            };
+            let message: String = fault.message.chars().take(512).collect();
+            (
+                "JournalWritable",
+                "False",
+                reason.to_owned(),
+                format!(
+                    "{message} ({} report(s) held in memory only, still sent; lost if the agent dies before they are delivered)",
+                    fault.held_in_memory
+                ),
+            )
+        }
+    })
+}
+
 /// A Runner's status: Ready nodes it selects, capacity, run counts.
 pub fn runner_status(
     runner: &Runner,
@@ -153,6 +188,7 @@ pub fn runner_status(
         })
         .collect();
     let body = json!({
+        "runAsRoot": runner.spec.run_as_root.then_some(true),
         "readyNodes": ready.len(),
         "capacity": runner.spec.max_parallel_tasks as usize * ready.len(),
         "running": count("Running"),

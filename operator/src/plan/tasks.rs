@@ -59,7 +59,11 @@ pub struct NodeView<'a> {
 }
 
 /// Every known node: registered agents and declared VeilNodes. A node's
-/// labels are its agent's, overridden by its VeilNode's `spec.labels`.
+/// labels are its VeilNode's desired labels only (`metadata.labels`, then
+/// `spec.labels`, which win): the labels an agent registers with are shown
+/// in status and never matched, so a node cannot claim its way into other
+/// servers' keys or other Runners' tasks. An agent without a VeilNode has
+/// no labels.
 pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>> {
     // VeilNodes come in name order (cluster-scoped: one namespace), so the
     // map is bulk-built; the few registered agents are merged in after.
@@ -70,14 +74,16 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
             let Object::VeilNode(node) = &*object.object else {
                 return None;
             };
-            let view = NodeView {
-                name: key.name.as_str(),
-                labels: node
-                    .spec
+            let mut labels = node.metadata.labels.clone().unwrap_or_default();
+            labels.extend(
+                node.spec
                     .labels
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
-                    .collect(),
+                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())),
+            );
+            let view = NodeView {
+                name: key.name.as_str(),
+                labels,
                 ready: false,
                 cordoned: node.spec.cordoned,
                 observation: None,
@@ -94,9 +100,6 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
             cordoned: false,
             observation: None,
         });
-        let mut labels = observation.registration.labels.clone();
-        labels.append(&mut view.labels);
-        view.labels = labels;
         view.ready = ready;
         view.observation = Some(observation);
     }
@@ -151,6 +154,24 @@ fn runners_for<'w>(world: &'w World, run: &TaskRun, namespace: &str) -> Vec<&'w 
         .collect()
 }
 
+/// The Runner a run placed on `node` uses: the first, in name order, of the
+/// Runners the run may use ([`runners_for`]) whose `nodeSelector` picks the
+/// node. Its `workDir`, `env` and `runAsRoot` apply to the run. `None` when
+/// no such Runner is left (the run then gets nothing from any Runner, and
+/// never root).
+pub fn runner_on<'w>(
+    world: &'w World,
+    views: &BTreeMap<&str, NodeView<'_>>,
+    namespace: &str,
+    run: &TaskRun,
+    node: &str,
+) -> Option<&'w Runner> {
+    let view = views.get(node)?;
+    runners_for(world, run, namespace)
+        .into_iter()
+        .find(|r| r.spec.node_selector.matches(&view.labels))
+}
+
 /// Plans task placement and assignments.
 pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>) -> TaskPlan {
     let mut plan = TaskPlan::default();
@@ -193,7 +214,7 @@ pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>)
                     key,
                     uid,
                     run,
-                    &runners_for(inputs.world, run, &key.namespace),
+                    runner_on(inputs.world, views, &key.namespace, run, node),
                 ));
             continue;
         }
@@ -220,12 +241,13 @@ pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>)
                 record.placed_at = Some(inputs.now);
                 record.updated_at = inputs.now;
                 plan.run_changes.push(record);
+                let runner = runner_on(inputs.world, views, &key.namespace, run, &node);
                 plan.assignments.entry(node).or_default().push(assignment(
                     inputs.world,
                     key,
                     uid,
                     run,
-                    &runners_for(inputs.world, run, &key.namespace),
+                    runner,
                 ));
             }
             Placement::Wait(reason) => {
@@ -381,15 +403,15 @@ fn finish(
     record
 }
 
-/// The assignment of one run: the task, its env resolved (Runner env first, then the task's).
+/// The assignment of one run: the task, its env resolved (Runner env first,
+/// then the task's), and the Runner's `workDir` and `runAsRoot`.
 fn assignment(
     world: &World,
     key: &ObjectKey,
     uid: &str,
     run: &TaskRun,
-    runners: &[&Runner],
+    runner: Option<&Runner>,
 ) -> TaskAssignment {
-    let runner = runners.first();
     let mut env = Vec::new();
     let vars = runner
         .iter()
@@ -424,6 +446,7 @@ fn assignment(
         env,
         work_dir: runner.and_then(|r| r.spec.work_dir.clone()),
         cancel: run.spec.cancel,
+        run_as_root: runner.is_some_and(|r| r.spec.run_as_root),
     }
 }
 
@@ -454,7 +477,7 @@ pub fn task_run_status(
     generation: Option<i64>,
     state: Option<&RunStateRecord>,
     pending_reason: Option<&String>,
-    runner: Option<&str>,
+    runner: Option<&Runner>,
 ) -> (Value, [(&'static str, &'static str, String, String); 3]) {
     let phase = state.map_or("Pending", |s| s.phase.as_str()).to_owned();
     let reason = state.and_then(|s| s.reason.clone());
@@ -468,7 +491,8 @@ pub fn task_run_status(
         "reason": reason,
         "message": if message.is_empty() { Value::Null } else { Value::String(message.clone()) },
         "node": state.and_then(|s| s.node.clone()),
-        "runner": runner,
+        "runner": runner.and_then(|r| r.metadata.name.clone()),
+        "runAsRoot": runner.is_some_and(|r| r.spec.run_as_root).then_some(true),
         "startedAt": state.and_then(|s| s.started_at).map(timestamp),
         "finishedAt": state.and_then(|s| s.finished_at).map(timestamp),
         "exitCode": state.and_then(|s| s.exit_code),

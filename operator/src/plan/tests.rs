@@ -215,6 +215,7 @@ fn edge_1_seen(
             servers_reported_at: None,
             servers_seq: 0,
             strategies: Vec::new(),
+            journal_fault: None,
         },
     )])
 }
@@ -254,6 +255,60 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
     let status = json(third.values().next().unwrap());
     assert_eq!(status["lastHeartbeat"], crate::world::timestamp(later));
     assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+#[test]
+fn a_node_whose_agent_cannot_write_its_journal_says_so_and_clears_it() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let (world, _) = GenerationBook::default().build_world(&snapshot(NODE_AND_SECRET), t0, uids());
+    let pass = |previous: &Statuses, fault: Option<veil_crds::wire::JournalFault>, memo| {
+        let mut nodes = edge_1_seen(t0, t0);
+        if let Some(observation) = nodes.get_mut("edge-1") {
+            observation.journal_fault = fault;
+        }
+        plan(&PlanInputs {
+            world: &world,
+            previous,
+            nodes: &nodes,
+            runs: &BTreeMap::new(),
+            now: t0,
+            node_timeout: chrono::Duration::seconds(30),
+            last_schedule_times: &BTreeMap::new(),
+            secrets: &vless::GeneratedSecrets::default(),
+            traffic: &vless::TrafficState::default(),
+            memo,
+        })
+    };
+    let key = ObjectKey::new(Kind::VeilNode, "", "edge-1");
+    let writable = pass(&Statuses::new(), None, None);
+    let status = json(&writable.statuses[&key]);
+    assert_eq!(condition(&status, "JournalWritable")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    let fault = veil_crds::wire::JournalFault {
+        reason: "DiskFull".into(),
+        message: "cannot write the agent journal: No space left on device".into(),
+        held_in_memory: 3,
+    };
+    // Through the memo too: a changed fault is never a reused status.
+    let full = pass(&writable.statuses, Some(fault), Some(&writable.memo));
+    let status = json(&full.statuses[&key]);
+    let journal = condition(&status, "JournalWritable");
+    assert_eq!(journal["status"], "False");
+    assert_eq!(journal["reason"], "DiskFull");
+    assert!(
+        journal["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 report(s) held in memory")
+    );
+    assert_eq!(
+        condition(&status, "Ready")["status"],
+        "True",
+        "still reporting"
+    );
+    let cleared = pass(&full.statuses, None, Some(&full.memo));
+    let status = json(&cleared.statuses[&key]);
+    assert_eq!(condition(&status, "JournalWritable")["status"], "True");
 }
 
 #[test]
@@ -326,4 +381,57 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
     let with_memo = pass(&foreign, Some(&memo), t0 + s(95), t0 + s(96));
     let without = pass(&foreign, None, t0 + s(95), t0 + s(96));
     assert_eq!(texts(&with_memo.statuses), texts(&without.statuses));
+}
+
+#[test]
+fn selectors_match_the_veil_node_labels_never_the_agent_reported_ones() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let yaml = "
+apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata:
+  name: edge-1
+  labels: {zone: a, role: db}
+spec:
+  labels: {role: edge}
+";
+    let (world, _) = GenerationBook::default().build_world(&snapshot(yaml), t, uids());
+    let mut nodes = edge_1_seen(t, t);
+    let claimed = BTreeMap::from([
+        ("role".to_owned(), "office".to_owned()),
+        ("tier".to_owned(), "gold".to_owned()),
+    ]);
+    nodes.get_mut("edge-1").unwrap().registration.labels = claimed.clone();
+    let mut stranger = nodes["edge-1"].clone();
+    stranger.registration.node = "stranger".into();
+    nodes.insert("stranger".into(), stranger);
+    let inputs = tasks::TaskInputs {
+        world: &world,
+        nodes: &nodes,
+        runs: &BTreeMap::new(),
+        now: t,
+        node_timeout: chrono::Duration::seconds(30),
+    };
+    let views = tasks::node_views(&inputs);
+    let expected = BTreeMap::from([
+        ("role".to_owned(), "edge".to_owned()),
+        ("zone".to_owned(), "a".to_owned()),
+    ]);
+    assert_eq!(
+        views["edge-1"].labels, expected,
+        "spec.labels win over metadata.labels"
+    );
+    assert!(
+        views["stranger"].labels.is_empty(),
+        "an agent without a VeilNode has no labels, whatever it claims"
+    );
+    // The claimed labels are shown in status, only there.
+    let status = nodes::node_status(
+        Some(&views["edge-1"]),
+        &BTreeMap::new(),
+        chrono::Duration::seconds(30),
+        None,
+    )
+    .0;
+    assert_eq!(status["reportedLabels"], serde_json::json!(claimed));
 }

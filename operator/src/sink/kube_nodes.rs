@@ -5,8 +5,9 @@
 //!
 //! The object is minimal: cluster-scoped, `spec: {}`, labelled
 //! `app.kubernetes.io/managed-by: veil`, no owner (a node outlives every
-//! other object). Its labels come from the agent's registration; people
-//! add `spec.labels` or `spec.cordoned` afterwards.
+//! other object). The agent's reported labels are NOT copied into it (they
+//! would let a node pick its own work); people add `spec.labels` or
+//! `spec.cordoned` afterwards.
 //!
 //! - create is idempotent: `409 AlreadyExists` means the node exists;
 //! - it refuses while the [`WriteGate`] is closed (not the leader);

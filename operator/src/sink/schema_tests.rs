@@ -100,6 +100,7 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
             servers_reported_at: None,
             servers_seq: 0,
             strategies: Vec::new(),
+            journal_fault: None,
         },
     )]);
     let planned = plan(&PlanInputs {

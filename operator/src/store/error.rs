@@ -26,6 +26,15 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The SQLite file (or its WAL or shared-memory file) could not be
+    /// made private (0600).
+    #[error("cannot make the state file {} private (mode 0600)", path.display())]
+    FileMode {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The database could not be opened or reached.
     #[error("cannot open the state store at {target}")]
     Connect {
@@ -99,6 +108,7 @@ impl StoreError {
         match self {
             StoreError::UnsupportedUrl { .. } => "unsupported_url",
             StoreError::CreateDir { .. } => "create_dir",
+            StoreError::FileMode { .. } => "file_mode",
             StoreError::Connect { .. } => "connect",
             StoreError::Migrate { .. } => "migrate",
             StoreError::Query { .. } => "query",

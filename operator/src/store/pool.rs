@@ -46,12 +46,18 @@ pub(super) async fn connect(target: &StoreTarget) -> Result<Pool, StoreError> {
     match target {
         StoreTarget::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|source| StoreError::CreateDir {
+                crate::private_fs::create_private_dir(dir).map_err(|source| {
+                    StoreError::CreateDir {
                         path: dir.to_owned(),
                         source,
-                    })?;
+                    }
+                })?;
+            }
+            // SQLite gives the WAL and shared-memory files the database
+            // file's mode: creating it 0600 first keeps all three private.
+            for file in sqlite_files(path) {
+                crate::private_fs::make_private_file(&file, file == *path)
+                    .map_err(|source| StoreError::FileMode { path: file, source })?;
             }
             let options = SqliteConnectOptions::new()
                 .filename(path)
@@ -90,6 +96,16 @@ pub(super) async fn connect(target: &StoreTarget) -> Result<Pool, StoreError> {
             Ok(Pool::Postgres(pool))
         }
     }
+}
+
+/// The database file and the WAL and shared-memory files next to it.
+fn sqlite_files(path: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
 }
 
 /// The statement that opens a transaction that will write.

@@ -134,6 +134,8 @@ impl Store {
 
     /// Deletes the run states of `uids` in one transaction; unknown uids are
     /// ignored.
+    ///
+    /// The runs' logs are deleted in the same transaction.
     pub async fn delete_run_states(&self, uids: &[String]) -> Result<(), StoreError> {
         let uids = batch::last_per_key(uids, |uid| uid);
         if uids.is_empty() {
@@ -143,6 +145,16 @@ impl Store {
             let mut tx = begin_write(pool).await?;
             for chunk in uids.chunks(batch::rows_per_statement(1)) {
                 let mut query = QueryBuilder::new("DELETE FROM run_states WHERE uid IN (");
+                let mut separated = query.separated(", ");
+                for uid in chunk {
+                    separated.push_bind(uid.as_str());
+                }
+                query.push(")");
+                query.build().execute(&mut *tx).await?;
+                // A run's log is stored under its uid (`runs::log_ref`).
+                let mut query = QueryBuilder::new(
+                    "DELETE FROM run_logs WHERE kind = 'TaskRun' AND name IN (",
+                );
                 let mut separated = query.separated(", ");
                 for uid in chunk {
                     separated.push_bind(uid.as_str());

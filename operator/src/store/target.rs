@@ -49,6 +49,12 @@ impl fmt::Display for Backend {
 }
 
 impl StoreTarget {
+    /// Whether several operator processes can share this store (a database
+    /// server), as opposed to a file of one process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreTarget::Postgres(_))
+    }
+
     /// Chooses the database from `--database-url` and the data dir.
     ///
     /// - `None` (or an empty string): SQLite at `data_dir/veil.db`;

@@ -82,6 +82,13 @@ impl Store {
         .map_err(StoreError::query("revoke a node token"))
     }
 
+    /// Every unrevoked token as (hash, node), for the API's in-memory cache.
+    pub async fn active_node_token_hashes(&self) -> Result<Vec<(String, String)>, StoreError> {
+        const SELECT: &str = "SELECT token_hash, node FROM node_tokens WHERE revoked_at IS NULL";
+        with_pool!(self, pool => sqlx::query_as::<_, (String, String)>(SELECT).fetch_all(pool).await)
+            .map_err(StoreError::query("list node token hashes"))
+    }
+
     /// The node a token (by hash) is bound to; `None` if the hash is unknown
     /// or the token was revoked.
     pub async fn node_for_token_hash(

@@ -160,3 +160,47 @@ async fn baselines_are_kept_and_stale_ones_forgotten() {
     assert_eq!(held, [record("b")]);
     assert_eq!(*reloaded.snapshot(), *book.snapshot());
 }
+
+#[tokio::test]
+async fn a_replica_taking_over_reads_what_the_previous_leader_counted() {
+    let f = fixture().await;
+    // Two replicas on one store; the second loaded before any traffic.
+    let old_leader = TrafficBook::load(f.store.clone(), f.metrics.clone())
+        .await
+        .unwrap();
+    let new_leader = TrafficBook::load(f.store.clone(), Arc::new(Metrics::new()))
+        .await
+        .unwrap();
+    let first = report(1, &[("alice", 10, 4_000)]);
+    assert!(
+        old_leader
+            .apply_report("edge-1", &first, now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        new_leader
+            .snapshot()
+            .total("default/edge-vless", "alice")
+            .downlink,
+        0,
+        "stale until it reloads"
+    );
+
+    new_leader.reload().await.unwrap();
+    // The report the old leader applied is neither lost nor counted again.
+    assert!(
+        !new_leader
+            .apply_report("edge-1", &first, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        new_leader
+            .apply_report("edge-1", &report(2, &[("alice", 0, 1_000)]), now())
+            .await
+            .unwrap()
+    );
+    let alice = new_leader.snapshot().total("default/edge-vless", "alice");
+    assert_eq!((alice.uplink, alice.downlink), (10, 5_000));
+}

@@ -129,3 +129,53 @@ pub async fn racing_generated_value_inserts_agree(fixture: &Fixture) {
         "{values:?} vs {stored}"
     );
 }
+
+pub async fn a_runs_log_keeps_its_tail_with_a_marker_and_goes_with_the_run(fixture: &Fixture) {
+    let store = fixture.open().await;
+    let run = ObjectRef::new("TaskRun", "default", "uid-1");
+    let other = ObjectRef::new("TaskRun", "default", "uid-2");
+    // One report: four 10-character chunks of one run, one of another, capped at 25.
+    let chunks: Vec<(ObjectRef, i64, &str)> = vec![
+        (run.clone(), 1, "aaaaaaaaa\n"),
+        (run.clone(), 2, "bbbbbbbbb\n"),
+        (other.clone(), 1, "other\n"),
+        (run.clone(), 3, "ccccccccc\n"),
+        (run.clone(), 4, "ddddddddd\n"),
+    ];
+    let stored = store.append_logs(&chunks, 25).await.expect("append");
+    assert_eq!(stored, [true, true, true, true, true]);
+    let marker = veil_operator::store::truncation_marker(25);
+    assert_eq!(
+        store.read_log(&run, 0).await.expect("read"),
+        [
+            (2, marker.clone()),
+            (3, "ccccccccc\n".to_owned()),
+            (4, "ddddddddd\n".to_owned()),
+        ],
+        "the newest output is kept, the rest replaced by the marker"
+    );
+    // A resent chunk already dropped does not come back for good.
+    let again = store
+        .append_logs(
+            &[
+                (run.clone(), 4, "ddddddddd\n"),
+                (run.clone(), 5, "eeeeeeeee\n"),
+            ],
+            25,
+        )
+        .await
+        .expect("append");
+    assert_eq!(again, [false, true]);
+    let log = store.read_log(&run, 0).await.expect("read");
+    assert_eq!(log.first().map(|c| c.1.as_str()), Some(marker.as_str()));
+    assert_eq!(log.last().map(|c| c.0), Some(5));
+    assert!(log.iter().skip(1).map(|c| c.1.len()).sum::<usize>() <= 25);
+
+    // Deleting the runs deletes their logs.
+    store
+        .delete_run_states(&["uid-1".to_owned(), "uid-2".to_owned()])
+        .await
+        .expect("delete");
+    assert!(store.read_log(&run, -1).await.expect("read").is_empty());
+    assert!(store.read_log(&other, -1).await.expect("read").is_empty());
+}

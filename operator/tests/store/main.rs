@@ -131,6 +131,7 @@ both_backends!(
     traffic::concurrent_retries_count_a_report_once,
     logs::log_chunks_are_idempotent_per_seq,
     logs::logs_are_read_after_a_seq_per_run,
+    logs::a_runs_log_keeps_its_tail_with_a_marker_and_goes_with_the_run,
     logs::generated_value_first_writer_wins,
     logs::racing_generated_value_inserts_agree,
     run_states::run_states_round_trip_in_uid_order,

@@ -3,8 +3,9 @@
 //! the real API server — watches every kind in every namespace, reads the
 //! Secret a task names, writes statuses, creates a Schedule's TaskRun and
 //! deletes it beyond the history limit, creates the VeilNode of a
-//! registered agent, watches the node-token Secrets of its namespace —
-//! without one refused request.
+//! registered agent, watches the node-token Secrets of its namespace,
+//! reviews an agent pod's ServiceAccount token — without one refused
+//! request.
 //!
 //! The operator and agent are started here directly (built binaries, logs
 //! in a temp dir, killed by PID on drop), with the arguments the
@@ -92,7 +93,8 @@ async fn start_operator(dir: &Path, kubeconfig: &str) -> (Running, String) {
     }
 }
 
-/// `veil-agent` for `node` with `label`, its token made by the operator's CLI.
+/// `veil-agent` for `node` reporting `label` (shown in status only: the
+/// Runner selects the node through its VeilNode), its token made by the operator's CLI.
 fn start_agent(dir: &Path, operator_url: &str, node: &str, label: &str) -> Running {
     let token = Command::new(binary("veil-operator"))
         .args(["token", "create", "--node", node, "--data-dir"])
@@ -208,6 +210,12 @@ metadata: {{name: run-secret, namespace: {ns}}}
 stringData: {{token: not-a-real-token}}
 ---
 apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata: {{name: rbac-node}}
+spec:
+  labels: {{role: rbac-work}}
+---
+apiVersion: veil.dev/v1alpha1
 kind: Runner
 metadata: {{name: rbac-runner, namespace: {ns}}}
 spec:
@@ -271,6 +279,31 @@ spec:
         node["metadata"]["labels"]["app.kubernetes.io/managed-by"], "veil",
         "{node:#}"
     );
+
+    // An agent pod's token is reviewed with the operator's own grants.
+    cluster.agent_pod(
+        "veil-system",
+        "veil-agent",
+        "veil-agent-at-work",
+        "rbac-pod-node",
+    );
+    let token = cluster.pod_token(
+        "veil-system",
+        "veil-agent",
+        "veil-agent-at-work",
+        "veil.dev/agent",
+    );
+    let registered = reqwest::Client::new()
+        .post(format!("{url}/v1/agent/register"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"node": "rbac-pod-node", "os": "linux", "arch": "x86_64", "agentVersion": "0"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(registered, 200, "{}", operator.log());
 
     let log = operator.log();
     for refused in ["forbidden", "Forbidden", "code: 403"] {

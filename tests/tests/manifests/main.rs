@@ -337,7 +337,8 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
         );
     }
     let deployment = find(&chart, "Deployment", "veil-operator");
-    assert_eq!(deployment["spec"]["replicas"], 2);
+    // One replica on the per-pod SQLite store; more need PostgreSQL.
+    assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(
         deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
             [0]["podAffinityTerm"]["topologyKey"],
@@ -364,6 +365,9 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
         [
             "ClusterRole/veil-operator-nodes",
             "ClusterRoleBinding/veil-operator-nodes",
+            "ClusterRole/veil-operator-secret-writer",
+            "RoleBinding/veil-system/veil-operator-secret-writer",
+            "RoleBinding/veil-demo/veil-operator-secret-writer",
             "Role/veil-demo/veil-operator",
             "RoleBinding/veil-demo/veil-operator",
             "Role/veil-system/veil-operator-leader-election",
@@ -400,7 +404,8 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
             "--listen",
             "0.0.0.0:7070",
             "--data-dir",
-            "/var/lib/veil"
+            "/var/lib/veil",
+            "--agent-service-account=veil-agent"
         ])
     );
 }
@@ -450,6 +455,104 @@ fn chart_values_switch_the_agent_images_and_monitoring() {
         "rbac.scope=everywhere",
     ]);
     assert!(!refused.status.success());
+
+    // Two replicas on per-pod SQLite files: refused, with the way out.
+    let refused = helm(&[
+        "template",
+        "veil",
+        "charts/veil",
+        "--set",
+        "operator.replicas=2",
+    ]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("replicas > 1 need a shared store")
+            && said.contains("operator.database.urlSecret.name"),
+        "{said}"
+    );
+    // With PostgreSQL: two replicas and a disruption budget.
+    let shared = documents(&helm_template(&[
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "operator.database.urlSecret.name=veil-postgres",
+    ]));
+    assert_eq!(
+        find(&shared, "Deployment", "veil-operator")["spec"]["replicas"],
+        2
+    );
+    assert!(names(&shared).contains("PodDisruptionBudget/veil-system/veil-operator"));
+
+    // Secrets are written in the namespaces named, never cluster-wide.
+    let chart = documents(&helm_template(&[
+        "--set",
+        "rbac.secretNamespaces={vpn,edge}",
+    ]));
+    let writers: BTreeSet<String> = names(&chart)
+        .into_iter()
+        .filter(|name| name.contains("secret-writer"))
+        .collect();
+    assert_eq!(
+        writers,
+        [
+            "ClusterRole/veil-operator-secret-writer",
+            "RoleBinding/edge/veil-operator-secret-writer",
+            "RoleBinding/veil-system/veil-operator-secret-writer",
+            "RoleBinding/vpn/veil-operator-secret-writer",
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+    assert!(
+        !names(&chart)
+            .iter()
+            .any(|name| name.starts_with("ClusterRoleBinding/veil-operator-secret"))
+    );
+}
+
+#[test]
+fn no_agent_manifest_mounts_a_token_secret() {
+    for (what, yaml) in [
+        (
+            "manifests/agent.yaml",
+            std::fs::read_to_string(path("manifests/agent.yaml")).unwrap(),
+        ),
+        ("the chart", helm_template(&[])),
+    ] {
+        let objects = documents(&yaml);
+        let agent = find(&objects, "DaemonSet", "veil-agent");
+        let spec = &agent["spec"]["template"]["spec"];
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert!(
+            volumes.iter().all(|volume| volume.get("secret").is_none()),
+            "{what}: the agent mounts a Secret: {volumes:#?}"
+        );
+        let projected = volumes
+            .iter()
+            .find_map(|volume| volume["projected"]["sources"].as_array())
+            .unwrap_or_else(|| panic!("{what}: no projected volume"));
+        assert!(
+            projected
+                .iter()
+                .all(|source| source.get("secret").is_none()),
+            "{what}: {projected:#?}"
+        );
+        let token = &projected[0]["serviceAccountToken"];
+        assert_eq!(token["audience"], "veil.dev/agent", "{what}");
+        assert_eq!(token["expirationSeconds"], 3600, "{what}");
+        let args: Vec<&str> = spec["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            args.contains(&"--token-file=/var/run/secrets/veil.dev/agent/token"),
+            "{what}: {args:?}"
+        );
+        assert_eq!(spec["serviceAccountName"], "veil-agent", "{what}");
+    }
 }
 
 #[tokio::test]

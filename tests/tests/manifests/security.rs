@@ -119,8 +119,15 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
         ],
         &["get", "secrets", "-n", "veil-demo"],
         &["watch", "secrets", "-A"],
-        &["create", "secrets", "-n", "veil-demo"],
+        // Writing Secrets: in its own namespace (bound there), nowhere else
+        // unless a RoleBinding of veil-operator-secret-writer says so.
+        &["create", "secrets", "-n", "veil-system"],
         &["patch", "secrets", "-n", "veil-system"],
+        // Agent pods' ServiceAccount tokens.
+        &["create", "tokenreviews.authentication.k8s.io"],
+        // The Pod a Lease names, and its ReplicaSet.
+        &["get", "pods", "-n", "veil-system"],
+        &["get", "replicasets.apps", "-n", "veil-system"],
         &["create", "events", "-n", "veil-demo"],
         &["patch", "events", "-n", "veil-demo"],
         &["create", "events.events.k8s.io", "-n", "veil-demo"],
@@ -147,9 +154,20 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
         &["delete", "veilnodes.veil.dev"],
         &["update", "veilnodes.veil.dev"],
         &["delete", "secrets", "-n", "veil-demo"],
+        // Never a cluster-wide create: it could mint a token Secret for any
+        // ServiceAccount and read it back.
+        &["create", "secrets", "-A"],
+        &["create", "secrets"],
+        &["create", "secrets", "-n", "veil-demo"],
+        &["update", "secrets", "-n", "veil-demo"],
+        &["patch", "secrets", "-n", "default"],
+        &["create", "secrets", "-n", "kube-system"],
         &["delete", "events", "-n", "veil-demo"],
         &["create", "pods", "-n", "veil-system"],
-        &["get", "pods", "-n", "veil-system"],
+        &["list", "pods", "-n", "veil-system"],
+        &["get", "pods", "-n", "veil-demo"],
+        &["update", "replicasets.apps", "-n", "veil-system"],
+        &["list", "replicasets.apps", "-n", "veil-system"],
         &["get", "configmaps", "-n", "veil-system"],
         &["get", "nodes"],
         &["get", "namespaces"],
@@ -229,7 +247,19 @@ async fn operator_rbac_allows_what_it_does_and_nothing_more() {
     grant("events", &["create", "patch"]);
     grant("events.events.k8s.io", &["create", "patch"]);
     grant("leases.coordination.k8s.io", &["get", "create", "update"]);
+    grant("pods", &["get"]);
+    grant("replicasets.apps", &["get"]);
+    grant("tokenreviews.authentication.k8s.io", &["create"]);
     assert_eq!(extra, expected);
+
+    // In a watched namespace it reads Secrets and writes none.
+    let baseline = granted(cluster, NOBODY, "veil-demo");
+    let watched = granted(cluster, OPERATOR, "veil-demo");
+    let secrets: BTreeSet<String> = watched["secrets"]
+        .difference(baseline.get("secrets").unwrap_or(&BTreeSet::new()))
+        .cloned()
+        .collect();
+    assert_eq!(secrets, ["get", "list", "watch"].map(str::to_owned).into());
 
     // The agent never calls the API server: it may do what nobody may.
     assert_eq!(granted(cluster, AGENT, "veil-system"), baseline);
@@ -300,13 +330,19 @@ async fn namespace_scoped_chart_rbac_stays_in_its_namespace() {
         // Agent tokens: the node-token Secrets of its own namespace.
         &["watch", "secrets", "-n", "veil-scoped"],
         &["get", "secrets", "-n", "veil-scoped"],
+        // Secrets it writes: in the watched namespace and its own only.
+        &["create", "secrets", "-n", "scoped-objects"],
+        &["patch", "secrets", "-n", "scoped-objects"],
+        &["create", "secrets", "-n", "veil-scoped"],
+        &["create", "tokenreviews.authentication.k8s.io"],
     ];
     let denied: &[&[&str]] = &[
         &["list", "vlesskeys.veil.dev", "-A"],
         &["list", "vlesskeys.veil.dev", "-n", "default"],
         &["get", "secrets", "-n", "default"],
-        &["create", "secrets", "-n", "veil-scoped"],
-        &["update", "secrets", "-n", "veil-scoped"],
+        &["create", "secrets", "-n", "default"],
+        &["create", "secrets", "-A"],
+        &["delete", "secrets", "-n", "veil-scoped"],
         &["list", "secrets", "-A"],
         &["create", "taskruns.veil.dev", "-n", "default"],
         &[

@@ -14,11 +14,18 @@
 //! Prompts are disabled (`GIT_TERMINAL_PROMPT=0`, ssh `BatchMode=yes`), so a
 //! missing credential fails instead of hanging until the timeout. Submodules
 //! are not checked out.
+//!
+//! Hostile input: the URL and ref are checked again here (the rules of
+//! [`veil_crds::task_run::check_url`]), git may use only the protocols the
+//! repository allows (`GIT_ALLOW_PROTOCOL`: `https` and `ssh`, plus `http`,
+//! `git` and `file` with `allowInsecure`; never `ext`), the ref follows
+//! `--end-of-options` in `git fetch`, and `git checkout` (which does not
+//! take that before git 2.43) gets the checked ref followed by `--`.
 
 use std::ffi::OsString;
 use std::path::Path;
 
-use veil_crds::task_run::Repository;
+use veil_crds::task_run::{Repository, check_ref, check_url, git_allowed_protocols};
 
 use super::TaskError;
 use super::redact::strip_url_credentials;
@@ -46,13 +53,20 @@ pub(super) async fn checkout(
 ) -> Result<(), TaskError> {
     let url = strip_url_credentials(&repository.url);
     let reference = repository.ref_.as_deref().unwrap_or("HEAD");
+    check_url(&repository.url, repository.allow_insecure)
+        .and_then(|()| check_ref(reference))
+        .map_err(|why| {
+            TaskError::InvalidTask(format!("repository: {}", strip_url_credentials(&why)))
+        })?;
+    let protocols = git_allowed_protocols(repository.allow_insecure);
     session
         .note(&format!(
             "checking out {url} at {reference} into {}",
             dir.display()
         ))
         .await;
-    let git_step = |label: &str, args: &[&str]| git_command(git, dir, &repository.url, label, args);
+    let git_step =
+        |label: &str, args: &[&str]| git_command(git, dir, &repository.url, protocols, label, args);
     let failed = |detail: String| TaskError::CheckoutFailed {
         url: url.clone(),
         reference: reference.to_owned(),
@@ -64,7 +78,15 @@ pub(super) async fn checkout(
 
     let shallow = git_step(
         "git fetch --depth 1",
-        &["fetch", "--depth", "1", "--no-tags", REMOTE, reference],
+        &[
+            "fetch",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--end-of-options",
+            REMOTE,
+            reference,
+        ],
     );
     let target = match run_git(session, &shallow).await? {
         Ok(()) => "FETCH_HEAD",
@@ -77,6 +99,7 @@ pub(super) async fn checkout(
                 &[
                     "fetch",
                     "--tags",
+                    "--end-of-options",
                     REMOTE,
                     "+refs/heads/*:refs/remotes/origin/*",
                 ],
@@ -88,7 +111,10 @@ pub(super) async fn checkout(
         }
         Err(detail) => return Err(failed(detail)),
     };
-    let switch = git_step("git checkout", &["checkout", "--quiet", "--detach", target]);
+    let switch = git_step(
+        "git checkout",
+        &["checkout", "--quiet", "--detach", target, "--"],
+    );
     run_git(session, &switch).await?.map_err(failed)?;
 
     let head = git_step("git rev-parse HEAD", &["rev-parse", "HEAD"]);
@@ -116,13 +142,21 @@ async fn run_git(session: &mut Session, step: &Step) -> Result<Result<(), String
     })
 }
 
-fn git_command(git: &Path, dir: &Path, url: &str, label: &str, args: &[&str]) -> Step {
+fn git_command(
+    git: &Path,
+    dir: &Path,
+    url: &str,
+    protocols: &str,
+    label: &str,
+    args: &[&str],
+) -> Step {
     let mut step = Step::new(label, git, dir.to_path_buf());
     step.args = args.iter().map(OsString::from).collect();
     step.strip_urls = true;
     step.announce = false;
     step.env = vec![
         ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ("GIT_ALLOW_PROTOCOL".into(), protocols.into()),
         ("GIT_SSH_COMMAND".into(), "ssh -o BatchMode=yes".into()),
         // Quiet, deterministic init and checkout output.
         ("GIT_CONFIG_COUNT".into(), "3".into()),

@@ -5,6 +5,12 @@
 //! a `secretKeyRef`). [`strip_url_credentials`] removes the first from any
 //! text; [`Mask`] replaces the second. This module only rewrites text; it
 //! never logs what it removes.
+//!
+//! Output is masked one line at a time, so a value spanning several lines
+//! (a PEM key, a kubeconfig) is also masked line by line: each of its lines
+//! of at least [`MIN_MASKED_LEN`] bytes (as written, and without its
+//! leading and trailing whitespace) is a value of its own. Masking is best
+//! effort: a task that encodes, splits or reverses a secret prints it.
 
 use veil_crds::wire::TaskAssignment;
 
@@ -47,15 +53,23 @@ pub struct Mask {
 }
 
 impl Mask {
-    /// Masks `values` (those shorter than [`MIN_MASKED_LEN`] are ignored).
+    /// Masks `values` and, for a value of several lines, each of its lines
+    /// (anything shorter than [`MIN_MASKED_LEN`] is ignored).
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut values: Vec<String> = values
-            .into_iter()
-            .filter(|v| v.len() >= MIN_MASKED_LEN)
-            .collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        values.dedup();
-        Self { values }
+        let mut masked: Vec<String> = Vec::new();
+        for value in values {
+            if value.contains(['\n', '\r']) {
+                for line in value.split(['\n', '\r']) {
+                    masked.push(line.to_owned());
+                    masked.push(line.trim().to_owned());
+                }
+            }
+            masked.push(value);
+        }
+        masked.retain(|v| v.len() >= MIN_MASKED_LEN);
+        masked.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        masked.dedup();
+        Self { values: masked }
     }
 
     /// Every value of the run's environment except the literal `value`s the
@@ -140,5 +154,20 @@ mod tests {
             "a *** b *** c eu"
         );
         assert_eq!(format!("{mask:?}"), "Mask(2 values)");
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_masked_line_by_line() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n  c2VjcmV0IGJvZHk=\r\nab\n-----END PRIVATE KEY-----\n";
+        let mask = Mask::new([pem.to_owned()]);
+        for line in pem.lines() {
+            let masked = mask.apply(line.trim_end_matches('\r'));
+            assert!(
+                masked == MASK || line.trim().len() < MIN_MASKED_LEN,
+                "{line:?} became {masked:?}"
+            );
+        }
+        assert_eq!(mask.apply("key: c2VjcmV0IGJvZHk= end"), "key: *** end");
+        assert_eq!(mask.apply("ab"), "ab", "lines under 4 bytes stay");
     }
 }

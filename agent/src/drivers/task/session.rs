@@ -20,6 +20,7 @@ use super::{PASSED_AGENT_ENV, TaskContext, TaskError};
 use crate::supervisor::{
     Completion, Exit, OutputLine, ProcessSpec, Stream, SupervisorError, run_once,
 };
+use crate::task_user::TaskUser;
 
 /// Starts every line the driver writes itself (as opposed to a process).
 pub const DRIVER_LINE_PREFIX: &str = "[veil] ";
@@ -83,6 +84,10 @@ pub(super) struct Session {
     kill_grace: Duration,
     /// Where the running step's pid is recorded, if anywhere.
     pid_file: Option<PathBuf>,
+    /// The user the processes run as; `None`: the agent's own.
+    run_as: Option<TaskUser>,
+    /// The processes' `HOME` (the run's own, once its work dir exists).
+    home: Option<PathBuf>,
 }
 
 impl Session {
@@ -112,7 +117,23 @@ impl Session {
                 .pid_dir
                 .as_ref()
                 .map(|dir| dir.join(format!("{}.pid", super::run_file_stem(&assignment.run.uid)))),
+            run_as: if assignment.run_as_root {
+                None
+            } else {
+                ctx.task_user.clone()
+            },
+            home: None,
         }
+    }
+
+    /// The user the run's processes execute as (`None`: the agent's own).
+    pub(super) fn run_as(&self) -> Option<&TaskUser> {
+        self.run_as.as_ref()
+    }
+
+    /// Sets the processes' `HOME` (the run's own dir in its work dir).
+    pub(super) fn set_home(&mut self, home: PathBuf) {
+        self.home = Some(home);
     }
 
     pub(super) fn is_cancelled(&self) -> bool {
@@ -120,10 +141,12 @@ impl Session {
     }
 
     /// The value a process of this run sees for `name`: the run's `env`
-    /// first, else the agent's for [`PASSED_AGENT_ENV`] names.
+    /// first, then its own `HOME`, else the agent's for [`PASSED_AGENT_ENV`]
+    /// names.
     pub(super) fn effective_env(&self, name: &str) -> Option<OsString> {
         match self.env.iter().rev().find(|(n, _)| n == name) {
             Some((_, value)) => Some(value.into()),
+            None if name == "HOME" => self.home.as_ref().map(|h| h.clone().into_os_string()),
             None if PASSED_AGENT_ENV.contains(&name) => std::env::var_os(name),
             None => None,
         }
@@ -201,6 +224,12 @@ impl Session {
             .output_sink(tx);
         for name in PASSED_AGENT_ENV {
             spec = spec.pass_env(name);
+        }
+        if let Some(home) = &self.home {
+            spec = spec.env("HOME", home);
+        }
+        if let Some(user) = &self.run_as {
+            spec = spec.run_as(user.uid, user.gid);
         }
         for (name, value) in &step.env {
             spec = spec.env(name, value);

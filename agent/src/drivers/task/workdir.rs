@@ -1,9 +1,12 @@
 //! The per-run working directory: `<base>/<namespace>/<name>-<uid8>/`.
 //!
 //! Owns creating it fresh (a leftover from an earlier attempt of the same run
-//! is removed first), owner-only (0700 on Unix, parents too), and removing it
-//! when the run is over unless the agent was asked to keep it for debugging.
-//! It never touches anything outside `<base>/<namespace>/`.
+//! is removed first), owner-only (0700 on Unix) and owned by the user the
+//! run executes as, with that user's `HOME` inside it ([`HOME_DIR`]), and
+//! removing it when the run is over unless the agent was asked to keep it
+//! for debugging. The parents it creates (`<base>`, `<base>/<namespace>`)
+//! are 0711: the task user may pass through them to its own dir but not
+//! list them. It never touches anything outside `<base>/<namespace>/`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,10 @@ use std::path::{Path, PathBuf};
 use veil_crds::wire::RunRef;
 
 use super::TaskError;
+use crate::task_user::TaskUser;
+
+/// The run's `HOME`, inside its work dir.
+pub const HOME_DIR: &str = ".veil-home";
 
 /// Characters of the run's uid kept in the directory name: enough to tell a
 /// recreated run with the same name apart, short enough to read.
@@ -24,14 +31,20 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `<base>/<namespace>/<name>-<uid8>/` empty and owner-only.
+    /// Creates `<base>/<namespace>/<name>-<uid8>/` owner-only, owned by
+    /// `owner` (the agent's user when `None`), holding only [`HOME_DIR`].
     ///
     /// # Errors
     ///
     /// [`TaskError::InvalidRun`] when a name part could escape `base` (empty,
     /// `.`/`..`, a path separator, a control character);
     /// [`TaskError::WorkDir`] when the directory cannot be removed or created.
-    pub fn create(base: &Path, run: &RunRef, keep: bool) -> Result<Self, TaskError> {
+    pub fn create(
+        base: &Path,
+        run: &RunRef,
+        keep: bool,
+        owner: Option<&TaskUser>,
+    ) -> Result<Self, TaskError> {
         let path = Self::path_for(base, run)?;
         let work_dir_error = |source| TaskError::WorkDir {
             path: path.clone(),
@@ -42,8 +55,22 @@ impl RunDir {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(work_dir_error(error)),
         }
-        create_private_dir_all(&path).map_err(work_dir_error)?;
-        Ok(Self { path, keep })
+        if let Some(namespace_dir) = path.parent() {
+            create_passage_dir_all(namespace_dir).map_err(work_dir_error)?;
+        }
+        create_owned_dir(&path, owner).map_err(work_dir_error)?;
+        // From here on the directory is removed on drop, even on error.
+        let dir = Self { path, keep };
+        create_owned_dir(&dir.home(), owner).map_err(|source| TaskError::WorkDir {
+            path: dir.home(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// The run's `HOME`: [`HOME_DIR`] in the work dir.
+    pub fn home(&self) -> PathBuf {
+        self.path.join(HOME_DIR)
     }
 
     /// Where the run's directory is (or would be) for `run` under `base`.
@@ -90,16 +117,42 @@ fn is_safe_component(value: &str) -> bool {
         && !value.chars().any(char::is_control)
 }
 
-/// `create_dir_all` with mode 0700 for every directory it creates.
-pub(crate) fn create_private_dir_all(path: &Path) -> io::Result<()> {
+/// `create_dir_all` with mode 0711 for every directory it creates, and
+/// `path` itself set to 0711 (a namespace dir of an older agent was 0700):
+/// searchable by task users, listable only by the agent.
+pub(crate) fn create_passage_dir_all(path: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o711);
+        builder.create(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
+    }
+    #[cfg(not(unix))]
+    builder.create(path)
+}
+
+/// Creates `path` (its parent must exist) with mode 0700, or takes the
+/// existing one, and gives it to `owner`.
+pub(crate) fn create_owned_dir(path: &Path, owner: Option<&TaskUser>) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(path)
+    match builder.create(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+        Err(error) => return Err(error),
+    }
+    #[cfg(unix)]
+    if let Some(user) = owner {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))?;
+    }
+    Ok(())
 }
 
 impl Drop for RunDir {
@@ -168,8 +221,8 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let r = run("ns", "job", "abcdef0123");
         let stale = RunDir::path_for(base.path(), &r).unwrap().join("stale");
-        create_private_dir_all(&stale).unwrap();
-        let dir = RunDir::create(base.path(), &r, false).unwrap();
+        std::fs::create_dir_all(&stale).unwrap();
+        let dir = RunDir::create(base.path(), &r, false, None).unwrap();
         assert!(
             !stale.exists(),
             "a leftover of an earlier attempt is removed"
@@ -177,15 +230,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for p in [dir.path(), dir.path().parent().unwrap()] {
-                let mode = std::fs::metadata(p).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o700, "{}", p.display());
-            }
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(dir.path()), 0o700);
+            assert_eq!(mode(&dir.home()), 0o700);
+            assert_eq!(
+                mode(dir.path().parent().unwrap()),
+                0o711,
+                "passable, not listable"
+            );
         }
         let path = dir.path().to_path_buf();
         drop(dir);
         assert!(!path.exists());
-        let kept = RunDir::create(base.path(), &r, true).unwrap();
+        let kept = RunDir::create(base.path(), &r, true, None).unwrap();
         let path = kept.path().to_path_buf();
         drop(kept);
         assert!(path.exists());

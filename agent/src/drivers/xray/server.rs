@@ -10,17 +10,26 @@
 //!   through the API;
 //! - removed users (disabled, expired, over limit, deleted, id changed) have
 //!   their counters read first and their open connections closed after;
-//! - after every xray start (ours or the supervisor's restart) the user set
-//!   is re-synced against what xray reports;
+//! - after every xray start, and after adopting the xray a previous agent
+//!   left running, the user set is re-synced against what xray reports;
+//! - xray outlives the agent ([`process`](super::process)): when the actor
+//!   is detached (agent stopping) it reads the counters and leaves xray
+//!   running; only a stop (server no longer assigned) ends xray;
+//! - an adopted xray whose config differs in something the API cannot change
+//!   is replaced, but not before reports can be journaled (counters are
+//!   read first);
+//! - a dead xray is started again with backoff (a fresh config, all users);
 //! - every `stats_interval` traffic is read with `reset: true` (the only
-//!   reader: reset and non-reset reads are never mixed) and sent as deltas.
+//!   reader: reset and non-reset reads are never mixed) and sent as deltas,
+//!   but only once the agent can journal them ([`XrayContext::reporting`]):
+//!   until then xray keeps counting, so nothing is lost.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use veil_crds::common::WorkloadPhase;
@@ -32,17 +41,18 @@ use veil_crds::wire::{
 use super::api::{UserOp, XrayApi};
 use super::config::{self, INBOUND_TAG};
 use super::files::{ServerFiles, StateRecord};
+use super::logs::{self, AccessLog};
+use super::process::{Identity, XrayProcess};
 use super::tracker::{Tracker, parse_access_line};
 use super::{Event, XrayContext, sockets};
 use crate::runtime::Backoff;
-use crate::supervisor::{
-    self, LastExit, OutputLine, ProcessSpec, RestartPolicy, State, Stream, Supervised,
-};
+use crate::supervisor::{self, ProcessSpec};
 
 /// How long a fresh xray gets to open its API.
 const API_READY: Duration = Duration::from_secs(15);
-/// Access-log lines buffered between xray and the tracker.
-const ACCESS_BUFFER: usize = 16_384;
+/// How often xray's access log is read for new connections (revocation
+/// reads it once more right before closing connections).
+const ACCESS_POLL: Duration = Duration::from_millis(200);
 
 /// A user as applied to xray.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +62,20 @@ struct Applied {
 }
 
 struct Running {
-    process: Supervised,
-    state: watch::Receiver<State>,
+    process: XrayProcess,
     api: XrayApi,
     api_port: u16,
     infra_hash: String,
-    pid: u32,
-    access: mpsc::Receiver<OutputLine>,
+    access: AccessLog,
+}
+
+/// How the actor's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The server is no longer assigned: stop xray, remove its files.
+    Stop,
+    /// The agent is stopping: leave xray running for the next agent.
+    Detach,
 }
 
 pub(super) struct Actor {
@@ -67,6 +84,8 @@ pub(super) struct Actor {
     files: ServerFiles,
     desired: Arc<ServerAssignment>,
     running: Option<Running>,
+    /// The user set in xray is unknown (adopted): read it before syncing.
+    resync: bool,
     applied: BTreeMap<String, Applied>,
     failed: BTreeMap<String, String>,
     tracker: Tracker,
@@ -84,7 +103,7 @@ pub(super) struct Actor {
 impl Actor {
     pub(super) fn new(ctx: Arc<XrayContext>, desired: Arc<ServerAssignment>) -> Actor {
         let id = desired.server.clone();
-        let files = ServerFiles::new(ctx.data_dir.join(format!("{}.{}", id.namespace, id.name)));
+        let files = ServerFiles::new(ctx.data_dir.join(dir_name(&id)));
         Actor {
             ctx,
             id,
@@ -92,6 +111,7 @@ impl Actor {
             secrets: secrets_of(&desired),
             desired,
             running: None,
+            resync: false,
             applied: BTreeMap::new(),
             failed: BTreeMap::new(),
             tracker: Tracker::default(),
@@ -105,23 +125,29 @@ impl Actor {
         }
     }
 
-    /// Runs until `cancel`; then reads the last counters and stops xray.
+    /// Runs until `stop` (then reads the last counters, stops xray and
+    /// removes the server's files) or `detach` (then reads the counters and
+    /// leaves xray running, recorded for the next agent to adopt).
     pub(super) async fn run(
         mut self,
         mut desired: watch::Receiver<Arc<ServerAssignment>>,
-        cancel: CancellationToken,
+        stop: CancellationToken,
+        detach: CancellationToken,
     ) {
-        self.reclaim_leftover().await;
+        self.adopt_leftover().await;
         self.reconcile().await;
         let mut stats = tokio::time::interval(self.ctx.stats_interval);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
+        let mut access = tokio::time::interval(ACCESS_POLL);
+        access.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let end = loop {
             let retry = self.retry_at;
             tokio::select! {
-                () = cancel.cancelled() => break,
+                () = stop.cancelled() => break End::Stop,
+                () = detach.cancelled() => break End::Detach,
                 changed = desired.changed() => {
                     if changed.is_err() {
-                        break;
+                        break End::Detach;
                     }
                     self.desired = desired.borrow_and_update().clone();
                     self.secrets = secrets_of(&self.desired);
@@ -135,13 +161,14 @@ impl Actor {
                     self.reconcile().await;
                 }
                 _ = stats.tick() => self.collect().await,
-                event = process_event(&mut self.running) => match event {
-                    ProcessEvent::Access(line) => self.observe(&line),
-                    ProcessEvent::State(state) => self.on_process_state(state).await,
-                },
+                _ = access.tick() => self.read_access_log(),
+                () = exited(&mut self.running) => self.on_exit(),
             }
+        };
+        match end {
+            End::Stop => self.shutdown().await,
+            End::Detach => self.detach().await,
         }
-        self.shutdown().await;
     }
 
     /// Brings xray in line with the desired state.
@@ -158,12 +185,25 @@ impl Actor {
         };
         let infra = config::render(&self.desired, api_port, &[]).infra_hash;
         let restart = self.running.as_ref().is_none_or(|r| r.infra_hash != infra);
-        if restart {
+        if restart && self.running.is_some() && !self.reporting() {
+            // An adopted xray with another config: its counters cannot be
+            // journaled yet, so it keeps serving (users synced) until then.
+            self.sync_users(self.resync).await;
+            self.retry(
+                "xray runs a config that differs in more than users; it is replaced once the operator is reachable"
+                    .into(),
+            );
+        } else if restart {
             self.start(api_port).await;
         } else {
-            self.sync_users(false).await;
+            self.sync_users(self.resync).await;
         }
         self.report();
+    }
+
+    /// Whether traffic read now can be journaled (see [`XrayContext::reporting`]).
+    fn reporting(&self) -> bool {
+        *self.ctx.reporting.borrow()
     }
 
     /// Tests and starts a config with every desired user, replacing the
@@ -193,14 +233,13 @@ impl Actor {
         }
         if let Some(old) = self.running.take() {
             self.collect_from(&old.api).await;
-            let mut process = old.process;
-            process.stop().await;
+            old.process.stop().await;
+            self.files.clear_state();
             self.connections = 0;
         }
         self.phase = WorkloadPhase::Starting;
         self.message = None;
         self.report();
-        let (sink, access) = mpsc::channel(ACCESS_BUFFER);
         let listen: Option<SocketAddr> = format!("{}:{}", self.desired.listen, self.desired.port)
             .parse()
             .ok()
@@ -209,31 +248,45 @@ impl Actor {
                     .parse()
                     .ok()
             });
-        let mut spec = ProcessSpec::new(&self.ctx.xray)
-            .args(["run", "-c"])
-            .arg(self.files.config())
-            .output_sink(sink)
-            .require_free_tcp(SocketAddr::from(([127, 0, 0, 1], api_port)));
+        let mut ports = vec![(
+            "xray's API port",
+            SocketAddr::from(([127, 0, 0, 1], api_port)),
+        )];
         if let Some(listen) = listen {
-            spec = spec.require_free_tcp(listen);
+            ports.push(("the server's listen address", listen));
         }
-        let process = match Supervised::start(spec, RestartPolicy::default()).await {
-            Ok(process) => process,
-            Err(error) => {
-                self.fail(format!("cannot start xray: {error}"));
-                return;
-            }
-        };
-        let pid = process.pid().unwrap_or_default();
-        let state = process.subscribe();
-        let api = match wait_for_api(api_port, &process).await {
+        let log_paths = self.files.logs();
+        // A new xray, new logs: the previous one's lines would only mislead.
+        let _ = std::fs::remove_file(&log_paths.access);
+        let _ = std::fs::remove_file(&log_paths.errors);
+        let mut process =
+            match XrayProcess::spawn(&self.ctx.xray, &self.files.config(), &log_paths, &ports) {
+                Ok(process) => process,
+                Err(error) => {
+                    self.fail(format!("cannot start xray: {error}"));
+                    return;
+                }
+            };
+        let pid = process.pid();
+        let api = match wait_for_api(api_port, &mut process, &log_paths.errors).await {
             Ok(api) => api,
             Err(message) => {
+                process.stop().await;
                 self.fail(self.mask(&message));
                 return;
             }
         };
-        if let Err(error) = self.files.save_state(&StateRecord { pid, api_port }) {
+        let identity = process.identity();
+        let record = StateRecord {
+            pid,
+            start_time: identity.start_time,
+            exe: identity.exe().unwrap_or_else(|| self.ctx.xray.clone()),
+            config: self.files.config(),
+            infra_hash: rendered.infra_hash.clone(),
+            api_port,
+            listen_port: self.desired.port,
+        };
+        if let Err(error) = self.files.save_state(&record) {
             tracing::warn!(server = %self.id, %error, "cannot record the running xray");
         }
         self.applied = self
@@ -246,12 +299,10 @@ impl Actor {
         self.failed.clear();
         self.running = Some(Running {
             process,
-            state,
             api,
             api_port,
             infra_hash: rendered.infra_hash,
-            pid,
-            access,
+            access: AccessLog::from_start(log_paths.access),
         });
         self.phase = WorkloadPhase::Running;
         tracing::info!(server = %self.id, pid, users = self.applied.len(), "xray started");
@@ -270,6 +321,7 @@ impl Actor {
         if full {
             match api.inbound_users(INBOUND_TAG).await {
                 Ok(present) => {
+                    self.resync = false;
                     let present: HashSet<String> = present.into_iter().collect();
                     self.applied.retain(|email, _| present.contains(email));
                     for email in present {
@@ -378,6 +430,8 @@ impl Actor {
 
     /// Closes the open connections of users just removed.
     async fn revoke(&mut self, port: u16, emails: &[String]) {
+        // Connections accepted since the last poll are in the log by now.
+        self.read_access_log();
         let peers: Vec<SocketAddr> = emails
             .iter()
             .flat_map(|email| self.tracker.peers_of(email))
@@ -433,6 +487,7 @@ impl Actor {
         };
         let api = running.api.clone();
         self.collect_from(&api).await;
+        logs::bound_errors(&self.files.logs().errors);
         match sockets::established_peers(self.desired.port) {
             Ok(open) => {
                 self.connections = u32::try_from(open.len()).unwrap_or(u32::MAX);
@@ -443,7 +498,12 @@ impl Actor {
         self.report();
     }
 
+    /// Reads and resets the counters and sends them as deltas; does nothing
+    /// (xray keeps counting) while they could not be journaled.
     async fn collect_from(&mut self, api: &XrayApi) {
+        if !self.reporting() {
+            return;
+        }
         match api.user_traffic(true).await {
             Ok(counters) => {
                 let traffic: Vec<UserTraffic> = counters
@@ -466,72 +526,36 @@ impl Actor {
         }
     }
 
-    fn observe(&mut self, line: &OutputLine) {
-        if line.stream == Stream::Stdout
-            && let Some(accepted) = parse_access_line(&line.text)
-        {
-            self.tracker.observe(accepted);
-        }
-    }
-
-    async fn on_process_state(&mut self, state: State) {
-        match state {
-            State::Running { pid, .. } => {
-                let fresh = self.running.as_ref().is_some_and(|r| r.pid != pid);
-                if !fresh {
-                    return;
-                }
-                self.restarts += 1;
-                let Some(running) = self.running.as_mut() else {
-                    return;
-                };
-                running.pid = pid;
-                let api_port = running.api_port;
-                if let Err(error) = self.files.save_state(&StateRecord { pid, api_port }) {
-                    tracing::warn!(server = %self.id, %error, "cannot record the running xray");
-                }
-                tracing::warn!(server = %self.id, pid, "xray was restarted; re-syncing users");
-                let deadline = Instant::now() + API_READY;
-                while Instant::now() < deadline {
-                    if let Some(running) = &self.running
-                        && running.api.inbound_users(INBOUND_TAG).await.is_ok()
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                self.phase = WorkloadPhase::Running;
-                self.message = None;
-                self.sync_users(true).await;
-            }
-            State::Backoff { last_exit, .. } => {
-                let why = match &last_exit {
-                    LastExit::Exited(exit) => format!("xray exited ({exit:?})"),
-                    LastExit::StartFailed(message) => format!("xray could not start: {message}"),
-                };
-                let recent = self.recent_errors();
-                self.phase = WorkloadPhase::Failed;
-                self.message =
-                    Some(self.mask(&format!("{why}; restarting with backoff. {recent}")));
-            }
-            State::Starting => self.phase = WorkloadPhase::Starting,
-            State::Stopped { .. } => self.phase = WorkloadPhase::Stopped,
-        }
-        self.report();
-    }
-
-    /// The last lines xray wrote to stderr (its errors).
-    fn recent_errors(&self) -> String {
-        let Some(running) = &self.running else {
-            return String::new();
+    /// Feeds new access lines to the connection tracker.
+    fn read_access_log(&mut self) {
+        let Some(running) = self.running.as_mut() else {
+            return;
         };
-        let lines = running.process.recent_lines();
-        let errors: Vec<&str> = lines
-            .iter()
-            .filter(|l| l.stream == Stream::Stderr)
-            .map(|l| l.text.as_str())
-            .collect();
-        errors[errors.len().saturating_sub(3)..].join(" | ")
+        for line in running.access.read_new() {
+            if let Some(accepted) = parse_access_line(&line) {
+                self.tracker.observe(accepted);
+            }
+        }
+    }
+
+    /// xray died (crash, OOM, someone's `kill`): start it again with backoff.
+    fn on_exit(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        self.restarts += 1;
+        self.connections = 0;
+        self.files.clear_state();
+        let recent = logs::recent_errors(&self.files.logs().errors, 3);
+        self.phase = WorkloadPhase::Failed;
+        let message = self.mask(&format!(
+            "xray (pid {}) exited; restarting with backoff. {recent}",
+            running.process.pid()
+        ));
+        tracing::warn!(server = %self.id, %message, "xray exited");
+        self.message = Some(message);
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+        self.report();
     }
 
     /// Runs `xray run -test` on the candidate; `Err(xray's message)` if refused.
@@ -558,33 +582,94 @@ impl Actor {
         Err(self.mask(&message))
     }
 
-    /// After an agent restart: reads the counters of an xray a previous
-    /// agent left running (nothing counted is lost), then ends it.
-    async fn reclaim_leftover(&mut self) {
-        let Some(state) = self.files.load_state() else {
+    /// After an agent restart: takes over the xray a previous agent left
+    /// running for this server when the record proves it is that process
+    /// (pid, start time, executable, config) and its API answers. Its users
+    /// are re-synced by the next reconcile; its counters were never reset
+    /// by anyone else, so nothing is lost or counted twice. An xray of an
+    /// agent before adoption (no start time) is read and ended instead.
+    async fn adopt_leftover(&mut self) {
+        let Some(record) = self.files.load_state() else {
             return;
         };
-        if self.files.is_our_xray(state.pid) {
-            tracing::info!(server = %self.id, pid = state.pid, "found the xray of a previous agent run; collecting its counters");
-            if let Ok(api) =
-                XrayApi::connect(SocketAddr::from(([127, 0, 0, 1], state.api_port))).await
-            {
-                self.collect_from(&api).await;
+        let identity = Identity {
+            pid: record.pid,
+            start_time: record.start_time,
+        };
+        let Some(process) = XrayProcess::adopt(identity, &record.exe, &record.config) else {
+            if record.start_time == 0 && self.files.is_our_xray(record.pid) {
+                self.end_legacy(&record).await;
             }
-            crate::supervisor::kill_group_now(state.pid);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while self.files.is_our_xray(state.pid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            self.files.clear_state();
+            return;
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], record.api_port));
+        let api = match XrayApi::connect(addr).await {
+            Ok(api) if api.inbound_users(INBOUND_TAG).await.is_ok() => api,
+            _ => {
+                tracing::warn!(server = %self.id, pid = record.pid, "the xray a previous agent left does not answer on its API; replacing it");
+                process.stop().await;
+                self.files.clear_state();
+                return;
             }
+        };
+        tracing::info!(server = %self.id, pid = record.pid, "adopted the xray a previous agent left running");
+        // What the previous agent applied (its config on disk); the full
+        // re-sync keeps only what xray confirms it has.
+        self.applied = self
+            .files
+            .recorded_clients(INBOUND_TAG)
+            .into_iter()
+            .map(|(email, id, flow)| {
+                let flow = if flow == config::flow_name(VlessFlow::XtlsRprxVision) {
+                    VlessFlow::XtlsRprxVision
+                } else {
+                    VlessFlow::None
+                };
+                (email, Applied { id, flow })
+            })
+            .collect();
+        self.running = Some(Running {
+            process,
+            api,
+            api_port: record.api_port,
+            infra_hash: record.infra_hash,
+            access: AccessLog::from_start(self.files.logs().access),
+        });
+        self.resync = true;
+        self.phase = WorkloadPhase::Running;
+        self.read_access_log();
+    }
+
+    /// Reads the counters of an xray started by an agent before adoption,
+    /// then ends it (it writes to pipes nobody reads any more).
+    async fn end_legacy(&mut self, record: &StateRecord) {
+        tracing::info!(server = %self.id, pid = record.pid, "ending the xray of a previous agent version");
+        if let Ok(api) = XrayApi::connect(SocketAddr::from(([127, 0, 0, 1], record.api_port))).await
+        {
+            self.collect_from(&api).await;
         }
-        self.files.clear_state();
+        crate::supervisor::kill_group_now(record.pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.files.is_our_xray(record.pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The agent is stopping: read the counters (journaled before it exits;
+    /// if xray dies with the agent, as in a container, nothing is lost) and
+    /// leave xray running, recorded for the next agent.
+    async fn detach(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.collect_from(&running.api).await;
+            tracing::info!(server = %self.id, pid = running.process.pid(), "leaving xray running for the next agent");
+        }
     }
 
     async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {
             self.collect_from(&running.api).await;
-            let mut process = running.process;
-            process.stop().await;
+            running.process.stop().await;
         }
         self.files.clear_state();
         self.files.remove_all();
@@ -631,7 +716,7 @@ impl Actor {
             server: self.id.clone(),
             phase: self.phase,
             message: self.message.clone(),
-            pid: self.running.as_ref().map(|r| r.pid),
+            pid: self.running.as_ref().map(|r| r.process.pid()),
             version: self.ctx.version.clone(),
             users: u32::try_from(self.applied.len()).unwrap_or(u32::MAX),
             connections: self.connections,
@@ -670,6 +755,30 @@ impl Applied {
     }
 }
 
+/// The name of a server's directory under the driver's data dir.
+pub(super) fn dir_name(id: &ServerId) -> String {
+    format!("{}.{}", id.namespace, id.name)
+}
+
+/// Stops the xray recorded in the server directory `dir` (if it is still
+/// that process) and removes the directory.
+pub(super) async fn stop_orphan(dir: std::path::PathBuf) {
+    let files = ServerFiles::new(dir);
+    if let Some(record) = files.load_state() {
+        let identity = Identity {
+            pid: record.pid,
+            start_time: record.start_time,
+        };
+        if let Some(process) = XrayProcess::adopt(identity, &record.exe, &record.config) {
+            tracing::info!(pid = record.pid, config = %record.config.display(), "stopping the xray of a server no longer assigned to this node");
+            process.stop().await;
+        } else if record.start_time == 0 && files.is_our_xray(record.pid) {
+            crate::supervisor::kill_group_now(record.pid);
+        }
+    }
+    files.remove_all();
+}
+
 fn secrets_of(server: &ServerAssignment) -> Vec<String> {
     let mut secrets = vec![server.vless.private_key.expose().to_owned()];
     secrets.extend(server.vless.users.iter().map(|u| u.id.expose().to_owned()));
@@ -683,7 +792,11 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Connects to a fresh xray's API, giving up if xray dies or [`API_READY`] passes.
-async fn wait_for_api(port: u16, process: &Supervised) -> Result<XrayApi, String> {
+async fn wait_for_api(
+    port: u16,
+    process: &mut XrayProcess,
+    errors: &std::path::Path,
+) -> Result<XrayApi, String> {
     let deadline = Instant::now() + API_READY;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
@@ -692,40 +805,20 @@ async fn wait_for_api(port: u16, process: &Supervised) -> Result<XrayApi, String
         {
             return Ok(api);
         }
-        if !matches!(process.state(), State::Running { .. }) || Instant::now() >= deadline {
-            let lines = process.recent_lines();
-            let last: Vec<&str> = lines
-                .iter()
-                .rev()
-                .take(3)
-                .map(|l| l.text.as_str())
-                .collect();
+        if !process.identity().is_alive() || Instant::now() >= deadline {
             return Err(format!(
                 "xray did not open its API on {addr}: {}",
-                last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                logs::recent_errors(errors, 3)
             ));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
-/// Something the running xray did.
-enum ProcessEvent {
-    /// A line of its output (access lines name users' connections).
-    Access(OutputLine),
-    /// Its supervisor's state changed (restart, backoff).
-    State(State),
-}
-
-/// The next thing the running xray does; pending while none runs.
-async fn process_event(running: &mut Option<Running>) -> ProcessEvent {
-    let Some(running) = running else {
-        return std::future::pending().await;
-    };
-    let Running { access, state, .. } = running;
-    tokio::select! {
-        Some(line) = access.recv() => ProcessEvent::Access(line),
-        Ok(()) = state.changed() => ProcessEvent::State(state.borrow_and_update().clone()),
-        else => std::future::pending().await,
+/// Resolves when the running xray exits; pending while none runs.
+async fn exited(running: &mut Option<Running>) {
+    match running {
+        Some(running) => running.process.exited().await,
+        None => std::future::pending().await,
     }
 }

@@ -107,6 +107,16 @@ fn counted(metrics: &Metrics, result: &str) -> u64 {
         .get()
 }
 
+/// `GET url` with a token, as every `/v1/` client sends (the follower
+/// answers a request without one 401 itself).
+async fn authed_get(url: Url) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth("veil_node_secret")
+        .send()
+        .await
+}
+
 async fn assert_unavailable(response: reqwest::Response, says: &str) {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -191,7 +201,7 @@ async fn a_forwarded_request_reaching_a_follower_is_not_forwarded_again() {
 async fn no_endpoint_an_unreachable_leader_or_no_leader_is_503_with_retry_after() {
     let f = follower(following(None)).await;
     let echo = f.url.join("/v1/echo").unwrap();
-    let response = reqwest::get(echo.clone()).await.unwrap();
+    let response = authed_get(echo.clone()).await.unwrap();
     assert_unavailable(response, "`veil-a` advertises no endpoint").await;
 
     // A port nobody listens on: bound, then released.
@@ -200,12 +210,12 @@ async fn no_endpoint_an_unreachable_leader_or_no_leader_is_503_with_retry_after(
         Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap()
     };
     f.leader.send_replace(following(Some(closed)));
-    let response = reqwest::get(echo.clone()).await.unwrap();
+    let response = authed_get(echo.clone()).await.unwrap();
     assert_unavailable(response, "unreachable").await;
 
     // Unknown: the answer waits for the leader to become known, then gives up.
     f.leader.send_replace(LeaderState::Unknown);
-    let response = reqwest::get(echo).await.unwrap();
+    let response = authed_get(echo).await.unwrap();
     assert_unavailable(response, "not known yet").await;
     assert_eq!(counted(&f.metrics, "unavailable"), 3);
     assert_eq!(counted(&f.metrics, "forwarded"), 0);
@@ -216,7 +226,7 @@ async fn a_request_waiting_while_the_leader_is_unknown_goes_on_once_it_is_known(
     let calls = Arc::new(AtomicUsize::new(0));
     let leader = upstream(calls.clone()).await;
     let f = follower(LeaderState::Unknown).await;
-    let request = tokio::spawn(reqwest::get(f.url.join("/v1/echo").unwrap()));
+    let request = tokio::spawn(authed_get(f.url.join("/v1/echo").unwrap()));
     // Known a moment later: the waiting request goes to the leader.
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.leader.send_replace(following(Some(leader)));
@@ -229,7 +239,37 @@ async fn a_request_waiting_while_the_leader_is_unknown_goes_on_once_it_is_known(
 async fn a_long_poll_longer_than_thirty_seconds_passes_through() {
     let leader = upstream(Arc::new(AtomicUsize::new(0))).await;
     let f = follower(following(Some(leader))).await;
-    let response = reqwest::get(f.url.join("/v1/slow").unwrap()).await.unwrap();
+    let response = authed_get(f.url.join("/v1/slow").unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(TIMEOUT > Duration::from_secs(u64::from(LONG_POLL_SECONDS) + 5));
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_or_with_a_huge_body_is_refused_before_it_is_read() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let leader = upstream(calls.clone()).await;
+    let f = follower(following(Some(leader))).await;
+    let echo = f.url.join("/v1/echo").unwrap();
+    let response = reqwest::Client::new()
+        .post(echo.clone())
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = reqwest::Client::new()
+        .post(echo)
+        .bearer_auth("veil_node_secret")
+        .header(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).to_string())
+        .body(vec![0u8; MAX_BODY_BYTES + 1])
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the leader"
+    );
 }

@@ -69,6 +69,7 @@ fn observation(node: &str, os: &str, reports: Vec<StrategyReport>) -> NodeObserv
         servers_reported_at: None,
         servers_seq: 0,
         strategies: reports,
+        journal_fault: None,
     }
 }
 

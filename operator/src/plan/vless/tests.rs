@@ -131,6 +131,7 @@ impl Case {
                 servers_reported_at: None,
                 servers_seq: 0,
                 strategies: Vec::new(),
+                journal_fault: None,
             },
         );
         self

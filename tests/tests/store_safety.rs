@@ -1,0 +1,228 @@
+//! The operator's state store on disk (issue 13), with real processes:
+//! - the data dir is 0700 and the SQLite database, its WAL and shared
+//!   memory files and `admin.token` are 0600, with no temp file left;
+//! - when the store cannot be written (a full file system: a tmpfs this
+//!   test mounts and unmounts), `/readyz` says so and a disabled key is
+//!   still taken off the agent's assignment.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use veil_e2e::process::{Agent, Operator, OperatorOptions, free_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn the_data_dir_and_the_database_are_private() {
+    let source = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    // Created readable by all, as an installer's mkdir would: narrowed at start.
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let op = Operator::start_with(
+        source.path(),
+        OperatorOptions {
+            data_dir: Some(data_dir.clone()),
+            ..OperatorOptions::default()
+        },
+    )
+    .await;
+    // A write, so the WAL and shared-memory files exist.
+    op.create_token("node-1");
+    assert_eq!(mode(&data_dir), 0o700, "data dir");
+    for file in ["veil.db", "veil.db-wal", "veil.db-shm", "admin.token"] {
+        assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            dir,
+            _parent: parent,
+        }
+    }
+
+    /// Writes a file until the file system is full; returns its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        for _ in 0..100_000 {
+            if file.write_all(&block).and_then(|()| file.flush()).is_err() {
+                return path;
+            }
+        }
+        panic!("the tmpfs never filled up");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn server(port: u16) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1
+kind: ProtocolServer
+metadata: {{name: edge}}
+spec:
+  protocol: vless
+  nodeSelector: {{matchLabels: {{role: edge}}}}
+  listen: 127.0.0.1
+  port: {port}
+  vless:
+    publicAddress: 127.0.0.1
+    reality:
+      dest: \"www.example.com:443\"
+      serverNames: [www.example.com]
+      shortIds: [\"\"]
+"
+    )
+}
+
+fn key(name: &str, enabled: bool) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1\nkind: VlessKey\nmetadata: {{name: {name}}}\nspec:\n  serverRef: {{name: edge}}\n  enabled: {enabled}\n"
+    )
+}
+
+/// The emails of the users the node's assignment gives its one server.
+async fn users(op: &Operator, token: &str) -> Vec<String> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/agent/assignment?after=0&wait=0", op.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    if response.status().as_u16() != 200 {
+        return Vec::new();
+    }
+    let body: Value = response.json().await.unwrap();
+    body["servers"][0]["vless"]["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .map(|u| u["email"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn readyz(op: &Operator) -> (u16, String) {
+    let response = reqwest::get(format!("{}/readyz", op.url)).await.unwrap();
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_full_store_is_not_ready_and_revocations_still_reach_the_agent() {
+    let store = Tmpfs::mount("2m");
+    let source = tempfile::tempdir().unwrap();
+    write(source.path(), "server.yaml", &server(free_port()));
+    write(source.path(), "alice.yaml", &key("alice", true));
+    write(source.path(), "bob.yaml", &key("bob", true));
+    let op = Operator::start_with(
+        source.path(),
+        OperatorOptions {
+            database_url: Some(store.dir.join("veil.db").display().to_string()),
+            ..OperatorOptions::default()
+        },
+    )
+    .await;
+    let agent = Agent::start(&op, "edge-1", &["role=edge"]);
+    let token = std::fs::read_to_string(agent.data_dir.join("node.token")).unwrap();
+    op.eventually("both users assigned", WAIT, || async {
+        (users(&op, &token).await == ["default.alice", "default.bob"]).then_some(())
+    })
+    .await;
+
+    // The disk fills up; then bob's key is disabled.
+    let filler = store.fill();
+    write(source.path(), "bob.yaml", &key("bob", false));
+    op.eventually(
+        "bob revoked although nothing can be stored",
+        WAIT,
+        || async { (users(&op, &token).await == ["default.alice"]).then_some(()) },
+    )
+    .await;
+    let (status, text) = op
+        .eventually("/readyz to report the store", WAIT, || async {
+            let (status, text) = readyz(&op).await;
+            (status == 503).then_some((status, text))
+        })
+        .await;
+    assert_eq!(status, 503);
+    assert!(text.contains("cannot be written"), "{text}");
+
+    // Space again: ready, and the pass that could not be stored is.
+    std::fs::remove_file(filler).unwrap();
+    op.eventually("ready again", WAIT, || async {
+        (readyz(&op).await.0 == 200).then_some(())
+    })
+    .await;
+    op.eventually("bob's status written", WAIT, || async {
+        op.object("vlesskeys", "bob")
+            .await
+            .filter(|k| k["status"]["phase"] == "Disabled")
+    })
+    .await;
+    assert_eq!(users(&op, &token).await, ["default.alice"]);
+    drop(agent);
+}
