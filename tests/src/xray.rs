@@ -61,13 +61,7 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_for_port(
-    host: Ipv4Addr,
-    port: u16,
-    what: &str,
-    child: &mut Child,
-    log: &std::path::Path,
-) {
+fn wait_for_port(host: Ipv4Addr, port: u16, what: &str, child: &mut Child, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect((host, port)).is_ok() {
@@ -527,7 +521,9 @@ impl SteadyDownload {
                     Ok(Ok(n)) => {
                         counter.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    Ok(Err(e)) => return Err(format!("the download broke after {total} bytes: {e}")),
+                    Ok(Err(e)) => {
+                        return Err(format!("the download broke after {total} bytes: {e}"));
+                    }
                     Err(_) => return Err(format!("the download stalled after {total} bytes")),
                 }
             }

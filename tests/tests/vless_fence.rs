@@ -82,9 +82,9 @@ impl Target {
 
     /// Precondition: the node itself reaches the target directly.
     async fn assert_reachable_directly(&self) {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap_or_else(|e| {
-            panic!("the node cannot reach {} directly: {e}", self.addr)
-        });
+        let mut stream = TcpStream::connect(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("the node cannot reach {} directly: {e}", self.addr));
         let mut banner = vec![0u8; BANNER.len()];
         tokio::time::timeout(CLOSE_LIMIT, stream.read_exact(&mut banner))
             .await
@@ -186,7 +186,8 @@ impl PrivateNet {
             &format!("10.{b}.{c}.2/30"),
         );
         let addr = SocketAddr::from((Ipv4Addr::new(10, b, c, 2), free_port()));
-        let listener = ns.enter(|| std::net::TcpListener::bind(addr).expect("bind in the namespace"));
+        let listener =
+            ns.enter(|| std::net::TcpListener::bind(addr).expect("bind in the namespace"));
         assert_eq!(fence::fence_reason(addr.ip()), Some("private network"));
         PrivateNet {
             target: Target::serve(listener),
@@ -222,7 +223,13 @@ async fn vless_users_cannot_reach_the_node_or_private_networks() {
     let config = running_config(&agent.data_dir);
     let rules = &config["routing"]["rules"];
     assert_eq!(config["routing"]["domainStrategy"], "IPIfNonMatch");
-    assert!(rules[0]["ip"].as_array().unwrap().contains(&"127.0.0.0/31".into()), "{rules}");
+    assert!(
+        rules[0]["ip"]
+            .as_array()
+            .unwrap()
+            .contains(&"127.0.0.0/31".into()),
+        "{rules}"
+    );
 
     // 1. xray's own gRPC API on 127.0.0.1 (add users, read every counter).
     let api: SocketAddr = config["api"]["listen"].as_str().unwrap().parse().unwrap();
@@ -238,7 +245,9 @@ async fn vless_users_cannot_reach_the_node_or_private_networks() {
 
     // 2. The operator's port on the same host (the agent itself listens on none).
     let operator = SocketAddr::from((Ipv4Addr::LOCALHOST, url_port(&op.url)));
-    TcpStream::connect(operator).await.expect("the operator listens");
+    TcpStream::connect(operator)
+        .await
+        .expect("the operator listens");
     let get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     assert_refused(client.connect(operator).await, get, "operator port").await;
 
@@ -252,15 +261,30 @@ async fn vless_users_cannot_reach_the_node_or_private_networks() {
         assert_refused(client.connect_name(name, port).await, b"hi", name).await;
     }
     assert_refused(client.connect(loopback.addr).await, b"hi", "127.0.0.1").await;
-    assert_eq!(loopback.accepted(), 1, "only the direct connection got through");
+    assert_eq!(
+        loopback.accepted(),
+        1,
+        "only the direct connection got through"
+    );
 
     // 4. A private network the node reaches (another namespace over a veth).
     private.target.assert_reachable_directly().await;
-    assert_refused(client.connect(private.target.addr).await, b"hi", "private network").await;
-    assert_eq!(private.target.accepted(), 1, "only the direct connection got through");
+    assert_refused(
+        client.connect(private.target.addr).await,
+        b"hi",
+        "private network",
+    )
+    .await;
+    assert_eq!(
+        private.target.accepted(),
+        1,
+        "only the direct connection got through"
+    );
 
     // The permitted destination still works, on the old and a new connection.
-    veil_e2e::xray::echo_roundtrip(&mut allowed, b"still here").await.unwrap();
+    veil_e2e::xray::echo_roundtrip(&mut allowed, b"still here")
+        .await
+        .unwrap();
     open_echo(&client, &echo).await;
     drop(agent);
 }

@@ -159,7 +159,14 @@ mod tests {
             let fenced = fenced_destination(host, &[]);
             assert_eq!(fenced.map(|f| f.what), Some(what), "{host}");
         }
-        for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "www.microsoft.com", "notlocalhost"] {
+        for public in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "www.microsoft.com",
+            "notlocalhost",
+        ] {
             assert_eq!(fenced_destination(public, &[]), None, "{public}");
         }
     }
@@ -192,7 +199,13 @@ mod tests {
         assert!(blocked.contains(&"::1/128".to_owned()));
         // Every address of the fenced ranges is blocked except the holes.
         let blocked = cidrs(&blocked.iter().map(String::as_str).collect::<Vec<_>>());
-        for probe in ["127.0.0.1", "127.0.0.3", "127.255.255.255", "169.254.169.254", "::1"] {
+        for probe in [
+            "127.0.0.1",
+            "127.0.0.3",
+            "127.255.255.255",
+            "169.254.169.254",
+            "::1",
+        ] {
             let ip: IpAddr = probe.parse().unwrap();
             assert!(blocked.iter().any(|c| c.contains(ip)), "{probe}");
         }

@@ -18,9 +18,9 @@ impl Cidr {
     /// Parses `ADDRESS/PREFIX`.
     pub fn parse(text: &str) -> Result<Cidr, InvalidValue> {
         let fix = "write an address range like `10.0.0.0/8`, `127.0.0.2/32` or `fd00::/8`";
-        let (address, prefix) = text.split_once('/').ok_or_else(|| {
-            InvalidValue::new(format!("`{text}` has no `/PREFIX`"), fix)
-        })?;
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| InvalidValue::new(format!("`{text}` has no `/PREFIX`"), fix))?;
         let network: IpAddr = address
             .parse()
             .map_err(|_| InvalidValue::new(format!("`{address}` is not an IP address"), fix))?;
@@ -157,11 +157,24 @@ mod tests {
         assert!(!c.contains("11.0.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
         assert!(!c.contains("::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
         let host_bits = Cidr::parse("10.1.2.3/8").unwrap_err().to_string();
         assert!(host_bits.contains("`10.0.0.0/8`"), "{host_bits}");
-        assert!(Cidr::parse("10.0.0.0").unwrap_err().to_string().contains("no `/PREFIX`"));
+        assert!(
+            Cidr::parse("10.0.0.0")
+                .unwrap_err()
+                .to_string()
+                .contains("no `/PREFIX`")
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("::/129").is_err());
         assert!(Cidr::parse("example.com/8").is_err());

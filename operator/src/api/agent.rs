@@ -26,8 +26,8 @@ use veil_crds::wire::{NodeReport, RegisterRequest, RegisterResponse, ReportAck};
 use super::{ApiState, guard};
 use crate::admin::hash_token;
 use crate::node_tokens::Lookup;
-use crate::report_scope;
 use crate::node_tokens::review::looks_like_jwt;
+use crate::report_scope;
 
 /// How often agents report when nothing happens, unless `--heartbeat-interval` says
 /// otherwise; 3 missed intervals make a node NotReady.

@@ -295,7 +295,10 @@ mod tests {
         assert!(!blocked.contains(&json!("127.0.0.2/32")));
         assert!(blocked.contains(&json!("10.0.0.0/8")));
         // `localhost` stays blocked: it means 127.0.0.1, not 127.0.0.2.
-        assert_eq!(doc["routing"]["rules"][1]["domain"], json!(["domain:localhost"]));
+        assert_eq!(
+            doc["routing"]["rules"][1]["domain"],
+            json!(["domain:localhost"])
+        );
         assert_ne!(
             render(&allowed, 10085, &[]).infra_hash,
             render(&server(), 10085, &[]).infra_hash
@@ -304,7 +307,11 @@ mod tests {
         let mut loopback = server();
         loopback.allow_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
         let rules = rendered(&loopback)["routing"]["rules"].clone();
-        assert_eq!(rules.as_array().unwrap().len(), 2, "no localhost rule: {rules}");
+        assert_eq!(
+            rules.as_array().unwrap().len(),
+            2,
+            "no localhost rule: {rules}"
+        );
     }
 
     #[test]
