@@ -195,7 +195,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 }
             }
             Ok(None) => backoff.reset(),
-            Err(error) if error.is_transient() && !matches!(error, ClientError::RegisterAgain(_)) => {
+            Err(error)
+                if error.is_transient() && !matches!(error, ClientError::RegisterAgain(_)) =>
+            {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "assignment poll failed; keeping the last assignment");
                 tokio::select! {

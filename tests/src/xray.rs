@@ -412,7 +412,9 @@ impl SteadyDownload {
                     Ok(Ok(n)) => {
                         counter.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    Ok(Err(e)) => return Err(format!("the download broke after {total} bytes: {e}")),
+                    Ok(Err(e)) => {
+                        return Err(format!("the download broke after {total} bytes: {e}"));
+                    }
                     Err(_) => return Err(format!("the download stalled after {total} bytes")),
                 }
             }

@@ -470,7 +470,10 @@ async fn a_download_keeps_flowing_through_agent_restarts_kills_and_an_upgrade() 
         "downlink {down} for {moved} bytes moved"
     );
     assert_eq!(
-        agent.log().matches("xray started in its own process group").count(),
+        agent
+            .log()
+            .matches("xray started in its own process group")
+            .count(),
         1,
         "only the first agent started an xray:\n{}",
         agent.log()
@@ -563,17 +566,27 @@ async fn a_revoked_token_stops_new_work_but_leaves_xray_serving() {
         .and_then(|l| l.split_whitespace().next())
         .expect("edge-1's token in the list")
         .to_owned();
-    let out = edge.op.cli(&["token", "revoke", &id, "--data-dir", &data_dir]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = edge
+        .op
+        .cli(&["token", "revoke", &id, "--data-dir", &data_dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A change ends the agent's long poll; its next poll is refused.
     write(edge.dir.path(), "bob.yaml", &key_yaml("bob", ""));
     edge.op
-        .eventually("the agent sees the refusal", Duration::from_secs(60), || async {
-            agent
-                .log()
-                .contains("the operator refused this node's token")
-                .then_some(())
-        })
+        .eventually(
+            "the agent sees the refusal",
+            Duration::from_secs(60),
+            || async {
+                agent
+                    .log()
+                    .contains("the operator refused this node's token")
+                    .then_some(())
+            },
+        )
         .await;
 
     // xray serves on: the open connection and new ones.

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use veil_agent::drivers::xray::process::Identity;
 use veil_agent::drivers::xray::{Event, XrayContext, XrayDriver};
 use veil_crds::protocol_server::VlessFlow;
 use veil_crds::wire::{
     SecretValue, ServerAssignment, ServerId, ServerReport, VlessAssignment, VlessUser,
 };
 use veil_e2e::process::{free_port, stop_left_xray};
-use veil_agent::drivers::xray::process::Identity;
 use veil_e2e::xray::{
     ByteServer, ClientSettings, RealityDest, SteadyDownload, XrayClient, closed_within, download,
     echo_roundtrip, open_echo, xray_binary,
@@ -437,7 +437,10 @@ async fn a_detached_xray_is_adopted_by_the_next_driver_and_counted_exactly_once(
     moved += download(&alice_client, server.addr, CHUNK).await.unwrap();
     let before = h.traffic.clone();
     h.drain_for(Duration::from_millis(1500)).await;
-    assert_eq!(before, h.traffic, "counters read before they could be journaled");
+    assert_eq!(
+        before, h.traffic,
+        "counters read before they could be journaled"
+    );
 
     // Registered: everything xray counted meanwhile arrives, once.
     h.reporting.send_replace(true);

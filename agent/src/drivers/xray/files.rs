@@ -275,7 +275,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(files.state()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(files.state())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "the state record is private");
         }
         // A record of an agent before adoption still reads (never adopted).

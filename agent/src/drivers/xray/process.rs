@@ -317,7 +317,11 @@ mod tests {
         let stat = parse_stat(line).unwrap();
         assert_eq!(stat.start_time, 777);
         assert!(!stat.zombie);
-        assert!(parse_stat("42 (x) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5").unwrap().zombie);
+        assert!(
+            parse_stat("42 (x) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5")
+                .unwrap()
+                .zombie
+        );
         assert!(parse_stat("garbage").is_none());
     }
 

@@ -248,7 +248,10 @@ impl Actor {
                     .parse()
                     .ok()
             });
-        let mut ports = vec![("xray's API port", SocketAddr::from(([127, 0, 0, 1], api_port)))];
+        let mut ports = vec![(
+            "xray's API port",
+            SocketAddr::from(([127, 0, 0, 1], api_port)),
+        )];
         if let Some(listen) = listen {
             ports.push(("the server's listen address", listen));
         }
@@ -642,7 +645,8 @@ impl Actor {
     /// then ends it (it writes to pipes nobody reads any more).
     async fn end_legacy(&mut self, record: &StateRecord) {
         tracing::info!(server = %self.id, pid = record.pid, "ending the xray of a previous agent version");
-        if let Ok(api) = XrayApi::connect(SocketAddr::from(([127, 0, 0, 1], record.api_port))).await {
+        if let Ok(api) = XrayApi::connect(SocketAddr::from(([127, 0, 0, 1], record.api_port))).await
+        {
             self.collect_from(&api).await;
         }
         crate::supervisor::kill_group_now(record.pid);
