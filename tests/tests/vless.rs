@@ -384,8 +384,11 @@ async fn a_download_keeps_flowing_through_agent_restarts_kills_and_an_upgrade() 
         binary: Some(installed.clone()),
         ..agent_options()
     };
+    // The first agent has started the server's xray before it stops.
+    let first = xray_pid(&edge).await;
     let agent = Agent::restart(&edge.op, "edge-1", &[], agent.stop(), &options);
     wait_adoptions(&edge, &agent, 1).await;
+    assert_eq!(xray_pid(&edge).await, first);
     write(edge.dir.path(), "alice.yaml", &key_yaml("alice", ""));
     write(edge.dir.path(), "steady.yaml", &key_yaml("steady", ""));
     edge.wait_phase("alice", "Active").await;
