@@ -510,19 +510,19 @@ fn merged_traffic<'a>(
 ) -> Vec<veil_crds::wire::UserTraffic> {
     let mut sums: BTreeMap<(veil_crds::wire::ServerId, String), (u64, u64)> = BTreeMap::new();
     for t in reports {
-        let sum = sums
-            .entry((t.server.clone(), t.email.clone()))
-            .or_default();
+        let sum = sums.entry((t.server.clone(), t.email.clone())).or_default();
         sum.0 = sum.0.saturating_add(t.uplink);
         sum.1 = sum.1.saturating_add(t.downlink);
     }
     sums.into_iter()
-        .map(|((server, email), (uplink, downlink))| veil_crds::wire::UserTraffic {
-            server,
-            email,
-            uplink,
-            downlink,
-        })
+        .map(
+            |((server, email), (uplink, downlink))| veil_crds::wire::UserTraffic {
+                server,
+                email,
+                uplink,
+                downlink,
+            },
+        )
         .collect()
 }
 

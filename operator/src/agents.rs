@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, JournalFault, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup, StrategyReport,
-    TaskAssignment,
+    Assignment, JournalFault, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup,
+    StrategyReport, TaskAssignment,
 };
 
 /// What the operator knows about one node's agent.

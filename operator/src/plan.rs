@@ -162,38 +162,36 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 parsed.as_ref()
             }
         };
-        let finish_with = |body: Value, conditions: memo::Conditions, extra: memo::ExtraCondition| {
-            if let Some(entry) = remembered
-                && entry.reusable_with(&body, &conditions, &extra, generation)
-            {
-                return entry.clone();
-            }
-            let all: Vec<_> = conditions.iter().chain(extra.iter()).cloned().collect();
-            if inputs.memo.is_none() {
-                return memo_entry(with_conditions(
-                    body,
+        let finish_with =
+            |body: Value, conditions: memo::Conditions, extra: memo::ExtraCondition| {
+                if let Some(entry) = remembered
+                    && entry.reusable_with(&body, &conditions, &extra, generation)
+                {
+                    return entry.clone();
+                }
+                let all: Vec<_> = conditions.iter().chain(extra.iter()).cloned().collect();
+                if inputs.memo.is_none() {
+                    return memo_entry(with_conditions(
+                        body, previous, &all, generation, inputs.now,
+                    ));
+                }
+                let mut entry = memo_entry(with_conditions(
+                    body.clone(),
                     previous,
                     &all,
                     generation,
                     inputs.now,
                 ));
-            }
-            let mut entry = memo_entry(with_conditions(
-                body.clone(),
-                previous,
-                &all,
-                generation,
-                inputs.now,
-            ));
-            entry.inputs = Some(Arc::new(memo::StatusInputs {
-                body,
-                conditions,
-                extra,
-                generation,
-            }));
-            entry
-        };
-        let finish = |body: Value, conditions: memo::Conditions| finish_with(body, conditions, None);
+                entry.inputs = Some(Arc::new(memo::StatusInputs {
+                    body,
+                    conditions,
+                    extra,
+                    generation,
+                }));
+                entry
+            };
+        let finish =
+            |body: Value, conditions: memo::Conditions| finish_with(body, conditions, None);
         let status = match &*object.object {
             Object::Secret(_) => continue,
             Object::TaskRun(run) => {

@@ -105,9 +105,18 @@ async fn a_ten_megabyte_task_output_reaches_the_store_in_several_capped_reports(
     let script = "line=$(printf '%10000s' '' | tr ' ' a)\ni=0\nwhile [ $i -lt 1000 ]; do echo \"$line\"; i=$((i+1)); done\necho big-done\n";
     write(dir.path(), "big.yaml", &shell_run("big-output", script));
     let run = finished(&op, "big-output").await;
-    assert_eq!(run["status"]["phase"], "Succeeded", "{run}\n{}", agent.log());
+    assert_eq!(
+        run["status"]["phase"],
+        "Succeeded",
+        "{run}\n{}",
+        agent.log()
+    );
     // Later work is not stuck behind it.
-    write(dir.path(), "after.yaml", &shell_run("after-big", "echo after-ok\n"));
+    write(
+        dir.path(),
+        "after.yaml",
+        &shell_run("after-big", "echo after-ok\n"),
+    );
     let after = finished(&op, "after-big").await;
     assert_eq!(after["status"]["phase"], "Succeeded", "{after}");
     let log = op
@@ -154,8 +163,17 @@ async fn a_report_the_operator_refuses_does_not_block_the_ones_behind_it() {
     let script = "echo REFUSE-$(echo ME)\nsleep 1\necho after-refused\n";
     write(dir.path(), "refused.yaml", &shell_run("refused", script));
     let run = finished(&op, "refused").await;
-    assert_eq!(run["status"]["phase"], "Succeeded", "{run}\n{}", agent.log());
-    write(dir.path(), "behind.yaml", &shell_run("behind", "echo behind-ok\n"));
+    assert_eq!(
+        run["status"]["phase"],
+        "Succeeded",
+        "{run}\n{}",
+        agent.log()
+    );
+    write(
+        dir.path(),
+        "behind.yaml",
+        &shell_run("behind", "echo behind-ok\n"),
+    );
     let behind = finished(&op, "behind").await;
     assert_eq!(behind["status"]["phase"], "Succeeded", "{behind}");
     let log = op
@@ -188,7 +206,13 @@ impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .status()
             .unwrap();
@@ -215,6 +239,12 @@ impl Drop for Tmpfs {
         let unmounted = Command::new("umount").arg(&self.0).status();
         if !unmounted.is_ok_and(|s| s.success()) {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        // The mount point and the temp dir around it (its owner could not
+        // remove them while mounted).
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(parent);
         }
     }
 }
@@ -312,7 +342,11 @@ async fn an_agent_on_a_full_disk_keeps_reporting_and_its_node_says_so() {
     let filler = tmpfs.fill();
     moved += download(&client, bytes.addr, chunk).await.unwrap();
     downlink_at_least(&op, moved).await;
-    write(dir.path(), "run.yaml", &shell_run("on-full-disk", "echo still-here\n"));
+    write(
+        dir.path(),
+        "run.yaml",
+        &shell_run("on-full-disk", "echo still-here\n"),
+    );
     let run = finished(&op, "on-full-disk").await;
     assert_eq!(run["status"]["phase"], "Succeeded", "{run}");
     let condition = journal_condition(&op, "False").await;

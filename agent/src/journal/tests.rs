@@ -171,10 +171,15 @@ fn over_the_limit_old_output_is_cut_with_a_marker_keeping_head_and_tail() {
         "every chunk seq is kept: no holes"
     );
     assert!(
-        log.starts_with("0001\n0002\n0003\n0004\n[… 8197 bytes dropped by the agent journal limit …]\n"),
+        log.starts_with(
+            "0001\n0002\n0003\n0004\n[… 8197 bytes dropped by the agent journal limit …]\n"
+        ),
         "{log}"
     );
-    assert!(log.ends_with("0039\n0040\n"), "the newest output is kept: {log}");
+    assert!(
+        log.ends_with("0039\n0040\n"),
+        "the newest output is kept: {log}"
+    );
 }
 
 #[test]
@@ -246,7 +251,12 @@ fn a_refused_report_is_split_then_quarantined_and_never_blocks_the_next() {
         vec![traffic("alice", 5, 6)],
         "the traffic of the refused report is sent again"
     );
-    assert!(dir.path().join("rejected").join(format!("{:020}.json", 3)).exists());
+    assert!(
+        dir.path()
+            .join("rejected")
+            .join(format!("{:020}.json", 3))
+            .exists()
+    );
 }
 
 #[test]
@@ -259,7 +269,9 @@ fn the_rejected_area_is_bounded() {
         let refused = journal.oldest().unwrap().unwrap();
         assert_eq!(journal.reject(refused, "400"), Rejection::Quarantined);
     }
-    let kept = std::fs::read_dir(dir.path().join("rejected")).unwrap().count();
+    let kept = std::fs::read_dir(dir.path().join("rejected"))
+        .unwrap()
+        .count();
     assert_eq!(kept, 2);
     assert!(journal.is_empty());
 }

@@ -88,7 +88,9 @@ impl Reporter {
             }
             if pending.has_news() {
                 let applied = self.applied.load(Ordering::Relaxed);
-                for report in pending.reports(&self.node, applied, MAX_REPORT_BYTES, &mut self.journal) {
+                for report in
+                    pending.reports(&self.node, applied, MAX_REPORT_BYTES, &mut self.journal)
+                {
                     self.journal.append(report);
                 }
             }
@@ -274,8 +276,12 @@ impl Pending {
     }
 
     fn drain_items(&mut self) -> Vec<Item> {
-        let updates = std::mem::take(&mut self.updates).into_iter().map(Item::Update);
-        let traffic = std::mem::take(&mut self.traffic).into_iter().map(Item::Traffic);
+        let updates = std::mem::take(&mut self.updates)
+            .into_iter()
+            .map(Item::Update);
+        let traffic = std::mem::take(&mut self.traffic)
+            .into_iter()
+            .map(Item::Traffic);
         let logs = std::mem::take(&mut self.logs).into_iter().map(Item::Log);
         updates.chain(traffic).chain(logs).collect()
     }
@@ -359,7 +365,11 @@ mod tests {
         assert!(reports.len() >= 10, "{} reports", reports.len());
         for report in &reports {
             let len = serde_json::to_vec(report).unwrap().len();
-            assert!(len <= MAX_REPORT_BYTES, "report {} is {len} bytes", report.seq);
+            assert!(
+                len <= MAX_REPORT_BYTES,
+                "report {} is {len} bytes",
+                report.seq
+            );
         }
         let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=reports.len() as u64).collect::<Vec<_>>());
@@ -367,7 +377,11 @@ mod tests {
             .iter()
             .flat_map(|r| r.logs.iter().map(|c| c.seq))
             .collect();
-        assert_eq!(chunks, (1..=160).collect::<Vec<_>>(), "every chunk, in order");
+        assert_eq!(
+            chunks,
+            (1..=160).collect::<Vec<_>>(),
+            "every chunk, in order"
+        );
         assert_eq!(reports.iter().map(|r| r.traffic.len()).sum::<usize>(), 1);
         assert!(!pending.has_news());
     }

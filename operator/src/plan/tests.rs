@@ -295,8 +295,17 @@ fn a_node_whose_agent_cannot_write_its_journal_says_so_and_clears_it() {
     let journal = condition(&status, "JournalWritable");
     assert_eq!(journal["status"], "False");
     assert_eq!(journal["reason"], "DiskFull");
-    assert!(journal["message"].as_str().unwrap().contains("3 report(s) held in memory"));
-    assert_eq!(condition(&status, "Ready")["status"], "True", "still reporting");
+    assert!(
+        journal["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 report(s) held in memory")
+    );
+    assert_eq!(
+        condition(&status, "Ready")["status"],
+        "True",
+        "still reporting"
+    );
     let cleared = pass(&full.statuses, None, Some(&full.memo));
     let status = json(&cleared.statuses[&key]);
     assert_eq!(condition(&status, "JournalWritable")["status"], "True");
