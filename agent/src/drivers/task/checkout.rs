@@ -113,13 +113,7 @@ pub(super) async fn checkout(
     };
     let switch = git_step(
         "git checkout",
-        &[
-            "checkout",
-            "--quiet",
-            "--detach",
-            target,
-            "--",
-        ],
+        &["checkout", "--quiet", "--detach", target, "--"],
     );
     run_git(session, &switch).await?.map_err(failed)?;
 
