@@ -210,6 +210,13 @@ async fn a_real_tofu_init_and_apply_runs_from_a_repository() {
             "variable \"greeting\" {\n  type = string\n}\n\nresource \"terraform_data\" \"hello\" {\n  input = var.greeting\n}\n\noutput \"greeting\" {\n  value = terraform_data.hello.output\n}\n",
         )],
     );
+    // git (as the task user) refuses a repository another user owns.
+    let bare = url.trim_start_matches("file://");
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534", bare])
+        .status()
+        .unwrap();
+    assert!(chown.success());
     let op = start(dir.path()).await;
     // The task user cannot enter /root: tofu goes where it can.
     let tools = world_readable_tofu();
