@@ -32,6 +32,23 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Lets other users pass through `dir` without listing it (0711): the
+/// in-process agent of `up` keeps its task work dirs under the operator's
+/// data dir, and tasks run as an unprivileged user who must reach them.
+/// Every secret file inside stays 0600, so passing reveals nothing.
+pub fn make_passable_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
 /// Makes `path` mode 0600: creates it empty with that mode when `create`
 /// and it does not exist, narrows it when it exists.
 pub fn make_private_file(path: &Path, create: bool) -> io::Result<()> {
