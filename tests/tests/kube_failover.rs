@@ -17,7 +17,7 @@ use veil_e2e::kube::TestCluster;
 use veil_e2e::postgres::TestPostgres;
 use veil_e2e::process::{Agent, AgentOptions, free_port};
 use veil_e2e::wait::wait_until;
-use veil_e2e::xray::{ByteServer, ClientSettings, RealityDest, XrayClient, download};
+use veil_e2e::xray::{ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, download};
 
 const NS: &str = "failover";
 const REPLICA_SET: &str = "veil-operator-f00d";
@@ -37,6 +37,7 @@ spec:
   listen: 127.0.0.1
   port: {port}
   nodeSelector: {{matchLabels: {{role: failover}}}}
+  allowCidrs: [{}]
   vless:
     publicAddress: 127.0.0.1
     reality:
@@ -50,7 +51,14 @@ metadata: {{name: capped, namespace: {NS}}}
 spec:
   serverRef: {{name: edge}}
   trafficLimitBytes: {LIMIT}
+---
+apiVersion: veil.dev/v1alpha1
+kind: VeilNode
+metadata: {{name: edge-failover}}
+spec:
+  labels: {{role: failover}}
 ",
+        ALLOW_CIDRS.join(", "),
         dest.dest(),
         dest.server_name
     )
@@ -117,7 +125,7 @@ async fn a_killed_leaders_totals_carry_over_and_the_limit_still_holds() {
     let agent = Agent::start_with(
         &follower,
         "edge-failover",
-        &["role=failover"],
+        &[],
         &AgentOptions {
             env: vec![("VEIL_STATS_INTERVAL".into(), "1s".into())],
             ..AgentOptions::default()
