@@ -223,15 +223,15 @@ pub async fn assignment(
 /// assigned to it, 422 for a counter out of bounds; 503 while no
 /// assignment was published since the operator started (the scope is not
 /// known yet; the agent retries).
-fn check_scope(state: &ApiState, node: &str, report: &NodeReport) -> Result<(), Response> {
+fn check_scope(state: &ApiState, node: &str, report: &NodeReport) -> Result<(), Box<Response>> {
     let scope = match state.agents.report_scope(node) {
         Some(scope) => scope,
         None if report.traffic.is_empty() && report.logs.is_empty() => Default::default(),
         None => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the operator is computing assignments after its start; try again",
-            ));
+            )));
         }
     };
     let traffic = state.traffic.snapshot();
@@ -249,10 +249,10 @@ fn check_scope(state: &ApiState, node: &str, report: &NodeReport) -> Result<(), 
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        error(
+        Box::new(error(
             status,
             &format!("report refused, nothing of it was written: {refusal}"),
-        )
+        ))
     })
 }
 
@@ -274,7 +274,7 @@ pub async fn report(
         return error(StatusCode::CONFLICT, "register before reporting");
     }
     if let Err(response) = check_scope(&state, &node, &report) {
-        return response;
+        return *response;
     }
     let applied = async {
         state.traffic.apply_report(&node, &report, now).await?;
