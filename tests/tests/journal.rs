@@ -13,7 +13,7 @@ use serde_json::Value;
 use veil_crds::wire::MAX_REPORT_BYTES;
 use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
 use veil_e2e::refusing_proxy::RefusingProxy;
-use veil_e2e::xray::{ByteServer, ClientSettings, RealityDest, XrayClient, download};
+use veil_e2e::xray::{ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, download};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -256,34 +256,11 @@ impl Drop for Tmpfs {
 
 fn server_yaml(port: u16, dest: &RealityDest) -> String {
     format!(
-        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
+        "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  allowCidrs: [{}]\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
+        ALLOW_CIDRS.join(", "),
         dest.dest(),
         dest.server_name
     )
-}
-
-/// Parses `vless://ID@HOST:PORT?…&pbk=…&sni=…&sid=…&flow=…#remark`.
-fn settings_from_link(link: &str) -> ClientSettings {
-    let rest = link.strip_prefix("vless://").expect("vless:// link");
-    let (id, rest) = rest.split_once('@').unwrap();
-    let (address, rest) = rest.split_once('?').unwrap();
-    let (_, port) = address.rsplit_once(':').unwrap();
-    let query = rest.split('#').next().unwrap();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .replace("%2F", "/")
-    };
-    ClientSettings {
-        server_port: port.parse().unwrap(),
-        id: id.to_owned(),
-        flow: param("flow"),
-        public_key: param("pbk"),
-        server_name: param("sni"),
-        short_id: param("sid"),
-    }
 }
 
 async fn downlink_at_least(op: &Operator, at_least: u64) -> u64 {
@@ -337,7 +314,7 @@ async fn an_agent_on_a_full_disk_keeps_reporting_and_its_node_says_so() {
     .await;
     let (status, body) = op.api("/v1/credentials/vlesskeys/default/alice").await;
     assert_eq!(status, 200, "{body}");
-    let client = XrayClient::start(&settings_from_link(body["link"].as_str().unwrap()));
+    let client = XrayClient::start(&ClientSettings::from_link(body["link"].as_str().unwrap()));
     let chunk = 2 * 1024 * 1024;
     let mut moved = download(&client, bytes.addr, chunk).await.unwrap();
     downlink_at_least(&op, moved).await;

@@ -71,30 +71,6 @@ fn key(cluster: &TestCluster) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Parses `vless://ID@HOST:PORT?…&pbk=…&sni=…&sid=…&flow=…#remark`.
-fn settings_from_link(link: &str) -> ClientSettings {
-    let rest = link.strip_prefix("vless://").expect("vless:// link");
-    let (id, rest) = rest.split_once('@').unwrap();
-    let (address, rest) = rest.split_once('?').unwrap();
-    let (_, port) = address.rsplit_once(':').unwrap();
-    let query = rest.split('#').next().unwrap();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .replace("%2F", "/")
-    };
-    ClientSettings {
-        server_port: port.parse().unwrap(),
-        id: id.to_owned(),
-        flow: param("flow"),
-        public_key: param("pbk"),
-        server_name: param("sni"),
-        short_id: param("sid"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leaders_totals_carry_over_and_the_limit_still_holds() {
     let cluster = TestCluster::shared().await;
@@ -163,7 +139,7 @@ async fn a_killed_leaders_totals_carry_over_and_the_limit_still_holds() {
         body["link"].as_str().map(str::to_owned)
     })
     .await;
-    let client = XrayClient::start(&settings_from_link(&link));
+    let client = XrayClient::start(&ClientSettings::from_link(&link));
     let downlink = |at_least: u64| {
         wait_until(
             "the key's downlink in the cluster",
