@@ -81,6 +81,36 @@ async fn call(op: &Operator, path: &str, token: &str, body: Option<Value>) -> (u
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Posts a 9 MiB report body; the status the operator answers with. The
+/// body is written by a task of its own, whose write errors are expected:
+/// the operator answers 413 once the limit is passed and closes without
+/// reading the rest.
+async fn oversized_report_status(op: &Operator, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = op.url.strip_prefix("http://").expect("http URL");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let size = 9 * 1024 * 1024;
+    let head = format!(
+        "POST /v1/agent/report HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&vec![b' '; size]).await
+    });
+    let mut answer = vec![0_u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), reader.read(&mut answer))
+        .await
+        .expect("an answer to the oversized report")
+        .unwrap();
+    sender.abort();
+    let line = String::from_utf8_lossy(&answer[..read]).into_owned();
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
 fn registration(node: &str, labels: Value) -> Value {
     json!({
         "node": node, "os": "linux", "arch": "x86_64", "agentVersion": "test",
@@ -333,11 +363,6 @@ async fn a_flood_of_bad_tokens_is_answered_429_and_a_good_agent_keeps_working() 
     );
 
     // A body above the limit is refused before it is parsed.
-    let big = report(
-        "good",
-        2,
-        json!({"logs": [{"run": {"namespace": "default", "name": "x", "uid": "x"}, "seq": 1, "text": "x".repeat(9 * 1024 * 1024)}]}),
-    );
-    assert_eq!(call(&op, "report", &good, Some(big)).await.0, 413);
+    assert_eq!(oversized_report_status(&op, &good).await, 413);
     assert!(!op.log().contains(&good), "tokens are never logged");
 }

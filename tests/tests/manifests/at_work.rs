@@ -2,8 +2,8 @@
 //! holding nothing but its ServiceAccount's token, does its work against
 //! the real API server — watches every kind in every namespace, reads the
 //! Secret a task names, writes statuses, creates a Schedule's TaskRun and
-//! deletes it beyond the history limit, creates the VeilNode of a
-//! registered agent, watches the node-token Secrets of its namespace,
+//! deletes it beyond the history limit, writes the status of a
+//! registered agent's VeilNode, watches the node-token Secrets of its namespace,
 //! reviews an agent pod's ServiceAccount token — without one refused
 //! request.
 //!
@@ -270,15 +270,14 @@ spec:
     })
     .await;
 
-    // The agent's VeilNode was created for it (the leader's `create`).
-    let node = eventually("VeilNode of the registered agent", &operator, || {
+    // The agent's VeilNode (applied above, for its labels) got its status
+    // from the operator (the status subresource's `patch`).
+    let node = eventually("VeilNode status of the registered agent", &operator, || {
         get(cluster, &["veilnodes/rbac-node"])
+            .filter(|node| node["status"]["agentVersion"].is_string())
     })
     .await;
-    assert_eq!(
-        node["metadata"]["labels"]["app.kubernetes.io/managed-by"], "veil",
-        "{node:#}"
-    );
+    assert_eq!(node["spec"]["labels"]["role"], "rbac-work", "{node:#}");
 
     // An agent pod's token is reviewed with the operator's own grants.
     cluster.agent_pod(

@@ -116,9 +116,10 @@ fn manifest_objects() -> BTreeSet<String> {
         "rolebinding.rbac.authorization.k8s.io/veil-operator-leader-election",
         "role.rbac.authorization.k8s.io/veil-operator-node-tokens",
         "rolebinding.rbac.authorization.k8s.io/veil-operator-node-tokens",
+        "clusterrole.rbac.authorization.k8s.io/veil-operator-secret-writer",
+        "rolebinding.rbac.authorization.k8s.io/veil-operator-secret-writer",
         "deployment.apps/veil-operator",
         "service/veil-operator",
-        "poddisruptionbudget.policy/veil-operator",
         "daemonset.apps/veil-agent",
     ]
     .into_iter()
