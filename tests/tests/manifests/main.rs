@@ -380,10 +380,15 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
         .into()
     );
     let nodes = grants(&find(&chart, "ClusterRole", "veil-operator-nodes")["rules"]);
+    // Cluster-scoped APIs only: VeilNodes, and TokenReviews (agent pods'
+    // tokens), which have no namespaced form.
     assert!(
         nodes
             .iter()
-            .all(|(_, resource, _)| resource.starts_with("veilnodes")),
+            .all(|(group, resource, verb)| resource.starts_with("veilnodes")
+                || (group == "authentication.k8s.io"
+                    && resource == "tokenreviews"
+                    && verb == "create")),
         "{nodes:?}"
     );
     let mut scoped = grants(&find(&chart, "Role", "veil-operator")["rules"]);
