@@ -63,6 +63,18 @@ async fn finished(op: &Operator, name: &str) -> Value {
     .await
 }
 
+/// Writes a shell TaskRun `name` into `dir` and waits for it to succeed.
+async fn run_succeeds(op: &Operator, dir: &Path, name: &str, script: &str, agent: &Agent) {
+    write(dir, &format!("{name}.yaml"), &shell_run(name, script));
+    let run = finished(op, name).await;
+    assert_eq!(
+        run["status"]["phase"],
+        "Succeeded",
+        "{run}\n{}",
+        agent.log()
+    );
+}
+
 async fn log_text(op: &Operator, name: &str) -> String {
     let (status, body) = op.api(&format!("/v1/logs/taskruns/default/{name}")).await;
     assert_eq!(status, 200, "{body}");
@@ -103,22 +115,9 @@ async fn a_ten_megabyte_task_output_reaches_the_store_in_several_capped_reports(
     );
     // 1,000 lines of 10,000 bytes, as fast as the shell can print them.
     let script = "line=$(printf '%10000s' '' | tr ' ' a)\ni=0\nwhile [ $i -lt 1000 ]; do echo \"$line\"; i=$((i+1)); done\necho big-done\n";
-    write(dir.path(), "big.yaml", &shell_run("big-output", script));
-    let run = finished(&op, "big-output").await;
-    assert_eq!(
-        run["status"]["phase"],
-        "Succeeded",
-        "{run}\n{}",
-        agent.log()
-    );
+    run_succeeds(&op, dir.path(), "big-output", script, &agent).await;
     // Later work is not stuck behind it.
-    write(
-        dir.path(),
-        "after.yaml",
-        &shell_run("after-big", "echo after-ok\n"),
-    );
-    let after = finished(&op, "after-big").await;
-    assert_eq!(after["status"]["phase"], "Succeeded", "{after}");
+    run_succeeds(&op, dir.path(), "after-big", "echo after-ok\n", &agent).await;
     let log = op
         .eventually("the whole big log", WAIT, || async {
             let log = log_text(&op, "big-output").await;
@@ -166,21 +165,8 @@ async fn a_report_the_operator_refuses_does_not_block_the_ones_behind_it() {
     );
     // The marker is built by the shell: the assignment (passed on) does not contain it.
     let script = "echo REFUSE-$(echo ME)\nsleep 1\necho after-refused\n";
-    write(dir.path(), "refused.yaml", &shell_run("refused", script));
-    let run = finished(&op, "refused").await;
-    assert_eq!(
-        run["status"]["phase"],
-        "Succeeded",
-        "{run}\n{}",
-        agent.log()
-    );
-    write(
-        dir.path(),
-        "behind.yaml",
-        &shell_run("behind", "echo behind-ok\n"),
-    );
-    let behind = finished(&op, "behind").await;
-    assert_eq!(behind["status"]["phase"], "Succeeded", "{behind}");
+    run_succeeds(&op, dir.path(), "refused", script, &agent).await;
+    run_succeeds(&op, dir.path(), "behind", "echo behind-ok\n", &agent).await;
     let log = op
         .eventually("the output after the refused chunk", WAIT, || async {
             let log = log_text(&op, "refused").await;
