@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod standin;
 pub mod test_site;
 pub mod tls_client;
+pub mod tmpfs;
 pub mod wait;
 pub mod xray;
 pub mod zapret_agent;

@@ -3,16 +3,15 @@
 //! agent whose data dir is a tmpfs that fills up (root: `mount`).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use veil_crds::wire::MAX_REPORT_BYTES;
 use veil_e2e::process::{Agent, AgentOptions, Operator, OperatorOptions, free_port};
 use veil_e2e::refusing_proxy::RefusingProxy;
+use veil_e2e::tmpfs::Tmpfs;
 use veil_e2e::xray::{ALLOW_CIDRS, ByteServer, ClientSettings, RealityDest, XrayClient, download};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -190,56 +189,6 @@ async fn a_report_the_operator_refuses_does_not_block_the_ones_behind_it() {
     .await;
 }
 
-/// A tmpfs mounted for one test; unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a tmpfs (needs root)");
-        Tmpfs(path.to_owned())
-    }
-
-    /// Writes zeros until the file system is full; the filler's path.
-    fn fill(&self) -> PathBuf {
-        let path = self.0.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if file.write_all(&block).is_err() {
-                return path;
-            }
-        }
-        panic!("the tmpfs never filled up");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(&self.0).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-        // The mount point and the temp dir around it (its owner could not
-        // remove them while mounted).
-        let _ = std::fs::remove_dir(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
-
 fn server_yaml(port: u16, dest: &RealityDest) -> String {
     format!(
         "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 127.0.0.1\n  port: {port}\n  allowCidrs: [{}]\n  vless:\n    publicAddress: 127.0.0.1\n    reality:\n      dest: \"{}\"\n      serverNames: [{}]\n      shortIds: [\"\", \"6ba85179e30d4fc2\"]\n",
@@ -274,7 +223,7 @@ async fn journal_condition(op: &Operator, status: &str) -> Value {
 async fn an_agent_on_a_full_disk_keeps_reporting_and_its_node_says_so() {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("agent");
-    let tmpfs = Tmpfs::mount(&data_dir, "16m");
+    let tmpfs = Tmpfs::mount_at(&data_dir, "16m");
     let work = tempfile::tempdir().unwrap();
     let dest = RealityDest::start();
     let dir = tempfile::tempdir().unwrap();

@@ -6,14 +6,13 @@
 //!   still taken off the agent's assignment.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by design")]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use veil_e2e::process::{Agent, Operator, OperatorOptions, free_port};
+use veil_e2e::tmpfs::Tmpfs;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -59,59 +58,6 @@ async fn the_data_dir_and_the_database_are_private() {
         .filter(|n| n.contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("store");
-        std::fs::create_dir(&dir).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs {
-            dir,
-            _parent: parent,
-        }
-    }
-
-    /// Writes a file until the file system is full; returns its path.
-    fn fill(&self) -> PathBuf {
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if file.write_all(&block).and_then(|()| file.flush()).is_err() {
-                return path;
-            }
-        }
-        panic!("the tmpfs never filled up");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 fn server(port: u16) -> String {
@@ -183,7 +129,7 @@ async fn a_full_store_is_not_ready_and_revocations_still_reach_the_agent() {
     let op = Operator::start_with(
         source.path(),
         OperatorOptions {
-            data_dir: Some(store.dir.join("data")),
+            data_dir: Some(store.path().join("data")),
             ..OperatorOptions::default()
         },
     )
