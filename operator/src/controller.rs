@@ -309,6 +309,31 @@ impl Controller {
         self.notifier = notifier(true);
     }
 
+    /// Plans `world` against the run and traffic books as they are now
+    /// (their snapshots are held only while planning).
+    fn plan_now(
+        &self,
+        world: &crate::world::World,
+        nodes: &BTreeMap<String, NodeObservation>,
+        now: DateTime<Utc>,
+        memo: Option<&crate::plan::StatusMemo>,
+    ) -> crate::plan::Plan {
+        let runs = self.runs.snapshot();
+        let traffic = self.traffic.snapshot();
+        plan(&PlanInputs {
+            world,
+            previous: &self.statuses,
+            nodes,
+            runs: &runs,
+            now,
+            node_timeout: self.node_timeout,
+            last_schedule_times: &self.last_schedule_times,
+            secrets: &self.secrets,
+            traffic: &traffic,
+            memo,
+        })
+    }
+
     /// One pass: world → plan → persist changes → publish.
     pub async fn reconcile(
         &mut self,
@@ -338,22 +363,8 @@ impl Controller {
         }
         self.complete_secrets(&world).await?;
 
-        let runs = self.runs.snapshot();
-        let traffic = self.traffic.snapshot();
         let started = Instant::now();
-        let plan = plan(&PlanInputs {
-            world: &world,
-            previous: &self.statuses,
-            nodes: &nodes,
-            runs: &runs,
-            now,
-            node_timeout: self.node_timeout,
-            last_schedule_times: &self.last_schedule_times,
-            secrets: &self.secrets,
-            traffic: &traffic,
-            memo: self.memo.as_ref(),
-        });
-        drop(traffic);
+        let plan = self.plan_now(&world, &nodes, now, self.memo.as_ref());
         let elapsed = started.elapsed().as_secs_f64();
         for change in &plan.run_changes {
             if change.phase == "Failed" {

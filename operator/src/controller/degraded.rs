@@ -11,7 +11,6 @@
 use chrono::{DateTime, Utc};
 
 use super::{Controller, registered_nodes};
-use crate::plan::{PlanInputs, plan};
 use crate::source::SourceSnapshot;
 
 impl Controller {
@@ -35,20 +34,7 @@ impl Controller {
                 new_uid,
             ),
         };
-        let runs = self.runs.snapshot();
-        let traffic = self.traffic.snapshot();
-        let planned = plan(&PlanInputs {
-            world: &world,
-            previous: &self.statuses,
-            nodes: &nodes,
-            runs: &runs,
-            now,
-            node_timeout: self.node_timeout,
-            last_schedule_times: &self.last_schedule_times,
-            secrets: &self.secrets,
-            traffic: &traffic,
-            memo: None,
-        });
+        let planned = self.plan_now(&world, &nodes, now, None);
         self.agents.set_revocations(&planned.assignments, now);
     }
 }
