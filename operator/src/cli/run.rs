@@ -367,14 +367,16 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
     tracing::info!(addr = %args.listen, "API listening");
     let agent = match local_agent {
         Some(node) => {
-            // Its tasks run as an unprivileged user, under `DATA_DIR/agent/runs`.
+            let token = local_agent_token(&store_for_agent, &args.data_dir).await?;
+            // Its tasks run as an unprivileged user, under `DATA_DIR/agent/runs`
+            // (after the token: writing it makes the data dir private again).
             if let Err(error) = crate::private_fs::make_passable_dir(&args.data_dir) {
                 tracing::warn!(dir = %args.data_dir.display(), %error, "cannot make the data dir passable (0711): the local agent's tasks will fail to reach their work dirs");
             }
             let config = veil_agent::runtime::AgentConfig {
                 node: node.to_owned(),
                 operator: format!("http://{}", args.listen),
-                token: local_agent_token(&store_for_agent, &args.data_dir).await?,
+                token,
                 token_file: None,
                 labels: Default::default(),
                 data_dir: args.data_dir.join("agent"),
