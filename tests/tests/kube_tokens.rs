@@ -13,9 +13,11 @@
 //! is 401; `token revoke --kube` revokes at once; a Secret holding several
 //! nodes' tokens grants none.
 //!
-//! VeilNodes are cluster-scoped, so this file's tests use node names no
-//! other test uses; each test has its own namespace for the operator's
-//! Lease and token Secrets.
+//! VeilNodes are cluster-scoped and every operator writes the status of
+//! every VeilNode it sees, so the two tests that wait for a node to turn
+//! Ready start clusters of their own (on the shared one, another test's
+//! operator wrote the node's status back to not Ready now and then); each
+//! test has its own namespace for the operator's Lease and token Secrets.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;
@@ -149,7 +151,10 @@ fn kubectl_wait(cluster: &TestCluster, condition: &str, node: &str) -> Output {
 
 #[tokio::test]
 async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is_revoked_at_once() {
-    let cluster = TestCluster::shared().await;
+    // Its own cluster: VeilNodes are cluster-scoped, and another test's
+    // operator would write this node's status as not Ready.
+    let own = TestCluster::start().await;
+    let cluster = &own;
     let ns = "tokens";
     let node = "edge-token";
     cluster.kubectl_ok(&["create", "namespace", ns]);
@@ -365,7 +370,9 @@ const AGENT_AUDIENCE: &str = "veil.dev/agent";
 
 #[tokio::test]
 async fn an_agent_pod_token_names_its_pods_node_and_nothing_else_does() {
-    let cluster = TestCluster::shared().await;
+    // Its own cluster, for the reason the first test gives.
+    let own = TestCluster::start().await;
+    let cluster = &own;
     let ns = "pod-tokens";
     cluster.kubectl_ok(&["create", "namespace", ns]);
     // Two agent pods of the DaemonSet's account, on two nodes.
