@@ -1,11 +1,13 @@
 //! HTTP client for the agent protocol (design §5): register, long-poll the
 //! assignment, post reports. Retries and pacing belong to the caller.
 //!
-//! The node token is sent as a bearer token and never logged.
+//! The node token is sent as a bearer token and never logged, and only
+//! over a connection [`crate::trust`] accepts.
 
 use std::time::Duration;
 
 use crate::token_file::NodeToken;
+use crate::trust::{Trust, TrustError};
 use veil_crds::wire::{
     AGENT_PATH, Assignment, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
 };
@@ -14,7 +16,8 @@ use veil_crds::wire::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Network trouble or the operator is away: retry with backoff.
-    #[error("operator unreachable: {0}")]
+    /// Also a TLS refusal (pin mismatch): the message says why.
+    #[error("operator unreachable: {}", crate::trust::error_chain(.0))]
     Unreachable(#[source] reqwest::Error),
     /// 401: the token is missing, wrong or revoked. Retrying will not help.
     #[error("the operator rejected the node token (401): {0}")]
@@ -72,16 +75,23 @@ impl std::fmt::Debug for OperatorClient {
 }
 
 impl OperatorClient {
-    /// `base` like `http://10.0.0.1:7070`; `token` as read from the token file.
-    pub fn new(base: &str, token: &str) -> OperatorClient {
-        OperatorClient {
+    /// `base` like `https://10.0.0.1:7070`; `token` as read from the token
+    /// file. Refuses before connecting a URL that `trust` does not allow
+    /// ([`crate::trust::check_url`]).
+    pub fn new(
+        base: &str,
+        token: &str,
+        trust: &Trust,
+        insecure_plaintext: bool,
+    ) -> Result<OperatorClient, TrustError> {
+        crate::trust::check_url(base, trust, insecure_plaintext)?;
+        let http = trust
+            .http_client(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)))?;
+        Ok(OperatorClient {
             base: format!("{}{AGENT_PATH}", base.trim_end_matches('/')),
             token: NodeToken::fixed(token),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        }
+            http,
+        })
     }
 
     /// The same client, sending the current content of `token` instead

@@ -6,32 +6,63 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil_agent::desync_command;
 use veil_agent::journal::JournalLimits;
+use veil_agent::join::JoinValue;
 use veil_agent::runtime::{AgentConfig, run};
 use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
+use veil_agent::trust::{Trust, check_url};
 
 /// veil-agent: applies what the Veil operator assigns to this node (task
 /// runs now; xray, sing-box, nfqws and protocol servers as they land) and
 /// reports back.
 ///
 /// Example:
-///   veil-operator token create --node edge-1 > /etc/veil/edge-1.token
-///   veil-agent --operator http://10.0.0.1:7070 --node edge-1 --token-file /etc/veil/edge-1.token
+///   veil-operator token create --node edge-1 > /etc/veil/edge-1.join
+///   veil-agent --node edge-1 --token-file /etc/veil/edge-1.join
+///
+/// The join value carries the operator's URL, the node token and the
+/// SHA-256 of the operator's CA certificate: the agent talks only to a
+/// server whose certificate chains to that CA.
 ///
 /// `veil-agent desync <nfqws arguments>` runs Veil's built-in
 /// nfqws-compatible engine (what the agent starts where nfqws is absent).
 #[derive(Debug, Parser)]
 #[command(name = "veil-agent", version)]
 struct Args {
-    /// Operator API base URL.
+    /// Operator API base URL (`https://HOST:PORT`). Default: the URL in the
+    /// join value.
     #[arg(long, env = "VEIL_OPERATOR")]
-    operator: String,
+    operator: Option<String>,
     /// This node's name (the token must have been created for it).
     #[arg(long, env = "VEIL_NODE")]
     node: String,
-    /// File holding the node token. When it does not exist yet (a
-    /// Kubernetes Secret key not created yet) the agent waits for it.
-    #[arg(long, env = "VEIL_TOKEN_FILE")]
-    token_file: PathBuf,
+    /// The join value `veil-operator token create` printed (URL, token and
+    /// CA hash). Prefer --token-file or VEIL_JOIN: a command line is
+    /// visible to every user of the machine.
+    #[arg(
+        long,
+        env = "VEIL_JOIN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    join: Option<String>,
+    /// File holding the join value (or a bare node token). When it does
+    /// not exist yet (a Kubernetes Secret key not created yet) the agent
+    /// waits for it.
+    #[arg(long, env = "VEIL_TOKEN_FILE", required_unless_present = "join")]
+    token_file: Option<PathBuf>,
+    /// Trust only an operator whose certificate chain holds the CA
+    /// certificate with this SHA-256 (`sha256:HEX`); overrides the join
+    /// value's.
+    #[arg(long, env = "VEIL_CA_CERT_HASH")]
+    ca_cert_hash: Option<veil_agent::trust::CaPin>,
+    /// Trust only operators whose certificate verifies against the CA
+    /// certificates in this PEM file (instead of a pin).
+    #[arg(long, env = "VEIL_CA_FILE", conflicts_with = "ca_cert_hash")]
+    ca_file: Option<PathBuf>,
+    /// Allow `http://` to a non-loopback operator: tokens, keys and tasks
+    /// cross the network in clear. Logs a warning on every start.
+    #[arg(long, env = "VEIL_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     /// Node label reported at registration (repeatable): --label zone=eu.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -67,6 +98,62 @@ struct Args {
     log_format: String,
 }
 
+/// Where the operator is, whom to trust, and the token.
+struct Connection {
+    operator: String,
+    trust: Trust,
+    token: String,
+}
+
+/// The trust setting from the flags alone (`None`: none given).
+fn flag_trust(args: &Args) -> Result<Option<Trust>, String> {
+    if let Some(path) = &args.ca_file {
+        return Trust::ca_file(path).map(Some).map_err(|e| e.to_string());
+    }
+    Ok(args.ca_cert_hash.map(Trust::Pinned))
+}
+
+/// Refuses `http://` to a non-loopback address before the token is read.
+fn early_url_check(operator: &str, args: &Args) -> Result<(), String> {
+    if !operator.starts_with("http://") {
+        return Ok(());
+    }
+    check_url(operator, &Trust::Plaintext, args.insecure_plaintext)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Combines the flags with the join value (flags win) and checks the URL.
+fn connection(args: &Args, secret: &str) -> Result<Connection, String> {
+    let (join_url, token, join_pin) = if JoinValue::is_join_value(secret) {
+        let join = JoinValue::parse(secret).map_err(|e| e.to_string())?;
+        (join.url, join.token, join.ca_pin)
+    } else {
+        (None, secret.trim().to_owned(), None)
+    };
+    let operator =
+        args.operator.clone().or(join_url).ok_or(
+            "no operator URL: pass --operator https://HOST:PORT (the join value has none)",
+        )?;
+    let trust = match flag_trust(args)? {
+        Some(trust) => trust,
+        None => join_pin.map_or(Trust::Plaintext, Trust::Pinned),
+    };
+    let plaintext =
+        check_url(&operator, &trust, args.insecure_plaintext).map_err(|e| e.to_string())?;
+    if plaintext {
+        tracing::warn!(
+            operator = %operator,
+            "talking to the operator over plain HTTP: the node token and everything assigned cross the network unencrypted"
+        );
+    }
+    Ok(Connection {
+        operator,
+        trust,
+        token,
+    })
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -87,23 +174,57 @@ async fn main() -> ExitCode {
         wait_for_signal().await;
         signal.cancel();
     });
+    // A plaintext URL the agent may not use is refused before anything
+    // else, the token included, is read or sent.
+    if let Some(operator) = &args.operator
+        && let Err(error) = early_url_check(operator, &args)
+    {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     // In Kubernetes the node's key may be added to the Secret after the
     // pod starts: wait for it rather than crash-loop.
-    let token = match wait_for_token(&args.token_file, &args.node, TOKEN_FILE_POLL, &shutdown).await
-    {
-        Ok(Some(token)) => token,
-        Ok(None) => return ExitCode::SUCCESS,
+    let secret = match (&args.join, &args.token_file) {
+        (Some(join), _) => join.clone(),
+        (None, Some(path)) => {
+            match wait_for_token(path, &args.node, TOKEN_FILE_POLL, &shutdown).await {
+                Ok(Some(token)) => token,
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("error: pass --join or --token-file");
+            return ExitCode::FAILURE;
+        }
+    };
+    let connection = match connection(&args, &secret) {
+        Ok(connection) => connection,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    veil_agent::token_file::restrict(&args.token_file);
+    // A file holding a bare token (a projected ServiceAccount token, a
+    // Secret key) is read again before every request: the kubelet rotates
+    // it. A join value is replaced by restarting the agent.
+    let rotating_token_file = match &args.token_file {
+        Some(path) => {
+            veil_agent::token_file::restrict(path);
+            (!JoinValue::is_join_value(&secret)).then(|| path.clone())
+        }
+        None => None,
+    };
     let config = AgentConfig {
         node: args.node,
-        operator: args.operator,
-        token,
-        token_file: Some(args.token_file),
+        operator: connection.operator,
+        trust: connection.trust,
+        insecure_plaintext: args.insecure_plaintext,
+        token: connection.token,
+        token_file: rotating_token_file,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,

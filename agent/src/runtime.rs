@@ -50,8 +50,12 @@ pub use backoff::Backoff;
 pub struct AgentConfig {
     /// This node's name (the token must be bound to it).
     pub node: String,
-    /// Operator base URL, e.g. `http://127.0.0.1:7070`.
+    /// Operator base URL, e.g. `https://10.0.0.1:7070`.
     pub operator: String,
+    /// Whom to trust as the operator (pin, CA file, or plain HTTP).
+    pub trust: crate::trust::Trust,
+    /// Allow `http://` to a non-loopback address (`--insecure-plaintext`).
+    pub insecure_plaintext: bool,
     /// Node token (secret).
     pub token: String,
     /// The file `token` was read from, read again before every request
@@ -109,6 +113,9 @@ pub fn default_desync_program() -> PathBuf {
 pub enum AgentError {
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The operator URL or the trust setting cannot be used; nothing was sent.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     #[error("cannot create {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -138,7 +145,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     let runs_dir = crate::data_dir::prepare(&config.data_dir)?;
     let journal = Journal::open(&config.data_dir.join("journal"), config.journal.clone())?;
-    let mut client = OperatorClient::new(&config.operator, &config.token);
+    let mut client = OperatorClient::new(
+        &config.operator,
+        &config.token,
+        &config.trust,
+        config.insecure_plaintext,
+    )?;
     if let Some(file) = &config.token_file {
         client = client.with_token(NodeToken::from_file(file.clone(), &config.token));
     }

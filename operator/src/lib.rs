@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod tls;
 pub mod traffic;
 pub mod view;
 pub mod world;

@@ -4,6 +4,11 @@
 //! test` builds them first); `VEIL_OPERATOR_BIN` overrides the path. Every
 //! process is killed when its handle drops, and its log is kept in the
 //! handle's temp dir so a failing test can print it.
+//!
+//! Operators serve HTTPS as they do by default: a `dir:` operator with the
+//! CA it makes in its data dir, a `kube` one with one CA shared by every
+//! operator of the test process ([`shared_kube_tls`], as replicas share a
+//! Secret) unless its arguments name its own `--tls-secret`. The harness's clients, the CLI and agents trust that CA.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -46,7 +51,7 @@ pub fn free_port() -> u16 {
 /// A running `veil-operator run` (a `dir:` source by default) with its own data dir.
 pub struct Operator {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT`
     pub url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -55,7 +60,10 @@ pub struct Operator {
     /// `--database-url`, when it runs on PostgreSQL.
     pub database_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
-    http: reqwest::Client,
+    /// The CA certificate the operator serves under.
+    pub ca_file: PathBuf,
+    /// A client trusting [`Operator::ca_file`], once that exists.
+    http: Option<reqwest::Client>,
 }
 
 /// How to start an operator.
@@ -101,6 +109,22 @@ impl Operator {
             .open(&log_path)
             .expect("log file");
         let mut command = Command::new(binary("veil-operator"));
+        let own_secret = options.extra_args.iter().any(|a| a == "--tls-secret");
+        let ca_file = if own_secret {
+            data_dir.join("tls-secret").join("ca.crt")
+        } else if options.source.is_some() {
+            let shared = shared_kube_tls();
+            command
+                .arg("--tls-cert")
+                .arg(shared.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(shared.join("tls.key"))
+                .arg("--tls-ca")
+                .arg(shared.join("ca.crt"));
+            shared.join("ca.crt")
+        } else {
+            data_dir.join("tls").join("ca.crt")
+        };
         command
             .arg("run")
             .arg("--source")
@@ -126,13 +150,14 @@ impl Operator {
         let child = command.spawn().expect("spawn veil-operator");
         let mut operator = Operator {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("https://127.0.0.1:{port}"),
             data_dir,
             log_path,
             source_dir: options.source.is_none().then(|| source_dir.to_path_buf()),
             database_url: options.database_url.clone(),
             _tmp: tmp,
-            http: reqwest::Client::new(),
+            ca_file,
+            http: None,
         };
         operator.wait_ready(Duration::from_secs(30)).await;
         operator
@@ -146,7 +171,15 @@ impl Operator {
             {
                 panic!("veil-operator exited early ({status}):\n{}", self.log());
             }
-            if let Ok(response) = self.http.get(format!("{}/readyz", self.url)).send().await
+            if self.http.is_none() && self.ca_file.exists() {
+                self.http = Some(client_trusting(&self.ca_file));
+                known_cas()
+                    .lock()
+                    .expect("CA list")
+                    .push(self.ca_file.clone());
+            }
+            if let Some(http) = &self.http
+                && let Ok(response) = http.get(format!("{}/readyz", self.url)).send().await
                 && response.status().is_success()
             {
                 return;
@@ -165,6 +198,13 @@ impl Operator {
         self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
+    /// An HTTP client that trusts this operator's CA (and no other).
+    pub fn client(&self) -> reqwest::Client {
+        self.http
+            .clone()
+            .unwrap_or_else(|| client_trusting(&self.ca_file))
+    }
+
     /// What the operator logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -173,7 +213,10 @@ impl Operator {
     /// One sample of a metric in the operator's `/metrics` (`name` may
     /// include labels), or `None` when it cannot be read.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.url))
+        let text = self
+            .client()
+            .get(format!("{}/metrics", self.url))
+            .send()
             .await
             .ok()?
             .text()
@@ -194,7 +237,7 @@ impl Operator {
     /// `GET path` with the admin token; returns status and JSON body.
     pub async fn api(&self, path: &str) -> (u16, Value) {
         let response = self
-            .http
+            .client()
             .get(format!("{}{path}", self.url))
             .bearer_auth(self.token())
             .send()
@@ -253,6 +296,7 @@ impl Operator {
             .args(args)
             .env("VEIL_SERVER", &self.url)
             .env("VEIL_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .env("VEIL_CA_FILE", &self.ca_file)
             .output()
             .expect("run veil-operator CLI")
     }
@@ -318,10 +362,29 @@ impl Operator {
         std::fs::rename(&tmp, &path).expect("publish the VeilNode");
     }
 
-    /// `veil-operator token create --node NODE` against this operator's store; the token.
+    /// `veil-operator token create --node NODE` against this operator's
+    /// store; the token (taken out of the printed join value).
     pub fn create_token(&self, node: &str) -> String {
+        let join = self.create_join(node);
+        veil_agent::join::JoinValue::parse(&join)
+            .expect("token create prints a join value")
+            .token
+    }
+
+    /// `veil-operator token create --node NODE`: the join value it prints.
+    pub fn create_join(&self, node: &str) -> String {
         let data_dir = self.data_dir.display().to_string();
-        let mut args = vec!["token", "create", "--node", node, "--data-dir", &data_dir];
+        let ca_file = self.ca_file.display().to_string();
+        let mut args = vec![
+            "token",
+            "create",
+            "--node",
+            node,
+            "--data-dir",
+            &data_dir,
+            "--ca-file",
+            &ca_file,
+        ];
         if let Some(url) = &self.database_url {
             args.extend(["--database-url", url]);
         }
@@ -471,6 +534,8 @@ impl Agent {
             .arg(node)
             .arg("--token-file")
             .arg(token_file)
+            .arg("--ca-file")
+            .arg(&operator.ca_file)
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "info")
@@ -606,4 +671,69 @@ pub struct AgentOptions {
     pub operator_url: Option<String>,
     /// The agent executable; default: the workspace's `veil-agent`.
     pub binary: Option<PathBuf>,
+}
+
+/// A reqwest client trusting only the CA certificate in `ca_file`.
+pub fn client_trusting(ca_file: &Path) -> reqwest::Client {
+    veil_agent::trust::Trust::ca_file(ca_file)
+        .and_then(|trust| trust.http_client(reqwest::Client::builder()))
+        .expect("a client trusting the operator's CA")
+}
+
+/// The CA and serving certificate (127.0.0.1, localhost) every `kube`
+/// operator of this test process serves, like replicas mounting one
+/// `tls.crt`/`tls.key`/`ca.crt` Secret: `ca.crt`, `tls.crt`, `tls.key` in
+/// the returned directory (kept until the process ends).
+pub fn shared_kube_tls() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "veil test replicas CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("serving key");
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let cert = CertificateParams::new(names)
+            .expect("serving params")
+            .signed_by(&key, &issuer)
+            .expect("serving certificate");
+        std::fs::write(dir.join("ca.crt"), ca.pem()).expect("ca.crt");
+        std::fs::write(dir.join("tls.crt"), format!("{}{}", cert.pem(), ca.pem()))
+            .expect("tls.crt");
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+        dir
+    })
+    .clone()
+}
+
+fn known_cas() -> &'static std::sync::Mutex<Vec<PathBuf>> {
+    static CAS: std::sync::OnceLock<std::sync::Mutex<Vec<PathBuf>>> = std::sync::OnceLock::new();
+    CAS.get_or_init(Default::default)
+}
+
+/// A reqwest client trusting the CA of every operator this test process
+/// started so far (for tests that build requests by URL); prefer
+/// [`Operator::client`], which trusts that operator's only.
+pub fn test_client() -> reqwest::Client {
+    let mut certs = Vec::new();
+    for path in known_cas().lock().expect("CA list").iter() {
+        if let Ok(veil_agent::trust::Trust::CaFile(found)) = veil_agent::trust::Trust::ca_file(path)
+        {
+            certs.extend(found);
+        }
+    }
+    let trust = if certs.is_empty() {
+        veil_agent::trust::Trust::Plaintext
+    } else {
+        veil_agent::trust::Trust::CaFile(certs)
+    };
+    trust
+        .http_client(reqwest::Client::builder())
+        .expect("a client trusting the test operators' CAs")
 }

@@ -58,7 +58,7 @@ async fn wait_run(op: &Operator, name: &str, what: &str, check: impl Fn(&Value) 
 }
 
 async fn raw(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> u16 {
-    let client = reqwest::Client::new();
+    let client = veil_e2e::process::test_client();
     let mut request = match method {
         "POST" => client.post(url),
         _ => client.get(url),

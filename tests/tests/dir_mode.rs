@@ -257,7 +257,7 @@ async fn api_requires_the_admin_token_but_probes_and_metrics_are_open() {
     write(&dir.path().join("n.yaml"), &node("metered", false));
     let op = Operator::start(dir.path()).await;
     wait_object(&op, "veilnodes", "metered", "metered", |_| true).await;
-    let http = reqwest::Client::new();
+    let http = op.client();
     let no_token = http
         .get(format!("{}/v1/objects/veilnodes", op.url))
         .send()

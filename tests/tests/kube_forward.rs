@@ -93,6 +93,10 @@ fn cli_get(server: &str, token_file: &std::path::Path, args: &[&str]) -> std::pr
         .args(args)
         .env("VEIL_SERVER", server)
         .env("VEIL_TOKEN_FILE", token_file)
+        .env(
+            "VEIL_CA_FILE",
+            veil_e2e::process::shared_kube_tls().join("ca.crt"),
+        )
         .output()
         .expect("run veil-operator get")
 }
@@ -212,7 +216,10 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
     // Health, readiness and metrics stay the follower's own.
-    let ready = reqwest::get(format!("{}/readyz", follower.url))
+    let ready = follower
+        .client()
+        .get(format!("{}/readyz", follower.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
@@ -221,7 +228,8 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
     // reachable leader and says so with 503 and Retry-After.
     drop(agent);
     leader.kill();
-    let response = reqwest::Client::new()
+    let response = follower
+        .client()
         .get(format!("{}/v1/objects/taskruns", follower.url))
         .bearer_auth(std::fs::read_to_string(&leader_token).unwrap().trim())
         .send()

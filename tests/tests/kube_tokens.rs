@@ -123,7 +123,8 @@ fn secret_key(cluster: &TestCluster, namespace: &str, node: &str) -> Option<Stri
 
 /// `POST /v1/agent/register` for `node` with `token`; the HTTP status.
 async fn register_status(operator: &Operator, node: &str, token: &str) -> u16 {
-    reqwest::Client::new()
+    operator
+        .client()
         .post(format!("{}/v1/agent/register", operator.url))
         .bearer_auth(token)
         .json(&json!({

@@ -74,7 +74,7 @@ const HOP_BY_HOP: [&str; 10] = [
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("HTTP client for forwarding to the leader: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] veil_agent::trust::TrustError),
 }
 
 /// Hands requests to the leader; one per replica in Kubernetes mode.
@@ -88,18 +88,22 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder that follows `leader`; `identity` names this replica.
+    /// A forwarder that follows `leader`; `identity` names this replica;
+    /// the leader's certificate must verify against `trust` (the CA every
+    /// replica serves under).
     pub fn new(
         leader: watch::Receiver<LeaderState>,
         identity: &str,
+        trust: &veil_agent::trust::Trust,
         metrics: std::sync::Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Forwarder, ForwardError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = trust
+            .http_client(
+                reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(TIMEOUT),
+            )
             .map_err(ForwardError::Client)?;
         Ok(Forwarder {
             leader,

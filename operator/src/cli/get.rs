@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use serde_json::Value;
+use veil_agent::trust::{Trust, check_url};
 use veil_crds::kind::Kind;
 
 use super::DEFAULT_DATA_DIR;
@@ -47,12 +48,20 @@ pub struct GetArgs {
 /// How to reach a running operator's admin API.
 #[derive(Debug, clap::Args)]
 pub struct Connection {
-    /// Operator API address.
-    #[arg(long, env = "VEIL_SERVER", default_value = concat!("http://", "127.0.0.1:7070"))]
+    /// Operator API address (`https://` unless given).
+    #[arg(long, env = "VEIL_SERVER", default_value = "https://127.0.0.1:7070")]
     pub server: String,
     /// File holding the admin token (written by the operator at first start).
     #[arg(long, env = "VEIL_TOKEN_FILE", default_value_os_t = default_token_file())]
     pub token_file: PathBuf,
+    /// The operator's CA certificate (PEM); the server must verify against
+    /// it. Default: the CA the operator made in its data dir.
+    #[arg(long, env = "VEIL_CA_FILE", default_value_os_t = default_ca_file())]
+    pub ca_file: PathBuf,
+    /// Allow `http://` to a non-loopback server: the admin token crosses
+    /// the network in clear.
+    #[arg(long, env = "VEIL_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 impl Connection {
@@ -66,13 +75,14 @@ impl Connection {
         let base = if self.server.contains("://") {
             self.server.clone()
         } else {
-            format!("http://{}", self.server)
+            format!("https://{}", self.server)
         };
-        let connect = |source| GetError::Connect {
+        let client = self.client(&base)?;
+        let connect = |source: reqwest::Error| GetError::Connect {
             server: self.server.clone(),
-            source,
+            reason: veil_agent::trust::error_chain(&source),
         };
-        let response = reqwest::Client::new()
+        let response = client
             .get(format!("{}{path_and_query}", base.trim_end_matches('/')))
             .bearer_auth(token.trim())
             .send()
@@ -95,6 +105,28 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// A client for `base` that trusts only the operator's CA (`http://`
+    /// only to loopback unless --insecure-plaintext); checked before the
+    /// token is sent anywhere.
+    fn client(&self, base: &str) -> Result<reqwest::Client, GetError> {
+        let trust = if base.starts_with("https://") {
+            Trust::ca_file(&self.ca_file).map_err(|e| GetError::Trust(e.to_string()))?
+        } else {
+            Trust::Plaintext
+        };
+        check_url(base, &trust, self.insecure_plaintext)
+            .map_err(|e| GetError::Trust(e.to_string()))?;
+        trust
+            .http_client(reqwest::Client::builder())
+            .map_err(|e| GetError::Trust(e.to_string()))
+    }
+}
+
+fn default_ca_file() -> PathBuf {
+    crate::tls::pki::served_ca_path(std::path::Path::new(DEFAULT_DATA_DIR))
+}
+
 fn default_token_file() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR).join(crate::admin::TOKEN_FILE)
 }
@@ -113,13 +145,11 @@ pub enum GetError {
         source: std::io::Error,
     },
     #[error(
-        "cannot reach the operator at {server}: {source} (is `veil-operator run` up? see --server)"
+        "cannot reach the operator at {server}: {reason} (is `veil-operator run` up? see --server and --ca-file)"
     )]
-    Connect {
-        server: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    Connect { server: String, reason: String },
+    #[error("{0} (see --ca-file)")]
+    Trust(String),
     #[error("the operator answered {status}: {message}")]
     Api { status: u16, message: String },
     #[error("{kind} \"{name}\" not found")]

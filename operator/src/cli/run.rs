@@ -24,6 +24,7 @@ use crate::store::{Store, StoreError, StoreTarget};
 use crate::traffic::TrafficBook;
 use crate::view::View;
 
+use super::tls_args::{self, TlsArgs};
 use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 
 /// Where desired state comes from.
@@ -80,8 +81,8 @@ pub struct RunArgs {
     pub lease_identity: Option<String>,
     /// With `--source kube`: base URL of this replica's API, written on the
     /// Lease while it leads so that followers hand `/v1/` requests to it.
-    /// Default: `http://$POD_IP:<--listen port>` when POD_IP is set, else
-    /// `http://<--listen>` unless that is 0.0.0.0 or `::` (then none, and
+    /// Default: `https://$POD_IP:<--listen port>` when POD_IP is set, else
+    /// `https://<--listen>` (http with --insecure-plaintext) unless that is 0.0.0.0 or `::` (then none, and
     /// followers answer 503).
     #[arg(long, env = "VEIL_ADVERTISE_URL")]
     pub advertise_url: Option<reqwest::Url>,
@@ -110,6 +111,8 @@ pub struct RunArgs {
     pub allow_private_webhooks: bool,
     #[command(flatten)]
     pub agent_identity: super::agent_identity::AgentIdentityArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Arguments of `up`.
@@ -120,6 +123,8 @@ pub struct UpArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl UpArgs {
@@ -140,6 +145,7 @@ impl UpArgs {
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
             allow_private_webhooks: false,
             agent_identity: Default::default(),
+            tls: self.tls,
         }
     }
 }
@@ -165,12 +171,22 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server: {0}")]
-    Serve(#[source] std::io::Error),
     #[error(transparent)]
     Forward(#[from] api::forward::ForwardError),
     #[error(transparent)]
     StoreNotShared(#[from] leader::StoreNotShared),
+    #[error("--tls-secret is for `--source kube`; in dir mode use --tls-cert/--tls-key")]
+    TlsSecretWithoutKube,
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("the in-process agent: {0}")]
+    Trust(#[from] veil_agent::trust::TrustError),
+    #[error("cannot write {path}: {source}")]
+    UrlFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -258,6 +274,13 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         }
     };
 
+    let (server_tls, own_trust) = resolve_tls(&args, cluster.as_ref()).await?;
+    let https = server_tls.config.is_some();
+    write_url_file(&args, &server_tls)?;
+    if let Some((path, pin)) = &server_tls.ca {
+        tracing::info!(ca = %path.display(), ca_cert_hash = %pin, "serving HTTPS; agents pin this CA (`veil-operator token create` prints join values carrying it)");
+    }
+
     let agents = Arc::new(Agents::default());
     let runs = Arc::new(RunBook::load(store.clone()).await?);
     let traffic = Arc::new(TrafficBook::load(store.clone(), metrics.clone()).await?);
@@ -304,8 +327,12 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 LeaseConfig::from_env(args.lease_namespace.clone(), args.lease_identity.clone());
             leader::check_store_is_shared(client.clone(), &config, target.is_shared()).await?;
             let pod_ip = std::env::var("POD_IP").ok();
-            config.endpoint =
-                leader::advertised(args.advertise_url.as_ref(), args.listen, pod_ip.as_deref());
+            config.endpoint = leader::advertised(
+                args.advertise_url.as_ref(),
+                args.listen,
+                pod_ip.as_deref(),
+                https,
+            );
             let identity = config.identity.clone();
             let gauge = metrics.leader.clone();
             let election = leader::spawn(
@@ -319,6 +346,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             let forwarder = api::forward::Forwarder::new(
                 election.state,
                 &identity,
+                &own_trust,
                 metrics.clone(),
                 shutdown.clone(),
             )?;
@@ -373,9 +401,13 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             if let Err(error) = crate::private_fs::make_passable_dir(&args.data_dir) {
                 tracing::warn!(dir = %args.data_dir.display(), %error, "cannot make the data dir passable (0711): the local agent's tasks will fail to reach their work dirs");
             }
+            let operator = tls_args::local_url(&server_tls, args.listen);
+            print_join_hint(&server_tls, &args.data_dir);
             let config = veil_agent::runtime::AgentConfig {
                 node: node.to_owned(),
-                operator: format!("http://{}", args.listen),
+                operator,
+                trust: own_trust.clone(),
+                insecure_plaintext: false,
                 token,
                 token_file: None,
                 labels: Default::default(),
@@ -404,13 +436,14 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         tracing::info!("stopping");
         on_signal.cancel();
     });
-    let stopped = shutdown.clone();
-    // The peer address feeds the failed-authentication limit (`api::guard`).
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await
-        .map_err(RunError::Serve);
+    crate::tls::serve::serve(
+        listener,
+        api::router(state),
+        server_tls.config.clone(),
+        args.tls.serve_options(),
+        shutdown.clone(),
+    )
+    .await;
     if let Some(agent) = agent {
         let _ = tokio::time::timeout(Duration::from_secs(35), agent).await;
     }
@@ -418,10 +451,73 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         // Releases the Lease, so a follower takes over at once.
         let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     }
-    served?;
     controller.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the API serves, and how this process's own clients trust it.
+async fn resolve_tls(
+    args: &RunArgs,
+    cluster: Option<&kube::Client>,
+) -> Result<(crate::tls::ServerTls, veil_agent::trust::Trust), RunError> {
+    let tls = &args.tls;
+    let Some(secret) = &tls.tls_secret else {
+        let server = tls.resolve(&args.data_dir, args.listen, args.advertise_url.as_ref())?;
+        let trust = tls_args::own_trust(&server, tls.tls_server_name.as_deref())?;
+        return Ok((server, trust));
+    };
+    let client = cluster.ok_or(RunError::TlsSecretWithoutKube)?;
+    let namespace = leader::operator_namespace(args.lease_namespace.clone());
+    let names = crate::tls::secret::generated_names(&tls.tls_service, &namespace, &tls.tls_sans);
+    let files = crate::tls::secret::load_or_create(
+        client.clone(),
+        &namespace,
+        secret,
+        &names,
+        &args.data_dir,
+    )
+    .await?;
+    let server = crate::tls::ServerTls::load(&files)?;
+    let name = tls
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| crate::tls::secret::service_name(&tls.tls_service, &namespace));
+    let trust = tls_args::own_trust(&server, Some(&name))?;
+    Ok((server, trust))
+}
+
+/// Writes DATA_DIR/operator.url: the URL join values carry (the
+/// advertised URL, else the listen address unless it is unspecified).
+fn write_url_file(args: &RunArgs, tls: &crate::tls::ServerTls) -> Result<(), RunError> {
+    let path = args.data_dir.join(tls_args::URL_FILE);
+    let url = match &args.advertise_url {
+        Some(url) => Some(url.to_string()),
+        None if args.listen.ip().is_unspecified() => None,
+        None => Some(format!("{}://{}", tls_args::scheme(tls), args.listen)),
+    };
+    let written = match url {
+        Some(url) => std::fs::create_dir_all(&args.data_dir)
+            .and_then(|()| std::fs::write(&path, format!("{}\n", url.trim_end_matches('/')))),
+        None => match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        },
+    };
+    written.map_err(|source| RunError::UrlFile { path, source })
+}
+
+/// `up`: how to add a second node.
+fn print_join_hint(tls: &crate::tls::ServerTls, data_dir: &std::path::Path) {
+    let pin = tls
+        .ca
+        .as_ref()
+        .map(|(_, pin)| pin.to_string())
+        .unwrap_or_else(|| "none (plain HTTP)".to_owned());
+    eprintln!(
+        "veil: to add another node, run `veil-operator token create --node NAME --data-dir {} --url https://THIS-HOST:PORT` and give the printed join value to `veil-agent --node NAME --token-file FILE` there (CA {pin})",
+        data_dir.display()
+    );
 }
 
 /// A background task that stops when its handle is dropped.

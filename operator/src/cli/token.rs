@@ -14,6 +14,8 @@ mod cluster;
 use std::path::PathBuf;
 
 use chrono::Utc;
+use veil_agent::join::JoinValue;
+use veil_agent::trust::CaPin;
 use veil_crds::validate::DnsName;
 
 use crate::admin::{generate_token, hash_token};
@@ -52,10 +54,27 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
 }
 
+/// What goes into a join value besides the token.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The operator URL agents use, e.g. `https://203.0.113.5:7070`.
+    /// Default: DATA_DIR/operator.url, written by the running operator
+    /// (from --advertise-url or --listen); none when neither is known.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The operator's CA certificate, whose SHA-256 agents pin. Default:
+    /// the one the operator serves under (DATA_DIR/tls-secret/ca.crt with
+    /// --tls-secret, else DATA_DIR/tls/ca.crt, the CA it made).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
 /// `token` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
-    /// Create a token for one node and print it once (store it in the agent's --token-file).
+    /// Create a token for one node and print its join value once: the
+    /// operator's URL, the token and the SHA-256 of the operator's CA
+    /// certificate (`veil-join-v1.…`; keep it in the agent's --token-file).
     ///
     /// With --kube the token goes into the Secret `veil-node-token-NODE`
     /// under the node's name (a node's previous token there is replaced).
@@ -67,6 +86,8 @@ pub enum TokenCommand {
         store: StoreArgs,
         #[command(flatten)]
         kube: KubeArgs,
+        #[command(flatten)]
+        join: JoinArgs,
     },
     /// List tokens (ids, nodes, creation and revocation times; never the tokens).
     List {
@@ -123,6 +144,43 @@ pub enum TokenError {
         namespace: String,
         secret: String,
     },
+    #[error(
+        "the CA certificate {0}: {1} (start the operator once so that it makes its CA, or pass --ca-file)"
+    )]
+    Ca(PathBuf, String),
+}
+
+/// The join value for `token`: URL and CA pin from `args` or the data dir.
+fn join_value(
+    args: &JoinArgs,
+    data_dir: &std::path::Path,
+    token: String,
+) -> Result<String, TokenError> {
+    let url = match &args.url {
+        Some(url) => Some(url.trim_end_matches('/').to_owned()),
+        None => std::fs::read_to_string(data_dir.join(super::tls_args::URL_FILE))
+            .ok()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty()),
+    };
+    let ca_file = args
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| crate::tls::pki::served_ca_path(data_dir));
+    let plaintext = url.as_deref().is_some_and(|url| url.starts_with("http://"));
+    let ca_pin = match crate::tls::read_certs(&ca_file) {
+        Ok(certs) => certs.first().map(|der| CaPin::of_der(der)),
+        // An operator serving plain HTTP has no CA to pin.
+        Err(_) if plaintext && args.ca_file.is_none() => None,
+        Err(error) => return Err(TokenError::Ca(ca_file, error.to_string())),
+    };
+    if url.is_none() {
+        eprintln!(
+            "the join value names no operator URL (no --url, no {}): give the agent --operator https://HOST:PORT too",
+            data_dir.join(super::tls_args::URL_FILE).display()
+        );
+    }
+    Ok(JoinValue { url, token, ca_pin }.encode())
 }
 
 async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
@@ -164,18 +222,22 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
                 crate::world::timestamp(Utc::now())
             );
         }
-        TokenCommand::Create { node, store, .. } => {
+        TokenCommand::Create {
+            node, store, join, ..
+        } => {
             DnsName::parse(&node).map_err(|e| TokenError::NodeName(node.clone(), e.to_string()))?;
-            let store = open(&store).await?;
             let token = generate_token("veil_node_");
+            // Before the token is stored: a missing CA loses nothing.
+            let value = join_value(&join, &store.data_dir, token.clone())?;
+            let store = open(&store).await?;
             let id = generate_token("")[..12].to_owned();
             store
                 .create_node_token(&node, &hash_token(&token), &id)
                 .await?;
             eprintln!(
-                "token {id} for node {node} (shown once; keep it in the agent's --token-file):"
+                "join value of token {id} for node {node} (a secret, shown once; keep it in the agent's --token-file):"
             );
-            println!("{token}");
+            println!("{value}");
         }
         TokenCommand::List { store } => {
             let store = open(&store).await?;

@@ -13,10 +13,16 @@ use reqwest::Url;
 pub const ENDPOINT_ANNOTATION: &str = "veil.dev/endpoint";
 
 /// The URL this replica advertises: `flag` (`--advertise-url`) if given;
-/// else `http://$POD_IP:<listen port>` when `pod_ip` is an IP address;
-/// else `http://<listen>` when `listen` names a specific address (not
-/// `0.0.0.0` or `::`); else none (followers then answer 503).
-pub fn advertised(flag: Option<&Url>, listen: SocketAddr, pod_ip: Option<&str>) -> Option<Url> {
+/// else `https://$POD_IP:<listen port>` when `pod_ip` is an IP address;
+/// else `https://<listen>` when `listen` names a specific address (not
+/// `0.0.0.0` or `::`); else none (followers then answer 503). `http://`
+/// instead when the API serves plain HTTP (`https` false).
+pub fn advertised(
+    flag: Option<&Url>,
+    listen: SocketAddr,
+    pod_ip: Option<&str>,
+    https: bool,
+) -> Option<Url> {
     if let Some(url) = flag {
         return Some(url.clone());
     }
@@ -32,7 +38,8 @@ pub fn advertised(flag: Option<&Url>, listen: SocketAddr, pod_ip: Option<&str>) 
     if address.ip().is_unspecified() {
         return None;
     }
-    Url::parse(&format!("http://{address}")).ok()
+    let scheme = if https { "https" } else { "http" };
+    Url::parse(&format!("{scheme}://{address}")).ok()
 }
 
 /// The endpoint a Lease advertises, if it names a usable `http(s)` URL.
@@ -82,35 +89,41 @@ mod tests {
     fn the_flag_wins_then_pod_ip_then_a_specific_listen_address() {
         let flag = Url::parse("https://veil-0.veil:7443/").unwrap();
         assert_eq!(
-            advertised(Some(&flag), listen("0.0.0.0:7070"), Some("10.1.2.3")),
+            advertised(Some(&flag), listen("0.0.0.0:7070"), Some("10.1.2.3"), false),
             Some(flag)
         );
         assert_eq!(
-            advertised(None, listen("0.0.0.0:7070"), Some("10.1.2.3"))
+            advertised(None, listen("0.0.0.0:7070"), Some("10.1.2.3"), false)
                 .unwrap()
                 .as_str(),
             "http://10.1.2.3:7070/"
         );
         assert_eq!(
-            advertised(None, listen("[::]:7070"), Some("fd00::7"))
+            advertised(None, listen("[::]:7070"), Some("fd00::7"), false)
                 .unwrap()
                 .as_str(),
             "http://[fd00::7]:7070/"
         );
         assert_eq!(
-            advertised(None, listen("127.0.0.1:9000"), None)
+            advertised(None, listen("127.0.0.1:9000"), None, false)
                 .unwrap()
                 .as_str(),
             "http://127.0.0.1:9000/"
+        );
+        assert_eq!(
+            advertised(None, listen("0.0.0.0:7070"), Some("10.1.2.3"), true)
+                .unwrap()
+                .as_str(),
+            "https://10.1.2.3:7070/"
         );
     }
 
     #[test]
     fn an_unspecified_listen_address_without_pod_ip_advertises_nothing() {
-        assert_eq!(advertised(None, listen("0.0.0.0:7070"), None), None);
-        assert_eq!(advertised(None, listen("[::]:7070"), Some("")), None);
+        assert_eq!(advertised(None, listen("0.0.0.0:7070"), None, false), None);
+        assert_eq!(advertised(None, listen("[::]:7070"), Some(""), false), None);
         assert_eq!(
-            advertised(None, listen("0.0.0.0:7070"), Some("not-an-ip")),
+            advertised(None, listen("0.0.0.0:7070"), Some("not-an-ip"), false),
             None
         );
     }

@@ -58,7 +58,8 @@ impl Drop for Running {
 /// `veil-operator run --source kube` on a free loopback port, ready.
 async fn start_operator(dir: &Path, kubeconfig: &str) -> (Running, String) {
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let ca_file = dir.join("operator").join("tls-secret").join("ca.crt");
     let mut operator = Running::spawn(
         Command::new(binary("veil-operator")).args([
             "run",
@@ -70,16 +71,21 @@ async fn start_operator(dir: &Path, kubeconfig: &str) -> (Running, String) {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
             &dir.join("operator").display().to_string(),
+            "--tls-secret",
+            "veil-operator-tls",
         ]),
         dir.join("operator.log"),
     );
     let deadline = Instant::now() + OPERATOR_WAIT;
-    let http = reqwest::Client::new();
     loop {
         if let Ok(Some(status)) = operator.child.try_wait() {
             panic!("veil-operator exited ({status}):\n{}", operator.log());
         }
-        if let Ok(response) = http.get(format!("{url}/readyz")).send().await
+        if ca_file.exists()
+            && let Ok(response) = veil_e2e::process::client_trusting(&ca_file)
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
             && response.status().is_success()
         {
             return (operator, url);

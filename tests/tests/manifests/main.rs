@@ -411,7 +411,9 @@ async fn chart_renders_what_manifests_hold_and_applies_for_both_scopes() {
             "0.0.0.0:7070",
             "--data-dir",
             "/var/lib/veil",
-            "--agent-service-account=veil-agent"
+            "--agent-service-account=veil-agent",
+            "--tls-secret",
+            "veil-operator-tls"
         ])
     );
 }

@@ -75,8 +75,14 @@ struct Follower {
 async fn follower(state: LeaderState) -> Follower {
     let (leader, rx) = watch::channel(state);
     let metrics = Arc::new(Metrics::new());
-    let forwarder =
-        Forwarder::new(rx, "veil-b", metrics.clone(), CancellationToken::new()).unwrap();
+    let forwarder = Forwarder::new(
+        rx,
+        "veil-b",
+        &veil_agent::trust::Trust::Plaintext,
+        metrics.clone(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let app = Router::new()
         .route("/v1/echo", any(|| async { "local" }))
         .route("/healthz", get(|| async { "local" }))

@@ -69,7 +69,10 @@ async fn wait_ready_nodes(op: &Operator, count: usize) {
 /// Finished and total TaskRuns, read from `/metrics` (`veil_objects`), so
 /// polling costs the operator nothing next to listing thousands of objects.
 async fn finished(op: &Operator) -> (usize, usize) {
-    let text = reqwest::get(format!("{}/metrics", op.url))
+    let text = op
+        .client()
+        .get(format!("{}/metrics", op.url))
+        .send()
         .await
         .expect("metrics")
         .text()
