@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil_agent::desync_command;
-use veil_agent::journal::JournalLimits;
 use veil_agent::join::JoinValue;
+use veil_agent::journal::JournalLimits;
 use veil_agent::runtime::{AgentConfig, run};
 use veil_agent::token_file::{TOKEN_FILE_POLL, wait_for_token};
 use veil_agent::trust::{Trust, check_url};
@@ -208,23 +208,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A file holding a bare token (a projected ServiceAccount token, a
-    // Secret key) is read again before every request: the kubelet rotates
-    // it. A join value is replaced by restarting the agent.
-    let rotating_token_file = match &args.token_file {
-        Some(path) => {
-            veil_agent::token_file::restrict(path);
-            (!JoinValue::is_join_value(&secret)).then(|| path.clone())
-        }
-        None => None,
-    };
+    // The token file is read again before every request (the kubelet
+    // rotates projected tokens; `token create` makes new join values); a
+    // new URL or CA pin in it takes a restart.
+    if let Some(path) = &args.token_file {
+        veil_agent::token_file::restrict(path);
+    }
     let config = AgentConfig {
         node: args.node,
         operator: connection.operator,
         trust: connection.trust,
         insecure_plaintext: args.insecure_plaintext,
         token: connection.token,
-        token_file: rotating_token_file,
+        token_file: args.token_file,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,

@@ -154,14 +154,30 @@ impl NodeToken {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(file) = &self.file
             && let Ok(text) = std::fs::read_to_string(file)
-            && !text.trim().is_empty()
-            && text.trim() != last.as_str()
+            && let Some(token) = token_in(&text)
+            && token != last.as_str()
         {
-            text.trim().clone_into(&mut last);
+            *last = token;
             tracing::info!(path = %file.display(), "the token file changed; using the new token");
         }
         last.clone()
     }
+}
+
+/// The token a token file's `text` holds: the token of a join value (its
+/// URL and CA pin are read at start only), else the trimmed text; `None`
+/// for an empty file or a damaged join value (the last token stays).
+fn token_in(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if crate::join::JoinValue::is_join_value(text) {
+        return crate::join::JoinValue::parse(text)
+            .ok()
+            .map(|join| join.token);
+    }
+    Some(text.to_owned())
 }
 
 #[cfg(test)]
@@ -187,6 +203,28 @@ mod tests {
         std::fs::write(&path, "veil_node_abc\n").unwrap();
         let token = waiting.await.unwrap().unwrap();
         assert_eq!(token.as_deref(), Some("veil_node_abc"));
+    }
+
+    #[test]
+    fn a_join_value_file_yields_its_token_and_a_new_join_value_rotates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge-1.join");
+        let join = |token: &str| {
+            crate::join::JoinValue {
+                url: Some("https://127.0.0.1:7070".to_owned()),
+                token: token.to_owned(),
+                ca_pin: None,
+            }
+            .encode()
+        };
+        std::fs::write(&path, join("veil_node_first")).unwrap();
+        let token = NodeToken::from_file(path.clone(), "veil_node_first");
+        assert_eq!(token.current(), "veil_node_first");
+        std::fs::write(&path, format!("{}\n", join("veil_node_second"))).unwrap();
+        assert_eq!(token.current(), "veil_node_second");
+        // A damaged join value is no token: the last one stays.
+        std::fs::write(&path, "veil-join-v1.%%%").unwrap();
+        assert_eq!(token.current(), "veil_node_second");
     }
 
     #[test]

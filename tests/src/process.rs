@@ -110,23 +110,26 @@ impl Operator {
             .expect("log file");
         let mut command = Command::new(binary("veil-operator"));
         let own_secret = options.extra_args.iter().any(|a| a == "--tls-secret");
+        let mut tls_args = Vec::new();
         let ca_file = if own_secret {
             data_dir.join("tls-secret").join("ca.crt")
         } else if options.source.is_some() {
             let shared = shared_kube_tls();
-            command
-                .arg("--tls-cert")
-                .arg(shared.join("tls.crt"))
-                .arg("--tls-key")
-                .arg(shared.join("tls.key"))
-                .arg("--tls-ca")
-                .arg(shared.join("ca.crt"));
+            for (flag, file) in [
+                ("--tls-cert", "tls.crt"),
+                ("--tls-key", "tls.key"),
+                ("--tls-ca", "ca.crt"),
+            ] {
+                tls_args.push(flag.to_owned());
+                tls_args.push(shared.join(file).display().to_string());
+            }
             shared.join("ca.crt")
         } else {
             data_dir.join("tls").join("ca.crt")
         };
         command
             .arg("run")
+            .args(&tls_args)
             .arg("--source")
             .arg(
                 options
@@ -203,6 +206,29 @@ impl Operator {
         self.http
             .clone()
             .unwrap_or_else(|| client_trusting(&self.ca_file))
+    }
+
+    /// A raw TLS connection to the API, verified against this operator's
+    /// CA, for tests that write requests by hand.
+    pub async fn tls_stream(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let addr: std::net::SocketAddr = self
+            .url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("an https://IP:PORT operator URL");
+        let tls = veil_agent::trust::Trust::ca_file(&self.ca_file)
+            .and_then(|trust| trust.rustls_config())
+            .expect("a TLS client for the operator's CA");
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the operator");
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+            .connect(
+                rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+                tcp,
+            )
+            .await
+            .expect("TLS handshake with the operator")
     }
 
     /// What the operator logged so far.

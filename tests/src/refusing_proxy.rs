@@ -1,12 +1,15 @@
 //! An HTTP proxy on loopback between an agent and the operator that
 //! refuses (413) every `POST …/report` whose body contains a marker, and
 //! passes everything else on unchanged: a report the operator will never
-//! accept, on demand, in front of a real operator.
+//! accept, on demand, in front of a real operator. The agent speaks plain
+//! HTTP to it (allowed to loopback); it speaks HTTPS to the operator,
+//! trusting only the operator's CA.
 //!
 //! One request per connection: the proxy adds `Connection: close`, so each
 //! request is seen (and inspected) on its own.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,8 +26,13 @@ pub struct RefusingProxy {
 }
 
 impl RefusingProxy {
-    /// Proxies to `upstream` (`127.0.0.1:PORT`), refusing reports containing `marker`.
-    pub async fn start(upstream: SocketAddr, marker: &str) -> RefusingProxy {
+    /// Proxies to `upstream` (`127.0.0.1:PORT`, HTTPS under the CA in
+    /// `ca_file`), refusing reports containing `marker`.
+    pub async fn start(upstream: SocketAddr, ca_file: &Path, marker: &str) -> RefusingProxy {
+        let tls = veil_agent::trust::Trust::ca_file(ca_file)
+            .and_then(|trust| trust.rustls_config())
+            .expect("a TLS client for the operator's CA");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let counts = Arc::new(Counts::default());
@@ -34,8 +42,9 @@ impl RefusingProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let marker = marker.clone();
                 let counter = counter.clone();
+                let connector = connector.clone();
                 tokio::spawn(async move {
-                    let _ = serve(client, upstream, &marker, &counter).await;
+                    let _ = serve(client, upstream, &connector, &marker, &counter).await;
                 });
             }
         });
@@ -74,6 +83,7 @@ impl Drop for RefusingProxy {
 async fn serve(
     mut client: TcpStream,
     upstream: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
     marker: &[u8],
     counts: &Counts,
 ) -> std::io::Result<()> {
@@ -133,11 +143,17 @@ async fn serve(
         }
     }
     forwarded.push_str("connection: close\r\n\r\n");
-    let mut server = TcpStream::connect(upstream).await?;
+    let server = TcpStream::connect(upstream).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(upstream.ip().into());
+    let mut server = connector.connect(name, server).await?;
     server.write_all(forwarded.as_bytes()).await?;
     server.write_all(body).await?;
     let mut response = Vec::new();
-    server.read_to_end(&mut response).await?;
+    match server.read_to_end(&mut response).await {
+        // A server that closes without TLS close_notify: the response is complete.
+        Err(error) if error.kind() != std::io::ErrorKind::UnexpectedEof => return Err(error),
+        _ => {}
+    }
     client.write_all(&response).await?;
     client.shutdown().await
 }

@@ -48,7 +48,7 @@ async fn operator(dir: &Path) -> Operator {
 }
 
 fn address(op: &Operator) -> SocketAddr {
-    op.url.trim_start_matches("http://").parse().unwrap()
+    op.url.trim_start_matches("https://").parse().unwrap()
 }
 
 async fn finished(op: &Operator, name: &str) -> Value {
@@ -102,7 +102,7 @@ async fn a_ten_megabyte_task_output_reaches_the_store_in_several_capped_reports(
     write(dir.path(), "runner.yaml", &runner(None));
     let op = operator(dir.path()).await;
     // Counts the reports and their sizes; refuses nothing.
-    let proxy = RefusingProxy::start(address(&op), "never-in-a-report-7f3a").await;
+    let proxy = RefusingProxy::start(address(&op), &op.ca_file, "never-in-a-report-7f3a").await;
     let agent = Agent::start_with(
         &op,
         "big-1",
@@ -152,7 +152,7 @@ async fn a_report_the_operator_refuses_does_not_block_the_ones_behind_it() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "runner.yaml", &runner(None));
     let op = operator(dir.path()).await;
-    let proxy = RefusingProxy::start(address(&op), "REFUSE-ME").await;
+    let proxy = RefusingProxy::start(address(&op), &op.ca_file, "REFUSE-ME").await;
     let agent = Agent::start_with(
         &op,
         "refused-1",

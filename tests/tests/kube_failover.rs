@@ -126,7 +126,8 @@ async fn a_killed_leaders_totals_carry_over_and_the_limit_still_holds() {
     })
     .await;
     let link = wait_until("the key's link", WAIT, POLL, logs, async || {
-        let response = reqwest::Client::new()
+        let response = follower
+            .client()
             .get(format!(
                 "{}/v1/credentials/vlesskeys/{NS}/capped",
                 follower.url

@@ -208,7 +208,8 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
         String::from_utf8_lossy(&out.stdout)
     );
     // The leader checks the token: a wrong one through the follower is 401.
-    let wrong = reqwest::Client::new()
+    let wrong = follower
+        .client()
         .get(format!("{}/v1/objects/taskruns", follower.url))
         .bearer_auth("veil_admin_wrong")
         .send()
@@ -251,7 +252,8 @@ async fn a_follower_hands_agent_and_admin_requests_to_the_leader() {
         || vec![follower.log()],
     )
     .await;
-    let served = reqwest::Client::new()
+    let served = follower
+        .client()
         .get(format!("{}/v1/objects/taskruns", follower.url))
         .bearer_auth(std::fs::read_to_string(&leader_token).unwrap().trim())
         .send()
@@ -346,8 +348,9 @@ async fn a_lease_endpoint_outside_the_replica_set_is_never_followed() {
     };
     let asks = |token: &'static str| {
         let url = format!("{}/v1/agent/register", follower.url);
+        let client = follower.client();
         async move {
-            reqwest::Client::new()
+            client
                 .post(url)
                 .bearer_auth(token)
                 .json(&json!({"node": "n", "os": "linux", "arch": "x86_64", "agentVersion": "0"}))

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use veil_e2e::kube::TestCluster;
+use veil_e2e::postgres::TestPostgres;
 use veil_e2e::process::{Operator, OperatorOptions};
 use veil_e2e::wait::wait_until;
 
@@ -14,12 +15,20 @@ const NS: &str = "tls-secret";
 const SECRET: &str = "veil-operator-tls";
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn start(cluster: &TestCluster, name: &str) -> Operator {
+/// The ReplicaSet whose Pods the replicas are (a follower forwards only to
+/// a Pod of its own set).
+const REPLICA_SET: &str = "veil-operator-5b7c";
+
+/// A replica: a Pod of [`REPLICA_SET`] with the loopback IP, on the shared
+/// PostgreSQL database (several replicas need one).
+async fn start(cluster: &TestCluster, name: &str, database_url: &str) -> Operator {
+    cluster.replica_pod(NS, REPLICA_SET, 2, name, "127.0.0.1");
     let unused = tempfile::tempdir().unwrap();
     Operator::start_with(
         unused.path(),
         OperatorOptions {
             source: Some("kube".into()),
+            database_url: Some(database_url.to_owned()),
             extra_args: vec![
                 "--kubeconfig".into(),
                 cluster.kubeconfig().display().to_string(),
@@ -42,7 +51,8 @@ async fn start(cluster: &TestCluster, name: &str) -> Operator {
 async fn replicas_share_the_tls_secret_and_followers_forward_over_tls() {
     let cluster = TestCluster::shared().await;
     cluster.kubectl_ok(&["create", "namespace", NS]);
-    let leader = start(cluster, "tls-1").await;
+    let database = TestPostgres::shared().fresh_database().await.unwrap();
+    let leader = start(cluster, "tls-1", &database).await;
     wait_until(
         "operator 1 to lead",
         WAIT,
@@ -59,7 +69,7 @@ async fn replicas_share_the_tls_secret_and_followers_forward_over_tls() {
     let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"], "no CA key in it");
 
-    let follower = start(cluster, "tls-2").await;
+    let follower = start(cluster, "tls-2", &database).await;
     assert_eq!(
         std::fs::read(&follower.ca_file).unwrap(),
         std::fs::read(&leader.ca_file).unwrap(),

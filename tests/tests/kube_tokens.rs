@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use veil_agent::join::JoinValue;
+use veil_agent::trust::{CaPin, Trust};
 use veil_e2e::kube::TestCluster;
-use veil_e2e::process::{Agent, Operator, OperatorOptions, binary};
+use veil_e2e::process::{Agent, Operator, OperatorOptions, binary, shared_kube_tls};
 use veil_e2e::wait::wait_until;
 
 /// Upper bound of every wait (each step usually takes about a second).
@@ -39,15 +41,20 @@ fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// `veil-operator token ARGS --kube` against `cluster`, tokens in `namespace`.
+/// `veil-operator token ARGS --kube` against `cluster`, tokens in
+/// `namespace`; `create` pins the CA the test operators serve under (they
+/// serve files, not a `--tls-secret` Secret).
 fn token_cli(cluster: &TestCluster, namespace: &str, args: &[&str]) -> Output {
-    std::process::Command::new(binary("veil-operator"))
+    let mut command = std::process::Command::new(binary("veil-operator"));
+    command
         .arg("token")
         .args(args)
         .args(["--kube", "--kubeconfig", &path_arg(cluster.kubeconfig())])
-        .args(["--namespace", namespace])
-        .output()
-        .expect("running veil-operator token")
+        .args(["--namespace", namespace]);
+    if args.first() == Some(&"create") {
+        command.args(["--ca-file", &path_arg(&shared_kube_tls().join("ca.crt"))]);
+    }
+    command.output().expect("running veil-operator token")
 }
 
 fn succeeded(what: &str, output: &Output) -> String {
@@ -178,13 +185,20 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     )
     .await;
 
-    // `token create --kube` writes the Secret; the token is printed once.
+    // `token create --kube` writes the Secret; its join value (the token
+    // and the CA pin) is printed once.
     let printed = succeeded(
         "token create --kube",
         &token_cli(cluster, ns, &["create", "--node", node]),
     );
-    let printed = printed.trim();
+    let join = printed.trim();
+    let parsed = JoinValue::parse(join).unwrap();
+    let printed = parsed.token.as_str();
     assert!(printed.starts_with("veil_node_"), "{printed}");
+    let Ok(Trust::CaFile(ca)) = Trust::ca_file(&shared_kube_tls().join("ca.crt")) else {
+        panic!("the test CA file");
+    };
+    assert_eq!(parsed.ca_pin, Some(CaPin::of_der(&ca[0])));
     let secret = get_json(cluster, &["-n", ns, "secret/veil-node-token-edge-token"]).unwrap();
     assert_eq!(secret["type"], "veil.dev/node-token");
     assert_eq!(
@@ -203,8 +217,8 @@ async fn an_agent_with_a_token_from_the_secret_registers_gets_a_veil_node_and_is
     let other = get_json(cluster, &["-n", ns, "secret/veil-node-token-edge-token-2"]).unwrap();
     assert_eq!(other["data"].as_object().unwrap().len(), 1, "{other:#}");
 
-    // The token reaches the agent's machine.
-    std::fs::write(&token_file, &token).unwrap();
+    // The join value reaches the agent's machine.
+    std::fs::write(&token_file, join).unwrap();
 
     // The agent registers; the leader creates its VeilNode, which turns Ready.
     let created = wait_for(
@@ -305,6 +319,21 @@ async fn token_create_refuses_a_secret_of_another_type_and_invalid_keys_are_skip
         "veil-node-token-edge-opaque",
         "--from-literal=edge-opaque=veil_node_opaque",
     ]);
+    // Without --ca-file and without the operator's TLS Secret there is no
+    // CA to pin: refused, and no token Secret is written.
+    let no_ca = std::process::Command::new(binary("veil-operator"))
+        .args(["token", "create", "--node", "edge-no-ca", "--kube"])
+        .args(["--kubeconfig", &path_arg(cluster.kubeconfig())])
+        .args(["--namespace", ns])
+        .output()
+        .unwrap();
+    assert!(!no_ca.status.success());
+    let stderr = String::from_utf8_lossy(&no_ca.stderr);
+    assert!(
+        stderr.contains("veil-operator-tls") && stderr.contains("no token was written"),
+        "{stderr}"
+    );
+    assert!(get_json(cluster, &["-n", ns, "secret/veil-node-token-edge-no-ca"]).is_none());
     let refused = token_cli(cluster, ns, &["create", "--node", "edge-opaque"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -70,7 +70,7 @@ spec:
 
 /// `POST`s `body` (or `GET`s) `path` with `token`: status and JSON body.
 async fn call(op: &Operator, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
+    let client = op.client();
     let url = format!("{}/v1/agent/{path}", op.url);
     let request = match body {
         Some(body) => client.post(url).json(&body),
@@ -87,9 +87,13 @@ async fn call(op: &Operator, path: &str, token: &str, body: Option<Value>) -> (u
 /// reading the rest.
 async fn oversized_report_status(op: &Operator, token: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = op.url.strip_prefix("http://").expect("http URL");
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
+    let addr = op
+        .url
+        .strip_prefix("https://")
+        .expect("https URL")
+        .to_owned();
+    let stream = op.tls_stream().await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let size = 9 * 1024 * 1024;
     let head = format!(
         "POST /v1/agent/report HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"

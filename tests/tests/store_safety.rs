@@ -88,7 +88,8 @@ fn key(name: &str, enabled: bool) -> String {
 
 /// The emails of the users the node's assignment gives its one server.
 async fn users(op: &Operator, token: &str) -> Vec<String> {
-    let response = reqwest::Client::new()
+    let response = op
+        .client()
         .get(format!("{}/v1/agent/assignment?after=0&wait=0", op.url))
         .bearer_auth(token)
         .send()

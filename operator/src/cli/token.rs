@@ -52,6 +52,10 @@ pub struct KubeArgs {
     /// `veil-system`.
     #[arg(long, requires = "kube")]
     pub namespace: Option<String>,
+    /// With --kube: the operator's TLS Secret (its `--tls-secret`), whose
+    /// `ca.crt` the printed join value pins.
+    #[arg(long, requires = "kube", default_value = "veil-operator-tls")]
+    pub tls_secret: String,
 }
 
 /// What goes into a join value besides the token.
@@ -148,6 +152,10 @@ pub enum TokenError {
         "the CA certificate {0}: {1} (start the operator once so that it makes its CA, or pass --ca-file)"
     )]
     Ca(PathBuf, String),
+    #[error(
+        "Secret {namespace}/{secret}, the operator's TLS Secret, is absent or holds no `ca.crt`: start the operator with `--tls-secret {secret}` first (it creates the Secret), or pass --ca-file with the CA agents should trust; no token was written"
+    )]
+    NoClusterCa { namespace: String, secret: String },
 }
 
 /// The join value for `token`: URL and CA pin from `args` or the data dir.
@@ -183,6 +191,51 @@ fn join_value(
     Ok(JoinValue { url, token, ca_pin }.encode())
 }
 
+/// `token create --kube`: the join value for an agent outside the cluster,
+/// pinning `--ca-file` or the `ca.crt` of the operator's TLS Secret. Read
+/// before the token is written, so a missing CA writes nothing.
+async fn cluster_join_value(
+    args: &JoinArgs,
+    kube: &KubeArgs,
+    api: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+    namespace: &str,
+) -> Result<impl FnOnce(String) -> String, TokenError> {
+    let ca_pin = match &args.ca_file {
+        Some(path) => {
+            let certs = crate::tls::read_certs(path)
+                .map_err(|error| TokenError::Ca(path.clone(), error.to_string()))?;
+            certs.first().map(|der| CaPin::of_der(der))
+        }
+        None => {
+            let pem = cluster::tls_ca(api, namespace, &kube.tls_secret)
+                .await?
+                .ok_or_else(|| TokenError::NoClusterCa {
+                    namespace: namespace.to_owned(),
+                    secret: kube.tls_secret.clone(),
+                })?;
+            use rustls::pki_types::pem::PemObject as _;
+            let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| TokenError::NoClusterCa {
+                    namespace: namespace.to_owned(),
+                    secret: kube.tls_secret.clone(),
+                })?;
+            Some(CaPin::of_der(&der))
+        }
+    };
+    let url = args
+        .url
+        .as_ref()
+        .map(|url| url.trim_end_matches('/').to_owned());
+    if url.is_none() {
+        eprintln!(
+            "the join value names no operator URL (no --url): give the agent --operator https://HOST:PORT too"
+        );
+    }
+    Ok(move |token| JoinValue { url, token, ca_pin }.encode())
+}
+
 async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
     let target = StoreTarget::parse(args.database_url.as_deref(), &args.data_dir)?;
     Ok(Store::open(&target).await?)
@@ -191,10 +244,13 @@ async fn open(args: &StoreArgs) -> Result<Store, TokenError> {
 /// Runs a token subcommand, printing its result on stdout.
 pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
     match command {
-        TokenCommand::Create { node, kube, .. } if kube.kube => {
+        TokenCommand::Create {
+            node, kube, join, ..
+        } if kube.kube => {
             DnsName::parse(&node).map_err(|e| TokenError::NodeName(node.clone(), e.to_string()))?;
-            let namespace = operator_namespace(kube.namespace);
+            let namespace = operator_namespace(kube.namespace.clone());
             let api = cluster::secrets(kube.kubeconfig.as_deref(), &namespace).await?;
+            let join_value = cluster_join_value(&join, &kube, &api, &namespace).await?;
             let token = generate_token("veil_node_");
             let changed = cluster::put_token(&api, &namespace, &node, &token).await?;
             if changed == cluster::Changed::Replaced {
@@ -203,10 +259,10 @@ pub async fn token(command: TokenCommand) -> Result<(), TokenError> {
                 );
             }
             eprintln!(
-                "token for node {node} stored in Secret {namespace}/{} under key {node} (shown once; keep it in that agent's --token-file):",
+                "token for node {node} stored in Secret {namespace}/{} under key {node}; its join value (a secret, shown once; keep it in that agent's --token-file):",
                 token_secret_name(&node)
             );
-            println!("{token}");
+            println!("{}", join_value(token));
         }
         TokenCommand::Revoke {
             node: Some(node),

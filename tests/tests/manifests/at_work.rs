@@ -198,7 +198,6 @@ async fn the_operator_does_its_work_with_only_these_grants() {
 
     let dir = TempDir::new().unwrap();
     let (operator, url) = start_operator(dir.path(), &operator_kubeconfig(cluster)).await;
-    let _agent = start_agent(dir.path(), &url, "rbac-node", "role=rbac-work");
 
     let gate_dir = tempfile::tempdir().unwrap();
     let gate = gate_dir.path().join("go");
@@ -250,6 +249,10 @@ spec:
         "-f",
         &write(cluster, "rbac-at-work-objects.yaml", &objects),
     ]);
+    // The agent after its VeilNode: the operator creates a VeilNode for a
+    // registered agent that has none, and `kubectl apply` racing it would
+    // fail with AlreadyExists.
+    let _agent = start_agent(dir.path(), &url, "rbac-node", "role=rbac-work");
 
     // The Schedule's run is created in the cluster, with the Secret read,
     // and its status written (status subresource, server-side apply)…
@@ -298,16 +301,19 @@ spec:
         "veil-agent-at-work",
         "veil.dev/agent",
     );
-    let registered = reqwest::Client::new()
-        .post(format!("{url}/v1/agent/register"))
-        .bearer_auth(&token)
-        .json(
-            &json!({"node": "rbac-pod-node", "os": "linux", "arch": "x86_64", "agentVersion": "0"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let registered = veil_e2e::process::client_trusting(
+        &dir.path()
+            .join("operator")
+            .join("tls-secret")
+            .join("ca.crt"),
+    )
+    .post(format!("{url}/v1/agent/register"))
+    .bearer_auth(&token)
+    .json(&json!({"node": "rbac-pod-node", "os": "linux", "arch": "x86_64", "agentVersion": "0"}))
+    .send()
+    .await
+    .unwrap()
+    .status();
     assert_eq!(registered, 200, "{}", operator.log());
 
     let log = operator.log();

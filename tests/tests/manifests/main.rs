@@ -532,10 +532,22 @@ fn no_agent_manifest_mounts_a_token_secret() {
         let agent = find(&objects, "DaemonSet", "veil-agent");
         let spec = &agent["spec"]["template"]["spec"];
         let volumes = spec["volumes"].as_array().unwrap();
-        assert!(
-            volumes.iter().all(|volume| volume.get("secret").is_none()),
-            "{what}: the agent mounts a Secret: {volumes:#?}"
-        );
+        // The one Secret volume: the key `ca.crt` of the operator's TLS
+        // Secret (never its `tls.key`, never a token).
+        for volume in volumes
+            .iter()
+            .filter(|volume| volume.get("secret").is_some())
+        {
+            assert_eq!(
+                volume["secret"]["secretName"], "veil-operator-tls",
+                "{what}: the agent mounts a Secret: {volumes:#?}"
+            );
+            assert_eq!(
+                volume["secret"]["items"],
+                serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
+                "{what}: more than ca.crt of the TLS Secret: {volumes:#?}"
+            );
+        }
         let projected = volumes
             .iter()
             .find_map(|volume| volume["projected"]["sources"].as_array())
@@ -557,6 +569,10 @@ fn no_agent_manifest_mounts_a_token_secret() {
             .collect();
         assert!(
             args.contains(&"--token-file=/var/run/secrets/veil.dev/agent/token"),
+            "{what}: {args:?}"
+        );
+        assert!(
+            args.contains(&"--ca-file=/etc/veil/ca/ca.crt"),
             "{what}: {args:?}"
         );
         assert_eq!(spec["serviceAccountName"], "veil-agent", "{what}");

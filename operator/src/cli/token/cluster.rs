@@ -128,3 +128,20 @@ fn api_error(namespace: &str, name: &str, source: kube::Error) -> TokenError {
         source,
     }
 }
+
+/// The PEM `ca.crt` of the operator's TLS Secret `name` (what its agents
+/// trust), `None` when the Secret or the key is absent.
+pub async fn tls_ca(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, TokenError> {
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(namespace, name, e))?;
+    Ok(secret
+        .and_then(|secret| secret.data)
+        .and_then(|mut data| data.remove("ca.crt"))
+        .map(|bytes| bytes.0))
+}
