@@ -111,7 +111,12 @@ async fn users(op: &Operator, token: &str) -> Vec<String> {
 }
 
 async fn readyz(op: &Operator) -> (u16, String) {
-    let response = reqwest::get(format!("{}/readyz", op.url)).await.unwrap();
+    let response = op
+        .client()
+        .get(format!("{}/readyz", op.url))
+        .send()
+        .await
+        .unwrap();
     (
         response.status().as_u16(),
         response.text().await.unwrap_or_default(),
@@ -160,9 +165,11 @@ async fn a_full_store_is_not_ready_and_revocations_still_reach_the_agent() {
     assert_eq!(status, 503);
     assert!(text.contains("cannot be written"), "{text}");
 
-    // Not asserted here: recovery once space returns (see the report of
-    // issue 13: in this test the SQLite writes kept failing after the
-    // filler was removed).
-    drop(filler);
+    // Space returns: the store is written again and the operator is ready.
+    std::fs::remove_file(&filler).unwrap();
+    op.eventually("/readyz once the disk has room again", WAIT, || async {
+        (readyz(&op).await.0 == 200).then_some(())
+    })
+    .await;
     drop(agent);
 }
