@@ -45,12 +45,17 @@ pub struct Args {
     /// NFQUEUE number to bind.
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
     pub queue: u16,
-    /// Starting level: 0 pass, 1 per-packet SNI/Host, 2 per-flow reassembly.
+    /// Starting level: 0 pass, 1 per-packet SNI/Host, 2 per-flow
+    /// reassembly, 3 TSPU-like (TTL-aware, freezes downloads after 16–20 KB).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_LEVEL)))]
     pub level: u8,
     /// A blocked name (it and its subdomains); repeatable.
     #[arg(long = "block", value_name = "NAME")]
     pub block: Vec<String>,
+    /// A blocked server address (level 3 throttles every flow to it, whatever
+    /// the name); repeatable.
+    #[arg(long = "block-address", value_name = "IP")]
+    pub block_address: Vec<IpAddr>,
     /// Append one JSON line per decision to this file.
     #[arg(long, value_name = "FILE")]
     pub log: PathBuf,
@@ -117,7 +122,8 @@ pub fn run(args: Args) -> Result<(), SimError> {
     // Bound last: a control socket that answers means the queue is bound.
     control::serve(&args.control, Arc::clone(&level), log.clone())?;
 
-    let mut inspector = Inspector::new(Blocklist::new(args.block));
+    let mut inspector =
+        Inspector::new(Blocklist::new(args.block)).with_blocked_addresses(args.block_address);
     loop {
         let mut message = queue.recv().map_err(|source| SimError::Recv {
             queue: args.queue,

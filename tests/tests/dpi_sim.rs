@@ -267,3 +267,73 @@ fn a_dead_simulator_fails_closed() {
     lab.0.sim = DpiSim::start(&lab.topology, DpiSimOptions::default());
     assert_eq!(lab.curl("https://allowed.test/", &[]), Ok("200".into()));
 }
+
+/// `curl URL` in [c] with the test CA: (exit code, bytes of body received).
+fn download_size(lab: &Lab, url: &str, max_time: &str) -> (i32, u64) {
+    let output = lab
+        .topology
+        .client
+        .command("curl")
+        .args(["-sS", "--max-time", max_time, "-o", "/dev/null"])
+        .args(["-w", "%{size_download}"])
+        .arg("--cacert")
+        .arg(&lab.site.ca_pem)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let size = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed no size: {output:?}"));
+    (output.status.code().unwrap_or(-1), size)
+}
+
+#[test]
+fn level_3_lets_small_answers_through_and_freezes_downloads_after_16_to_20_kb() {
+    let lab = lab(3);
+    // A header-only check of a blocked name passes: the handshake and a
+    // small answer fit before the freeze.
+    assert_eq!(lab.curl("https://blocked.test/", &[]), Ok("200".into()));
+    // 64 KiB of the blocked name stall: no RST, curl times out with part of
+    // the body (the freeze counts the server's TLS bytes, handshake included).
+    let (exit, size) = download_size(&lab, "https://blocked.test/bytes/65536", "4");
+    assert_eq!(exit, 28, "curl must time out, not fail otherwise");
+    assert!(size < 20 * 1024, "{size} bytes got through");
+    let (exit, size) = download_size(&lab, "http://blocked.test/bytes/65536", "4");
+    assert_eq!(exit, 28);
+    assert!(
+        (12 * 1024..=20 * 1024).contains(&size),
+        "plain HTTP freezes after 16–20 KB less the response header: {size}"
+    );
+    // The allowed name downloads in full.
+    assert_eq!(
+        download_size(&lab, "https://allowed.test/bytes/65536", "10"),
+        (0, 65536)
+    );
+    let throttle = lab
+        .decision("sni", "blocked.test", "throttle")
+        .expect("a throttle decision");
+    assert_eq!(throttle["level"], 3);
+    let freeze = lab
+        .sim
+        .decisions()
+        .into_iter()
+        .find(|d| d["verdict"] == "freeze")
+        .expect("a freeze decision");
+    let after = freeze["freezeAfter"].as_u64().unwrap();
+    assert!((16 * 1024..=20 * 1024).contains(&after), "{freeze}");
+}
+
+#[test]
+fn level_3_can_be_switched_on_while_running() {
+    let lab = lab(2);
+    assert_eq!(
+        download_size(&lab, "https://allowed.test/bytes/65536", "10"),
+        (0, 65536)
+    );
+    lab.sim.set_level(3);
+    let (exit, _) = download_size(&lab, "https://blocked.test/bytes/65536", "4");
+    assert_eq!(exit, 28, "blocked downloads stall at level 3");
+    lab.sim.set_level(1);
+    lab.assert_reset("https://blocked.test/", &[]);
+}

@@ -9,18 +9,24 @@
 //! - 2: per flow — the client's stream is reassembled; only the first TLS
 //!   record (or HTTP request header) is parsed, the first one seen wins, no
 //!   checksum or TTL checks; a blocked flow is dropped and answered with RST.
-//!
-//! Level 3 (the TSPU-like freeze) belongs in [`Inspector::inspect`]'s match
-//! as one more arm with its own per-flow state next to [`FlowState`].
+//! - 3: TSPU-like — reassembled as at level 2, but client segments whose
+//!   TTL is below the flow's SYN TTL are not looked at (a fake that expires
+//!   before the server fools it no more; one with a bad checksum still
+//!   does); a blocked name, or a flow to a blocked server address, is let
+//!   through — handshake included — until the server has sent 16–20 KB
+//!   ([`super::flow::Flow::freeze_at`]), and from then on the server's data
+//!   is dropped silently: no RST, the download just stalls.
+
+use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use super::flow::{Direction, FlowState, FlowTable, STREAM_LIMIT};
+use super::flow::{Direction, Flow, FlowState, FlowTable, STREAM_LIMIT};
 use super::names::{Blocklist, Proto, Scan, first_record_len, http_header_end, scan};
 use super::packet::{Reset, Segment, parse_segment, reset_to_sender};
 
 /// The highest level implemented.
-pub const MAX_LEVEL: u8 = 2;
+pub const MAX_LEVEL: u8 = 3;
 
 /// What to do with one queued packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +53,8 @@ impl Outcome {
 #[derive(Debug, Default)]
 pub struct Inspector {
     blocklist: Blocklist,
+    /// Server addresses throttled at level 3 whatever the name.
+    blocked_addresses: Vec<IpAddr>,
     flows: FlowTable,
 }
 
@@ -54,8 +62,15 @@ impl Inspector {
     pub fn new(blocklist: Blocklist) -> Inspector {
         Inspector {
             blocklist,
+            blocked_addresses: Vec::new(),
             flows: FlowTable::default(),
         }
+    }
+
+    /// Also throttles (level 3) every flow to one of `addresses`.
+    pub fn with_blocked_addresses(mut self, addresses: Vec<IpAddr>) -> Inspector {
+        self.blocked_addresses = addresses;
+        self
     }
 
     /// Decides on one IP packet at `level`. Non-TCP packets always pass.
@@ -69,11 +84,12 @@ impl Inspector {
         match level {
             0 => Outcome::pass(),
             1 => self.per_packet(&segment),
-            _ => match tracked {
+            2 => match tracked {
                 Some((flow, Direction::ClientToServer)) => {
                     let state = flow.state;
                     match state {
-                        FlowState::Passed => Outcome::pass(),
+                        // A flow throttled at level 3 is left alone at level 2.
+                        FlowState::Passed | FlowState::Throttled => Outcome::pass(),
                         FlowState::Blocked => Outcome {
                             pass: false,
                             reset: reset_to_sender(&segment),
@@ -91,6 +107,16 @@ impl Inspector {
                     }
                 }
                 _ => Outcome::pass(),
+            },
+            _ => match tracked {
+                Some((flow, direction)) => throttle(
+                    flow,
+                    direction,
+                    &segment,
+                    &self.blocklist,
+                    &self.blocked_addresses,
+                ),
+                None => Outcome::pass(),
             },
         }
     }
@@ -118,6 +144,109 @@ impl Inspector {
             },
             None => Verdict::pass("name not blocked"),
         }
+    }
+}
+
+/// Level 3 for one segment of `flow`.
+fn throttle(
+    flow: &mut Flow,
+    direction: Direction,
+    segment: &Segment<'_>,
+    blocklist: &Blocklist,
+    blocked_addresses: &[IpAddr],
+) -> Outcome {
+    match direction {
+        Direction::ServerToClient => freeze(flow, segment),
+        Direction::ClientToServer => match flow.state {
+            FlowState::Passed | FlowState::Throttled => Outcome::pass(),
+            FlowState::Blocked => Outcome {
+                pass: false,
+                reset: reset_to_sender(segment),
+                decision: None,
+            },
+            FlowState::Undecided if blocked_addresses.contains(&segment.dst.ip()) => {
+                flow.state = FlowState::Throttled;
+                let decision = json!({
+                    "flow": format!("{} -> {}", segment.src, segment.dst),
+                    "level": 3,
+                    "verdict": "throttle",
+                    "reason": format!("blocked address {}", segment.dst.ip()),
+                    "freezeAfter": flow.freeze_at(),
+                });
+                Outcome {
+                    pass: true,
+                    reset: None,
+                    decision: Some(decision),
+                }
+            }
+            FlowState::Undecided if segment.payload.is_empty() => Outcome::pass(),
+            FlowState::Undecided => {
+                if let Some(syn_ttl) = flow.syn_ttl
+                    && segment.ttl < syn_ttl
+                {
+                    // Would expire before the server: not looked at.
+                    return Outcome {
+                        pass: true,
+                        reset: None,
+                        decision: Some(json!({
+                            "flow": format!("{} -> {}", segment.src, segment.dst),
+                            "level": 3,
+                            "verdict": "ignore",
+                            "reason": format!("TTL {} below the SYN's {syn_ttl}", segment.ttl),
+                        })),
+                    };
+                }
+                flow.add(segment.seq, segment.payload);
+                let Some((verdict, scan)) = first_message_verdict(flow.stream(), blocklist) else {
+                    return Outcome::pass();
+                };
+                let blocked = verdict.state == FlowState::Blocked;
+                flow.state = if blocked {
+                    FlowState::Throttled
+                } else {
+                    FlowState::Passed
+                };
+                let mut decided = outcome(segment, 3, verdict, &scan);
+                if let Some(decision) = decided.decision.as_mut()
+                    && blocked
+                {
+                    decision["verdict"] = json!("throttle");
+                    decision["freezeAfter"] = json!(flow.freeze_at());
+                }
+                Outcome {
+                    pass: true,
+                    reset: None,
+                    decision: decided.decision.take(),
+                }
+            }
+        },
+    }
+}
+
+/// Level 3, server to client: a throttled flow's data beyond its freeze
+/// point is dropped, without a RST; the first drop is logged.
+fn freeze(flow: &mut Flow, segment: &Segment<'_>) -> Outcome {
+    let after = flow.freeze_at();
+    let frozen = flow.state == FlowState::Throttled
+        && !segment.payload.is_empty()
+        && flow.server_end(segment).is_some_and(|end| end > after);
+    if !frozen {
+        return Outcome::pass();
+    }
+    let decision = (!flow.freeze_logged).then(|| {
+        flow.freeze_logged = true;
+        json!({
+            "flow": format!("{} -> {}", segment.dst, segment.src),
+            "level": 3,
+            "verdict": "freeze",
+            "reason": format!("server data frozen after {after} bytes"),
+            "freezeAfter": after,
+        })
+    });
+    Outcome {
+        pass: false,
+        reset: None,
+        decision,
     }
 }
 

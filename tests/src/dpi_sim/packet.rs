@@ -5,12 +5,16 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-/// The fields of a TCP segment the simulator decides on. Checksums and TTL
-/// are deliberately absent: the simulated DPI checks neither.
+/// The fields of a TCP segment the simulator decides on. Checksums are
+/// deliberately absent: the simulated DPI never checks them (so a fake with
+/// a bad checksum fools it at every level). The TTL (hop limit) counts only
+/// at level 3.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment<'a> {
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// IPv4 TTL or IPv6 hop limit as the packet reached the simulator.
+    pub ttl: u8,
     pub seq: u32,
     pub ack: u32,
     pub syn: bool,
@@ -24,14 +28,16 @@ pub struct Segment<'a> {
 /// (ICMP, UDP, fragments, garbage), which the simulator always passes.
 pub fn parse_segment(packet: &[u8]) -> Option<Segment<'_>> {
     let sliced = SlicedPacket::from_ip(packet).ok()?;
-    let (src, dst) = match sliced.net? {
+    let (src, dst, ttl) = match sliced.net? {
         NetSlice::Ipv4(ip) => (
             IpAddr::V4(ip.header().source_addr()),
             IpAddr::V4(ip.header().destination_addr()),
+            ip.header().ttl(),
         ),
         NetSlice::Ipv6(ip) => (
             IpAddr::V6(ip.header().source_addr()),
             IpAddr::V6(ip.header().destination_addr()),
+            ip.header().hop_limit(),
         ),
         NetSlice::Arp(_) => return None,
     };
@@ -41,6 +47,7 @@ pub fn parse_segment(packet: &[u8]) -> Option<Segment<'_>> {
     Some(Segment {
         src: SocketAddr::new(src, tcp.source_port()),
         dst: SocketAddr::new(dst, tcp.destination_port()),
+        ttl,
         seq: tcp.sequence_number(),
         ack: tcp.acknowledgment_number(),
         syn: tcp.syn(),

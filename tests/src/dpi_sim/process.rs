@@ -19,6 +19,8 @@ pub struct DpiSimOptions {
     pub level: u8,
     /// Blocked names (each with its subdomains).
     pub block: Vec<String>,
+    /// Blocked server addresses (throttled at level 3).
+    pub block_addresses: Vec<std::net::IpAddr>,
     pub queue: u16,
 }
 
@@ -28,6 +30,7 @@ impl Default for DpiSimOptions {
         DpiSimOptions {
             level: 0,
             block: vec!["blocked.test".into()],
+            block_addresses: Vec::new(),
             queue: DEFAULT_QUEUE,
         }
     }
@@ -63,6 +66,9 @@ impl DpiSim {
             .arg(&control);
         for name in &options.block {
             command.args(["--block", name]);
+        }
+        for address in &options.block_addresses {
+            command.args(["--block-address", &address.to_string()]);
         }
         let child = command
             .stdin(Stdio::null())
