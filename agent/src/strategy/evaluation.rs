@@ -21,7 +21,7 @@ const SAME_RATE: f64 = 1e-9;
 
 /// What the first evaluation after activation found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "state")]
+#[serde(tag = "state", rename_all_fields = "camelCase")]
 pub enum Baseline {
     /// Fewer than `passes` rounds since activation.
     Pending,

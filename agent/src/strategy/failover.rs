@@ -34,95 +34,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use veil_crds::strategy::{Failover, FailoverMode, Probes};
-use veil_crds::wire::StrategyGroup;
+use veil_crds::strategy::FailoverMode;
 
 use super::evaluation::{beats_by, candidate_passes, judge_active, worst_of};
 use super::{Baseline, FailPhase, RoundScore, Verdict};
+
+mod config;
+
+pub use config::{ConfigError, FailoverConfig};
 
 /// How much a `bestScore` candidate must beat the active member by.
 pub const BEST_SCORE_MARGIN: f64 = 0.05;
 
 /// The reason given when a search found no working candidate.
 pub const NO_ALTERNATIVE: &str = "no alternative works";
-
-/// Why a group has no failover state machine.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The group has no members at all (an operator bug).
-    #[error("strategy group `{primary}` has no members")]
-    NoMembers { primary: String },
-    /// Without probes nothing tells whether a member works.
-    #[error("strategy group `{primary}` has no `probes`; nothing can tell whether it works")]
-    NoProbes { primary: String },
-    /// Without `failover` there is nothing to switch to.
-    #[error("strategy group `{primary}` has no `failover`; there is nothing to switch to")]
-    NoFailover { primary: String },
-}
-
-/// A group's failover settings, as the state machine uses them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailoverConfig {
-    spec_hash: String,
-    members: Vec<String>,
-    mode: FailoverMode,
-    passes: usize,
-    failure_threshold: u32,
-    min_switch_interval: Duration,
-}
-
-impl FailoverConfig {
-    /// Settings from the Strategy API: `members` are names in failover
-    /// order (the primary first, then `failover.backups`). `passes` and
-    /// `failureThreshold` below 1 (refused by validation) count as 1.
-    pub fn new(
-        spec_hash: impl Into<String>,
-        members: Vec<String>,
-        probes: &Probes,
-        failover: &Failover,
-    ) -> Result<FailoverConfig, ConfigError> {
-        if members.is_empty() {
-            return Err(ConfigError::NoMembers {
-                primary: String::new(),
-            });
-        }
-        Ok(FailoverConfig {
-            spec_hash: spec_hash.into(),
-            members,
-            mode: failover.mode,
-            passes: usize::try_from(probes.passes.max(1)).unwrap_or(usize::MAX),
-            failure_threshold: failover.failure_threshold.max(1),
-            min_switch_interval: failover.min_switch_interval.as_std(),
-        })
-    }
-
-    /// Settings of a group from an assignment (member names without their
-    /// namespace: a group lives in one namespace).
-    pub fn from_group(group: &StrategyGroup) -> Result<FailoverConfig, ConfigError> {
-        let primary = group.primary.name.clone();
-        let probes = group.probes.as_ref().ok_or_else(|| ConfigError::NoProbes {
-            primary: primary.clone(),
-        })?;
-        let failover = group
-            .failover
-            .as_ref()
-            .ok_or_else(|| ConfigError::NoFailover {
-                primary: primary.clone(),
-            })?;
-        let members = group
-            .members
-            .iter()
-            .map(|m| m.strategy.name.clone())
-            .collect();
-        FailoverConfig::new(group.spec_hash.clone(), members, probes, failover)
-            .map_err(|_| ConfigError::NoMembers { primary })
-    }
-
-    /// The member named first.
-    pub fn primary(&self) -> &str {
-        self.members.first().map_or("", String::as_str)
-    }
-}
 
 /// Something the state machine is told.
 #[derive(Clone, Debug, PartialEq)]
@@ -510,6 +435,7 @@ impl FailoverState {
         self.phase = Phase::Steady;
         self.last_empty_search = None;
         self.last_primary_test = Some(now);
+        self.last_fail_phase = None;
         self.message = (name != config.primary())
             .then(|| format!("backup `{name}` replaced `{from}`, which failed its probes"));
         actions.push(Action::SwitchTo(name.to_owned()));

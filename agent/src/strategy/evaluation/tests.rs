@@ -1,3 +1,5 @@
+use serde_json::json;
+
 use super::*;
 
 fn round(success_rate: f64, total: f64) -> RoundScore {
@@ -172,5 +174,24 @@ fn beating_by_a_margin_excludes_ties_and_float_noise() {
     ];
     for (case, a, b, expected) in cases {
         assert_eq!(beats_by(a, b, 0.05), expected, "{case}");
+    }
+}
+
+#[test]
+fn the_baseline_persists_with_its_status_name() {
+    let cases = [
+        (Baseline::Pending, json!({"state": "Pending"})),
+        (
+            Baseline::Worked { success_rate: 0.5 },
+            json!({"state": "Worked", "successRate": 0.5}),
+        ),
+        (Baseline::NeverWorked, json!({"state": "NeverWorked"})),
+    ];
+    for (baseline, expected) in cases {
+        assert_eq!(serde_json::to_value(&baseline).unwrap(), expected);
+        assert_eq!(
+            serde_json::from_value::<Baseline>(expected).unwrap(),
+            baseline
+        );
     }
 }

@@ -1,5 +1,6 @@
 use chrono::TimeDelta;
 use serde_json::json;
+use veil_crds::strategy::{Failover, Probes};
 
 use super::*;
 
@@ -232,6 +233,7 @@ fn ordered_switches_to_the_first_candidate_whose_rounds_all_pass() {
     assert_eq!(report.active_strategy, "c");
     assert_eq!(report.last_switch, Some(node.now));
     assert_eq!(report.failed_rounds, 0);
+    assert_eq!(report.fail_phase, None, "a's failures are not c's");
     assert_eq!(report.baseline, Baseline::Worked { success_rate: 1.0 });
 }
 
@@ -503,6 +505,10 @@ fn a_restart_during_a_test_starts_that_candidate_again() {
     node.candidate("b", good());
     let saved: FailoverState =
         serde_json::from_str(&serde_json::to_string(&node.state).unwrap()).unwrap();
+    assert_eq!(
+        saved, node.state,
+        "with degraded rounds (S = 2/3) and a test"
+    );
     let (restored, actions) = FailoverState::restore(Some(saved), &node.config);
     assert_eq!(actions, vec![test("b")]);
     node.state = restored;
