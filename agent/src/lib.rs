@@ -8,6 +8,7 @@ pub mod drivers;
 pub mod join;
 pub mod journal;
 pub mod runtime;
+pub mod strategy;
 pub mod supervisor;
 pub mod task_user;
 pub mod token_file;
