@@ -129,6 +129,28 @@ fn wait_for_log(log: &Path, needle: &str) -> String {
     }
 }
 
+/// An agent for `node` with `op`'s join value in its token file, sent to
+/// `url` instead of the operator (an impostor): its dir, the process
+/// (killed on drop) and its log.
+fn joined_agent_at(op: &Operator, node: &str, url: &str) -> (tempfile::TempDir, Killed, PathBuf) {
+    let join = op.create_join(node);
+    let dir = tempfile::tempdir().unwrap();
+    let join_file = dir.path().join("edge.join");
+    std::fs::write(&join_file, &join).unwrap();
+    let (child, log) = spawn_agent(
+        dir.path(),
+        &[
+            "--node",
+            node,
+            "--operator",
+            url,
+            "--token-file",
+            join_file.to_str().unwrap(),
+        ],
+    );
+    (dir, Killed(child), log)
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -184,23 +206,7 @@ async fn an_agent_refuses_a_server_with_another_certificate_and_sends_it_nothing
     let op = Operator::start(dir.path()).await;
     let pin = pin_of(&op.ca_file);
     let impostor = foreign_impostor();
-    let join = op.create_join("edge-pinned");
-    let agent_dir = tempfile::tempdir().unwrap();
-    let join_file = agent_dir.path().join("edge.join");
-    std::fs::write(&join_file, &join).unwrap();
-    let url = impostor.url();
-    let (child, log) = spawn_agent(
-        agent_dir.path(),
-        &[
-            "--node",
-            "edge-pinned",
-            "--operator",
-            &url,
-            "--token-file",
-            join_file.to_str().unwrap(),
-        ],
-    );
-    let _agent = Killed(child);
+    let (_dir, _agent, log) = joined_agent_at(&op, "edge-pinned", &impostor.url());
     let foreign = pin_of(&shared_kube_tls().join("ca.crt"));
     let text = wait_for_log(
         &log,
@@ -223,23 +229,7 @@ async fn an_impostor_presenting_the_real_ca_next_to_its_own_leaf_is_refused() {
     std::fs::write(&chain, format!("{leaf_only}\n{real_ca}")).unwrap();
     let impostor = Impostor::start(&chain, &shared.join("tls.key"));
 
-    let join = op.create_join("edge-chain");
-    let agent_dir = tempfile::tempdir().unwrap();
-    let join_file = agent_dir.path().join("edge.join");
-    std::fs::write(&join_file, &join).unwrap();
-    let url = impostor.url();
-    let (child, log) = spawn_agent(
-        agent_dir.path(),
-        &[
-            "--node",
-            "edge-chain",
-            "--operator",
-            &url,
-            "--token-file",
-            join_file.to_str().unwrap(),
-        ],
-    );
-    let _agent = Killed(child);
+    let (_dir, _agent, log) = joined_agent_at(&op, "edge-chain", &impostor.url());
     let text = wait_for_log(&log, "invalid peer certificate");
     assert_eq!(impostor.received.load(Ordering::SeqCst), 0, "{text}");
 }
