@@ -226,6 +226,20 @@ const STRATEGY: &[PrinterColumn] = &[
         0,
         "The member of its failover group active on its nodes",
     ),
+    col(
+        "Score",
+        "number",
+        ".status.score",
+        1,
+        "Lowest probe score over its nodes, 0 to 1",
+    ),
+    col(
+        "Fail-Phase",
+        "string",
+        ".status.failPhase",
+        1,
+        "How the last probe round failed (Stall16K, ResetAtHello, …)",
+    ),
     READY,
     AGE,
 ];

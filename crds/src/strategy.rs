@@ -158,6 +158,13 @@ pub struct StrategyStatus {
     /// when every node agrees (per node: `nodes[].activeStrategy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_strategy: Option<String>,
+    /// The lowest probe score over its nodes (per node: `nodes[].score`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// How the last probe round failed on the node with that score, when
+    /// it failed (per node: `nodes[].failPhase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_phase: Option<String>,
     /// Per-node state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<StrategyNodeStatus>,
@@ -212,4 +219,20 @@ pub struct StrategyNodeStatus {
     /// When the last probe round finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<Rfc3339>,
+    /// How the last failed probe sample failed: `DnsError`,
+    /// `ConnectTimeout`, `ConnectRefused`, `ResetAtHello`,
+    /// `SilentDropAtHello`, `TlsAlert`, `CertError`, `Stall16K`, `Stall`,
+    /// `ResetMidStream`, `Blockpage`, `HttpStatus` or `Timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_phase: Option<String>,
+    /// Probe rounds failed in a row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_rounds: u32,
+    /// When the failover group last switched members on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switch_time: Option<Rfc3339>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }

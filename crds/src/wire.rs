@@ -29,8 +29,8 @@ pub use servers::{
     traffic_stream,
 };
 pub use strategies::{
-    ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId, StrategyMember, StrategyReport,
-    ZapretMember,
+    ProbeReport, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId, StrategyMember,
+    StrategyReport, ZapretMember,
 };
 
 /// Path prefix of the agent protocol.

@@ -140,4 +140,42 @@ pub struct StrategyReport {
     /// The `spec_hash` of the group as applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_hash: Option<String>,
+    /// The probes' latest word on this member, once it has been probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+}
+
+/// What the probes say about one member on the node: the score of its
+/// last evaluation and its parts (design: worst of the last `passes`
+/// rounds), why the last round failed, and the failover counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeReport {
+    /// 0 to 1: the worst round of the last evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Share of targets that passed in that round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// Share of critical targets that passed in that round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_success_rate: Option<f64>,
+    /// Median time to first byte of the passed samples, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u32>,
+    /// Mean change of the time to first byte since the round before, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u32>,
+    /// How the last failed sample failed (`Stall16K`, `ResetAtHello`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_phase: Option<String>,
+    /// Failed rounds in a row.
+    #[serde(default)]
+    pub failed_rounds: u32,
+    /// When the group last switched members on the node (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switch_time: Option<String>,
+    /// When the last probe round finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use veil_crds::strategy::{Engine, StrategyNodeStatus, StrategyPhase, StrategyStatus};
-use veil_crds::wire::StrategyReport;
+use veil_crds::validate::Rfc3339;
+use veil_crds::wire::{ProbeReport, StrategyReport};
 
 use super::groups::{Entry, Role};
 use super::members::Resolved;
@@ -53,9 +54,19 @@ pub fn strategy_status(
         .all(|name| name == first)
         .then(|| first.map(str::to_owned))
         .flatten();
+    let lowest = nodes[..desired]
+        .iter()
+        .filter(|n| n.score.is_some())
+        .min_by(|a, b| {
+            a.score
+                .partial_cmp(&b.score)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     let status = StrategyStatus {
         phase: Some(phase),
         active_strategy,
+        score: lowest.and_then(|n| n.score),
+        fail_phase: lowest.and_then(|n| n.fail_phase.clone()),
         desired_nodes: count(desired),
         active_nodes: count(
             nodes
@@ -143,9 +154,30 @@ fn node_status(
         active_strategy,
         restarts: report.restarts,
         implementation: report.implementation.clone(),
-        ..StrategyNodeStatus::default()
+        ..probe_status(report.probe.as_ref())
     };
     (status, failed)
+}
+
+/// The probe fields of a node's status from the agent's probe report
+/// (times it cannot read are left out).
+fn probe_status(probe: Option<&ProbeReport>) -> StrategyNodeStatus {
+    let Some(probe) = probe else {
+        return StrategyNodeStatus::default();
+    };
+    let time = |text: &Option<String>| text.as_deref().and_then(|t| Rfc3339::parse(t).ok());
+    StrategyNodeStatus {
+        score: probe.score,
+        success_rate: probe.success_rate,
+        critical_success_rate: probe.critical_success_rate,
+        latency_ms: probe.latency_ms,
+        jitter_ms: probe.jitter_ms,
+        fail_phase: probe.fail_phase.clone(),
+        failed_rounds: probe.failed_rounds,
+        last_switch_time: time(&probe.last_switch_time),
+        last_probe: time(&probe.last_probe),
+        ..StrategyNodeStatus::default()
+    }
 }
 
 fn conditions(

@@ -7,7 +7,7 @@ use serde_json::Value;
 use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
 use veil_crds::strategy::StrategyPhase;
-use veil_crds::wire::{RegisterRequest, StrategyGroup, StrategyId, StrategyReport};
+use veil_crds::wire::{ProbeReport, RegisterRequest, StrategyGroup, StrategyId, StrategyReport};
 
 use crate::agents::NodeObservation;
 use crate::plan::tests::{snapshot, uids};
@@ -394,4 +394,62 @@ fn a_missing_backup_keeps_a_running_primary_reconciling() {
             .unwrap()
             .contains("fake-ttl")
     );
+}
+
+#[test]
+fn probe_reports_show_per_node_and_the_lowest_score_sums_up_the_strategy() {
+    let yaml = format!(
+        "{NODES}{}{}",
+        strategy("split", PROBES_AND_BACKUP),
+        strategy("fake-ttl", "")
+    );
+    let first = plan_with(&yaml, &BTreeMap::new());
+    let group = groups(&first, "edge-1")[0].clone();
+    let probed = |score: f64, fail_phase: Option<&str>, failed_rounds: u32| {
+        let mut active = report("split", &group, StrategyPhase::Running, true);
+        active.probe = Some(ProbeReport {
+            score: Some(score),
+            success_rate: Some(0.5),
+            critical_success_rate: Some(1.0),
+            latency_ms: Some(120),
+            jitter_ms: Some(7),
+            fail_phase: fail_phase.map(str::to_owned),
+            failed_rounds,
+            last_switch_time: Some("2026-12-07T01:00:00Z".into()),
+            last_probe: Some("not a time".into()),
+        });
+        vec![
+            active,
+            report("fake-ttl", &group, StrategyPhase::Standby, false),
+        ]
+    };
+    let nodes = BTreeMap::from([
+        (
+            "edge-1".to_owned(),
+            observation("edge-1", "linux", probed(0.9, None, 0)),
+        ),
+        (
+            "edge-2".to_owned(),
+            observation("edge-2", "linux", probed(0.4, Some("Stall16K"), 2)),
+        ),
+    ]);
+    let plan = plan_with(&yaml, &nodes);
+    let split = status(&plan, "split");
+    let edge_2 = &split["nodes"][1];
+    assert_eq!(edge_2["node"], "edge-2", "{split}");
+    assert_eq!(edge_2["score"], 0.4);
+    assert_eq!(edge_2["failPhase"], "Stall16K");
+    assert_eq!(edge_2["failedRounds"], 2);
+    assert_eq!(edge_2["latencyMs"], 120);
+    assert_eq!(edge_2["lastSwitchTime"], "2026-12-07T01:00:00Z");
+    assert!(
+        edge_2.get("lastProbe").is_none(),
+        "an unreadable time is left out"
+    );
+    assert!(
+        split["nodes"][0].get("failedRounds").is_none(),
+        "0 is left out"
+    );
+    assert_eq!(split["score"], 0.4, "the lowest node's score");
+    assert_eq!(split["failPhase"], "Stall16K");
 }
