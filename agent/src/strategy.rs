@@ -10,7 +10,9 @@
 //!   right after activation, whether a round failed, `NeverWorked`;
 //! - [`failover`]: the per-group state machine (threshold, hysteresis,
 //!   testing candidates one at a time, returning to the primary), whose
-//!   state is serialisable so it survives an agent restart.
+//!   state is serialisable so it survives an agent restart;
+//! - [`watch`]: the active member's score, baseline and failed rounds as
+//!   the node reports them (what runs today, before failover is wired).
 //!
 //! Not here: running probes, starting candidate engines, persisting the
 //! state, reporting it. Those belong to the agent runtime.
@@ -19,8 +21,10 @@ pub mod evaluation;
 mod fail_phase;
 pub mod failover;
 pub mod score;
+pub mod watch;
 
 pub use evaluation::{Baseline, Verdict};
 pub use fail_phase::FailPhase;
 pub use failover::{Action, Event, FailoverConfig, FailoverReport, FailoverState};
 pub use score::{RoundScore, Sample, score_round};
+pub use watch::ActiveWatch;

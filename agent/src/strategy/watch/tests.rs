@@ -1,0 +1,113 @@
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::strategy::FailPhase;
+
+fn sample(target: &str, passed: bool, fail: Option<FailPhase>) -> Sample {
+    Sample {
+        target: target.to_owned(),
+        critical: false,
+        passed,
+        ttfb: passed.then(|| Duration::from_millis(100)),
+        fail_phase: fail,
+    }
+}
+
+/// A round of two targets: `header` (small answer) and `big` (64 KiB).
+fn round(header: bool, big: bool) -> Vec<Sample> {
+    vec![
+        sample(
+            "https://blocked.test/",
+            header,
+            (!header).then_some(FailPhase::ResetAtHello),
+        ),
+        sample(
+            "https://blocked.test/bytes/65536",
+            big,
+            (!big).then_some(FailPhase::Stall16K),
+        ),
+    ]
+}
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 7, 1, minute, 0).unwrap()
+}
+
+fn watch(passes: u32) -> ActiveWatch {
+    ActiveWatch::new(passes, Duration::from_secs(10), ScoringWeights::default())
+}
+
+#[test]
+fn no_report_before_the_first_round() {
+    assert_eq!(watch(3).report(), None);
+}
+
+#[test]
+fn the_score_is_the_worst_of_the_last_passes_rounds() {
+    let mut w = watch(2);
+    w.on_round(round(true, true), at(0));
+    let all = w.report().unwrap().score.unwrap();
+    w.on_round(round(true, false), at(1));
+    let half = w.report().unwrap().score.unwrap();
+    assert!(half < all, "{half} vs {all}");
+    // One more good round: the bad one is still among the last two.
+    w.on_round(round(true, true), at(2));
+    assert_eq!(w.report().unwrap().score.unwrap(), half);
+    // Two good rounds: it is gone.
+    w.on_round(round(true, true), at(3));
+    assert!(w.report().unwrap().score.unwrap() > half);
+}
+
+#[test]
+fn rounds_below_the_baseline_fail_in_a_row_with_their_fail_phase() {
+    let mut w = watch(1);
+    w.on_round(round(true, true), at(0));
+    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 1.0 });
+    let report = w.report().unwrap();
+    assert_eq!((report.failed_rounds, report.fail_phase), (0, None));
+
+    w.on_round(round(true, false), at(1));
+    w.on_round(round(true, false), at(2));
+    let report = w.report().unwrap();
+    assert_eq!(report.failed_rounds, 2);
+    assert_eq!(report.fail_phase.as_deref(), Some("Stall16K"));
+    assert_eq!(report.success_rate, Some(0.5));
+    assert_eq!(report.last_probe.as_deref(), Some("2026-12-07T01:02:00Z"));
+
+    // A passing round clears both.
+    w.on_round(round(true, true), at(3));
+    let report = w.report().unwrap();
+    assert_eq!((report.failed_rounds, report.fail_phase), (0, None));
+}
+
+#[test]
+fn a_target_failing_from_the_start_does_not_fail_rounds() {
+    // The baseline is taken with the big target already stalled (blocked
+    // by address, say): the same result later is no failure.
+    let mut w = watch(2);
+    w.on_round(round(true, false), at(0));
+    w.on_round(round(true, false), at(1));
+    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 0.5 });
+    w.on_round(round(true, false), at(2));
+    assert_eq!(w.report().unwrap().failed_rounds, 0);
+    // Losing the other target too fails the round.
+    w.on_round(round(false, false), at(3));
+    let report = w.report().unwrap();
+    assert_eq!(report.failed_rounds, 1);
+    assert_eq!(report.fail_phase.as_deref(), Some("ResetAtHello"));
+}
+
+#[test]
+fn a_member_that_never_worked_is_not_counted_as_failing_and_may_start_working() {
+    let mut w = watch(1);
+    w.on_round(round(false, false), at(0));
+    assert_eq!(w.baseline(), &Baseline::NeverWorked);
+    w.on_round(round(false, false), at(1));
+    let report = w.report().unwrap();
+    assert_eq!(report.failed_rounds, 0, "never worked: nothing to fail");
+    assert_eq!(report.fail_phase.as_deref(), Some("ResetAtHello"));
+    w.on_round(round(true, true), at(2));
+    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 1.0 });
+}
