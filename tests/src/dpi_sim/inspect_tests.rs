@@ -186,7 +186,10 @@ fn level_3_lets_a_blocked_handshake_through_then_freezes_after_16_to_20_kb() {
     let seq = open(&mut dpi, 3);
     assert!(server(&mut dpi, 3, SERVER_ISN, true, &[]).pass);
     let hello = data(&mut dpi, 3, seq, &client_hello("blocked.test"));
-    assert!(hello.pass && hello.reset.is_none(), "the handshake goes through");
+    assert!(
+        hello.pass && hello.reset.is_none(),
+        "the handshake goes through"
+    );
     let decision = hello.decision.unwrap();
     assert_eq!(decision["verdict"], "throttle");
     assert_eq!(decision["level"], 3);
@@ -250,7 +253,10 @@ fn level_3_throttles_every_flow_to_a_blocked_address_whatever_the_name() {
     let mut dpi = inspector().with_blocked_addresses(vec!["198.18.2.2".parse().unwrap()]);
     let syn = dpi.inspect(3, &packet(ISN, true, &[]));
     assert!(syn.pass);
-    assert_eq!(syn.decision.unwrap()["reason"], "blocked address 198.18.2.2");
+    assert_eq!(
+        syn.decision.unwrap()["reason"],
+        "blocked address 198.18.2.2"
+    );
     assert!(server(&mut dpi, 3, SERVER_ISN, true, &[]).pass);
     let hello = data(&mut dpi, 3, ISN + 1, &client_hello("allowed.test"));
     assert!(hello.pass);
