@@ -93,6 +93,10 @@ struct Args {
     /// run's log); task results and traffic are never dropped.
     #[arg(long, env = "VEIL_JOURNAL_MAX_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     journal_max_mib: u64,
+    /// Extra CA certificates (PEM) Strategy probes trust besides the
+    /// system's, for probe targets behind a private CA.
+    #[arg(long, env = "VEIL_PROBE_CA_FILE")]
+    probe_ca_file: Option<PathBuf>,
     /// Log output: plain or json.
     #[arg(long, default_value = "plain")]
     log_format: String,
@@ -221,6 +225,7 @@ async fn main() -> ExitCode {
         insecure_plaintext: args.insecure_plaintext,
         token: connection.token,
         token_file: args.token_file,
+        probe_ca_file: args.probe_ca_file,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         address: args.address,

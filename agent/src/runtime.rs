@@ -31,6 +31,8 @@ use crate::client::{ClientError, OperatorClient};
 use crate::drivers::xray::{Event, XrayContext, XrayDriver};
 use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, ZapretDriver};
 use crate::journal::{Journal, JournalError, JournalLimits};
+use crate::strategy::probe::ProbeOptions;
+use crate::strategy::prober::Prober;
 use crate::token_file::NodeToken;
 
 mod backoff;
@@ -58,6 +60,9 @@ pub struct AgentConfig {
     pub insecure_plaintext: bool,
     /// Node token (secret).
     pub token: String,
+    /// Extra CA certificates (PEM) that Strategy probes trust besides the
+    /// system's, for targets behind a private CA.
+    pub probe_ca_file: Option<PathBuf>,
     /// The file `token` was read from, read again before every request
     /// (projected ServiceAccount tokens rotate); `None`: `token` only.
     pub token_file: Option<PathBuf>,
@@ -171,6 +176,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let (reporting, reporting_rx) = watch::channel(false);
     let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone(), reporting_rx);
     let zapret = zapret_driver(&config, &capabilities, outbox_tx.clone());
+    let mut prober = Prober::new(probe_options(&config), zapret.probe_sink());
     let last_path = config.data_dir.join(last_assignment::FILE_NAME);
     if let Some(last) = last_assignment::load(&last_path, &config.node) {
         tracing::info!(
@@ -181,6 +187,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         );
         servers.apply(&last.servers).await;
         zapret.apply(last.strategies.clone());
+        prober.apply(&last.strategies);
     }
 
     let Some(registered) = register(&client, &request, &shutdown).await else {
@@ -225,6 +232,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 servers.apply(&assignment.servers).await;
                 servers.stop_orphans().await;
                 zapret.apply(assignment.strategies.clone());
+                prober.apply(&assignment.strategies);
                 applied.store(revision, Ordering::Relaxed);
                 if let Err(error) = last_assignment::save(&last_path, &assignment) {
                     tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");
@@ -257,6 +265,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    drop(prober);
     tasks.stop_all().await;
     servers.detach_all().await;
     zapret.shutdown().await;
@@ -309,6 +318,27 @@ fn servers_driver(
         }
     });
     XrayDriver::new(ctx, events)
+}
+
+/// How this node's probes trust and reach their targets: the system's CA
+/// store plus `--probe-ca-file` (a target behind a private CA); with
+/// neither, nothing verifies and every https sample fails `CertError`.
+fn probe_options(config: &AgentConfig) -> ProbeOptions {
+    let mut roots = crate::strategy::probe::system_roots().unwrap_or_else(|error| {
+        tracing::warn!(%error, "no system CA certificates for probes");
+        rustls::RootCertStore::empty()
+    });
+    if let Some(path) = &config.probe_ca_file {
+        match crate::trust::Trust::ca_file(path) {
+            Ok(crate::trust::Trust::CaFile(certs)) => {
+                let (added, _) = roots.add_parsable_certificates(certs);
+                tracing::info!(path = %path.display(), added, "probes also trust these CA certificates");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "probes cannot use --probe-ca-file"),
+        }
+    }
+    ProbeOptions::new(Duration::from_secs(10), Arc::new(roots))
 }
 
 /// The zapret driver, with its reports forwarded to the reporter.

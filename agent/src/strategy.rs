@@ -24,6 +24,7 @@ pub mod evaluation;
 mod fail_phase;
 pub mod failover;
 pub mod probe;
+pub mod prober;
 pub mod score;
 pub mod watch;
 

@@ -552,7 +552,14 @@ impl Agent {
             .binary
             .clone()
             .unwrap_or_else(|| binary("veil-agent"));
-        let mut command = Command::new(program);
+        let mut command = match &options.netns {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
         command
             .arg("--operator")
             .arg(options.operator_url.as_deref().unwrap_or(&operator.url))
@@ -697,6 +704,9 @@ pub struct AgentOptions {
     pub operator_url: Option<String>,
     /// The agent executable; default: the workspace's `veil-agent`.
     pub binary: Option<PathBuf>,
+    /// Start it with `ip netns exec NAMESPACE` (that namespace's network
+    /// and `/etc/netns/NAMESPACE/hosts` as its hosts file).
+    pub netns: Option<String>,
 }
 
 /// A reqwest client trusting only the CA certificate in `ca_file`.

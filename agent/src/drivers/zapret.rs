@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use veil_crds::wire::{StrategyGroup, StrategyReport};
+use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId, StrategyReport};
 
 use crate::supervisor::RestartPolicy;
 
@@ -129,6 +129,8 @@ pub fn parse_mark(text: &str) -> Result<u32, String> {
 
 enum Command {
     Apply(Vec<StrategyGroup>),
+    /// The probes' latest word on a member, sent with its report from now on.
+    Probe(StrategyId, ProbeReport),
     /// Answers with the reports as they are once every earlier command is done.
     Sync(oneshot::Sender<Vec<StrategyReport>>),
     /// Stops the engine and removes the rules (files stay), then ends.
@@ -162,6 +164,20 @@ impl ZapretDriver {
         if self.mailbox.send(Command::Apply(groups)).is_err() {
             tracing::error!("the zapret actor is gone; strategies are not applied");
         }
+    }
+
+    /// Attaches `report` to member `id`'s Strategy report (until the next
+    /// probe report, or until the member is no longer assigned).
+    pub fn probed(&self, id: StrategyId, report: ProbeReport) {
+        let _ = self.mailbox.send(Command::Probe(id, report));
+    }
+
+    /// A sink for the prober: each report goes to [`ZapretDriver::probed`].
+    pub fn probe_sink(&self) -> crate::strategy::prober::ReportSink {
+        let mailbox = self.mailbox.clone();
+        std::sync::Arc::new(move |id, report| {
+            let _ = mailbox.send(Command::Probe(id, report));
+        })
     }
 
     /// The reports once everything sent before is applied.

@@ -28,7 +28,7 @@ pub struct ActiveWatch {
     previous: Option<Vec<Sample>>,
     baseline: Baseline,
     failed_rounds: u32,
-    /// How the latest failed round failed (kept until a round passes).
+    /// How the latest round's first failed sample failed.
     fail_phase: Option<String>,
     last_probe: Option<DateTime<Utc>>,
 }
@@ -69,17 +69,13 @@ impl ActiveWatch {
             self.baseline = Baseline::from_evaluation(&self.rounds);
         }
         match evaluation::judge_active(&round, &self.baseline) {
-            Verdict::Failed => {
-                self.failed_rounds = self.failed_rounds.saturating_add(1);
-                self.fail_phase = round.fail_phase.map(|phase| phase.to_string());
-            }
-            Verdict::Passed => {
-                self.failed_rounds = 0;
-                self.fail_phase = None;
-            }
-            // Until it has a baseline, say how the round failed, if it did.
-            Verdict::Unjudged => self.fail_phase = round.fail_phase.map(|p| p.to_string()),
+            Verdict::Failed => self.failed_rounds = self.failed_rounds.saturating_add(1),
+            Verdict::Passed => self.failed_rounds = 0,
+            Verdict::Unjudged => {}
         }
+        // Shown whenever a sample failed, even in a round that does not
+        // count as failed (a target blocked from the start): it says why.
+        self.fail_phase = round.fail_phase.map(|phase| phase.to_string());
         self.last_probe = Some(now);
     }
 

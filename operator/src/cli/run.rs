@@ -410,6 +410,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
                 insecure_plaintext: false,
                 token,
                 token_file: None,
+                probe_ca_file: None,
                 labels: Default::default(),
                 data_dir: args.data_dir.join("agent"),
                 address: None,

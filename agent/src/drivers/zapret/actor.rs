@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::{mpsc, watch};
 use veil_crds::strategy::{StrategyPhase, ZapretSyntax};
-use veil_crds::wire::{StrategyGroup, StrategyId, StrategyReport, ZapretMember};
+use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId, StrategyReport, ZapretMember};
 use veil_desync::args::{self, ArgsError, ParseMode};
 
 use super::choice::{self, Available, EngineKind, Failure, Wish};
@@ -43,6 +43,8 @@ pub struct Actor {
     /// run): only then is removing them worth running iptables.
     rules_may_exist: bool,
     last_sent: Option<Vec<StrategyReport>>,
+    /// The probes' latest word per member (the prober's reports).
+    probes: BTreeMap<StrategyId, ProbeReport>,
 }
 
 impl Actor {
@@ -56,6 +58,7 @@ impl Actor {
             engine_state: None,
             rules_may_exist: false,
             last_sent: None,
+            probes: BTreeMap::new(),
         }
     }
 
@@ -71,6 +74,16 @@ impl Actor {
                     match command {
                         Some(Command::Apply(groups)) => {
                             self.apply(groups).await;
+                            let members: BTreeSet<&StrategyId> = self
+                                .groups
+                                .iter()
+                                .flat_map(|g| g.members.iter().map(|m| &m.strategy))
+                                .collect();
+                            self.probes.retain(|id, _| members.contains(id));
+                            self.publish();
+                        }
+                        Some(Command::Probe(id, report)) => {
+                            self.probes.insert(id, report);
                             self.publish();
                         }
                         Some(Command::Sync(reply)) => {
@@ -397,6 +410,7 @@ impl Actor {
                     group: group.primary.clone(),
                     active: index == 0,
                     applied_hash: Some(group.spec_hash.clone()),
+                    probe: self.probes.get(&member.strategy).cloned(),
                     ..StrategyReport::default()
                 };
                 if index > 0 {

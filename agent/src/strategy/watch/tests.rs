@@ -91,7 +91,13 @@ fn a_target_failing_from_the_start_does_not_fail_rounds() {
     w.on_round(round(true, false), at(1));
     assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 0.5 });
     w.on_round(round(true, false), at(2));
-    assert_eq!(w.report().unwrap().failed_rounds, 0);
+    let report = w.report().unwrap();
+    assert_eq!(report.failed_rounds, 0);
+    assert_eq!(
+        report.fail_phase.as_deref(),
+        Some("Stall16K"),
+        "still says why the target fails"
+    );
     // Losing the other target too fails the round.
     w.on_round(round(false, false), at(3));
     let report = w.report().unwrap();
