@@ -11,6 +11,9 @@ use super::super::FailPhase;
 /// 14–22 KiB, Flowseal's window. TSPU-like DPI counts the server's stream
 /// from its first byte and freezes after 16–20 KB; a segment in flight at
 /// the freeze may be lost, and Flowseal's wider window leaves room for that.
+/// Body bytes would be a poor measure: they arrive in whole TLS records, so
+/// at a freeze after 16–20 KB of stream a client has decrypted anywhere
+/// from 0 to 20 KB of body, depending on the server's record sizes.
 pub const STALL_16K_STREAM_BYTES: RangeInclusive<u64> = 14 * 1024..=22 * 1024;
 
 /// The longest a stall may last before it counts: `min(timeout / 2, 5 s)`
