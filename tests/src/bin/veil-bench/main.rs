@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use veil_e2e::process::{Agent, Operator, OperatorOptions};
 
 mod kube;
+mod probes;
 mod strategy;
 mod tasks;
 mod vless;
@@ -28,6 +29,11 @@ async fn main() {
     }
     if only.is_empty() || only == "kube" {
         kube::run_all().await;
+    }
+    if only.is_empty() || only == "probes" {
+        tokio::task::spawn_blocking(probes::run_all)
+            .await
+            .expect("probe benchmark");
     }
     if only.is_empty() || only == "strategy" {
         tokio::task::spawn_blocking(strategy::run_all)
