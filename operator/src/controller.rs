@@ -270,7 +270,7 @@ impl Controller {
                 tokio::time::sleep(pass.min(MAX_PACE)).await;
             }
             if let Err(error) = result {
-                tracing::error!(%error, "reconcile pass failed; retrying");
+                tracing::error!(error = %veil_agent::trust::error_chain(&error), "reconcile pass failed; retrying");
                 self.metrics
                     .reconcile_errors_total
                     .get_or_create(&KindLabel { kind: "all".into() })

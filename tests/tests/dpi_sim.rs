@@ -243,7 +243,7 @@ fn level_switches_at_run_time() {
     lab.assert_reset("https://blocked.test/", &[]);
     lab.sim.set_level(0);
     assert_eq!(lab.curl("https://blocked.test/", &[]), Ok("200".into()));
-    assert!(lab.sim.request("level 3").unwrap().starts_with("error"));
+    assert!(lab.sim.request("level 4").unwrap().starts_with("error"));
     let switches: Vec<_> = lab
         .sim
         .log_lines()
