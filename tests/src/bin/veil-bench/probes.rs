@@ -63,7 +63,11 @@ pub fn run_all() {
         cpus.push(thread_cpu().saturating_sub(cpu_before));
         let failed: Vec<_> = results.iter().filter(|r| !r.sample.passed).collect();
         assert!(failed.is_empty(), "probe samples failed: {failed:?}");
-        assert_eq!(results.len(), TARGETS * 2, "one sample per target and TLS version");
+        assert_eq!(
+            results.len(),
+            TARGETS * 2,
+            "one sample per target and TLS version"
+        );
         bytes = results.iter().map(|r| r.stream_bytes).sum::<u64>();
     }
     walls.sort();
