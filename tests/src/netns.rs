@@ -127,6 +127,22 @@ impl Namespace {
         })
     }
 
+    /// Runs the future `make` returns to completion on a current-thread
+    /// runtime inside this namespace ([`Namespace::enter`]): the processes
+    /// it starts and the sockets it opens live there.
+    pub fn block_on<T: Send, F: std::future::Future<Output = T>>(
+        &self,
+        make: impl FnOnce() -> F + Send,
+    ) -> T {
+        self.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime inside the namespace")
+                .block_on(make())
+        })
+    }
+
     fn etc_dir(&self) -> PathBuf {
         Path::new("/etc/netns").join(&self.name)
     }

@@ -86,13 +86,7 @@ fn hostlist_files(data_dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn strategies_drive_the_builtin_engine_through_the_agent() {
     let lab = Lab::new(1);
-    lab.topology.client.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(&lab));
-    });
+    lab.topology.client.block_on(|| scenario(&lab));
 }
 
 async fn scenario(lab: &Lab) {
@@ -193,13 +187,7 @@ async fn scenario(lab: &Lab) {
 #[test]
 fn a_fake_strategy_written_as_yaml_beats_the_reassembling_dpi() {
     let lab = Lab::new(2);
-    lab.topology.client.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(level_2_scenario(&lab));
-    });
+    lab.topology.client.block_on(|| level_2_scenario(&lab));
 }
 
 async fn level_2_scenario(lab: &Lab) {

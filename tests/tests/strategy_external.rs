@@ -110,13 +110,7 @@ fn the_engine(agent: &Agent, nfqws: &Path) -> (u32, Vec<String>) {
 #[test]
 fn external_strategies_run_on_nfqws_and_a_failed_dry_run_keeps_the_running_engine() {
     let topology = Topology::new();
-    topology.client.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(&topology));
-    });
+    topology.client.block_on(|| scenario(&topology));
 }
 
 async fn scenario(topology: &Topology) {

@@ -53,13 +53,7 @@ fn rate(entry: &Value, field: &str) -> Option<f64> {
 #[test]
 fn probes_show_when_a_working_strategy_stops_working() {
     let lab = DpiLab::new(2);
-    lab.topology.client.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(&lab));
-    });
+    lab.topology.client.block_on(|| scenario(&lab));
 }
 
 async fn scenario(lab: &DpiLab) {
