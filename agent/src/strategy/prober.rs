@@ -141,8 +141,78 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// A group whose one target is a closed loopback port, probed every
+    /// second (`hash` is its spec hash).
+    fn group(name: &str, hash: &str, port: u16) -> StrategyGroup {
+        serde_json::from_value(serde_json::json!({
+            "primary": {"namespace": "default", "name": name},
+            "members": [{"strategy": {"namespace": "default", "name": name}, "generation": 1}],
+            "probes": {
+                "interval": "1s",
+                "timeout": "500ms",
+                "passes": 1,
+                "targets": [{"url": format!("http://127.0.0.1:{port}/")}],
+            },
+            "specHash": hash,
+        }))
+        .unwrap()
+    }
+
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn each_group_with_probes_gets_one_loop_that_reports_its_active_member() {
+        let reports: Arc<Mutex<Vec<(StrategyId, ProbeReport)>>> = Arc::default();
+        let seen = reports.clone();
+        let sink: ReportSink = Arc::new(move |id, report| seen.lock().unwrap().push((id, report)));
+        let options = ProbeOptions::new(
+            Duration::from_secs(1),
+            Arc::new(rustls::RootCertStore::empty()),
+        );
+        let mut prober = Prober::new(options, sink);
+        let port = closed_port();
+        let mut without = group("unprobed", "h0", port);
+        without.probes = None;
+        prober.apply(&[group("youtube", "h1", port), without.clone()]);
+        assert_eq!(prober.len(), 1, "a group without probes gets no loop");
+
+        // The first round comes after a second (the interval); the closed
+        // port fails it.
+        let mut first = None;
+        for _ in 0..100 {
+            first = reports.lock().unwrap().first().cloned();
+            if first.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (id, report) = first.expect("a report within 10 s");
+        assert_eq!(id.name, "youtube");
+        assert_eq!(report.success_rate, Some(0.0));
+        assert_eq!(report.fail_phase.as_deref(), Some("ConnectRefused"));
+
+        // The same hash keeps the loop; a gone group stops it.
+        prober.apply(&[group("youtube", "h1", port)]);
+        assert_eq!(prober.len(), 1);
+        prober.apply(&[without]);
+        assert!(prober.is_empty());
+        let count = reports.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            reports.lock().unwrap().len(),
+            count,
+            "a stopped loop reports nothing"
+        );
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {
