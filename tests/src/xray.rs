@@ -560,3 +560,26 @@ impl SteadyDownload {
         self.task.await.map_err(|e| e.to_string())?
     }
 }
+
+/// A `ProtocolServer` named `edge` (VLESS with Reality, on 127.0.0.1:`port`)
+/// for the nodes labelled `role=edge`: for tests that need a server's keys
+/// in an assignment but never connect through it.
+pub fn edge_server_yaml(port: u16) -> String {
+    format!(
+        "apiVersion: veil.dev/v1alpha1
+kind: ProtocolServer
+metadata: {{name: edge}}
+spec:
+  protocol: vless
+  nodeSelector: {{matchLabels: {{role: edge}}}}
+  listen: 127.0.0.1
+  port: {port}
+  vless:
+    publicAddress: 127.0.0.1
+    reality:
+      dest: \"www.example.com:443\"
+      serverNames: [www.example.com]
+      shortIds: [\"\"]
+"
+    )
+}

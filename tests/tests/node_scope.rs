@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use veil_e2e::process::{Agent, AgentOptions, Operator, free_port};
+use veil_e2e::xray::edge_server_yaml;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,26 +32,6 @@ spec:
   maxParallelTasks: 2
   executors: [shell]
 ";
-
-fn server(port: u16) -> String {
-    format!(
-        "apiVersion: veil.dev/v1alpha1
-kind: ProtocolServer
-metadata: {{name: edge}}
-spec:
-  protocol: vless
-  nodeSelector: {{matchLabels: {{role: edge}}}}
-  listen: 127.0.0.1
-  port: {port}
-  vless:
-    publicAddress: 127.0.0.1
-    reality:
-      dest: \"www.example.com:443\"
-      serverNames: [www.example.com]
-      shortIds: [\"\"]
-"
-    )
-}
 
 const KEY: &str = "apiVersion: veil.dev/v1alpha1
 kind: VlessKey
@@ -154,7 +135,7 @@ async fn key_uplink(op: &Operator) -> u64 {
 async fn a_node_cannot_write_another_nodes_run_logs_or_traffic() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "runner.yaml", RUNNER);
-    write(dir.path(), "server.yaml", &server(free_port()));
+    write(dir.path(), "server.yaml", &edge_server_yaml(free_port()));
     write(dir.path(), "key.yaml", KEY);
     let op = Operator::start(dir.path()).await;
     op.declare_node_labels("node-b", &["role=edge"]);
@@ -266,7 +247,7 @@ async fn a_node_cannot_write_another_nodes_run_logs_or_traffic() {
 async fn an_agent_claiming_labels_receives_nothing_until_its_veil_node_has_them() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "runner.yaml", RUNNER);
-    write(dir.path(), "server.yaml", &server(free_port()));
+    write(dir.path(), "server.yaml", &edge_server_yaml(free_port()));
     write(dir.path(), "key.yaml", KEY);
     write(dir.path(), "run.yaml", RUN);
     let op = Operator::start(dir.path()).await;

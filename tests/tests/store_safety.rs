@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use veil_e2e::process::{Agent, Operator, OperatorOptions, free_port};
 use veil_e2e::tmpfs::Tmpfs;
+use veil_e2e::xray::edge_server_yaml;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -58,26 +59,6 @@ async fn the_data_dir_and_the_database_are_private() {
         .filter(|n| n.contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn server(port: u16) -> String {
-    format!(
-        "apiVersion: veil.dev/v1alpha1
-kind: ProtocolServer
-metadata: {{name: edge}}
-spec:
-  protocol: vless
-  nodeSelector: {{matchLabels: {{role: edge}}}}
-  listen: 127.0.0.1
-  port: {port}
-  vless:
-    publicAddress: 127.0.0.1
-    reality:
-      dest: \"www.example.com:443\"
-      serverNames: [www.example.com]
-      shortIds: [\"\"]
-"
-    )
 }
 
 fn key(name: &str, enabled: bool) -> String {
@@ -129,7 +110,7 @@ async fn a_full_store_is_not_ready_and_revocations_still_reach_the_agent() {
     // operator share its database).
     let store = Tmpfs::mount("4m");
     let source = tempfile::tempdir().unwrap();
-    write(source.path(), "server.yaml", &server(free_port()));
+    write(source.path(), "server.yaml", &edge_server_yaml(free_port()));
     write(source.path(), "alice.yaml", &key("alice", true));
     write(source.path(), "bob.yaml", &key("bob", true));
     let op = Operator::start_with(
