@@ -98,7 +98,7 @@ struct Args {
     #[arg(long, env = "VEIL_PROBE_CA_FILE")]
     probe_ca_file: Option<PathBuf>,
     /// Log output: plain or json.
-    #[arg(long, default_value = "plain")]
+    #[arg(long, env = "VEIL_LOG_FORMAT", default_value = "plain")]
     log_format: String,
 }
 

@@ -33,6 +33,7 @@ use crate::drivers::zapret::{EngineProgram, ExternalEngine, ZapretConfig, Zapret
 use crate::journal::{Journal, JournalError, JournalLimits};
 use crate::strategy::probe::ProbeOptions;
 use crate::strategy::prober::Prober;
+use crate::strategy::saved::SavedStates;
 use crate::token_file::NodeToken;
 
 mod backoff;
@@ -176,7 +177,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let (reporting, reporting_rx) = watch::channel(false);
     let mut servers = servers_driver(&config, &capabilities, outbox_tx.clone(), reporting_rx);
     let zapret = zapret_driver(&config, &capabilities, outbox_tx.clone());
-    let mut prober = Prober::new(probe_options(&config), zapret.probe_sink());
+    let mut prober = Prober::new(
+        probe_options(&config),
+        crate::drivers::zapret::DEFAULT_PROBE_MARK,
+        zapret.engines(),
+        SavedStates::new(config.data_dir.join("failover")),
+    );
     let last_path = config.data_dir.join(last_assignment::FILE_NAME);
     if let Some(last) = last_assignment::load(&last_path, &config.node) {
         tracing::info!(
@@ -186,8 +192,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             "serving the last applied assignment until the operator answers"
         );
         servers.apply(&last.servers).await;
-        zapret.apply(last.strategies.clone());
+        // The prober first: it tells the engines which member failover chose.
         prober.apply(&last.strategies);
+        zapret.apply(last.strategies.clone());
     }
 
     let Some(registered) = register(&client, &request, &shutdown).await else {
@@ -231,8 +238,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 tasks.apply(&assignment);
                 servers.apply(&assignment.servers).await;
                 servers.stop_orphans().await;
-                zapret.apply(assignment.strategies.clone());
                 prober.apply(&assignment.strategies);
+                zapret.apply(assignment.strategies.clone());
                 applied.store(revision, Ordering::Relaxed);
                 if let Err(error) = last_assignment::save(&last_path, &assignment) {
                     tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");

@@ -49,14 +49,19 @@ impl DpiLab {
 
     /// The site and a simulator at `level` on `topology`.
     pub fn with_topology(topology: Topology, level: u8) -> DpiLab {
-        let site = TestSite::start(&topology.server, &[]);
-        let sim = DpiSim::start(
-            &topology,
+        DpiLab::with_options(
+            topology,
             DpiSimOptions {
                 level,
                 ..DpiSimOptions::default()
             },
-        );
+        )
+    }
+
+    /// The site and a simulator started with `options` on `topology`.
+    pub fn with_options(topology: Topology, options: DpiSimOptions) -> DpiLab {
+        let site = TestSite::start(&topology.server, &[]);
+        let sim = DpiSim::start(&topology, options);
         DpiLab {
             topology,
             site,

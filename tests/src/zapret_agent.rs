@@ -45,6 +45,78 @@ pub async fn wait_node_status(
     .await
 }
 
+/// Strategy `name`'s status entry for `node`, if it has one.
+pub async fn node_entry(op: &Operator, name: &str, node: &str) -> Option<Value> {
+    let object = op.object("strategies", name).await?;
+    object["status"]["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)
+        .cloned()
+}
+
+/// Like [`wait_node_status`] on the node's entry alone, for at most
+/// `wait`; a timeout names the last entry seen.
+pub async fn wait_entry(
+    op: &Operator,
+    name: &str,
+    node: &str,
+    what: &str,
+    wait: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + wait;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(entry) = node_entry(op, name, node).await {
+            if check(&entry) {
+                return entry;
+            }
+            last = Some(entry);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "timed out after {wait:?} waiting for Strategy {name} on {node}: {what}; last entry: {last:?}"
+    );
+}
+
+/// Waits until two probe rounds in a row of Strategy `name` on `node`
+/// (and of `active`, the group's active member) passed every target: with
+/// `passes: 2` or fewer, the node's baseline is then "everything works".
+pub async fn wait_two_passing_rounds(op: &Operator, name: &str, node: &str, active: &str) {
+    let passing =
+        |e: &Value| e["activeStrategy"] == active && e["successRate"].as_f64() == Some(1.0);
+    let first = wait_entry(op, name, node, "a passing round", WAIT * 4, passing).await;
+    wait_entry(op, name, node, "a second passing round", WAIT * 4, |e| {
+        passing(e) && e["lastProbe"] != first["lastProbe"]
+    })
+    .await;
+}
+
+/// When each line of a JSON log (`--log-format json`) with message
+/// `message` was written, in order.
+pub fn logged_at(log: &str, message: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == message)
+        .filter_map(|line| {
+            let time = line["timestamp"].as_str()?;
+            chrono::DateTime::parse_from_rfc3339(time).ok()
+        })
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .collect()
+}
+
+/// The built-in engine's Strategy `name` for `blocked.test` on port 443
+/// with `desync` arguments, on nodes labelled `role=edge`.
+pub fn blocked_test_strategy(name: &str, desync: &[&str]) -> String {
+    let mut args = vec!["--filter-tcp=443", "--hostlist={hostlist:sites}"];
+    args.extend_from_slice(desync);
+    let lists = "    hostlists:\n      - name: sites\n        domains: [blocked.test]\n";
+    zapret_strategy(name, "builtin", &args, lists)
+}
+
 /// Waits until the Strategy is Ready with `node` Running; returns the
 /// node's status entry.
 pub async fn wait_ready(op: &Operator, name: &str, node: &str) -> Value {

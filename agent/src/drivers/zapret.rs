@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId, StrategyReport};
 
+use crate::strategy::prober::Engines;
 use crate::supervisor::RestartPolicy;
 
 mod actor;
@@ -35,6 +36,14 @@ pub const DEFAULT_QUEUE_BASE: u16 = 200;
 
 /// zapret's default `--dpi-desync-fwmark`.
 pub const DEFAULT_MARK: u32 = veil_desync::spec::DEFAULT_FWMARK;
+
+/// The mark a candidate's probes carry (`SO_MARK`): only packets with it
+/// reach the candidate slot's engine (design §4a.6).
+pub const DEFAULT_PROBE_MARK: u32 = 0x0800_0000;
+
+/// The candidate slot's queue is `queue_base` + this (after the main
+/// engine's two).
+pub const SIDE_QUEUE_OFFSET: u16 = 2;
 
 /// A program and the arguments that come before the engine's own argv
 /// (`veil-agent` + `desync`).
@@ -83,7 +92,10 @@ pub struct ZapretConfig {
     pub external: Option<ExternalEngine>,
     /// Mark the engine puts on its own packets; the capture rules skip it.
     pub mark: u32,
-    /// First of the two NFQUEUE numbers (see [`DEFAULT_QUEUE_BASE`]).
+    /// Mark of the probes of a candidate under test (see [`DEFAULT_PROBE_MARK`]).
+    pub probe_mark: u32,
+    /// First of the two NFQUEUE numbers (see [`DEFAULT_QUEUE_BASE`]); the
+    /// candidate slot uses `queue_base + 2`.
     pub queue_base: u16,
     /// How a dead engine is restarted (with `--queue-bypass` traffic flows
     /// un-desynced meanwhile).
@@ -103,6 +115,7 @@ impl ZapretConfig {
             builtin,
             external: None,
             mark: DEFAULT_MARK,
+            probe_mark: DEFAULT_PROBE_MARK,
             queue_base: DEFAULT_QUEUE_BASE,
             restart: RestartPolicy::default(),
             bind_timeout: Duration::from_secs(10),
@@ -131,6 +144,18 @@ enum Command {
     Apply(Vec<StrategyGroup>),
     /// The probes' latest word on a member, sent with its report from now on.
     Probe(StrategyId, ProbeReport),
+    /// Failover chose `member` (a name in `group`) as the group's active one.
+    Activate {
+        group: StrategyId,
+        member: String,
+    },
+    /// Runs `member` of `group` in the candidate slot (`None`: empties the
+    /// slot); answers once its engine is bound and its rules are in.
+    Candidate {
+        group: StrategyId,
+        member: Option<String>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Answers with the reports as they are once every earlier command is done.
     Sync(oneshot::Sender<Vec<StrategyReport>>),
     /// Stops the engine and removes the rules (files stay), then ends.
@@ -166,18 +191,11 @@ impl ZapretDriver {
         }
     }
 
-    /// Attaches `report` to member `id`'s Strategy report (until the next
-    /// probe report, or until the member is no longer assigned).
-    pub fn probed(&self, id: StrategyId, report: ProbeReport) {
-        let _ = self.mailbox.send(Command::Probe(id, report));
-    }
-
-    /// A sink for the prober: each report goes to [`ZapretDriver::probed`].
-    pub fn probe_sink(&self) -> crate::strategy::prober::ReportSink {
-        let mailbox = self.mailbox.clone();
-        std::sync::Arc::new(move |id, report| {
-            let _ = mailbox.send(Command::Probe(id, report));
-        })
+    /// The handle failover drives the engine with (see [`Engines`]).
+    pub fn engines(&self) -> ZapretEngines {
+        ZapretEngines {
+            mailbox: self.mailbox.clone(),
+        }
     }
 
     /// The reports once everything sent before is applied.
@@ -197,5 +215,48 @@ impl ZapretDriver {
             let _ = rx.await;
         }
         let _ = self.task.await;
+    }
+}
+
+/// The zapret actor as failover sees it: a clonable handle on its mailbox.
+#[derive(Clone)]
+pub struct ZapretEngines {
+    mailbox: mpsc::UnboundedSender<Command>,
+}
+
+impl Engines for ZapretEngines {
+    fn activate(&self, group: &StrategyId, member: &str) {
+        let _ = self.mailbox.send(Command::Activate {
+            group: group.clone(),
+            member: member.to_owned(),
+        });
+    }
+
+    async fn test_candidate(&self, group: &StrategyId, member: &str) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Candidate {
+            group: group.clone(),
+            member: Some(member.to_owned()),
+            reply,
+        };
+        if self.mailbox.send(command).is_err() {
+            return Err("the zapret driver has stopped".to_owned());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the zapret driver has stopped".to_owned()))
+    }
+
+    fn stop_candidate(&self, group: &StrategyId) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.mailbox.send(Command::Candidate {
+            group: group.clone(),
+            member: None,
+            reply,
+        });
+    }
+
+    fn report(&self, member: StrategyId, report: ProbeReport) {
+        let _ = self.mailbox.send(Command::Probe(member, report));
     }
 }

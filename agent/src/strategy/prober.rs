@@ -1,49 +1,90 @@
-//! The agent's probe loop: one task per assigned failover group that has
-//! `probes`, probing the group's active member every `interval` (±10 %, so
-//! nodes do not probe in step) and handing the [`ActiveWatch`] report to a
-//! sink (the zapret driver, which sends it with the member's Strategy
-//! report).
+//! The agent's probe loops: one task per assigned group that has `probes`.
+//! Each round probes the group's active member (unmarked: it must take the
+//! path users' traffic takes, through the live engine's capture) or, while
+//! a search runs, the candidate under test (with the probe mark, so only
+//! the candidate slot's engine sees it); rounds come every `interval`
+//! (±10 %, so nodes do not probe in step), a candidate's back to back.
+//! The group's [`GroupWatch`] turns rounds into failover actions, which the
+//! loop carries out on the [`Engines`]; its state is saved after every
+//! round ([`SavedStates`]) and its report sent with the active member's.
 //!
-//! Probes of the active member go out unmarked: they must take the path
-//! users' traffic takes, through the live engine's capture. A group whose
-//! spec changes (another `specHash`) starts over with a fresh watch.
+//! One candidate slot serves the node: a group's search holds it from its
+//! first candidate to its last, other groups wait. A group whose spec
+//! changes (another `specHash`) starts over from its primary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId};
 
+use super::failover::{Action, FailoverConfig};
 use super::probe::{ProbeOptions, probe_round};
-use super::watch::ActiveWatch;
-
-/// Where reports go: the member and its latest report.
-pub type ReportSink = Arc<dyn Fn(StrategyId, ProbeReport) + Send + Sync>;
+use super::saved::SavedStates;
+use super::watch::GroupWatch;
 
 /// Longest wait before a group's first round (the engine starts first).
 const FIRST_ROUND_WITHIN: Duration = Duration::from_secs(3);
 
+/// Longest pause between a candidate's rounds.
+const CANDIDATE_PAUSE: Duration = Duration::from_secs(1);
+
+/// What failover drives: the engines that run a group's members.
+pub trait Engines: Clone + Send + Sync + 'static {
+    /// Makes `member` (a name in `group`) the group's active member.
+    fn activate(&self, group: &StrategyId, member: &str);
+    /// Starts `member` in the candidate slot, reached only by probe-marked
+    /// packets; `Err` says why it cannot run.
+    fn test_candidate(
+        &self,
+        group: &StrategyId,
+        member: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Empties the candidate slot (if `group`'s candidate is in it).
+    fn stop_candidate(&self, group: &StrategyId);
+    /// The probes' latest word on `member`.
+    fn report(&self, member: StrategyId, report: ProbeReport);
+}
+
 /// The running probe loops, by group primary.
-pub struct Prober {
+pub struct Prober<E: Engines> {
     options: ProbeOptions,
-    sink: ReportSink,
+    /// `SO_MARK` of a candidate's probes.
+    candidate_mark: u32,
+    engines: E,
+    saved: SavedStates,
+    slot: Arc<Mutex<()>>,
     loops: BTreeMap<StrategyId, (String, JoinHandle<()>)>,
 }
 
-impl Prober {
+impl<E: Engines> Prober<E> {
     /// No loops yet; `options` (trust, DNS) serve every group, each with
-    /// its own `timeout`.
-    pub fn new(options: ProbeOptions, sink: ReportSink) -> Prober {
+    /// its own `timeout`; candidates' probes carry `candidate_mark`; states
+    /// are saved in `saved`.
+    pub fn new(
+        options: ProbeOptions,
+        candidate_mark: u32,
+        engines: E,
+        saved: SavedStates,
+    ) -> Prober<E> {
         Prober {
             options,
-            sink,
+            candidate_mark,
+            engines,
+            saved,
+            slot: Arc::new(Mutex::new(())),
             loops: BTreeMap::new(),
         }
     }
 
     /// Runs exactly one loop per group of `groups` that has probes: new
-    /// groups start, changed ones start over, gone ones stop.
+    /// groups start (from their saved state), changed ones start over, gone
+    /// ones stop. Call it before the engines apply `groups`: it tells them
+    /// each new group's active member first, so a restarted agent never
+    /// runs the primary where failover had chosen a backup.
     pub fn apply(&mut self, groups: &[StrategyGroup]) {
         let wanted: BTreeMap<&StrategyId, &StrategyGroup> = groups
             .iter()
@@ -57,18 +98,51 @@ impl Prober {
             }
             keep
         });
-        for (primary, group) in wanted {
-            if self.loops.contains_key(primary) {
+        for (primary, group) in &wanted {
+            if self.loops.contains_key(*primary) {
                 continue;
             }
-            let task = tokio::spawn(group_loop(
-                (*group).clone(),
-                self.options.clone(),
-                self.sink.clone(),
-            ));
+            let Some(task) = self.start(group) else {
+                continue;
+            };
             self.loops
-                .insert(primary.clone(), (group.spec_hash.clone(), task));
+                .insert((*primary).clone(), (group.spec_hash.clone(), task));
         }
+        let keep: Vec<&StrategyId> = wanted.keys().copied().collect();
+        self.saved.retain(&keep);
+    }
+
+    fn start(&self, group: &StrategyGroup) -> Option<JoinHandle<()>> {
+        let probes = group.probes.as_ref()?;
+        let config = match FailoverConfig::from_group(group) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%error, "not probing the group");
+                return None;
+            }
+        };
+        let (watch, resume) = GroupWatch::new(
+            config,
+            self.saved.load(&group.primary),
+            probes.timeout.as_std(),
+            group.scoring.weights.clone(),
+        );
+        self.engines.activate(&group.primary, watch.active());
+        let run = GroupLoop {
+            group: group.clone(),
+            options: ProbeOptions {
+                timeout: probes.timeout.as_std(),
+                ..self.options.clone()
+            },
+            candidate_mark: self.candidate_mark,
+            engines: self.engines.clone(),
+            saved: self.saved.clone(),
+            slot: self.slot.clone(),
+            held: None,
+            announced: watch.active().to_owned(),
+            watch,
+        };
+        Some(tokio::spawn(run.run(resume)))
     }
 
     /// Groups being probed.
@@ -82,7 +156,7 @@ impl Prober {
     }
 }
 
-impl Drop for Prober {
+impl<E: Engines> Drop for Prober<E> {
     fn drop(&mut self) {
         for (_, task) in self.loops.values() {
             task.abort();
@@ -90,46 +164,122 @@ impl Drop for Prober {
     }
 }
 
-/// Probes `group`'s active member (its primary, until failover is wired)
-/// until aborted.
-async fn group_loop(group: StrategyGroup, options: ProbeOptions, sink: ReportSink) {
-    let (Some(probes), Some(active)) = (group.probes.as_ref(), group.members.first()) else {
-        return;
-    };
-    let interval = probes.interval.as_std();
-    let options = ProbeOptions {
-        timeout: probes.timeout.as_std(),
-        ..options
-    };
-    let mut watch = ActiveWatch::new(
-        probes.passes,
-        probes.timeout.as_std(),
-        group.scoring.weights.clone(),
-    );
-    tokio::time::sleep(interval.min(FIRST_ROUND_WITHIN)).await;
-    loop {
-        match probe_round(&probes.targets, &options).await {
-            Ok(results) => {
-                for result in results.iter().filter(|r| !r.sample.passed) {
-                    tracing::debug!(
-                        strategy = %active.strategy,
-                        target = %result.sample.target,
-                        fail_phase = ?result.sample.fail_phase,
-                        detail = result.detail.as_deref().unwrap_or(""),
-                        "probe sample failed"
-                    );
+/// One group's loop and what it holds.
+struct GroupLoop<E: Engines> {
+    group: StrategyGroup,
+    options: ProbeOptions,
+    candidate_mark: u32,
+    engines: E,
+    saved: SavedStates,
+    slot: Arc<Mutex<()>>,
+    /// The node's candidate slot, while this group's search holds it.
+    held: Option<OwnedMutexGuard<()>>,
+    watch: GroupWatch,
+    /// The member the engines were last told is active (for the log).
+    announced: String,
+}
+
+impl<E: Engines> Drop for GroupLoop<E> {
+    /// A loop stopped mid-search leaves no candidate running.
+    fn drop(&mut self) {
+        if self.held.is_some() {
+            self.engines.stop_candidate(&self.group.primary);
+        }
+    }
+}
+
+impl<E: Engines> GroupLoop<E> {
+    async fn run(mut self, resume: Vec<Action>) {
+        let Some(probes) = self.group.probes.clone() else {
+            return;
+        };
+        let interval = probes.interval.as_std();
+        self.carry_out(resume).await;
+        tokio::time::sleep(interval.min(FIRST_ROUND_WITHIN)).await;
+        loop {
+            let active = self.watch.active().to_owned();
+            let member = self.watch.testing().unwrap_or_else(|| active.clone());
+            let candidate = member != active;
+            let options = ProbeOptions {
+                mark: candidate.then_some(self.candidate_mark),
+                ..self.options.clone()
+            };
+            let actions = match probe_round(&probes.targets, &options).await {
+                Ok(results) => {
+                    for result in results.iter().filter(|r| !r.sample.passed) {
+                        tracing::debug!(
+                            group = %self.group.primary,
+                            strategy = %member,
+                            candidate,
+                            target = %result.sample.target,
+                            fail_phase = ?result.sample.fail_phase,
+                            detail = result.detail.as_deref().unwrap_or(""),
+                            "probe sample failed"
+                        );
+                    }
+                    let samples = results.into_iter().map(|r| r.sample).collect();
+                    self.watch.on_round(&member, samples, chrono::Utc::now())
                 }
-                let samples = results.into_iter().map(|r| r.sample).collect();
-                watch.on_round(samples, chrono::Utc::now());
-                if let Some(report) = watch.report() {
-                    sink(active.strategy.clone(), report);
+                Err(error) => {
+                    tracing::warn!(group = %self.group.primary, strategy = %member, %error, "a probe round could not run");
+                    self.watch.tick(chrono::Utc::now())
                 }
+            };
+            self.carry_out(actions).await;
+            if let Err(error) = self.saved.save(&self.group.primary, self.watch.state()) {
+                tracing::warn!(%error, "the failover state will not survive a restart");
             }
-            Err(error) => {
-                tracing::warn!(strategy = %active.strategy, %error, "a probe round could not run");
+            if let Some(report) = self.watch.report() {
+                let id = StrategyId {
+                    namespace: self.group.primary.namespace.clone(),
+                    name: self.watch.active().to_owned(),
+                };
+                self.engines.report(id, report);
+            }
+            let pause = if self.watch.testing().is_some() {
+                interval.min(CANDIDATE_PAUSE)
+            } else {
+                jittered(interval)
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Carries out `actions` in order (and what a candidate that cannot
+    /// start leads to).
+    async fn carry_out(&mut self, actions: Vec<Action>) {
+        let group = self.group.primary.clone();
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::TestCandidate(name) => {
+                    if self.held.is_none() {
+                        self.held = Some(self.slot.clone().lock_owned().await);
+                    }
+                    tracing::info!(%group, candidate = %name, active = %self.watch.active(), "testing a failover candidate");
+                    if let Err(reason) = self.engines.test_candidate(&group, &name).await {
+                        tracing::warn!(%group, candidate = %name, %reason, "the candidate cannot run; it fails its test");
+                        queue.extend(self.watch.on_engine_failed(
+                            &name,
+                            reason,
+                            chrono::Utc::now(),
+                        ));
+                    }
+                }
+                Action::StopCandidate => {
+                    self.engines.stop_candidate(&group);
+                    self.held = None;
+                }
+                Action::SwitchTo(name) => {
+                    let from = std::mem::replace(&mut self.announced, name.clone());
+                    tracing::info!(%group, %from, to = %name, "strategy switched");
+                    self.engines.activate(&group, &name);
+                }
+                Action::Stay { reason } => {
+                    tracing::warn!(%group, active = %self.watch.active(), %reason, "failover search ended without a switch");
+                }
             }
         }
-        tokio::time::sleep(jittered(interval)).await;
     }
 }
 
@@ -141,88 +291,4 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// A group whose one target is a closed loopback port, probed every
-    /// second (`hash` is its spec hash).
-    fn group(name: &str, hash: &str, port: u16) -> StrategyGroup {
-        serde_json::from_value(serde_json::json!({
-            "primary": {"namespace": "default", "name": name},
-            "members": [{"strategy": {"namespace": "default", "name": name}, "generation": 1}],
-            "probes": {
-                "interval": "1s",
-                "timeout": "500ms",
-                "passes": 1,
-                "targets": [{"url": format!("http://127.0.0.1:{port}/")}],
-            },
-            "specHash": hash,
-        }))
-        .unwrap()
-    }
-
-    fn closed_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }
-
-    #[tokio::test]
-    async fn each_group_with_probes_gets_one_loop_that_reports_its_active_member() {
-        let reports: Arc<Mutex<Vec<(StrategyId, ProbeReport)>>> = Arc::default();
-        let seen = reports.clone();
-        let sink: ReportSink = Arc::new(move |id, report| seen.lock().unwrap().push((id, report)));
-        let options = ProbeOptions::new(
-            Duration::from_secs(1),
-            Arc::new(rustls::RootCertStore::empty()),
-        );
-        let mut prober = Prober::new(options, sink);
-        let port = closed_port();
-        let mut without = group("unprobed", "h0", port);
-        without.probes = None;
-        prober.apply(&[group("youtube", "h1", port), without.clone()]);
-        assert_eq!(prober.len(), 1, "a group without probes gets no loop");
-
-        // The first round comes after a second (the interval); the closed
-        // port fails it.
-        let mut first = None;
-        for _ in 0..100 {
-            first = reports.lock().unwrap().first().cloned();
-            if first.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let (id, report) = first.expect("a report within 10 s");
-        assert_eq!(id.name, "youtube");
-        assert_eq!(report.success_rate, Some(0.0));
-        assert_eq!(report.fail_phase.as_deref(), Some("ConnectRefused"));
-
-        // The same hash keeps the loop; a gone group stops it.
-        prober.apply(&[group("youtube", "h1", port)]);
-        assert_eq!(prober.len(), 1);
-        prober.apply(&[without]);
-        assert!(prober.is_empty());
-        let count = reports.lock().unwrap().len();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(
-            reports.lock().unwrap().len(),
-            count,
-            "a stopped loop reports nothing"
-        );
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let interval = Duration::from_secs(300);
-        for _ in 0..1000 {
-            let waited = jittered(interval);
-            assert!(
-                (Duration::from_secs(270)..=Duration::from_secs(330)).contains(&waited),
-                "{waited:?}"
-            );
-        }
-    }
-}
+mod tests;

@@ -1,106 +1,147 @@
-//! Watching a group's active member by its probe rounds: the running score
-//! (worst of the last `passes` rounds), the baseline taken by the first
-//! evaluation after activation, failed rounds in a row, and the report the
-//! operator turns into the Strategy's node status.
+//! One failover group on this node, seen through its probe rounds: each
+//! round is scored ([`score_round`], with the member's previous round for
+//! jitter), handed to the [`FailoverState`] machine as the active
+//! member's or the candidate's, and turned into the report the operator
+//! shows as the Strategy's node status. A group without `failover` is
+//! watched the same way with itself as its only member: it is scored and
+//! counted, never switched.
 //!
-//! Pure, like the rest of [`super`]: rounds and the time come in as
-//! arguments. This is what runs on nodes today; the failover state machine
-//! ([`super::failover`]) takes over from it once candidates can be tested
-//! beside the live engine.
+//! Pure, like the rest of [`super`]: samples and the time come in as
+//! arguments, actions go out for the prober to carry out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use veil_crds::strategy::ScoringWeights;
 use veil_crds::wire::ProbeReport;
 
-use super::evaluation::{self, Baseline, Verdict};
+use super::failover::{Action, Event, FailoverConfig, FailoverState};
 use super::score::{RoundScore, Sample, score_round};
 
-/// The probe state of one active member.
+/// The probe and failover state of one group.
 #[derive(Clone, Debug)]
-pub struct ActiveWatch {
-    passes: usize,
+pub struct GroupWatch {
+    config: FailoverConfig,
+    state: FailoverState,
     timeout: Duration,
     weights: ScoringWeights,
-    /// The last `passes` rounds, oldest first.
-    rounds: Vec<RoundScore>,
-    previous: Option<Vec<Sample>>,
-    baseline: Baseline,
-    failed_rounds: u32,
-    /// How the latest round's first failed sample failed.
-    fail_phase: Option<String>,
+    /// Each member's previous round (for its jitter).
+    previous: BTreeMap<String, Vec<Sample>>,
+    /// The latest round of the member that is active now.
+    latest: Option<RoundScore>,
     last_probe: Option<DateTime<Utc>>,
 }
 
-impl ActiveWatch {
-    /// A member just activated: no rounds, the baseline pending. `passes`
-    /// below 1 counts as 1.
-    pub fn new(passes: u32, timeout: Duration, weights: ScoringWeights) -> ActiveWatch {
-        ActiveWatch {
-            passes: usize::try_from(passes.max(1)).unwrap_or(1),
+impl GroupWatch {
+    /// Watches a group configured by `config`, continuing from `saved` (a
+    /// state persisted before an agent restart) when it is of the same
+    /// spec; the actions are what resuming takes (a candidate to start
+    /// again).
+    pub fn new(
+        config: FailoverConfig,
+        saved: Option<FailoverState>,
+        timeout: Duration,
+        weights: ScoringWeights,
+    ) -> (GroupWatch, Vec<Action>) {
+        let (state, actions) = FailoverState::restore(saved, &config);
+        let watch = GroupWatch {
+            config,
+            state,
             timeout,
             weights,
-            rounds: Vec::new(),
-            previous: None,
-            baseline: Baseline::Pending,
-            failed_rounds: 0,
-            fail_phase: None,
+            previous: BTreeMap::new(),
+            latest: None,
             last_probe: None,
-        }
+        };
+        (watch, actions)
     }
 
-    /// Takes one finished round at `now`.
-    pub fn on_round(&mut self, samples: Vec<Sample>, now: DateTime<Utc>) {
-        let round = score_round(
-            &samples,
-            self.previous.as_deref(),
-            self.timeout,
-            &self.weights,
-        );
-        self.previous = Some(samples);
-        self.rounds.push(round.clone());
-        if self.rounds.len() > self.passes {
-            self.rounds.remove(0);
-        }
-        let evaluated = self.rounds.len() == self.passes;
-        if evaluated && matches!(self.baseline, Baseline::Pending | Baseline::NeverWorked) {
-            // NeverWorked is measured again every evaluation: it may start working.
-            self.baseline = Baseline::from_evaluation(&self.rounds);
-        }
-        match evaluation::judge_active(&round, &self.baseline) {
-            Verdict::Failed => self.failed_rounds = self.failed_rounds.saturating_add(1),
-            Verdict::Passed => self.failed_rounds = 0,
-            Verdict::Unjudged => {}
-        }
-        // Shown whenever a sample failed, even in a round that does not
-        // count as failed (a target blocked from the start): it says why.
-        self.fail_phase = round.fail_phase.map(|phase| phase.to_string());
-        self.last_probe = Some(now);
+    /// The active member's name.
+    pub fn active(&self) -> &str {
+        self.state.active()
     }
 
-    /// The baseline so far.
-    pub fn baseline(&self) -> &Baseline {
-        &self.baseline
+    /// The member under test in the candidate slot, if any.
+    pub fn testing(&self) -> Option<String> {
+        self.state.report().testing
     }
 
-    /// What the node reports; `None` before the first round.
+    /// The state to persist.
+    pub fn state(&self) -> &FailoverState {
+        &self.state
+    }
+
+    /// Takes a finished round of `member` (the active one, or the
+    /// candidate under test) at `now`.
+    pub fn on_round(
+        &mut self,
+        member: &str,
+        samples: Vec<Sample>,
+        now: DateTime<Utc>,
+    ) -> Vec<Action> {
+        let previous = self.previous.get(member).map(Vec::as_slice);
+        let round = score_round(&samples, previous, self.timeout, &self.weights);
+        self.previous.insert(member.to_owned(), samples);
+        let event = if member == self.state.active() {
+            self.last_probe = Some(now);
+            Event::ActiveRound(round.clone())
+        } else {
+            Event::CandidateRound {
+                name: member.to_owned(),
+                round: round.clone(),
+            }
+        };
+        let actions = self.state.on_event(&self.config, event, now);
+        if member == self.state.active() {
+            // Also after a switch to it: its test round is its latest.
+            self.latest = Some(round);
+            self.last_probe = Some(now);
+        }
+        actions
+    }
+
+    /// `member`'s engine could not start (or keeps crashing).
+    pub fn on_engine_failed(
+        &mut self,
+        member: &str,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Action> {
+        let event = Event::EngineFailed {
+            name: member.to_owned(),
+            reason,
+        };
+        self.state.on_event(&self.config, event, now)
+    }
+
+    /// Lets due timers fire (a search, a re-test of the primary).
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Action> {
+        self.state.on_event(&self.config, Event::Tick, now)
+    }
+
+    /// What the node reports for its active member; `None` before the
+    /// first round. `failPhase` is the latest round's whenever a sample
+    /// failed in it — even a round that does not count as failed (a target
+    /// blocked from the start) says why.
     pub fn report(&self) -> Option<ProbeReport> {
-        let worst = evaluation::worst_of(&self.rounds)?;
+        let latest = self.latest.as_ref()?;
+        let state = self.state.report();
+        let worst = state.score.as_ref().unwrap_or(latest);
         let millis =
             |d: Option<Duration>| d.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+        let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         Some(ProbeReport {
             score: Some(worst.total),
             success_rate: Some(worst.success_rate),
             critical_success_rate: Some(worst.critical_success),
             latency_ms: millis(worst.median_ttfb),
             jitter_ms: millis(worst.mean_ttfb_change),
-            fail_phase: self.fail_phase.clone(),
-            failed_rounds: self.failed_rounds,
-            last_switch_time: None,
-            last_probe: self
-                .last_probe
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            fail_phase: latest.fail_phase.map(|phase| phase.to_string()),
+            failed_rounds: state.failed_rounds,
+            last_switch_time: state.last_switch.map(rfc3339),
+            last_probe: self.last_probe.map(rfc3339),
+            message: state.message,
         })
     }
 }

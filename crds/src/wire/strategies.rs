@@ -178,4 +178,9 @@ pub struct ProbeReport {
     /// When the last probe round finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<String>,
+    /// What failover says about the member (`NeverWorked: …`, `no
+    /// alternative works`, a switch); shown as the node's message while
+    /// the member runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -19,7 +19,7 @@ use veil_desync::args::{self, ArgsError, ParseMode};
 use super::choice::{self, Available, EngineKind, Failure, Wish};
 use super::compose::{self, ProfileArgs};
 use super::engine::{self, Engine, Launch};
-use super::rules::Capture;
+use super::rules::{self, Capture};
 use super::{Command, EngineProgram, ZapretConfig, files, firewall, winws};
 use crate::supervisor::{LastExit, State};
 
@@ -45,6 +45,19 @@ pub struct Actor {
     last_sent: Option<Vec<StrategyReport>>,
     /// The probes' latest word per member (the prober's reports).
     probes: BTreeMap<StrategyId, ProbeReport>,
+    /// The active member's name per group, as failover chose it (absent:
+    /// the primary).
+    chosen: BTreeMap<StrategyId, String>,
+    /// The member under test in the candidate slot.
+    candidate: Option<Candidate>,
+}
+
+/// A failover candidate running in its own engine on the side queue,
+/// reached only by probe-marked packets.
+struct Candidate {
+    group: StrategyId,
+    member: StrategyId,
+    engine: Engine,
 }
 
 impl Actor {
@@ -59,6 +72,8 @@ impl Actor {
             rules_may_exist: false,
             last_sent: None,
             probes: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            candidate: None,
         }
     }
 
@@ -84,6 +99,15 @@ impl Actor {
                         }
                         Some(Command::Probe(id, report)) => {
                             self.probes.insert(id, report);
+                            self.publish();
+                        }
+                        Some(Command::Activate { group, member }) => {
+                            self.activate(group, member).await;
+                            self.publish();
+                        }
+                        Some(Command::Candidate { group, member, reply }) => {
+                            let result = self.test_candidate(group, member).await;
+                            let _ = reply.send(result);
                             self.publish();
                         }
                         Some(Command::Sync(reply)) => {
@@ -120,13 +144,165 @@ impl Actor {
         self.remove_rules().await;
     }
 
-    /// Stops the engine and removes the rules.
+    /// Stops both engines and removes the rules.
     async fn shutdown(&mut self) {
         self.engine_state = None;
         if let Some(engine) = self.engine.take() {
             engine.stop().await;
         }
+        if let Some(candidate) = self.candidate.take() {
+            candidate.engine.stop().await;
+        }
         self.remove_rules().await;
+    }
+
+    /// Makes `member` the active one of `group` (re-applying the groups
+    /// when that changes what runs).
+    async fn activate(&mut self, group: StrategyId, member: String) {
+        let primary = group.name == member;
+        let unchanged = match self.chosen.get(&group) {
+            Some(current) => *current == member,
+            None => primary,
+        };
+        if primary {
+            self.chosen.remove(&group);
+        } else {
+            self.chosen.insert(group, member);
+        }
+        if !unchanged && !self.groups.is_empty() {
+            self.apply(self.groups.clone()).await;
+        }
+    }
+
+    /// The name of `group`'s active member.
+    fn active_name<'a>(&'a self, group: &'a StrategyGroup) -> &'a str {
+        let chosen = self.chosen.get(&group.primary);
+        match chosen {
+            Some(name) if group.members.iter().any(|m| m.strategy.name == *name) => name,
+            _ => group
+                .members
+                .first()
+                .map_or("", |m| m.strategy.name.as_str()),
+        }
+    }
+
+    /// Empties the candidate slot, then (for `Some`) starts `member` of
+    /// `group` in it: its own engine on the side queue, behind a rule that
+    /// only probe-marked packets match.
+    async fn test_candidate(
+        &mut self,
+        group: StrategyId,
+        member: Option<String>,
+    ) -> Result<(), String> {
+        if let Some(old) = self.candidate.take() {
+            old.engine.stop().await;
+            self.sync_rules().await.map_err(|e| e.to_string())?;
+        }
+        let Some(name) = member else {
+            return Ok(());
+        };
+        if cfg!(windows) {
+            return Err(
+                "candidates are not tested beside the live engine on Windows (WinDivert has no side queue)"
+                    .to_owned(),
+            );
+        }
+        let found = self
+            .groups
+            .iter()
+            .find(|g| g.primary == group)
+            .and_then(|g| g.members.iter().find(|m| m.strategy.name == name));
+        let Some(member) = found.cloned() else {
+            return Err(format!("`{name}` is not a member of group `{group}` here"));
+        };
+        let Some(zapret) = &member.zapret else {
+            return Err(format!(
+                "`{name}` is not a zapret Strategy; only zapret candidates are tested on the side queue"
+            ));
+        };
+        let (prepared, refusal) = self
+            .prepare(&member.strategy, zapret)
+            .map_err(|f| f.message)?;
+        let wish = Wish {
+            strategy: member.strategy.clone(),
+            implementation: zapret.implementation,
+            builtin_refusal: refusal,
+        };
+        let available = Available {
+            external: self.config.external.is_some(),
+            builtin: cfg!(target_os = "linux"),
+        };
+        let choice = choice::choose(std::slice::from_ref(&wish), available);
+        if let Some((_, Err(failure))) = choice.verdicts.into_iter().next() {
+            return Err(failure.message);
+        }
+        let kind = choice
+            .engine
+            .ok_or_else(|| "no engine on this node can run it".to_owned())?;
+        let (program, implementation) = self.program(kind);
+        let queue = self.side_queue();
+        let capture = Capture::of(prepared.parsed.iter());
+        let argv = self.argv(queue, &capture, &prepared.profile.args);
+        engine::dry_run(&program, &argv, self.config.dry_run_timeout).await?;
+        let launch = Launch {
+            program,
+            fingerprint: compose::fingerprint(
+                &implementation,
+                self.config.mark,
+                &prepared.profile.args,
+            ),
+            argv,
+            queue,
+            implementation,
+            members: BTreeSet::from([member.strategy.clone()]),
+            capture,
+        };
+        let engine = Engine::start(&self.config, launch).await?;
+        tracing::info!(group = %group, candidate = %name, queue, pid = ?engine.pid(), "testing a failover candidate on the side queue");
+        self.candidate = Some(Candidate {
+            group,
+            member: member.strategy.clone(),
+            engine,
+        });
+        self.rules_may_exist = true;
+        if let Err(error) = self.sync_rules().await {
+            if let Some(candidate) = self.candidate.take() {
+                candidate.engine.stop().await;
+            }
+            return Err(error.to_string());
+        }
+        Ok(())
+    }
+
+    /// The rule lines for `main` (the main engine's capture and queue) and
+    /// the candidate slot: the slot's first, so probe-marked packets reach
+    /// only the candidate.
+    fn rule_lines(&self, main: Option<(&Capture, u16)>) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(candidate) = &self.candidate {
+            lines.extend(rules::side_rules(
+                &candidate.engine.capture,
+                candidate.engine.queue,
+                self.config.mark,
+                self.config.probe_mark,
+            ));
+        }
+        if let Some((capture, queue)) = main {
+            lines.extend(rules::chain_rules(capture, queue, self.config.mark));
+        }
+        lines
+    }
+
+    /// Makes the rules match the engines that run (none: no rules).
+    async fn sync_rules(&mut self) -> Result<(), firewall::FirewallError> {
+        if self.engine.is_none() && self.candidate.is_none() {
+            self.remove_rules().await;
+            return Ok(());
+        }
+        let main = self.engine.as_ref().map(|e| (&e.capture, e.queue));
+        let lines = self.rule_lines(main);
+        self.rules_may_exist = true;
+        firewall::install(&lines).await
     }
 
     async fn remove_rules(&mut self) {
@@ -142,10 +318,15 @@ impl Actor {
     async fn apply(&mut self, groups: Vec<StrategyGroup>) {
         self.groups = groups;
         self.failures.clear();
+        let primaries: BTreeSet<&StrategyId> = self.groups.iter().map(|g| &g.primary).collect();
+        self.chosen.retain(|group, _| primaries.contains(group));
         let mut actives: Vec<(StrategyId, ZapretMember)> = self
             .groups
             .iter()
-            .filter_map(|g| g.members.first())
+            .filter_map(|g| {
+                let name = self.active_name(g);
+                g.members.iter().find(|m| m.strategy.name == name)
+            })
             .filter_map(|m| m.zapret.clone().map(|z| (m.strategy.clone(), z)))
             .collect();
         actives.sort_by(|a, b| (a.1.priority, &a.0).cmp(&(b.1.priority, &b.0)));
@@ -332,7 +513,8 @@ impl Actor {
             }
         };
         self.rules_may_exist = true;
-        if let Err(error) = firewall::install(&capture, queue, self.config.mark).await {
+        let lines = self.rule_lines(Some((&capture, queue)));
+        if let Err(error) = firewall::install(&lines).await {
             new.stop().await;
             fail_all(&mut self.failures, "FirewallFailed", &error.to_string());
             return;
@@ -344,8 +526,21 @@ impl Actor {
         }
     }
 
+    /// Stops the main engine; only the candidate slot's rules (if any) stay.
     async fn stop_engine(&mut self) {
-        self.shutdown().await;
+        self.engine_state = None;
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+        if let Err(error) = self.sync_rules().await {
+            tracing::error!(%error, "cannot update Veil's capture rules");
+        }
+    }
+
+    fn side_queue(&self) -> u16 {
+        self.config
+            .queue_base
+            .wrapping_add(super::SIDE_QUEUE_OFFSET)
     }
 
     fn program(&self, kind: EngineKind) -> (EngineProgram, String) {
@@ -380,7 +575,13 @@ impl Actor {
     /// Removes every file but `keep` and those of the Strategies the
     /// engine still runs.
     fn prune(&self, mut keep: BTreeSet<std::path::PathBuf>) {
-        for id in self.engine.iter().flat_map(|e| e.members.iter()) {
+        let candidate = self.candidate.iter().map(|c| &c.engine);
+        for id in self
+            .engine
+            .iter()
+            .chain(candidate)
+            .flat_map(|e| e.members.iter())
+        {
             keep.extend(list_files(&files::strategy_dir(&self.config.data_dir, id)));
         }
         if let Err(error) = files::prune(&self.config.data_dir, &keep) {
@@ -401,24 +602,52 @@ impl Actor {
     fn reports(&self) -> Vec<StrategyReport> {
         let mut out = Vec::new();
         for group in &self.groups {
-            for (index, member) in group.members.iter().enumerate() {
-                if index == 0 && member.zapret.is_none() {
+            let active_name = self.active_name(group);
+            // The group's last switch shows on every member.
+            let last_switch = group
+                .members
+                .iter()
+                .find(|m| m.strategy.name == active_name)
+                .and_then(|m| self.probes.get(&m.strategy))
+                .and_then(|p| p.last_switch_time.clone());
+            for member in &group.members {
+                let active = member.strategy.name == active_name;
+                if active && member.zapret.is_none() {
                     continue;
                 }
                 let mut report = StrategyReport {
                     strategy: member.strategy.clone(),
                     group: group.primary.clone(),
-                    active: index == 0,
+                    active,
                     applied_hash: Some(group.spec_hash.clone()),
                     probe: self.probes.get(&member.strategy).cloned(),
                     ..StrategyReport::default()
                 };
-                if index > 0 {
-                    report.phase = StrategyPhase::Standby;
+                let testing = self
+                    .candidate
+                    .as_ref()
+                    .is_some_and(|c| c.group == group.primary && c.member == member.strategy);
+                if !active && let Some(time) = &last_switch {
+                    let probe = report.probe.get_or_insert_with(ProbeReport::default);
+                    probe.last_switch_time = Some(time.clone());
+                }
+                if testing {
+                    report.phase = StrategyPhase::Testing;
                     report.message = Some(format!(
-                        "backup of `{}`: not run until failover chooses it",
-                        group.primary
+                        "failover candidate: tested beside `{active_name}` on the side queue; users' traffic does not go through it"
                     ));
+                } else if !active {
+                    report.phase = StrategyPhase::Standby;
+                    report.message = Some(if member.strategy == group.primary {
+                        format!(
+                            "primary: `{active_name}` replaced it; re-tested every minSwitchInterval"
+                        )
+                    } else {
+                        format!(
+                            "backup of `{}`: not run until failover chooses it",
+                            group.primary
+                        )
+                    });
                 } else if let Some(failure) = self.failures.get(&member.strategy) {
                     report.phase = StrategyPhase::Failed;
                     report.reason = Some(failure.reason.clone());
@@ -429,6 +658,11 @@ impl Actor {
                     .filter(|e| e.members.contains(&member.strategy))
                 {
                     self.engine_report(engine, &mut report);
+                    if report.phase == StrategyPhase::Running
+                        && let Some(message) = report.probe.as_ref().and_then(|p| p.message.clone())
+                    {
+                        report.message = Some(message);
+                    }
                 } else {
                     report.phase = StrategyPhase::Testing;
                 }

@@ -36,6 +36,8 @@ pub struct Engine {
     pub implementation: String,
     /// The Strategies whose profiles it runs.
     pub members: BTreeSet<StrategyId>,
+    /// What its capture rules send it.
+    pub capture: Capture,
 }
 
 /// What to start.
@@ -92,6 +94,7 @@ impl Engine {
             fingerprint: launch.fingerprint,
             implementation: launch.implementation,
             members: launch.members,
+            capture: launch.capture,
         })
     }
 

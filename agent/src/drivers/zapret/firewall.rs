@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::rules::{self, Capture, Installed};
+use super::rules::{self, Installed};
 use crate::supervisor::{Exit, OutputLimits, ProcessSpec, Stream, TempFile, run_once};
 
 /// Longest an iptables command may take (it waits for the xtables lock).
@@ -42,17 +42,17 @@ impl Family {
     }
 }
 
-/// Makes Veil's chain send `capture` to `queue` (skipping `mark`), with
-/// exactly one jump to it, in both families; replaces whatever was there.
-pub async fn install(capture: &Capture, queue: u16, mark: u32) -> Result<(), FirewallError> {
+/// Makes Veil's chain hold exactly `lines` ([`rules::chain_rules`],
+/// [`rules::side_rules`]), with exactly one jump to it, in both families;
+/// replaces whatever was there.
+pub async fn install(lines: &[String]) -> Result<(), FirewallError> {
     if !cfg!(target_os = "linux") {
         return Ok(());
     }
-    let lines = rules::chain_rules(capture, queue, mark);
     for family in [Family::V4, Family::V6] {
         let result = async {
             let installed = installed(family).await?;
-            restore(family, &rules::restore_apply(&lines, installed)).await
+            restore(family, &rules::restore_apply(lines, installed)).await
         }
         .await;
         tolerate_v6(family, result)?;

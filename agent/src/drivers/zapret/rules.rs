@@ -107,9 +107,24 @@ fn ports(mut ranges: Vec<(u16, u16)>, all: bool) -> Ports {
 /// The rule lines (`-A VEIL_ZAPRET …`) that send `capture` to `queue`,
 /// skipping packets carrying `mark` (the engine's own).
 pub fn chain_rules(capture: &Capture, queue: u16, mark: u32) -> Vec<String> {
+    rules_matching(capture, queue, &format!("! --mark {mark:#x}/{mark:#x}"))
+}
+
+/// The candidate slot's lines: `capture` to the side `queue`, but only
+/// packets that carry `probe_mark` and not the engines' `mark` — the
+/// candidate's probes, never users' traffic nor an engine's own packets.
+/// They go before [`chain_rules`]' lines, which would take them otherwise.
+pub fn side_rules(capture: &Capture, queue: u16, mark: u32, probe_mark: u32) -> Vec<String> {
+    let mask = probe_mark | mark;
+    rules_matching(capture, queue, &format!("--mark {probe_mark:#x}/{mask:#x}"))
+}
+
+/// The lines sending `capture` to `queue` for packets whose mark matches
+/// `mark_match` (`-m mark` arguments).
+fn rules_matching(capture: &Capture, queue: u16, mark_match: &str) -> Vec<String> {
     let tail = format!(
         "-m connbytes --connbytes-dir original --connbytes-mode packets --connbytes {CONNBYTES} \
-         -m mark ! --mark {mark:#x}/{mark:#x} -j NFQUEUE --queue-num {queue} --queue-bypass"
+         -m mark {mark_match} -j NFQUEUE --queue-num {queue} --queue-bypass"
     );
     let mut rules = Vec::new();
     for (proto, ports) in [("tcp", &capture.tcp), ("udp", &capture.udp)] {

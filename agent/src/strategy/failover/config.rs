@@ -16,10 +16,11 @@ pub enum ConfigError {
     /// Without probes nothing tells whether a member works.
     #[error("strategy group `{primary}` has no `probes`; nothing can tell whether it works")]
     NoProbes { primary: String },
-    /// Without `failover` there is nothing to switch to.
-    #[error("strategy group `{primary}` has no `failover`; there is nothing to switch to")]
-    NoFailover { primary: String },
 }
+
+/// `failedRounds` a group without `failover` counts up to before its
+/// member is "failing" (the API's default threshold; nothing switches).
+const WATCH_ONLY_THRESHOLD: u32 = 3;
 
 /// A group's failover settings, as the state machine uses them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,24 +57,32 @@ impl FailoverConfig {
     }
 
     /// Settings of a group from an assignment (member names without their
-    /// namespace: a group lives in one namespace).
+    /// namespace: a group lives in one namespace). A group with probes but
+    /// no `failover` is watched alone: its primary is its only member, so
+    /// nothing is ever switched to.
     pub fn from_group(group: &StrategyGroup) -> Result<FailoverConfig, ConfigError> {
         let primary = group.primary.name.clone();
         let probes = group.probes.as_ref().ok_or_else(|| ConfigError::NoProbes {
             primary: primary.clone(),
         })?;
-        let failover = group
-            .failover
-            .as_ref()
-            .ok_or_else(|| ConfigError::NoFailover {
-                primary: primary.clone(),
-            })?;
-        let members = group
-            .members
-            .iter()
-            .map(|m| m.strategy.name.clone())
-            .collect();
-        FailoverConfig::new(group.spec_hash.clone(), members, probes, failover)
+        match &group.failover {
+            Some(failover) => {
+                let members = group
+                    .members
+                    .iter()
+                    .map(|m| m.strategy.name.clone())
+                    .collect();
+                FailoverConfig::new(group.spec_hash.clone(), members, probes, failover)
+            }
+            None => Ok(FailoverConfig {
+                spec_hash: group.spec_hash.clone(),
+                members: vec![primary],
+                mode: FailoverMode::Ordered,
+                passes: usize::try_from(probes.passes.max(1)).unwrap_or(usize::MAX),
+                failure_threshold: WATCH_ONLY_THRESHOLD,
+                min_switch_interval: Duration::ZERO,
+            }),
+        }
     }
 
     /// The member named first.

@@ -3,7 +3,7 @@
 use chrono::TimeZone;
 
 use super::*;
-use crate::strategy::FailPhase;
+use crate::strategy::{Baseline, FailPhase};
 
 fn sample(target: &str, passed: bool, fail: Option<FailPhase>) -> Sample {
     Sample {
@@ -35,8 +35,40 @@ fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 7, 1, minute, 0).unwrap()
 }
 
-fn watch(passes: u32) -> ActiveWatch {
-    ActiveWatch::new(passes, Duration::from_secs(10), ScoringWeights::default())
+/// A group `youtube` with probes (`passes` rounds per evaluation) and no
+/// failover, and a convenience to feed it rounds.
+struct Watch(GroupWatch);
+
+impl Watch {
+    fn on_round(&mut self, samples: Vec<Sample>, now: DateTime<Utc>) {
+        let actions = self.0.on_round("youtube", samples, now);
+        assert_eq!(actions, [], "a group without failover never acts");
+    }
+    fn report(&self) -> Option<ProbeReport> {
+        self.0.report()
+    }
+    fn baseline(&self) -> Baseline {
+        self.0.state().report().baseline
+    }
+}
+
+fn watch(passes: u32) -> Watch {
+    let group: veil_crds::wire::StrategyGroup = serde_json::from_value(serde_json::json!({
+        "primary": {"namespace": "edge", "name": "youtube"},
+        "members": [{"strategy": {"namespace": "edge", "name": "youtube"}}],
+        "probes": {"passes": passes, "targets": [{"url": "https://blocked.test/"}]},
+        "specHash": "sha256:1",
+    }))
+    .unwrap();
+    let config = FailoverConfig::from_group(&group).unwrap();
+    let (watch, actions) = GroupWatch::new(
+        config,
+        None,
+        Duration::from_secs(10),
+        ScoringWeights::default(),
+    );
+    assert_eq!(actions, []);
+    Watch(watch)
 }
 
 #[test]
@@ -64,7 +96,7 @@ fn the_score_is_the_worst_of_the_last_passes_rounds() {
 fn rounds_below_the_baseline_fail_in_a_row_with_their_fail_phase() {
     let mut w = watch(1);
     w.on_round(round(true, true), at(0));
-    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 1.0 });
+    assert_eq!(w.baseline(), Baseline::Worked { success_rate: 1.0 });
     let report = w.report().unwrap();
     assert_eq!((report.failed_rounds, report.fail_phase), (0, None));
 
@@ -89,7 +121,7 @@ fn a_target_failing_from_the_start_does_not_fail_rounds() {
     let mut w = watch(2);
     w.on_round(round(true, false), at(0));
     w.on_round(round(true, false), at(1));
-    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 0.5 });
+    assert_eq!(w.baseline(), Baseline::Worked { success_rate: 0.5 });
     w.on_round(round(true, false), at(2));
     let report = w.report().unwrap();
     assert_eq!(report.failed_rounds, 0);
@@ -109,11 +141,11 @@ fn a_target_failing_from_the_start_does_not_fail_rounds() {
 fn a_member_that_never_worked_is_not_counted_as_failing_and_may_start_working() {
     let mut w = watch(1);
     w.on_round(round(false, false), at(0));
-    assert_eq!(w.baseline(), &Baseline::NeverWorked);
+    assert_eq!(w.baseline(), Baseline::NeverWorked);
     w.on_round(round(false, false), at(1));
     let report = w.report().unwrap();
     assert_eq!(report.failed_rounds, 0, "never worked: nothing to fail");
     assert_eq!(report.fail_phase.as_deref(), Some("ResetAtHello"));
     w.on_round(round(true, true), at(2));
-    assert_eq!(w.baseline(), &Baseline::Worked { success_rate: 1.0 });
+    assert_eq!(w.baseline(), Baseline::Worked { success_rate: 1.0 });
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use veil_e2e::process::{Agent, Operator, OperatorOptions};
 
+mod failover;
 mod kube;
 mod probes;
 mod strategy;
@@ -34,6 +35,11 @@ async fn main() {
         tokio::task::spawn_blocking(probes::run_all)
             .await
             .expect("probe benchmark");
+    }
+    if only.is_empty() || only == "failover" {
+        tokio::task::spawn_blocking(failover::run_all)
+            .await
+            .expect("failover benchmark");
     }
     if only.is_empty() || only == "strategy" {
         tokio::task::spawn_blocking(strategy::run_all)

@@ -89,6 +89,19 @@ fn nothing_to_capture_means_no_rule() {
 }
 
 #[test]
+fn the_candidate_slot_takes_only_probe_marked_packets_that_no_engine_sent() {
+    let capture = Capture::of(&[profile(Some((false, &[(443, 443)])), None)]);
+    assert_eq!(
+        side_rules(&capture, 202, MARK, 0x0800_0000),
+        vec![
+            "-A VEIL_ZAPRET -p tcp -m multiport --dports 443 -m connbytes --connbytes-dir original \
+             --connbytes-mode packets --connbytes 1:6 -m mark --mark 0x8000000/0x48000000 \
+             -j NFQUEUE --queue-num 202 --queue-bypass"
+        ]
+    );
+}
+
+#[test]
 fn applying_declares_the_chain_and_replaces_every_existing_jump_by_one() {
     let rules = vec!["-A VEIL_ZAPRET -p tcp -j NFQUEUE --queue-num 200 --queue-bypass".to_owned()];
     let fresh = restore_apply(&rules, Installed::default());

@@ -32,24 +32,20 @@ fn a_group_gives_members_in_failover_order_and_the_api_defaults() {
 }
 
 #[test]
-fn a_group_without_probes_or_failover_has_no_state_machine() {
-    let cases = [
-        (
-            group(false, true),
-            ConfigError::NoProbes {
-                primary: "youtube".into(),
-            },
-        ),
-        (
-            group(true, false),
-            ConfigError::NoFailover {
-                primary: "youtube".into(),
-            },
-        ),
-    ];
-    for (group, expected) in cases {
-        assert_eq!(FailoverConfig::from_group(&group), Err(expected));
-    }
+fn a_group_without_failover_is_watched_alone() {
+    let config = FailoverConfig::from_group(&group(true, false)).unwrap();
+    assert_eq!(config.members, ["youtube"], "nothing to switch to");
+    assert_eq!(config.passes, 3);
+}
+
+#[test]
+fn a_group_without_probes_or_members_has_no_state_machine() {
+    assert_eq!(
+        FailoverConfig::from_group(&group(false, true)),
+        Err(ConfigError::NoProbes {
+            primary: "youtube".into(),
+        })
+    );
     let mut empty = group(true, true);
     empty.members.clear();
     assert_eq!(
