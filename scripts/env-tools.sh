@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests run: ansible-core (from PyPI, into a
-# venv), OpenTofu and xray (built from their Go modules). Idempotent: each tool
+# venv), OpenTofu, xray and sing-box (built from their Go modules). Idempotent: each tool
 # is cached under ${VEIL_CACHE:-$HOME/.cache/veil}, keyed by its version, and
 # only (re)built when that version is not there yet. Both are exposed in
 # $VEIL_CACHE/bin, which `make env` users put on PATH.
@@ -16,6 +16,9 @@ ANSIBLE_CORE_VERSION="2.18.19"
 OPENTOFU_VERSION="v1.10.10"
 # xray-core's Go module tags encode the release: v1.260327.0 is Xray 26.3.27.
 XRAY_CORE_VERSION="v1.260327.0"
+# sing-box, the VLESS client seed 000 names; `with_utls` brings the uTLS
+# fingerprints Reality clients need.
+SING_BOX_VERSION="v1.14.1"
 
 VEIL_CACHE="${VEIL_CACHE:-$HOME/.cache/veil}"
 BIN="$VEIL_CACHE/bin"
@@ -92,12 +95,34 @@ install_xray() {
     ln -sfn "$dest/xray" "$BIN/xray"
 }
 
+# sing-box, built from its Go module's command package (a few minutes once
+# the modules are downloaded). VLESS Strategy tests run it as a client.
+install_sing_box() {
+    local dest="$VEIL_CACHE/sing-box-$SING_BOX_VERSION"
+    if [[ ! -x "$dest/sing-box" ]]; then
+        command -v go >/dev/null || die "Go is needed to build sing-box; install Go >= 1.26"
+        log "building sing-box $SING_BOX_VERSION from its Go module"
+        local started=$SECONDS
+        mkdir -p "$dest"
+        GOBIN="$dest/.gobin" GOFLAGS=-trimpath \
+            go install -tags with_utls \
+            -ldflags "-s -w -X github.com/sagernet/sing-box/constant.Version=${SING_BOX_VERSION#v}" \
+            "github.com/sagernet/sing-box/cmd/sing-box@$SING_BOX_VERSION"
+        mv "$dest/.gobin/sing-box" "$dest/sing-box"
+        rmdir "$dest/.gobin"
+        log "sing-box built in $((SECONDS - started)) s"
+    fi
+    ln -sfn "$dest/sing-box" "$BIN/sing-box"
+}
+
 install_ansible
 install_opentofu
 install_xray
+install_sing_box
 
 first_line() { local out; out="$("$@" 2>/dev/null || true)"; printf '%s' "${out%%$'\n'*}"; }
 echo "tools in $BIN (put it on PATH):"
 echo "  ansible-playbook: $(first_line "$BIN/ansible-playbook" --version)"
 echo "  tofu: $(first_line "$BIN/tofu" version)"
 echo "  xray: $(first_line "$BIN/xray" version)"
+echo "  sing-box: $(first_line "$BIN/sing-box" version)"

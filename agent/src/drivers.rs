@@ -4,5 +4,6 @@
 //! them talks to the operator itself.
 
 pub mod task;
+pub mod vless_client;
 pub mod xray;
 pub mod zapret;

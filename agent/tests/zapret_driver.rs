@@ -183,6 +183,7 @@ fn group(name: &str, member: ZapretMember) -> StrategyGroup {
             strategy: id(name),
             generation: 1,
             zapret: Some(member),
+            vless: None,
         }],
         probes: None,
         scoring: Default::default(),
@@ -289,18 +290,20 @@ fn strategies_share_one_engine_edits_keep_it_and_additions_switch_queues() {
         |data| {
             runtime().block_on(async {
                 let (driver, _rx) = start(config(&data));
-                // `youtube` has two backups: a zapret one and one of an
-                // engine the agent does not run yet; both wait in Standby.
+                // `youtube` has two backups: a zapret one and one without
+                // engine settings; both wait in Standby.
                 let mut youtube = group("youtube", split("443", &["youtube.com"]));
                 youtube.members.push(StrategyMember {
                     strategy: id("youtube-fake"),
                     generation: 1,
                     zapret: Some(split("8443", &["youtube.com"])),
+                    vless: None,
                 });
                 youtube.members.push(StrategyMember {
                     strategy: id("via-vless"),
                     generation: 1,
                     zapret: None,
+                    vless: None,
                 });
                 driver.apply(vec![youtube, group("plain", split("80", &["example.org"]))]);
                 let reports = wait_for(&driver, "both running", |r| {

@@ -30,7 +30,7 @@ pub use servers::{
 };
 pub use strategies::{
     ProbeReport, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId, StrategyMember,
-    StrategyReport, ZapretMember,
+    StrategyReport, VlessMember, ZapretMember,
 };
 
 /// Path prefix of the agent protocol.

@@ -120,7 +120,14 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     }
     let (schedule_actions, mut schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
-    let mut strategy_plan = strategies::plan_strategies(inputs.world, &views);
+    let mut strategy_plan = strategies::plan_strategies(
+        strategies::members::Sources {
+            world: inputs.world,
+            previous: inputs.previous,
+            secrets: inputs.secrets,
+        },
+        &views,
+    );
     let mut vless_plan = vless::plan_vless(&vless::VlessInputs {
         world: inputs.world,
         previous: inputs.previous,

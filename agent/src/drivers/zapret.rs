@@ -1,6 +1,7 @@
 //! The zapret driver: runs the node's active zapret Strategies in one DPI
-//! bypass engine (nfqws/winws, or the built-in `veil-agent desync`) and
-//! reports each Strategy's state (design §4a).
+//! bypass engine (nfqws/winws, or the built-in `veil-agent desync`), the
+//! `vless` members' clients (kept warm, see [`crate::drivers::vless_client`]),
+//! and reports each Strategy's state (design §4a).
 //!
 //! One actor ([`actor`]) owns the engine process, the materialised lists
 //! and files under [`ZapretConfig::data_dir`], and Veil's capture rules;
@@ -86,6 +87,8 @@ pub struct ExternalEngine {
 pub struct ZapretConfig {
     /// Lists, files and the engine's pid records (`DATA/zapret`).
     pub data_dir: PathBuf,
+    /// VLESS clients' configs and pid records (`DATA/vless-clients`).
+    pub vless_dir: PathBuf,
     /// The built-in engine: normally this agent's own executable + `desync`.
     pub builtin: EngineProgram,
     /// nfqws/winws, when installed.
@@ -110,8 +113,13 @@ impl ZapretConfig {
     /// Defaults for `data_dir` with the built-in engine `builtin`: zapret's
     /// mark `0x40000000`, queues 200/201, the supervisor's restart policy.
     pub fn new(data_dir: PathBuf, builtin: EngineProgram) -> ZapretConfig {
+        let vless_dir = data_dir.parent().map_or_else(
+            || data_dir.join("vless-clients"),
+            |p| p.join("vless-clients"),
+        );
         ZapretConfig {
             data_dir,
+            vless_dir,
             builtin,
             external: None,
             mark: DEFAULT_MARK,
@@ -156,6 +164,8 @@ enum Command {
         member: Option<String>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Answers with the SOCKS port of a `vless` member's running client.
+    SocksPort(StrategyId, oneshot::Sender<Option<u16>>),
     /// Answers with the reports as they are once every earlier command is done.
     Sync(oneshot::Sender<Vec<StrategyReport>>),
     /// Stops the engine and removes the rules (files stay), then ends.
@@ -258,5 +268,13 @@ impl Engines for ZapretEngines {
 
     fn report(&self, member: StrategyId, report: ProbeReport) {
         let _ = self.mailbox.send(Command::Probe(member, report));
+    }
+
+    async fn socks_port(&self, member: &StrategyId) -> Option<u16> {
+        let (reply, answer) = oneshot::channel();
+        self.mailbox
+            .send(Command::SocksPort(member.clone(), reply))
+            .ok()?;
+        answer.await.ok().flatten()
     }
 }

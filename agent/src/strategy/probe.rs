@@ -33,6 +33,7 @@ pub mod classify;
 mod fetch;
 mod http;
 mod net;
+mod socks;
 mod udp;
 mod url;
 
@@ -117,6 +118,10 @@ pub struct ProbeOptions {
     /// Probe every https target twice, with TLS 1.2 and with TLS 1.3, as
     /// two samples (`<url> (TLS 1.2)`, `<url> (TLS 1.3)`).
     pub both_tls_versions: bool,
+    /// Reach URL targets through this SOCKS5 proxy (a VLESS Strategy's
+    /// port), names resolved by the proxy. UDP targets are still probed
+    /// directly (the VLESS clients carry TCP only).
+    pub socks: Option<std::net::SocketAddr>,
 }
 
 impl ProbeOptions {
@@ -129,6 +134,7 @@ impl ProbeOptions {
             roots,
             resolve: HashMap::new(),
             both_tls_versions: false,
+            socks: None,
         }
     }
 
@@ -238,7 +244,11 @@ pub async fn probe_round(
     options: &ProbeOptions,
 ) -> Result<Vec<ProbeResult>, ProbeError> {
     let jobs = jobs(targets, options)?;
-    let (pinned, unresolved) = pin_names(&jobs, options).await;
+    let (pinned, unresolved) = match options.socks {
+        // The proxy resolves names (remote DNS).
+        Some(_) => (HashMap::new(), HashMap::new()),
+        None => pin_names(&jobs, options).await,
+    };
     let round = ProbeOptions {
         resolve: pinned,
         ..options.clone()

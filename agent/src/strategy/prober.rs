@@ -47,6 +47,8 @@ pub trait Engines: Clone + Send + Sync + 'static {
     fn stop_candidate(&self, group: &StrategyId);
     /// The probes' latest word on `member`.
     fn report(&self, member: StrategyId, report: ProbeReport);
+    /// The local SOCKS5 port of a `vless` member whose client runs.
+    fn socks_port(&self, member: &StrategyId) -> impl Future<Output = Option<u16>> + Send;
 }
 
 /// The running probe loops, by group primary.
@@ -200,9 +202,13 @@ impl<E: Engines> GroupLoop<E> {
             let active = self.watch.active().to_owned();
             let member = self.watch.testing().unwrap_or_else(|| active.clone());
             let candidate = member != active;
-            let options = ProbeOptions {
-                mark: candidate.then_some(self.candidate_mark),
-                ..self.options.clone()
+            let Some(options) = self.options_for(&member, candidate).await else {
+                // A VLESS client that is not serving yet: its engine state
+                // says why; the round is skipped.
+                let actions = self.watch.tick(chrono::Utc::now());
+                self.carry_out(actions).await;
+                tokio::time::sleep(interval.min(CANDIDATE_PAUSE)).await;
+                continue;
             };
             let actions = match probe_round(&probes.targets, &options).await {
                 Ok(results) => {
@@ -243,6 +249,32 @@ impl<E: Engines> GroupLoop<E> {
             };
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// How `member` is probed: a zapret member directly (a candidate with
+    /// the probe mark, so only the side queue's engine sees it), a `vless`
+    /// member through its client's SOCKS port (`None` while it has none).
+    async fn options_for(&self, member: &str, candidate: bool) -> Option<ProbeOptions> {
+        let id = StrategyId {
+            namespace: self.group.primary.namespace.clone(),
+            name: member.to_owned(),
+        };
+        let vless = self
+            .group
+            .members
+            .iter()
+            .any(|m| m.strategy == id && m.vless.is_some());
+        if vless {
+            let port = self.engines.socks_port(&id).await?;
+            return Some(ProbeOptions {
+                socks: Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                ..self.options.clone()
+            });
+        }
+        Some(ProbeOptions {
+            mark: candidate.then_some(self.candidate_mark),
+            ..self.options.clone()
+        })
     }
 
     /// Carries out `actions` in order (and what a candidate that cannot

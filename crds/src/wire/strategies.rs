@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SecretValue;
 use crate::strategy::{
-    Failover, Probes, Scoring, StrategyPhase, ZapretImplementation, ZapretSyntax,
+    Failover, Probes, Scoring, StrategyPhase, VlessClient, ZapretImplementation, ZapretSyntax,
 };
 
 /// Which Strategy: namespace and name.
@@ -64,6 +64,24 @@ pub struct StrategyMember {
     /// yet (the operator reports those itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zapret: Option<ZapretMember>,
+    /// Set for `engine: vless`: the server's link, resolved by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vless: Option<VlessMember>,
+}
+
+/// A `vless` member: a local SOCKS5 port through a VLESS server, served by
+/// a real client program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VlessMember {
+    /// The server's `vless://` link (from the VlessKey, or the Secret of
+    /// `urlSecretRef`). A credential: never logged or shown.
+    pub link: SecretValue,
+    pub client: VlessClient,
+    /// `spec.vless.socksPort`; `None`: the agent takes a free port from
+    /// 10800–10899 and reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socks_port: Option<u16>,
 }
 
 /// A zapret profile, ready to compose.
@@ -143,6 +161,9 @@ pub struct StrategyReport {
     /// The probes' latest word on this member, once it has been probed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeReport>,
+    /// The local SOCKS5 port of a `vless` member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socks_port: Option<u16>,
 }
 
 /// What the probes say about one member on the node: the score of its

@@ -23,10 +23,9 @@ use veil_crds::wire::StrategyGroup;
 
 use super::memo::Conditions;
 use super::tasks::NodeView;
-use crate::world::World;
 
 mod groups;
-mod members;
+pub(crate) mod members;
 mod placement;
 mod status;
 #[cfg(test)]
@@ -42,9 +41,13 @@ pub struct StrategyPlan {
 }
 
 /// Plans every Strategy of the world.
-pub fn plan_strategies(world: &World, views: &BTreeMap<&str, NodeView<'_>>) -> StrategyPlan {
+pub fn plan_strategies(
+    sources: members::Sources<'_>,
+    views: &BTreeMap<&str, NodeView<'_>>,
+) -> StrategyPlan {
+    let world = sources.world;
     let roles = groups::roles(world);
-    let resolved = members::resolve(world, &roles);
+    let resolved = members::resolve(sources, &roles);
     let placed = placement::place(&roles, &resolved, views);
     let mut plan = StrategyPlan::default();
     for group in &placed.groups {

@@ -12,8 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::{mpsc, watch};
+use veil_crds::strategy::VlessClient;
 use veil_crds::strategy::{StrategyPhase, ZapretSyntax};
-use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId, StrategyReport, ZapretMember};
+use veil_crds::wire::{
+    ProbeReport, StrategyGroup, StrategyId, StrategyMember, StrategyReport, VlessMember,
+    ZapretMember,
+};
 use veil_desync::args::{self, ArgsError, ParseMode};
 
 use super::choice::{self, Available, EngineKind, Failure, Wish};
@@ -21,6 +25,7 @@ use super::compose::{self, ProfileArgs};
 use super::engine::{self, Engine, Launch};
 use super::rules::{self, Capture};
 use super::{Command, EngineProgram, ZapretConfig, files, firewall, winws};
+use crate::drivers::vless_client::clients::{ClientState, VlessClients};
 use crate::supervisor::{LastExit, State};
 
 /// An active member whose files are written and whose args are composed.
@@ -50,6 +55,8 @@ pub struct Actor {
     chosen: BTreeMap<StrategyId, String>,
     /// The member under test in the candidate slot.
     candidate: Option<Candidate>,
+    /// The `vless` members' clients (active and backups: kept warm).
+    vless: VlessClients,
 }
 
 /// A failover candidate running in its own engine on the side queue,
@@ -63,7 +70,6 @@ struct Candidate {
 impl Actor {
     pub fn new(config: ZapretConfig, reports: mpsc::UnboundedSender<Vec<StrategyReport>>) -> Actor {
         Actor {
-            config,
             reports,
             groups: Vec::new(),
             failures: BTreeMap::new(),
@@ -74,6 +80,8 @@ impl Actor {
             probes: BTreeMap::new(),
             chosen: BTreeMap::new(),
             candidate: None,
+            vless: VlessClients::new(config.vless_dir.clone()),
+            config,
         }
     }
 
@@ -109,6 +117,13 @@ impl Actor {
                             let result = self.test_candidate(group, member).await;
                             let _ = reply.send(result);
                             self.publish();
+                        }
+                        Some(Command::SocksPort(id, reply)) => {
+                            let port = match self.vless.state(&id) {
+                                Some(ClientState::Running { port, .. }) => Some(port),
+                                _ => None,
+                            };
+                            let _ = reply.send(port);
                         }
                         Some(Command::Sync(reply)) => {
                             let _ = reply.send(self.reports());
@@ -153,6 +168,7 @@ impl Actor {
         if let Some(candidate) = self.candidate.take() {
             candidate.engine.stop().await;
         }
+        self.vless.stop_all().await;
         self.remove_rules().await;
     }
 
@@ -215,6 +231,14 @@ impl Actor {
         let Some(member) = found.cloned() else {
             return Err(format!("`{name}` is not a member of group `{group}` here"));
         };
+        if member.vless.is_some() {
+            // Kept warm: testing it is probing its SOCKS port.
+            return match self.vless.state(&member.strategy) {
+                Some(ClientState::Running { .. }) => Ok(()),
+                Some(ClientState::Failed { message, .. }) => Err(message),
+                _ => Err(format!("the VLESS client of `{name}` is not serving yet")),
+            };
+        }
         let Some(zapret) = &member.zapret else {
             return Err(format!(
                 "`{name}` is not a zapret Strategy; only zapret candidates are tested on the side queue"
@@ -377,6 +401,15 @@ impl Actor {
             _ => self.stop_engine().await,
         }
         self.prune(keep);
+        let mut vless: Vec<(StrategyId, VlessMember)> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .filter_map(|m| m.vless.clone().map(|v| (m.strategy.clone(), v)))
+            .collect();
+        vless.sort_by(|a, b| a.0.cmp(&b.0));
+        vless.dedup_by(|a, b| a.0 == b.0);
+        self.vless.apply(&vless).await;
     }
 
     /// Writes `member`'s files and composes its args; also returns the
@@ -612,7 +645,7 @@ impl Actor {
                 .and_then(|p| p.last_switch_time.clone());
             for member in &group.members {
                 let active = member.strategy.name == active_name;
-                if active && member.zapret.is_none() {
+                if active && member.zapret.is_none() && member.vless.is_none() {
                     continue;
                 }
                 let mut report = StrategyReport {
@@ -631,7 +664,9 @@ impl Actor {
                     let probe = report.probe.get_or_insert_with(ProbeReport::default);
                     probe.last_switch_time = Some(time.clone());
                 }
-                if testing {
+                if member.vless.is_some() {
+                    self.vless_report(member, active, &mut report);
+                } else if testing {
                     report.phase = StrategyPhase::Testing;
                     report.message = Some(format!(
                         "failover candidate: tested beside `{active_name}` on the side queue; users' traffic does not go through it"
@@ -670,6 +705,49 @@ impl Actor {
             }
         }
         out
+    }
+
+    /// A `vless` member's report from its client: the active one
+    /// `Running`, a backup `Standby` while its client is warm.
+    fn vless_report(&self, member: &StrategyMember, active: bool, report: &mut StrategyReport) {
+        let client = member.vless.as_ref().map(|v| v.client);
+        report.implementation = client.map(|c| match c {
+            VlessClient::Xray => "xray".to_owned(),
+            VlessClient::SingBox => "sing-box".to_owned(),
+        });
+        match self.vless.state(&member.strategy) {
+            Some(ClientState::Running {
+                port,
+                pid,
+                restarts,
+            }) => {
+                report.socks_port = Some(port);
+                report.pid = pid;
+                report.restarts = restarts;
+                if active {
+                    report.phase = StrategyPhase::Running;
+                    if let Some(message) = report.probe.as_ref().and_then(|p| p.message.clone()) {
+                        report.message = Some(message);
+                    }
+                } else {
+                    report.phase = StrategyPhase::Standby;
+                    report.message = Some(format!(
+                        "warm backup: SOCKS5 on 127.0.0.1:{port}, used when failover chooses it"
+                    ));
+                }
+            }
+            Some(ClientState::Starting { port }) => {
+                report.socks_port = Some(port);
+                report.phase = StrategyPhase::Testing;
+                report.message = Some("the VLESS client is starting".to_owned());
+            }
+            Some(ClientState::Failed { reason, message }) => {
+                report.phase = StrategyPhase::Failed;
+                report.reason = Some(reason.to_owned());
+                report.message = Some(message);
+            }
+            None => report.phase = StrategyPhase::Testing,
+        }
     }
 
     fn engine_report(&self, engine: &Engine, report: &mut StrategyReport) {

@@ -17,6 +17,7 @@ use tokio_rustls::TlsConnector;
 use super::classify::{Ending, Stage, stall_window};
 use super::http::{BodyDecoder, HttpError, ResponseHead, parse_head, request};
 use super::net::{Meter, Metered, resolve, tcp_socket};
+use super::socks;
 use super::url::{ProbeUrl, Scheme, same_site};
 use super::{Phases, ProbeError, ProbeOptions, TlsVersion};
 
@@ -85,15 +86,22 @@ impl Run {
         options: &ProbeOptions,
     ) -> Result<Ending, ProbeError> {
         let began = Instant::now();
-        let ip = match timeout_at(self.deadline, resolve(&url.host, &options.resolve)).await {
-            Ok(Ok(ip)) => ip,
-            Ok(Err(e)) => return Ok(self.fail(Ending::DnsFailed, e.to_string())),
-            Err(_) => return Ok(self.fail(Ending::DnsFailed, "lookup timed out".into())),
+        let addr = match options.socks {
+            // The proxy resolves the name.
+            Some(proxy) => proxy,
+            None => {
+                let ip = match timeout_at(self.deadline, resolve(&url.host, &options.resolve)).await
+                {
+                    Ok(Ok(ip)) => ip,
+                    Ok(Err(e)) => return Ok(self.fail(Ending::DnsFailed, e.to_string())),
+                    Err(_) => return Ok(self.fail(Ending::DnsFailed, "lookup timed out".into())),
+                };
+                self.attempt.phases.dns = Some(began.elapsed());
+                SocketAddr::new(ip, url.port)
+            }
         };
-        self.attempt.phases.dns = Some(began.elapsed());
 
         self.attempt.stage = Stage::Connect;
-        let addr = SocketAddr::new(ip, url.port);
         let socket = tcp_socket(addr, options.mark)?;
         let tls_client = match url.scheme {
             Scheme::Http => None,
@@ -105,10 +113,24 @@ impl Run {
             Ok(Err(e)) => return Ok(self.io_failure(&e)),
             Err(_) => return Ok(self.fail(Ending::Deadline, format!("connect to {addr}"))),
         };
-        self.attempt.phases.connect = Some(began.elapsed());
         // The request goes out at once rather than waiting for an ACK.
         let _ = stream.set_nodelay(true);
-        let stream = Metered::new(stream, self.meter.clone());
+        let mut stream = Metered::new(stream, self.meter.clone());
+        if options.socks.is_some() {
+            // Connect ends when the proxy has reached the target.
+            let asked = socks::connect(&mut stream, &url.host, url.port);
+            match timeout_at(self.deadline, asked).await {
+                Ok(Ok(Ok(()))) => self.meter.reset(),
+                Ok(Ok(Err(refused))) => {
+                    return Ok(self.fail(Ending::Refused, format!("via SOCKS {addr}: {refused}")));
+                }
+                Ok(Err(e)) => return Ok(self.io_failure(&e)),
+                Err(_) => {
+                    return Ok(self.fail(Ending::Deadline, format!("SOCKS connect via {addr}")));
+                }
+            }
+        }
+        self.attempt.phases.connect = Some(began.elapsed());
 
         match tls_client {
             None => {

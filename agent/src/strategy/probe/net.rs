@@ -115,6 +115,12 @@ impl Meter {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Forgets what was read and written so far (a proxy's handshake is
+    /// not the server's answer).
+    pub(crate) fn reset(&self) {
+        self.update(|readings| *readings = Readings::default());
+    }
+
     fn update(&self, f: impl FnOnce(&mut Readings)) {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }

@@ -47,6 +47,9 @@ impl Engines for FakeEngines {
     fn report(&self, member: StrategyId, report: ProbeReport) {
         self.reports.lock().unwrap().push((member, report));
     }
+    async fn socks_port(&self, _: &StrategyId) -> Option<u16> {
+        None
+    }
 }
 
 impl FakeEngines {

@@ -154,6 +154,7 @@ fn node_status(
         active_strategy,
         restarts: report.restarts,
         implementation: report.implementation.clone(),
+        socks_port: report.socks_port,
         ..probe_status(report.probe.as_ref())
     };
     (status, failed)
@@ -210,6 +211,13 @@ fn conditions(
         }
         Role::Primary { .. } | Role::Backup { .. } => {}
     }
+    let primary = matches!(entry.role, Role::Primary { .. });
+    if primary && entry.object.spec.engine == Engine::Vless {
+        return stalled(
+            "EngineNotImplemented",
+            "agents run `engine: vless` Strategies only as failover backups of a zapret Strategy (where they wait in Standby until failover chooses them), not on their own yet".to_owned(),
+        );
+    }
     if let Some(Err(problem)) = resolved.get(entry.key) {
         return if problem.stalled {
             stalled(problem.reason, problem.message.clone())
@@ -227,12 +235,6 @@ fn conditions(
         ),
         _ => None,
     };
-    if backup_of.is_none() && entry.object.spec.engine == Engine::Vless {
-        return stalled(
-            "EngineNotImplemented",
-            "agents do not run `engine: vless` Strategies yet (they come with probes and failover); as a failover backup of a zapret Strategy it waits in Standby".to_owned(),
-        );
-    }
     if nodes.is_empty() {
         if !incapable.is_empty() {
             let why: Vec<&str> = incapable.iter().map(|(_, why)| why.as_str()).collect();

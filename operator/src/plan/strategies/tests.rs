@@ -313,14 +313,42 @@ spec:
     let stalled = condition(&status(&alone, "via-vless"), "Stalled").clone();
     assert_eq!(stalled["reason"], "EngineNotImplemented");
 
+    // Its VlessKey does not exist: the group goes out without it.
     let primary = strategy("split", PROBES_AND_BACKUP).replace("[fake-ttl]", "[via-vless]");
     let plan = plan_with(&format!("{NODES}{primary}{vless}"), &BTreeMap::new());
     let group = &groups(&plan, "edge-1")[0];
-    assert_eq!(member_names(group), ["split", "via-vless"]);
-    assert!(
-        group.members[1].zapret.is_none(),
-        "agents get no engine for vless yet"
+    assert_eq!(member_names(group), ["split"]);
+    let backup = status(&plan, "via-vless");
+    assert_eq!(
+        condition(&backup, "Reconciling")["reason"],
+        "VlessKeyNotReady",
+        "{backup}"
     );
+
+    // A link from a Secret reaches the agent with the client, never a status.
+    let link = "vless://0b6e5c2a-3f4d-4e1b-9a8c-7d6e5f4a3b2c@198.18.2.9:443?security=reality&pbk=K&sni=allowed.test&sid=ab&fp=chrome&type=tcp#backup";
+    let from_secret = format!(
+        "{vless}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: vless-link}}
+stringData: {{url: \"{link}\"}}
+"
+    )
+    .replace(
+        "vless: {keyRef: {name: alice}}",
+        "vless: {urlSecretRef: {name: vless-link, key: url}, client: xray, socksPort: 10808}",
+    );
+    let plan = plan_with(&format!("{NODES}{primary}{from_secret}"), &BTreeMap::new());
+    let group = &groups(&plan, "edge-1")[0];
+    assert_eq!(member_names(group), ["split", "via-vless"]);
+    let member = group.members[1].vless.as_ref().expect("a vless member");
+    assert_eq!(member.link.expose(), link);
+    assert_eq!(member.client, veil_crds::strategy::VlessClient::Xray);
+    assert_eq!(member.socks_port, Some(10808));
+    assert!(group.members[1].zapret.is_none());
+    let text = plan.statuses.values().map(|s| s.get()).collect::<String>();
+    assert!(!text.contains("0b6e5c2a"), "a link in a status: {text}");
 }
 
 #[test]
