@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::dpi_sim::{DpiSim, DpiSimOptions};
 use crate::netns::Topology;
+use crate::process::AgentOptions;
 use crate::test_site::TestSite;
 
 /// The simulator's reason for a segment holding only part of a name.
@@ -66,6 +67,23 @@ impl DpiLab {
             topology,
             site,
             sim,
+        }
+    }
+
+    /// How Strategy tests start an agent in [c]: through `ip netns exec`
+    /// (so `blocked.test` resolves from [c]'s hosts file), its probes
+    /// trusting the site's CA, logging JSON (whose timestamps tests read).
+    pub fn agent_options(&self) -> AgentOptions {
+        AgentOptions {
+            netns: Some(self.topology.client.name().to_owned()),
+            env: vec![
+                (
+                    "VEIL_PROBE_CA_FILE".into(),
+                    self.site.ca_pem.display().to_string(),
+                ),
+                ("VEIL_LOG_FORMAT".into(), "json".into()),
+            ],
+            ..AgentOptions::default()
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use veil_e2e::dpi_lab::{DpiLab, Fetch};
-use veil_e2e::process::{Agent, AgentOptions, Operator};
+use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{self, logged_at, wait_entry, write_atomically as write};
 
 const NODE: &str = "edge-c";
@@ -110,17 +110,7 @@ fn a_strategy_that_stops_working_is_replaced_by_a_tested_backup_survives_a_resta
 async fn scenario(lab: &DpiLab, curls: &Mutex<Vec<Timed>>, curling: &AtomicBool) {
     let source = tempfile::tempdir().expect("source dir");
     let op = Operator::start(source.path()).await;
-    let options = AgentOptions {
-        netns: Some(lab.topology.client.name().to_owned()),
-        env: vec![
-            (
-                "VEIL_PROBE_CA_FILE".into(),
-                lab.site.ca_pem.display().to_string(),
-            ),
-            ("VEIL_LOG_FORMAT".into(), "json".into()),
-        ],
-        ..AgentOptions::default()
-    };
+    let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     write(&source.path().join("youtube-badsum.yaml"), &backup());
     write(&source.path().join("youtube.yaml"), &primary());

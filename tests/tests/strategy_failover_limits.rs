@@ -14,7 +14,7 @@ use std::time::Duration;
 use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::dpi_sim::DpiSimOptions;
 use veil_e2e::netns::Topology;
-use veil_e2e::process::{Agent, AgentOptions, Operator};
+use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{
     self, blocked_test_strategy, logged_at, wait_entry, wait_two_passing_rounds,
     write_atomically as write,
@@ -48,17 +48,7 @@ const BOTH_TARGETS: &str = "      - url: https://blocked.test/
 ";
 
 fn agent(lab: &DpiLab, op: &Operator) -> Agent {
-    let options = AgentOptions {
-        netns: Some(lab.topology.client.name().to_owned()),
-        env: vec![
-            (
-                "VEIL_PROBE_CA_FILE".into(),
-                lab.site.ca_pem.display().to_string(),
-            ),
-            ("VEIL_LOG_FORMAT".into(), "json".into()),
-        ],
-        ..AgentOptions::default()
-    };
+    let options = lab.agent_options();
     Agent::start_with(op, NODE, &["role=edge"], &options)
 }
 

@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 use veil_e2e::dpi_lab::DpiLab;
-use veil_e2e::process::{Agent, AgentOptions, Operator};
+use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{self, wait_node_status, write_atomically as write};
 
 const NODE: &str = "edge-c";
@@ -59,14 +59,7 @@ fn probes_show_when_a_working_strategy_stops_working() {
 async fn scenario(lab: &DpiLab) {
     let source = tempfile::tempdir().expect("source dir");
     let op = Operator::start(source.path()).await;
-    let options = AgentOptions {
-        netns: Some(lab.topology.client.name().to_owned()),
-        env: vec![(
-            "VEIL_PROBE_CA_FILE".into(),
-            lab.site.ca_pem.display().to_string(),
-        )],
-        ..AgentOptions::default()
-    };
+    let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     write(&source.path().join("youtube.yaml"), &probed_strategy());
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::dpi_sim::DpiSimOptions;
 use veil_e2e::netns::Topology;
-use veil_e2e::process::{Agent, AgentOptions, Operator};
+use veil_e2e::process::{Agent, Operator};
 use veil_e2e::xray::xray_binary;
 use veil_e2e::zapret_agent::{
     blocked_test_strategy, wait_entry, wait_two_passing_rounds, write_atomically as write,
@@ -117,14 +117,7 @@ async fn scenario(lab: &DpiLab, client: &str) {
     let (_server, link) = vless_server(lab, &id);
     let source = tempfile::tempdir().expect("source dir");
     let op = Operator::start(source.path()).await;
-    let options = AgentOptions {
-        netns: Some(lab.topology.client.name().to_owned()),
-        env: vec![(
-            "VEIL_PROBE_CA_FILE".into(),
-            lab.site.ca_pem.display().to_string(),
-        )],
-        ..AgentOptions::default()
-    };
+    let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     let mut primary =
         blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use veil_e2e::dpi_lab::DpiLab;
-use veil_e2e::process::{Agent, AgentOptions, Operator};
+use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{
     blocked_test_strategy, logged_at, wait_entry, wait_two_passing_rounds, write_atomically,
 };
@@ -32,17 +32,7 @@ pub fn run_all() {
 async fn cycles(lab: &DpiLab) {
     let source = tempfile::tempdir().expect("source dir");
     let op = Operator::start(source.path()).await;
-    let options = AgentOptions {
-        netns: Some(lab.topology.client.name().to_owned()),
-        env: vec![
-            (
-                "VEIL_PROBE_CA_FILE".into(),
-                lab.site.ca_pem.display().to_string(),
-            ),
-            ("VEIL_LOG_FORMAT".into(), "json".into()),
-        ],
-        ..AgentOptions::default()
-    };
+    let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     let mut primary =
         blocked_test_strategy("primary", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);
