@@ -116,6 +116,7 @@ async fn every_example_object_is_accepted() {
         "secret/zapret-payloads",
         "veilnode.veil.dev/local",
         "strategy.veil.dev/youtube-fake",
+        "strategy.veil.dev/youtube-badsum",
         "strategy.veil.dev/via-vless",
         "runner.veil.dev/local",
         "schedule.veil.dev/heartbeat",

@@ -25,9 +25,10 @@ const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(250);
 
 /// The objects of `examples/standalone/` that get a status, as `plural/name`.
-const EXAMPLE_OBJECTS: [&str; 8] = [
+const EXAMPLE_OBJECTS: [&str; 9] = [
     "veilnodes/local",
     "strategies/youtube-fake",
+    "strategies/youtube-badsum",
     "strategies/via-vless",
     "runners/local",
     "schedules/heartbeat",
