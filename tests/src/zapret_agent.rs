@@ -117,6 +117,46 @@ pub fn blocked_test_strategy(name: &str, desync: &[&str]) -> String {
     zapret_strategy(name, "builtin", &args, lists)
 }
 
+/// A page and a 64 KiB download of `blocked.test`: the probe targets of
+/// the failover tests (`minBytes` catches level 3's 16–20 KB freeze).
+pub const PAGE_AND_DOWNLOAD: &[(&str, Option<u32>)] = &[
+    ("https://blocked.test/", None),
+    ("https://blocked.test/bytes/65536", Some(65536)),
+];
+
+/// Probe and failover settings of a test Strategy.
+pub struct Failover<'a> {
+    pub interval: &'a str,
+    pub timeout: &'a str,
+    pub passes: u32,
+    /// URLs, each with its `minBytes`.
+    pub targets: &'a [(&'a str, Option<u32>)],
+    pub backups: &'a [&'a str],
+    pub failure_threshold: u32,
+    pub min_switch_interval: &'a str,
+}
+
+/// `strategy` (YAML of one Strategy) with `probes` and `failover` added.
+pub fn with_failover(strategy: &str, f: &Failover<'_>) -> String {
+    let mut yaml = format!(
+        "{strategy}  probes:\n    interval: {}\n    timeout: {}\n    passes: {}\n    targets:\n",
+        f.interval, f.timeout, f.passes
+    );
+    for (url, min_bytes) in f.targets {
+        yaml.push_str(&format!("      - url: {url}\n"));
+        if let Some(min) = min_bytes {
+            yaml.push_str(&format!("        minBytes: {min}\n"));
+        }
+    }
+    yaml.push_str(&format!(
+        "  failover:\n    backups: [{}]\n    failureThreshold: {}\n    minSwitchInterval: {}\n",
+        f.backups.join(", "),
+        f.failure_threshold,
+        f.min_switch_interval
+    ));
+    yaml
+}
+
 /// Waits until the Strategy is Ready with `node` Running; returns the
 /// node's status entry.
 pub async fn wait_ready(op: &Operator, name: &str, node: &str) -> Value {

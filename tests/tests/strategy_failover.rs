@@ -29,26 +29,22 @@ const SWITCH_WAIT: Duration = Duration::from_secs(60);
 
 /// The primary (fake by TTL) with probes and failover to `youtube-badsum`.
 fn primary() -> String {
-    let mut yaml = zapret_agent::blocked_test_strategy(
+    let strategy = zapret_agent::blocked_test_strategy(
         "youtube",
         &["--dpi-desync=fake", "--dpi-desync-ttl=1"],
     );
-    yaml.push_str(
-        "  probes:
-    interval: 3s
-    timeout: 2s
-    passes: 2
-    targets:
-      - url: https://blocked.test/
-      - url: https://blocked.test/bytes/65536
-        minBytes: 65536
-  failover:
-    backups: [youtube-badsum]
-    failureThreshold: 2
-    minSwitchInterval: 15s
-",
-    );
-    yaml
+    zapret_agent::with_failover(
+        &strategy,
+        &zapret_agent::Failover {
+            interval: "3s",
+            timeout: "2s",
+            passes: 2,
+            targets: zapret_agent::PAGE_AND_DOWNLOAD,
+            backups: &["youtube-badsum"],
+            failure_threshold: 2,
+            min_switch_interval: "15s",
+        },
+    )
 }
 
 /// The backup: the same fake with a bad checksum instead of a low TTL.

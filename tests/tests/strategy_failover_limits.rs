@@ -25,27 +25,28 @@ const WAIT: Duration = Duration::from_secs(60);
 const CANDIDATE_TESTED: &str = "testing a failover candidate on the side queue";
 const SWITCHED: &str = "strategy switched";
 
-/// `primary` with probes (`targets` YAML), failover to `backup` after one
-/// failed round, at most once per `interval`.
-fn with_failover(primary: String, backup: &str, targets: &str, interval: &str) -> String {
-    format!(
-        "{primary}  probes:
-    interval: 3s
-    timeout: 2s
-    passes: 1
-    targets:
-{targets}  failover:
-    backups: [{backup}]
-    failureThreshold: 1
-    minSwitchInterval: {interval}
-"
+/// `primary` with probes every 3 s (`targets`, one round per
+/// evaluation), failover to `backup` after one failed round, at most once
+/// per `interval`.
+fn with_failover(
+    primary: &str,
+    backup: &str,
+    targets: &[(&str, Option<u32>)],
+    interval: &str,
+) -> String {
+    zapret_agent::with_failover(
+        primary,
+        &zapret_agent::Failover {
+            interval: "3s",
+            timeout: "2s",
+            passes: 1,
+            targets,
+            backups: &[backup],
+            failure_threshold: 1,
+            min_switch_interval: interval,
+        },
     )
 }
-
-const BOTH_TARGETS: &str = "      - url: https://blocked.test/
-      - url: https://blocked.test/bytes/65536
-        minBytes: 65536
-";
 
 fn agent(lab: &DpiLab, op: &Operator) -> Agent {
     let options = lab.agent_options();
@@ -77,7 +78,7 @@ async fn flapping(lab: &DpiLab) {
     );
     write(
         &source.path().join("split.yaml"),
-        &with_failover(split, "badsum", BOTH_TARGETS, "20s"),
+        &with_failover(&split, "badsum", zapret_agent::PAGE_AND_DOWNLOAD, "20s"),
     );
     wait_two_passing_rounds(&op, "split", NODE, "split").await;
 
@@ -128,9 +129,7 @@ async fn all_blocked(lab: &DpiLab) {
     let op = Operator::start(source.path()).await;
     let agent = agent(lab, &op);
     let primary = blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);
-    let big_only = "      - url: https://blocked.test/bytes/65536
-        minBytes: 65536
-";
+    let big_only = &[("https://blocked.test/bytes/65536", Some(65536))];
     write(
         &source.path().join("youtube-badsum.yaml"),
         &blocked_test_strategy(
@@ -140,7 +139,7 @@ async fn all_blocked(lab: &DpiLab) {
     );
     write(
         &source.path().join("youtube.yaml"),
-        &with_failover(primary, "youtube-badsum", big_only, "10s"),
+        &with_failover(&primary, "youtube-badsum", big_only, "10s"),
     );
 
     // Blocked from the start: NeverWorked, and no candidate is tried.

@@ -19,7 +19,8 @@ use veil_e2e::netns::Topology;
 use veil_e2e::process::{Agent, Operator};
 use veil_e2e::xray::xray_binary;
 use veil_e2e::zapret_agent::{
-    blocked_test_strategy, wait_entry, wait_two_passing_rounds, write_atomically as write,
+    Failover, blocked_test_strategy, wait_entry, wait_two_passing_rounds, with_failover,
+    write_atomically as write,
 };
 
 const NODE: &str = "edge-c";
@@ -119,21 +120,17 @@ async fn scenario(lab: &DpiLab, client: &str) {
     let op = Operator::start(source.path()).await;
     let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
-    let mut primary =
-        blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);
-    primary.push_str(
-        "  probes:
-    interval: 3s
-    timeout: 2s
-    passes: 1
-    targets:
-      - url: https://blocked.test/bytes/65536
-        minBytes: 65536
-  failover:
-    backups: [via-vless]
-    failureThreshold: 1
-    minSwitchInterval: 1h
-",
+    let primary = with_failover(
+        &blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]),
+        &Failover {
+            interval: "3s",
+            timeout: "2s",
+            passes: 1,
+            targets: &[("https://blocked.test/bytes/65536", Some(65536))],
+            backups: &["via-vless"],
+            failure_threshold: 1,
+            min_switch_interval: "1h",
+        },
     );
     let backup = format!(
         "apiVersion: v1

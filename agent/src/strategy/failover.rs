@@ -207,6 +207,14 @@ impl FailoverState {
         &self.active
     }
 
+    /// The member in the candidate slot, if a test runs.
+    pub fn testing(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Testing(search) => Some(&search.candidate),
+            Phase::Steady => None,
+        }
+    }
+
     /// Applies `event` at `now` and returns what the caller must do.
     /// A `config` with another `specHash` than the state's first resets the
     /// state to the primary (with the actions that takes).
@@ -245,10 +253,7 @@ impl FailoverState {
             failed_rounds: self.consecutive_failures,
             last_switch: self.last_switch,
             baseline: self.baseline.clone(),
-            testing: match &self.phase {
-                Phase::Testing(search) => Some(search.candidate.clone()),
-                Phase::Steady => None,
-            },
+            testing: self.testing().map(str::to_owned),
             message: self.message.clone(),
         }
     }

@@ -200,7 +200,7 @@ impl<E: Engines> GroupLoop<E> {
         tokio::time::sleep(interval.min(FIRST_ROUND_WITHIN)).await;
         loop {
             let active = self.watch.active().to_owned();
-            let member = self.watch.testing().unwrap_or_else(|| active.clone());
+            let member = self.watch.testing().unwrap_or(&active).to_owned();
             let candidate = member != active;
             let Some(options) = self.options_for(&member, candidate).await else {
                 // A VLESS client that is not serving yet: its engine state

@@ -63,8 +63,8 @@ impl GroupWatch {
     }
 
     /// The member under test in the candidate slot, if any.
-    pub fn testing(&self) -> Option<String> {
-        self.state.report().testing
+    pub fn testing(&self) -> Option<&str> {
+        self.state.testing()
     }
 
     /// The state to persist.

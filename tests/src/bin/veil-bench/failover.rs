@@ -14,7 +14,8 @@ use chrono::Utc;
 use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{
-    blocked_test_strategy, logged_at, wait_entry, wait_two_passing_rounds, write_atomically,
+    Failover, PAGE_AND_DOWNLOAD, blocked_test_strategy, logged_at, wait_entry,
+    wait_two_passing_rounds, with_failover, write_atomically,
 };
 
 use crate::strategy::verdict;
@@ -34,22 +35,17 @@ async fn cycles(lab: &DpiLab) {
     let op = Operator::start(source.path()).await;
     let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
-    let mut primary =
-        blocked_test_strategy("primary", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);
-    primary.push_str(
-        "  probes:
-    interval: 2s
-    timeout: 1s
-    passes: 2
-    targets:
-      - url: https://blocked.test/
-      - url: https://blocked.test/bytes/65536
-        minBytes: 65536
-  failover:
-    backups: [backup]
-    failureThreshold: 2
-    minSwitchInterval: 5s
-",
+    let primary = with_failover(
+        &blocked_test_strategy("primary", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]),
+        &Failover {
+            interval: "2s",
+            timeout: "1s",
+            passes: 2,
+            targets: PAGE_AND_DOWNLOAD,
+            backups: &["backup"],
+            failure_threshold: 2,
+            min_switch_interval: "5s",
+        },
     );
     write_atomically(
         &source.path().join("backup.yaml"),
