@@ -19,7 +19,9 @@ pub use engine::{
     FileSource, HostList, KeyRef, VlessClient, VlessEngine, ZapretEngine, ZapretImplementation,
     ZapretSyntax,
 };
-pub use probes::{Failover, FailoverMode, ProbeTarget, Probes, Scoring, ScoringWeights, UdpProbe};
+pub use probes::{
+    Failover, FailoverMode, ProbeTarget, ProbeTls, Probes, Scoring, ScoringWeights, UdpProbe,
+};
 
 /// A DPI-bypass configuration on selected nodes.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

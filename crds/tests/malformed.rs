@@ -584,6 +584,42 @@ fn cases() -> Vec<Case> {
             &["names a file on the node", "`{file:NAME}`"],
         ),
         case(
+            "TLS versions on a plain http url",
+            doc(
+                "Strategy",
+                "s",
+                "  engine: vless\n  vless: {keyRef: {name: k}}\n  probes:\n    targets:\n      - url: \"http://example.com/\"\n        tls: [\"1.2\"]\n",
+            ),
+            "spec.probes.targets[0].tls",
+            11,
+            None,
+            &["`https://` urls only"],
+        ),
+        case(
+            "a TLS version listed twice",
+            doc(
+                "Strategy",
+                "s",
+                "  engine: vless\n  vless: {keyRef: {name: k}}\n  probes:\n    targets:\n      - url: \"https://example.com/\"\n        tls: [\"1.3\", 1.3]\n",
+            ),
+            "spec.probes.targets[0].tls[1]",
+            11,
+            None,
+            &["`1.3` is listed twice"],
+        ),
+        case(
+            "an unknown TLS version",
+            doc(
+                "Strategy",
+                "s",
+                "  engine: vless\n  vless: {keyRef: {name: k}}\n  probes:\n    targets:\n      - url: \"https://example.com/\"\n        tls: [\"1.1\"]\n",
+            ),
+            "spec.probes.targets[0].tls[0]",
+            11,
+            None,
+            &["\"1.2\", \"1.3\" or \"auto\""],
+        ),
+        case(
             "failover without probes",
             doc(
                 "Strategy",

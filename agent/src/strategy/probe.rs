@@ -94,6 +94,15 @@ pub enum TlsVersion {
 }
 
 impl TlsVersion {
+    /// The version a `probes.targets[].tls` entry asks for; `None` for `auto`.
+    pub fn from_spec(tls: veil_crds::strategy::ProbeTls) -> Option<TlsVersion> {
+        match tls {
+            veil_crds::strategy::ProbeTls::Auto => None,
+            veil_crds::strategy::ProbeTls::V1_2 => Some(TlsVersion::Tls12),
+            veil_crds::strategy::ProbeTls::V1_3 => Some(TlsVersion::Tls13),
+        }
+    }
+
     /// `TLS 1.2` / `TLS 1.3`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,9 +124,6 @@ pub struct ProbeOptions {
     pub roots: Arc<RootCertStore>,
     /// Fixed addresses by host name (lower case), used instead of lookups.
     pub resolve: HashMap<String, IpAddr>,
-    /// Probe every https target twice, with TLS 1.2 and with TLS 1.3, as
-    /// two samples (`<url> (TLS 1.2)`, `<url> (TLS 1.3)`).
-    pub both_tls_versions: bool,
     /// Reach URL targets through this SOCKS5 proxy (a VLESS Strategy's
     /// port), names resolved by the proxy. UDP targets are still probed
     /// directly (the VLESS clients carry TCP only).
@@ -133,7 +139,6 @@ impl ProbeOptions {
             mark: None,
             roots,
             resolve: HashMap::new(),
-            both_tls_versions: false,
             socks: None,
         }
     }
@@ -235,15 +240,15 @@ pub async fn probe_url(
     })
 }
 
-/// One sample of each target (two per https target with
-/// [`ProbeOptions::both_tls_versions`]), in target order. Names are looked
+/// One sample of each target and each TLS version it lists (`<url> (TLS
+/// 1.2)`, `<url> (TLS 1.3)`, plain `<url>` for `auto`), in target order. Names are looked
 /// up once, up front, and pinned for the round; a name that does not
 /// resolve fails its targets' samples with `DnsError` without connecting.
 pub async fn probe_round(
     targets: &[ProbeTarget],
     options: &ProbeOptions,
 ) -> Result<Vec<ProbeResult>, ProbeError> {
-    let jobs = jobs(targets, options)?;
+    let jobs = jobs(targets)?;
     let (pinned, unresolved) = match options.socks {
         // The proxy resolves names (remote DNS).
         Some(_) => (HashMap::new(), HashMap::new()),
@@ -315,7 +320,7 @@ impl Job {
     }
 }
 
-fn jobs(targets: &[ProbeTarget], options: &ProbeOptions) -> Result<Vec<Job>, ProbeError> {
+fn jobs(targets: &[ProbeTarget]) -> Result<Vec<Job>, ProbeError> {
     let mut jobs = Vec::new();
     for target in targets {
         if let Some(url) = &target.url {
@@ -325,11 +330,16 @@ fn jobs(targets: &[ProbeTarget], options: &ProbeOptions) -> Result<Vec<Job>, Pro
                 critical: target.critical,
                 min_bytes: target.min_bytes.map(|b| b.get()),
             };
-            let versions = if parsed.scheme == Scheme::Https && options.both_tls_versions {
-                vec![Some(TlsVersion::Tls12), Some(TlsVersion::Tls13)]
-            } else {
-                vec![None]
-            };
+            let versions: Vec<Option<TlsVersion>> =
+                if parsed.scheme != Scheme::Https || target.tls.is_empty() {
+                    vec![None]
+                } else {
+                    target
+                        .tls
+                        .iter()
+                        .map(|v| TlsVersion::from_spec(*v))
+                        .collect()
+                };
             for tls in versions {
                 jobs.push(Job::Url {
                     probe: probe.clone(),

@@ -51,6 +51,68 @@ pub struct ProbeTarget {
     /// 16–20 KB stall that plain HEAD checks miss. Default: headers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_bytes: Option<ByteSize>,
+    /// TLS versions to fetch an `https` url with, each a separate sample
+    /// (DPI often treats TLS 1.2 and 1.3 differently): `["1.2", "1.3"]`.
+    /// `auto` lets the server choose. Default: one sample, `auto`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<ProbeTls>,
+}
+
+/// A TLS version a probe sample uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+pub enum ProbeTls {
+    /// Whatever the server negotiates.
+    #[serde(rename = "auto")]
+    Auto,
+    /// TLS 1.2 only.
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl ProbeTls {
+    /// The spelling in YAML: `auto`, `1.2`, `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeTls::Auto => "auto",
+            ProbeTls::V1_2 => "1.2",
+            ProbeTls::V1_3 => "1.3",
+        }
+    }
+}
+
+/// Accepts `"1.2"` and, since YAML reads an unquoted `1.2` as a number,
+/// `1.2` too.
+impl<'de> Deserialize<'de> for ProbeTls {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ProbeTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a TLS version: \"1.2\", \"1.3\" or \"auto\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ProbeTls, E> {
+                match v {
+                    "auto" => Ok(ProbeTls::Auto),
+                    "1.2" => Ok(ProbeTls::V1_2),
+                    "1.3" => Ok(ProbeTls::V1_3),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ProbeTls, E> {
+                if v == 1.2 {
+                    Ok(ProbeTls::V1_2)
+                } else if v == 1.3 {
+                    Ok(ProbeTls::V1_3)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A UDP probe: send a datagram, expect any answer.
@@ -86,6 +148,28 @@ impl Probes {
                     "neither `url` nor `udp` is set; write e.g. `url: https://example.com/`",
                 ),
                 _ => {}
+            }
+            if !t.tls.is_empty()
+                && !t
+                    .url
+                    .as_ref()
+                    .is_some_and(|u| u.as_str().starts_with("https://"))
+            {
+                errors.push(
+                    format!("{at}.tls"),
+                    "TLS versions apply to `https://` urls only; remove `tls` or use an https url",
+                );
+            }
+            for (j, version) in t.tls.iter().enumerate() {
+                if t.tls[..j].contains(version) {
+                    errors.push(
+                        format!("{at}.tls[{j}]"),
+                        format!(
+                            "`{}` is listed twice; list each version once",
+                            version.as_str()
+                        ),
+                    );
+                }
             }
             if let Some(udp) = &t.udp {
                 let host_ok = udp.host.parse::<std::net::IpAddr>().is_ok()
@@ -255,5 +339,26 @@ impl Failover {
                 "0 would switch without any failure; write at least 1 (default 3)",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_versions_read_quoted_or_as_yaml_numbers_and_write_quoted() {
+        let target: ProbeTarget =
+            serde_yaml_ng::from_str("url: https://example.com/\ntls: [1.2, \"1.3\", auto]\n")
+                .expect("a target");
+        assert_eq!(target.tls, [ProbeTls::V1_2, ProbeTls::V1_3, ProbeTls::Auto]);
+        let written = serde_json::to_value(&target).expect("json");
+        assert_eq!(written["tls"], serde_json::json!(["1.2", "1.3", "auto"]));
+        let wrong = serde_yaml_ng::from_str::<ProbeTarget>("url: https://e.com/\ntls: [1.1]\n")
+            .expect_err("1.1 is no version we probe");
+        assert!(
+            wrong.to_string().contains("\"1.2\", \"1.3\" or \"auto\""),
+            "{wrong}"
+        );
     }
 }

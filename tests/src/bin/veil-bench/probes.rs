@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use veil_agent::strategy::probe::{ProbeOptions, probe_round};
-use veil_crds::strategy::ProbeTarget;
+use veil_crds::strategy::{ProbeTarget, ProbeTls};
 use veil_crds::validate::{ByteSize, HttpUrl};
 
 use crate::strategy::verdict;
@@ -40,10 +40,10 @@ pub fn run_all() {
             udp: None,
             critical: false,
             min_bytes: Some(ByteSize::new(BODY as i128).expect("a size")),
+            tls: vec![ProbeTls::V1_2, ProbeTls::V1_3],
         })
         .collect();
     let mut options = ProbeOptions::new(Duration::from_secs(10), Arc::new(roots));
-    options.both_tls_versions = true;
     options.resolve = HashMap::from([(HOST.to_owned(), IpAddr::V4(Ipv4Addr::LOCALHOST))]);
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -13,7 +13,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
-use veil_crds::strategy::{ProbeTarget, UdpProbe};
+use veil_crds::strategy::{ProbeTarget, ProbeTls, UdpProbe};
 use veil_crds::validate::{ByteSize, HttpUrl, Port};
 
 use super::super::*;
@@ -396,6 +396,7 @@ fn url_target(url: &str, min_bytes: Option<u64>) -> ProbeTarget {
         udp: None,
         critical: false,
         min_bytes: min_bytes.map(ByteSize::from),
+        tls: Vec::new(),
     }
 }
 
@@ -403,7 +404,7 @@ fn url_target(url: &str, min_bytes: Option<u64>) -> ProbeTarget {
 async fn a_round_keeps_target_order_and_splits_tls_versions_when_asked() {
     let (ca, config) = pki();
     let port = https_server(config, Behaviour::Serve(1000)).await;
-    let mut options = options(ca, Duration::from_secs(1));
+    let options = options(ca, Duration::from_secs(1));
     let good = format!("https://{NAME}:{port}/");
     let targets = [
         url_target(&good, Some(1000)),
@@ -425,8 +426,9 @@ async fn a_round_keeps_target_order_and_splits_tls_versions_when_asked() {
         ]
     );
 
-    options.both_tls_versions = true;
-    let results = probe_round(&targets[..1], &options).await.unwrap();
+    let mut both = url_target(&good, Some(1000));
+    both.tls = vec![ProbeTls::V1_2, ProbeTls::Auto, ProbeTls::V1_3];
+    let results = probe_round(&[both], &options).await.unwrap();
     let seen: Vec<_> = results
         .iter()
         .map(|r| (r.sample.target.clone(), r.sample.passed, r.tls_version))
@@ -435,6 +437,7 @@ async fn a_round_keeps_target_order_and_splits_tls_versions_when_asked() {
         seen,
         [
             (format!("{good} (TLS 1.2)"), true, Some(TlsVersion::Tls12)),
+            (good.clone(), true, Some(TlsVersion::Tls13)),
             (format!("{good} (TLS 1.3)"), true, Some(TlsVersion::Tls13)),
         ]
     );
