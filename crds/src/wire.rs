@@ -29,8 +29,8 @@ pub use servers::{
     traffic_stream,
 };
 pub use strategies::{
-    ProbeReport, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId, StrategyMember,
-    StrategyReport, VlessMember, ZapretMember,
+    ProbeReport, ProbeSample, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId,
+    StrategyMember, StrategyReport, VlessMember, ZapretMember,
 };
 
 /// Path prefix of the agent protocol.

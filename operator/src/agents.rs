@@ -60,13 +60,16 @@ type ServerUsers = BTreeMap<String, BTreeSet<String>>;
 
 /// What one node may report traffic for: the servers and users of its
 /// current and previous assignment, and every server it was given since
-/// this operator started. Only ever built from what the operator itself
+/// this operator started; and the Strategies it runs now (whose probe
+/// rounds the store keeps). Only ever built from what the operator itself
 /// published to the node, never from what the node says.
 #[derive(Clone, Debug, Default)]
 pub struct ReportScope {
     current: Arc<ServerUsers>,
     previous: Arc<ServerUsers>,
     servers_ever: Arc<BTreeSet<String>>,
+    /// (namespace, name) of every Strategy member assigned now.
+    strategies: Arc<BTreeSet<(String, String)>>,
 }
 
 impl ReportScope {
@@ -82,7 +85,21 @@ impl ReportScope {
             .any(|users| users.get(server).is_some_and(|e| e.contains(email)))
     }
 
+    /// Whether Strategy `namespace`/`name` is in the node's current assignment.
+    pub fn allows_strategy(&self, namespace: &str, name: &str) -> bool {
+        self.strategies
+            .contains(&(namespace.to_owned(), name.to_owned()))
+    }
+
     fn advance(&mut self, content: &NodeAssignment) {
+        self.strategies = Arc::new(
+            content
+                .strategies
+                .iter()
+                .flat_map(|g| &g.members)
+                .map(|m| (m.strategy.namespace.clone(), m.strategy.name.clone()))
+                .collect(),
+        );
         let next: ServerUsers = content
             .servers
             .iter()

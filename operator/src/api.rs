@@ -31,6 +31,7 @@ mod health;
 mod logs;
 mod objects;
 mod pod_identity;
+mod probes;
 
 /// The largest request body any route accepts (a bigger one is 413), the
 /// same on the leader and on a forwarding follower. Agents keep reports
@@ -63,6 +64,8 @@ pub struct ApiState {
     pub failed_auth: Arc<guard::FailedAuthLimit>,
     /// The store's node tokens in memory.
     pub store_tokens: Arc<guard::StoreTokenCache>,
+    /// Which probe rounds are in the store already.
+    pub probe_history: Arc<crate::probe_history::ProbeHistory>,
 }
 
 // A follower passes reports on to the leader: its limit must not be the smaller one.
@@ -76,6 +79,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/logs/taskruns/{namespace}/{name}",
             get(logs::task_run_log),
+        )
+        .route(
+            "/v1/probes/strategies/{namespace}/{name}",
+            get(probes::strategy_rounds),
         )
         .route(
             "/v1/credentials/vlesskeys/{namespace}/{name}",

@@ -9,6 +9,7 @@ pub mod agent_identity;
 pub mod get;
 pub mod link;
 pub mod logs;
+pub mod probe_rounds;
 pub mod run;
 pub mod table;
 pub mod tls_args;

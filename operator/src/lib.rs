@@ -19,6 +19,7 @@ pub mod node_tokens;
 pub mod notify;
 pub mod plan;
 pub mod private_fs;
+pub mod probe_history;
 pub mod report_scope;
 pub mod runs;
 pub mod schedule;

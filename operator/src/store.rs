@@ -22,7 +22,8 @@
 //! - task-run [`states`](Store::run_states), registered [`nodes`](Store::nodes)
 //!   with exactly-once [`report claims`](Store::claim_report_seq),
 //!   dir-mode [`generated objects`](Store::generated_objects) and
-//!   [`schedule states`](Store::schedule_states).
+//!   [`schedule states`](Store::schedule_states);
+//! - a bounded history of Strategy [`probe rounds`](Store::record_probe_rounds).
 
 use sqlx::{PgPool, SqlitePool};
 use std::fmt;
@@ -50,6 +51,7 @@ mod load_errors;
 mod nodes;
 mod objects;
 mod pool;
+mod probe_rounds;
 mod records;
 mod run_logs;
 mod run_states;
@@ -61,6 +63,7 @@ mod traffic;
 mod traffic_periods;
 
 pub use error::StoreError;
+pub use probe_rounds::ProbeRoundRecord;
 pub use records::{
     GeneratedObjectRecord, LoadErrorRecord, NodeRecord, NodeTokenRecord, ObjectRecord, ObjectRef,
     RunStateRecord, TrafficBaselineRecord, TrafficDelta, TrafficSeenRecord, TrafficTotal,

@@ -210,6 +210,29 @@ pub struct ProbeResult {
     pub detail: Option<String>,
 }
 
+/// The longest `detail` a sample's report carries.
+const MAX_DETAIL_CHARS: usize = 200;
+
+impl ProbeResult {
+    /// The sample as the node reports it.
+    pub fn to_wire(&self) -> veil_crds::wire::ProbeSample {
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        veil_crds::wire::ProbeSample {
+            target: self.sample.target.clone(),
+            critical: self.sample.critical,
+            passed: self.sample.passed,
+            fail_phase: self.sample.fail_phase.map(|p| p.to_string()),
+            ttfb_ms: self.sample.ttfb.map(millis),
+            bytes: self.bytes_read,
+            http_status: self.http_status,
+            detail: self
+                .detail
+                .as_ref()
+                .map(|d| d.chars().take(MAX_DETAIL_CHARS).collect()),
+        }
+    }
+}
+
 /// One sample of `target`, with exactly `tls_version` when given.
 pub async fn probe_url(
     target: &UrlProbe,

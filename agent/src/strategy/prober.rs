@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
-use veil_crds::wire::{ProbeReport, StrategyGroup, StrategyId};
+use veil_crds::wire::{ProbeReport, ProbeSample, StrategyGroup, StrategyId};
 
 use super::failover::{Action, FailoverConfig};
 use super::probe::{ProbeOptions, probe_round};
@@ -141,6 +141,7 @@ impl<E: Engines> Prober<E> {
             saved: self.saved.clone(),
             slot: self.slot.clone(),
             held: None,
+            rounds: BTreeMap::new(),
             announced: watch.active().to_owned(),
             watch,
         };
@@ -177,6 +178,8 @@ struct GroupLoop<E: Engines> {
     /// The node's candidate slot, while this group's search holds it.
     held: Option<OwnedMutexGuard<()>>,
     watch: GroupWatch,
+    /// Each member's latest round, as reported.
+    rounds: BTreeMap<String, Vec<ProbeSample>>,
     /// The member the engines were last told is active (for the log).
     announced: String,
 }
@@ -223,6 +226,10 @@ impl<E: Engines> GroupLoop<E> {
                             "probe sample failed"
                         );
                     }
+                    self.rounds.insert(
+                        member.clone(),
+                        results.iter().map(|r| r.to_wire()).collect(),
+                    );
                     let samples = results.into_iter().map(|r| r.sample).collect();
                     self.watch.on_round(&member, samples, chrono::Utc::now())
                 }
@@ -235,11 +242,12 @@ impl<E: Engines> GroupLoop<E> {
             if let Err(error) = self.saved.save(&self.group.primary, self.watch.state()) {
                 tracing::warn!(%error, "the failover state will not survive a restart");
             }
-            if let Some(report) = self.watch.report() {
+            if let Some(mut report) = self.watch.report() {
                 let id = StrategyId {
                     namespace: self.group.primary.namespace.clone(),
                     name: self.watch.active().to_owned(),
                 };
+                report.round = self.rounds.get(&id.name).cloned().unwrap_or_default();
                 self.engines.report(id, report);
             }
             let pause = if self.watch.testing().is_some() {

@@ -142,6 +142,7 @@ impl GroupWatch {
             last_switch_time: state.last_switch.map(rfc3339),
             last_probe: self.last_probe.map(rfc3339),
             message: state.message,
+            round: Vec::new(),
         })
     }
 }

@@ -204,4 +204,36 @@ pub struct ProbeReport {
     /// the member runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The samples of the round that finished at `lastProbe`, in target
+    /// order (the operator keeps a bounded history of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round: Vec<ProbeSample>,
+}
+
+/// One sample of a probe round: one target, once (one TLS version).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSample {
+    /// The target's URL (with ` (TLS 1.2)` / ` (TLS 1.3)` when it lists
+    /// versions) or `udp://host:port`.
+    pub target: String,
+    /// Whether the target is critical.
+    #[serde(default)]
+    pub critical: bool,
+    pub passed: bool,
+    /// How it failed (`Stall16K`, `ResetAtHello`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_phase: Option<String>,
+    /// Time to the first byte of the answer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<u32>,
+    /// Body bytes read (the reply's size for UDP).
+    #[serde(default)]
+    pub bytes: u64,
+    /// The HTTP status of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// What went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }

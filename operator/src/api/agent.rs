@@ -256,6 +256,26 @@ fn check_scope(state: &ApiState, node: &str, report: &NodeReport) -> Result<(), 
     })
 }
 
+/// Keeps the report's new probe rounds (of Strategies assigned to `node`).
+/// A store failure costs no report: the next one repeats the rounds.
+async fn record_probe_rounds(
+    state: &ApiState,
+    node: &str,
+    report: &NodeReport,
+    now: chrono::DateTime<Utc>,
+) {
+    let Some(scope) = state.agents.report_scope(node) else {
+        return;
+    };
+    if let Err(error) = state
+        .probe_history
+        .record(&state.store, node, &report.strategies, &scope, now)
+        .await
+    {
+        tracing::warn!(%node, %error, "probe rounds not stored; the next report brings them again");
+    }
+}
+
 /// `POST report`: applied once per `seq`; a retried report is acknowledged without effect.
 ///
 /// Traffic is applied first: the run book records the report's seq, which
@@ -282,6 +302,7 @@ pub async fn report(
     };
     match applied.await {
         Ok(()) => {
+            record_probe_rounds(&state, &node, &report, now).await;
             state
                 .agents
                 .set_strategies(&node, report.seq, report.strategies);

@@ -58,6 +58,20 @@ metadata: {name: bob}
 spec:
   serverRef: {name: edge-vless}
   flow: none
+---
+apiVersion: veil.dev/v1alpha1
+kind: Strategy
+metadata: {name: youtube}
+spec:
+  engine: vless
+  vless: {keyRef: {name: alice}}
+---
+apiVersion: veil.dev/v1alpha1
+kind: Strategy
+metadata: {name: discord}
+spec:
+  engine: vless
+  vless: {keyRef: {name: bob}}
 ";
 
 /// An operator API on a free loopback port, with `OBJECTS` planned once.
@@ -125,6 +139,7 @@ async fn serve() -> Served {
         forwarder: None,
         failed_auth: Default::default(),
         store_tokens: Default::default(),
+        probe_history: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -270,5 +285,104 @@ async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
     assert_eq!(
         observed["edge-1"].servers[0].users, 2,
         "server states are kept"
+    );
+}
+
+#[tokio::test]
+async fn probe_rounds_of_assigned_strategies_are_stored_once_and_served_to_admins() {
+    let served = serve().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}/v1/agent/{path}", served.url))
+            .bearer_auth(NODE_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let registered = post(
+        "register",
+        json!({"node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "t"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.status().as_u16(), 200);
+    // Only `youtube` is this node's.
+    let group: veil_crds::wire::StrategyGroup = serde_json::from_value(json!({
+        "primary": {"namespace": "default", "name": "youtube"},
+        "members": [{"strategy": {"namespace": "default", "name": "youtube"}, "generation": 1}],
+        "specHash": "h",
+    }))
+    .unwrap();
+    served.state.agents.set_assignments(
+        BTreeMap::from([(
+            "edge-1".to_owned(),
+            crate::agents::NodeAssignment {
+                strategies: vec![group],
+                ..Default::default()
+            },
+        )]),
+        Utc::now(),
+    );
+    let member = |name: &str, last_probe: &str| {
+        json!({
+            "strategy": {"namespace": "default", "name": name},
+            "group": {"namespace": "default", "name": name},
+            "phase": "Running", "active": true,
+            "probe": {"score": 0.25, "lastProbe": last_probe, "round": [
+                {"target": "https://video.example/ (TLS 1.3)", "passed": false, "failPhase": "Stall16K", "bytes": 16384},
+            ]},
+        })
+    };
+    for (seq, last_probe) in [
+        (1, "2026-12-07T06:00:00Z"),
+        (2, "2026-12-07T06:00:00Z"),
+        (3, "2026-12-07T06:05:00Z"),
+    ] {
+        let report = json!({
+            "node": "edge-1", "seq": seq, "appliedRevision": 0,
+            "strategies": [member("youtube", last_probe), member("discord", last_probe)],
+        });
+        let answer = post("report", report).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "report {seq}");
+    }
+
+    let url = |name: &str, rounds: u32| {
+        format!(
+            "{}/v1/probes/strategies/default/{name}?rounds={rounds}",
+            served.url
+        )
+    };
+    assert_eq!(get(&url("youtube", 1), None).await.0, 401);
+    assert_eq!(get(&url("youtube", 1), Some(NODE_TOKEN)).await.0, 401);
+    let (status, body, _) = get(&url("youtube", 10), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let rounds = body["rounds"].as_array().unwrap();
+    let times: Vec<&str> = rounds
+        .iter()
+        .map(|r| r["finishedAt"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        ["2026-12-07T06:05:00Z", "2026-12-07T06:00:00Z"],
+        "a round repeated by the next report is stored once"
+    );
+    assert_eq!(rounds[0]["node"], "edge-1");
+    assert_eq!(rounds[0]["score"], 0.25);
+    assert_eq!(rounds[0]["samples"][0]["failPhase"], "Stall16K");
+    let (_, latest, _) = get(&url("youtube", 1), Some(ADMIN_TOKEN)).await;
+    assert_eq!(latest["rounds"].as_array().unwrap().len(), 1);
+
+    let (status, body, _) = get(&url("discord", 10), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rounds"],
+        json!([]),
+        "a Strategy not assigned to the node keeps nothing of its report"
+    );
+    let (status, body, _) = get(&url("nothing", 1), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("nothing"),
+        "{body}"
     );
 }

@@ -9,7 +9,7 @@ use veil_agent::trust::{Trust, check_url};
 use veil_crds::kind::Kind;
 
 use super::DEFAULT_DATA_DIR;
-use super::table;
+use super::{probe_rounds, table};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,7 +38,8 @@ pub struct GetArgs {
     /// List objects of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Output format: wide, yaml or json (default: a table).
+    /// Output format: wide, yaml or json (default: a table). `get strategy
+    /// NAME -o wide` adds the samples of each node's last probe round.
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,
     #[command(flatten)]
@@ -206,6 +207,17 @@ pub async fn get(args: GetArgs) -> Result<(), GetError> {
                     "{}",
                     table::render(kind, &items, wide, namespaced_view, chrono::Utc::now())
                 );
+                if wide
+                    && kind == Kind::Strategy
+                    && let Some(name) = &args.name
+                {
+                    let rounds = args
+                        .connection
+                        .request(&format!("/v1/probes/strategies/{}/{name}", args.namespace))
+                        .await?;
+                    let rounds = rounds["rounds"].as_array().cloned().unwrap_or_default();
+                    print!("{}", probe_rounds::render(&rounds));
+                }
             }
         }
     }

@@ -385,6 +385,7 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
         node_tokens,
         failed_auth: Default::default(),
         store_tokens: Default::default(),
+        probe_history: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -54,7 +54,7 @@ fn text(item: &Value, pointer: &str) -> String {
 }
 
 /// Left-aligns cells with three spaces between columns, like kubectl.
-fn align(rows: &[Vec<String>]) -> String {
+pub(super) fn align(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..width)
         .map(|i| {

@@ -15,6 +15,7 @@ mod lifecycle;
 mod logs;
 mod nodes;
 mod objects;
+mod probes;
 mod run_states;
 mod schedules;
 mod statuses;
@@ -163,4 +164,6 @@ both_backends!(
     vless::generated_values_are_stored_in_batches_first_writer_wins,
     vless::racing_generated_value_batches_agree,
     vless::adopted_generated_values_replace_stored_ones,
+    probes::probe_rounds_are_recorded_once_and_read_newest_first,
+    probes::probe_rounds_keep_the_newest_per_strategy_and_node_and_age_out,
 );

@@ -146,6 +146,12 @@ async fn each_group_with_probes_gets_one_loop_that_reports_its_active_member() {
     assert_eq!(id.name, "youtube");
     assert_eq!(report.success_rate, Some(0.0));
     assert!(report.fail_phase.is_some(), "{report:?}");
+    let [sample] = report.round.as_slice() else {
+        panic!("one sample per target in the reported round: {report:?}");
+    };
+    assert_eq!(sample.target, format!("http://127.0.0.1:{port}/"));
+    assert!(!sample.passed);
+    assert_eq!(sample.fail_phase, report.fail_phase);
     assert!(
         dir.path().join("edge_youtube.json").exists(),
         "the state is saved"

@@ -446,6 +446,7 @@ fn probe_reports_show_per_node_and_the_lowest_score_sums_up_the_strategy() {
             last_switch_time: Some("2026-12-07T01:00:00Z".into()),
             last_probe: Some("not a time".into()),
             message: None,
+            round: Vec::new(),
         });
         vec![
             active,
