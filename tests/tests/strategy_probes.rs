@@ -103,7 +103,11 @@ async fn scenario(lab: &DpiLab) {
     // The stored round, sample by sample.
     let out = op.cli(&["get", "strategy", "youtube", "-o", "wide"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let round = stdout
         .split("LAST PROBE ROUND\n")
         .nth(1)

@@ -150,11 +150,24 @@ spec:
     write(&source.path().join("via-vless.yaml"), &backup);
     write(&source.path().join("youtube.yaml"), &primary);
 
-    // The backup's client is warm before anything fails.
-    let warm = wait_entry(&op, "via-vless", NODE, "a warm standby", WAIT, |e| {
-        e["phase"] == "Standby" && e["socksPort"].is_u64()
-    })
+    // The backup's client is warm before anything fails, and checked
+    // through its port at a low rate: its status says it would work.
+    let warm = wait_entry(
+        &op,
+        "via-vless",
+        NODE,
+        "a warm, checked standby",
+        WAIT,
+        |e| e["phase"] == "Standby" && e["socksPort"].is_u64() && e["lastProbe"].is_string(),
+    )
     .await;
+    assert_eq!(
+        warm["successRate"].as_f64(),
+        Some(1.0),
+        "{warm}\n{}",
+        agent.log()
+    );
+    assert!(warm.get("failPhase").is_none(), "{warm}");
     let port = warm["socksPort"].as_u64().expect("a port");
     wait_two_passing_rounds(&op, "youtube", NODE, "youtube").await;
 

@@ -7,6 +7,8 @@
 //! The group's [`GroupWatch`] turns rounds into failover actions, which the
 //! loop carries out on the [`Engines`]; its state is saved after every
 //! round ([`SavedStates`]) and its report sent with the active member's.
+//! Warm VLESS backups are checked through their SOCKS ports at a low rate
+//! ([`STANDBY_EVERY`] intervals) between searches.
 //!
 //! One candidate slot serves the node: a group's search holds it from its
 //! first candidate to its last, other groups wait. A group whose spec
@@ -31,6 +33,11 @@ const FIRST_ROUND_WITHIN: Duration = Duration::from_secs(3);
 
 /// Longest pause between a candidate's rounds.
 const CANDIDATE_PAUSE: Duration = Duration::from_secs(1);
+
+/// A warm standby (a VLESS backup's running client) is checked once every
+/// this many intervals (seed 000's prewarm): its status says whether it
+/// would work before it is needed. A search still tests it in full.
+const STANDBY_EVERY: u32 = 4;
 
 /// What failover drives: the engines that run a group's members.
 pub trait Engines: Clone + Send + Sync + 'static {
@@ -142,6 +149,7 @@ impl<E: Engines> Prober<E> {
             slot: self.slot.clone(),
             held: None,
             rounds: BTreeMap::new(),
+            standby_due: tokio::time::Instant::now(),
             announced: watch.active().to_owned(),
             watch,
         };
@@ -180,6 +188,8 @@ struct GroupLoop<E: Engines> {
     watch: GroupWatch,
     /// Each member's latest round, as reported.
     rounds: BTreeMap<String, Vec<ProbeSample>>,
+    /// When the warm standbys are checked next.
+    standby_due: tokio::time::Instant,
     /// The member the engines were last told is active (for the log).
     announced: String,
 }
@@ -250,12 +260,50 @@ impl<E: Engines> GroupLoop<E> {
                 report.round = self.rounds.get(&id.name).cloned().unwrap_or_default();
                 self.engines.report(id, report);
             }
+            if self.watch.testing().is_none() && tokio::time::Instant::now() >= self.standby_due {
+                self.check_standbys(&probes.targets).await;
+                self.standby_due = tokio::time::Instant::now() + interval * STANDBY_EVERY;
+            }
             let pause = if self.watch.testing().is_some() {
                 interval.min(CANDIDATE_PAUSE)
             } else {
                 jittered(interval)
             };
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Probes each `vless` member that is not active and whose client
+    /// serves a SOCKS port, and reports what it saw.
+    async fn check_standbys(&mut self, targets: &[veil_crds::strategy::ProbeTarget]) {
+        let active = self.watch.active().to_owned();
+        let standbys: Vec<StrategyId> = self
+            .group
+            .members
+            .iter()
+            .filter(|m| m.vless.is_some() && m.strategy.name != active)
+            .map(|m| m.strategy.clone())
+            .collect();
+        for id in standbys {
+            let Some(options) = self.options_for(&id.name, false).await else {
+                continue;
+            };
+            let results = match probe_round(targets, &options).await {
+                Ok(results) => results,
+                Err(error) => {
+                    tracing::warn!(group = %self.group.primary, strategy = %id.name, %error, "a warm standby's probe round could not run");
+                    continue;
+                }
+            };
+            let round: Vec<ProbeSample> = results.iter().map(|r| r.to_wire()).collect();
+            let samples = results.into_iter().map(|r| r.sample).collect();
+            let mut report = self
+                .watch
+                .on_standby_round(&id.name, samples, chrono::Utc::now());
+            tracing::debug!(group = %self.group.primary, strategy = %id.name, score = ?report.score, "warm standby checked");
+            report.round = round.clone();
+            self.rounds.insert(id.name.clone(), round);
+            self.engines.report(id, report);
         }
     }
 

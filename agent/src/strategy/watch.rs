@@ -120,6 +120,28 @@ impl GroupWatch {
         self.state.on_event(&self.config, Event::Tick, now)
     }
 
+    /// Scores a round of a warm standby member (a VLESS backup checked at
+    /// a low rate between searches) without touching failover — a search
+    /// still tests it in full — and returns what the node reports for it.
+    pub fn on_standby_round(
+        &mut self,
+        member: &str,
+        samples: Vec<Sample>,
+        now: DateTime<Utc>,
+    ) -> ProbeReport {
+        let previous = self.previous.get(member).map(Vec::as_slice);
+        let round = score_round(&samples, previous, self.timeout, &self.weights);
+        self.previous.insert(member.to_owned(), samples);
+        let state = self.state.report();
+        ProbeReport {
+            failed_rounds: 0,
+            last_switch_time: state.last_switch.map(rfc3339),
+            last_probe: Some(rfc3339(now)),
+            message: None,
+            ..parts(&round, &round)
+        }
+    }
+
     /// What the node reports for its active member; `None` before the
     /// first round. `failPhase` is the latest round's whenever a sample
     /// failed in it — even a round that does not count as failed (a target
@@ -128,23 +150,32 @@ impl GroupWatch {
         let latest = self.latest.as_ref()?;
         let state = self.state.report();
         let worst = state.score.as_ref().unwrap_or(latest);
-        let millis =
-            |d: Option<Duration>| d.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
-        let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         Some(ProbeReport {
-            score: Some(worst.total),
-            success_rate: Some(worst.success_rate),
-            critical_success_rate: Some(worst.critical_success),
-            latency_ms: millis(worst.median_ttfb),
-            jitter_ms: millis(worst.mean_ttfb_change),
-            fail_phase: latest.fail_phase.map(|phase| phase.to_string()),
             failed_rounds: state.failed_rounds,
             last_switch_time: state.last_switch.map(rfc3339),
             last_probe: self.last_probe.map(rfc3339),
             message: state.message,
-            round: Vec::new(),
+            ..parts(worst, latest)
         })
     }
+}
+
+/// The score parts of `worst` and the fail phase of `latest`, as reported.
+fn parts(worst: &RoundScore, latest: &RoundScore) -> ProbeReport {
+    let millis = |d: Option<Duration>| d.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+    ProbeReport {
+        score: Some(worst.total),
+        success_rate: Some(worst.success_rate),
+        critical_success_rate: Some(worst.critical_success),
+        latency_ms: millis(worst.median_ttfb),
+        jitter_ms: millis(worst.mean_ttfb_change),
+        fail_phase: latest.fail_phase.map(|phase| phase.to_string()),
+        ..ProbeReport::default()
+    }
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

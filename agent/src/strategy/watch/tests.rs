@@ -149,3 +149,22 @@ fn a_member_that_never_worked_is_not_counted_as_failing_and_may_start_working() 
     w.on_round(round(true, true), at(2));
     assert_eq!(w.baseline(), Baseline::Worked { success_rate: 1.0 });
 }
+
+#[test]
+fn a_standby_round_is_scored_and_reported_without_moving_failover() {
+    let mut w = watch(1);
+    w.on_round(round(true, true), at(0));
+    let before = w.0.state().clone();
+    let report = w.0.on_standby_round("via-vless", round(true, false), at(5));
+    assert_eq!(report.success_rate, Some(0.5));
+    assert_eq!(report.fail_phase.as_deref(), Some("Stall16K"));
+    assert_eq!(report.last_probe.as_deref(), Some("2026-12-07T01:05:00Z"));
+    assert_eq!(report.failed_rounds, 0);
+    assert_eq!(w.0.state(), &before, "failover did not see the round");
+    assert_eq!(w.0.active(), "youtube");
+    assert_eq!(
+        w.report().unwrap().success_rate,
+        Some(1.0),
+        "the active member's report is its own"
+    );
+}
