@@ -429,6 +429,46 @@ async fn exiting_process_is_restarted_with_growing_delays() {
 }
 
 #[tokio::test]
+async fn failures_in_a_row_grow_in_a_crash_loop_and_a_stable_run_ends_the_row() {
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("starts");
+    // Starts 1–3 crash at once, start 4 runs 600 ms (stable after 300 ms),
+    // start 5 crashes after 200 ms (read while it runs), later ones at once.
+    let spec = sh("echo x >> \"$1\"; n=$(wc -l < \"$1\"); if [ \"$n\" -eq 4 ]; then sleep 0.6; fi; if [ \"$n\" -eq 5 ]; then sleep 0.2; fi; exit 1")
+        .arg("sh")
+        .arg(&log)
+        .kill_grace(Duration::from_millis(200));
+    let policy = RestartPolicy {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(100),
+        stable_after: Duration::from_millis(300),
+        ..quick_restarts()
+    };
+    let mut workload = Supervised::start(spec, policy).await.unwrap();
+    let started =
+        |log: &std::path::Path| std::fs::read_to_string(log).map_or(0, |s| s.lines().count());
+    within("the stable run", async {
+        while started(&log) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(workload.failures_in_a_row(), 3, "three quick crashes");
+    within("a crash after the stable run", async {
+        while started(&log) < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        workload.failures_in_a_row(),
+        1,
+        "the stable run's exit starts a new row"
+    );
+    within("stop", workload.stop()).await;
+}
+
+#[tokio::test]
 async fn stop_kills_the_supervised_tree_and_reports_state() {
     let (tx, mut rx) = mpsc::channel(16);
     let spec = sh(TREE)

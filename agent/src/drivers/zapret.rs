@@ -166,6 +166,8 @@ enum Command {
     },
     /// Answers with the SOCKS port of a `vless` member's running client.
     SocksPort(StrategyId, oneshot::Sender<Option<u16>>),
+    /// Answers why the active member of a group cannot work, if it cannot.
+    ActiveFailure(StrategyId, oneshot::Sender<Option<String>>),
     /// Answers with the reports as they are once every earlier command is done.
     Sync(oneshot::Sender<Vec<StrategyReport>>),
     /// Stops the engine and removes the rules (files stay), then ends.
@@ -268,6 +270,14 @@ impl Engines for ZapretEngines {
 
     fn report(&self, member: StrategyId, report: ProbeReport) {
         let _ = self.mailbox.send(Command::Probe(member, report));
+    }
+
+    async fn active_failure(&self, group: &StrategyId) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        self.mailbox
+            .send(Command::ActiveFailure(group.clone(), reply))
+            .ok()?;
+        answer.await.ok().flatten()
     }
 
     async fn socks_port(&self, member: &StrategyId) -> Option<u16> {

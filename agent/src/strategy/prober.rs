@@ -54,6 +54,9 @@ pub trait Engines: Clone + Send + Sync + 'static {
     fn stop_candidate(&self, group: &StrategyId);
     /// The probes' latest word on `member`.
     fn report(&self, member: StrategyId, report: ProbeReport);
+    /// Why `group`'s active member cannot work (its engine could not
+    /// start, stopped, or crash-loops), if it cannot.
+    fn active_failure(&self, group: &StrategyId) -> impl Future<Output = Option<String>> + Send;
     /// The local SOCKS5 port of a `vless` member whose client runs.
     fn socks_port(&self, member: &StrategyId) -> impl Future<Output = Option<u16>> + Send;
 }
@@ -209,12 +212,31 @@ impl<E: Engines> GroupLoop<E> {
             return;
         };
         let interval = probes.interval.as_std();
-        self.carry_out(resume).await;
+        // Resuming (a candidate test under way when the agent stopped) waits
+        // for the first pause: the engines learn the group from the apply
+        // that follows `Prober::apply`, and a candidate they do not know
+        // yet would fail its test.
         tokio::time::sleep(interval.min(FIRST_ROUND_WITHIN)).await;
+        self.carry_out(resume).await;
         loop {
             let active = self.watch.active().to_owned();
             let member = self.watch.testing().unwrap_or(&active).to_owned();
             let candidate = member != active;
+            let failure = if candidate {
+                None
+            } else {
+                self.engines.active_failure(&self.group.primary).await
+            };
+            if let Some(reason) = failure {
+                tracing::warn!(group = %self.group.primary, strategy = %active, %reason, "the active strategy's engine has failed");
+                let actions = self
+                    .watch
+                    .on_engine_failed(&active, reason, chrono::Utc::now());
+                self.carry_out(actions).await;
+                self.after_round();
+                tokio::time::sleep(jittered(interval)).await;
+                continue;
+            }
             let Some(options) = self.options_for(&member, candidate).await else {
                 // A VLESS client that is not serving yet: its engine state
                 // says why; the round is skipped.
@@ -249,17 +271,7 @@ impl<E: Engines> GroupLoop<E> {
                 }
             };
             self.carry_out(actions).await;
-            if let Err(error) = self.saved.save(&self.group.primary, self.watch.state()) {
-                tracing::warn!(%error, "the failover state will not survive a restart");
-            }
-            if let Some(mut report) = self.watch.report() {
-                let id = StrategyId {
-                    namespace: self.group.primary.namespace.clone(),
-                    name: self.watch.active().to_owned(),
-                };
-                report.round = self.rounds.get(&id.name).cloned().unwrap_or_default();
-                self.engines.report(id, report);
-            }
+            self.after_round();
             if self.watch.testing().is_none() && tokio::time::Instant::now() >= self.standby_due {
                 self.check_standbys(&probes.targets).await;
                 self.standby_due = tokio::time::Instant::now() + interval * STANDBY_EVERY;
@@ -270,6 +282,21 @@ impl<E: Engines> GroupLoop<E> {
                 jittered(interval)
             };
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Saves the state and reports the active member.
+    fn after_round(&self) {
+        if let Err(error) = self.saved.save(&self.group.primary, self.watch.state()) {
+            tracing::warn!(%error, "the failover state will not survive a restart");
+        }
+        if let Some(mut report) = self.watch.report() {
+            let id = StrategyId {
+                namespace: self.group.primary.namespace.clone(),
+                name: self.watch.active().to_owned(),
+            };
+            report.round = self.rounds.get(&id.name).cloned().unwrap_or_default();
+            self.engines.report(id, report);
         }
     }
 

@@ -108,11 +108,18 @@ impl GroupWatch {
         reason: String,
         now: DateTime<Utc>,
     ) -> Vec<Action> {
+        let active = member == self.state.active();
         let event = Event::EngineFailed {
             name: member.to_owned(),
             reason,
         };
-        self.state.on_event(&self.config, event, now)
+        let actions = self.state.on_event(&self.config, event, now);
+        if active {
+            // Reported as a round in which nothing worked.
+            self.latest = Some(RoundScore::nothing_worked());
+            self.last_probe = Some(now);
+        }
+        actions
     }
 
     /// Lets due timers fire (a search, a re-test of the primary).

@@ -125,6 +125,8 @@ pub enum State {
 struct Shared {
     state: watch::Sender<State>,
     restarts: AtomicU32,
+    /// Exits and failed starts in a row ([`Supervised::failures_in_a_row`]).
+    unstable: AtomicU32,
     log: OutputLog,
 }
 
@@ -160,6 +162,7 @@ impl Supervised {
         let shared = Arc::new(Shared {
             state,
             restarts: AtomicU32::new(0),
+            unstable: AtomicU32::new(0),
             log,
         });
         let cancel = CancellationToken::new();
@@ -198,6 +201,13 @@ impl Supervised {
     /// How many times the workload was started again after the first start.
     pub fn restarts(&self) -> u32 {
         self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Exits and failed starts in a row, growing in a crash loop. A run
+    /// that lasted the policy's `stable_after` ends the row: its own exit
+    /// counts as the first of a new one.
+    pub fn failures_in_a_row(&self) -> u32 {
+        self.shared.unstable.load(Ordering::Relaxed)
     }
 
     /// Recent output of all runs, oldest first.
@@ -267,6 +277,7 @@ async fn supervise(
                 }
                 if began.elapsed() >= policy.stable_after {
                     delays = policy.delays();
+                    shared.unstable.store(0, Ordering::Relaxed);
                 }
                 LastExit::Exited(exit)
             }
@@ -281,6 +292,7 @@ async fn supervise(
                 }
             },
         };
+        shared.unstable.fetch_add(1, Ordering::Relaxed);
         if policy
             .max_restarts
             .is_some_and(|max| shared.restarts.load(Ordering::Relaxed) >= max)

@@ -59,6 +59,10 @@ pub struct Actor {
     vless: VlessClients,
 }
 
+/// Exits in a row after which the active engine counts as failed (failover
+/// then looks for a member that works).
+const CRASH_LOOP: u32 = 3;
+
 /// A failover candidate running in its own engine on the side queue,
 /// reached only by probe-marked packets.
 struct Candidate {
@@ -124,6 +128,9 @@ impl Actor {
                                 _ => None,
                             };
                             let _ = reply.send(port);
+                        }
+                        Some(Command::ActiveFailure(group, reply)) => {
+                            let _ = reply.send(self.active_failure(&group));
                         }
                         Some(Command::Sync(reply)) => {
                             let _ = reply.send(self.reports());
@@ -199,6 +206,44 @@ impl Actor {
                 .members
                 .first()
                 .map_or("", |m| m.strategy.name.as_str()),
+        }
+    }
+
+    /// Why `group`'s active member cannot work here, if it cannot: its
+    /// engine could not be set up, stopped for good, or crashed
+    /// [`CRASH_LOOP`] times in a row; a VLESS client that failed. `None`
+    /// while it runs, starts or restarts after a single crash.
+    fn active_failure(&self, group: &StrategyId) -> Option<String> {
+        let group = self.groups.iter().find(|g| g.primary == *group)?;
+        let active = self.active_name(group);
+        let member = group.members.iter().find(|m| m.strategy.name == active)?;
+        if member.vless.is_some() {
+            return match self.vless.state(&member.strategy) {
+                Some(ClientState::Failed { message, .. }) => Some(message),
+                _ => None,
+            };
+        }
+        if let Some(failure) = self.failures.get(&member.strategy) {
+            return Some(format!("{}: {}", failure.reason, failure.message));
+        }
+        let engine = self
+            .engine
+            .as_ref()
+            .filter(|e| e.members.contains(&member.strategy))?;
+        match engine.state() {
+            State::Stopped { .. } => Some("the engine stopped and is not restarted".to_owned()),
+            State::Backoff { last_exit, .. } if engine.failures_in_a_row() >= CRASH_LOOP => {
+                Some(format!(
+                    "crash loop: the engine {} {} times in a row{}",
+                    describe(&last_exit),
+                    engine.failures_in_a_row(),
+                    engine
+                        .last_words()
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default()
+                ))
+            }
+            _ => None,
         }
     }
 

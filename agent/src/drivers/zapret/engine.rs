@@ -115,6 +115,11 @@ impl Engine {
         self.supervised.restarts()
     }
 
+    /// Exits in a row without a healthy run between them.
+    pub fn failures_in_a_row(&self) -> u32 {
+        self.supervised.failures_in_a_row()
+    }
+
     /// The engine's last output line, for a status message.
     pub fn last_words(&self) -> Option<String> {
         last_words(&self.supervised.recent_lines())

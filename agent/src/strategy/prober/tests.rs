@@ -22,6 +22,8 @@ struct FakeEngines {
     reports: Arc<StdMutex<Vec<(StrategyId, ProbeReport)>>>,
     target_up: Arc<AtomicBool>,
     candidates_work: bool,
+    /// What `active_failure` answers (for the member active at first).
+    engine_failure: Arc<StdMutex<Option<String>>>,
 }
 
 impl Engines for FakeEngines {
@@ -46,6 +48,16 @@ impl Engines for FakeEngines {
     }
     fn report(&self, member: StrategyId, report: ProbeReport) {
         self.reports.lock().unwrap().push((member, report));
+    }
+    async fn active_failure(&self, _: &StrategyId) -> Option<String> {
+        let switched = self
+            .calls()
+            .iter()
+            .any(|c| *c == Call::Activate("youtube-fake".into()));
+        if switched {
+            return None;
+        }
+        self.engine_failure.lock().unwrap().clone()
     }
     async fn socks_port(&self, _: &StrategyId) -> Option<u16> {
         None
@@ -232,6 +244,46 @@ async fn a_failing_member_is_replaced_by_a_candidate_that_passes_its_test() {
     let mut again = self::prober(&restarted, dir.path());
     again.apply(&[group("h1", port, true)]);
     assert_eq!(restarted.calls(), [Call::Activate("youtube-fake".into())]);
+}
+
+#[tokio::test]
+async fn an_active_engine_that_fails_is_replaced_even_before_it_ever_worked() {
+    // The target is down from the start: by probes alone the primary
+    // "never worked" and would not be switched. Its engine failing is
+    // reason enough.
+    let engines = FakeEngines {
+        candidates_work: true,
+        ..FakeEngines::default()
+    };
+    *engines.engine_failure.lock().unwrap() =
+        Some("crash loop: the engine exited 3 times in a row".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut prober = prober(&engines, dir.path());
+    let port = target(engines.target_up.clone());
+    prober.apply(&[group("h1", port, true)]);
+
+    eventually("the switch", || {
+        engines
+            .calls()
+            .contains(&Call::Activate("youtube-fake".into()))
+    })
+    .await;
+    let failed_report = engines
+        .reports
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(id, _)| id.name == "youtube")
+        .cloned();
+    let (_, report) = failed_report.expect("a report of the failed primary");
+    assert_eq!(report.score, Some(0.0), "{report:?}");
+    assert!(
+        report
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("crash loop")),
+        "{report:?}"
+    );
 }
 
 #[test]
