@@ -1,3 +1,6 @@
+//! Failover through faults on the node (real operator, agent, built-in
+//! engine, DPI simulator and HTTPS site in network namespaces).
+//!
 //! An agent killed in the middle of a failover search: the DPI turns
 //! TSPU-like (level 3), the fake-by-TTL primary fails, the agent starts
 //! testing its fake-by-badsum backup on the side queue — and is killed
@@ -6,6 +9,11 @@
 //! under way, tests the candidate again from a clean slot (the engines
 //! the dead agent left are ended), switches once, and users' downloads
 //! pass through the backup.
+//!
+//! A primary the node's engine cannot run (an nfqws-only option for the
+//! built-in engine): nothing of it ever worked, which by probes alone is
+//! `NeverWorked` and no reason to switch — but an engine that cannot run
+//! is, so the node switches to a backup that works.
 
 use std::time::Duration;
 
@@ -140,6 +148,60 @@ async fn scenario(lab: &DpiLab) {
     assert!(big.ok() && big.body.len() == 65536, "{big:?}\n{log}");
 }
 
+#[test]
+fn a_primary_the_engine_cannot_run_is_replaced_by_a_working_backup() {
+    let lab = DpiLab::new(2);
+    lab.topology.client.block_on(|| engine_cannot_run(&lab));
+}
+
+async fn engine_cannot_run(lab: &DpiLab) {
+    let source = tempfile::tempdir().expect("source dir");
+    let op = Operator::start(source.path()).await;
+    let options = lab.agent_options();
+    let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
+    let _print = PrintOnPanic(agent.log_path.clone());
+    // `--domcase` is nfqws's alone: the built-in engine refuses the profile.
+    let strategy = zapret_agent::blocked_test_strategy(
+        "youtube",
+        &["--dpi-desync=fake", "--dpi-desync-ttl=1", "--domcase"],
+    );
+    let primary = zapret_agent::with_failover(
+        &strategy,
+        &zapret_agent::Failover {
+            interval: "3s",
+            timeout: "2s",
+            passes: 1,
+            targets: zapret_agent::PAGE_AND_DOWNLOAD,
+            backups: &["youtube-badsum"],
+            failure_threshold: 1,
+            min_switch_interval: "1h",
+        },
+    );
+    write(&source.path().join("youtube-badsum.yaml"), &backup());
+    write(&source.path().join("youtube.yaml"), &primary);
+
+    let entry = wait_entry(
+        &op,
+        "youtube-badsum",
+        NODE,
+        "the backup active",
+        WAIT,
+        |e| e["active"] == true && e["phase"] == "Running",
+    )
+    .await;
+    assert_eq!(entry["implementation"], "builtin", "{entry}");
+    let log = agent.log();
+    assert!(
+        log.contains("the active strategy's engine has failed")
+            && log.contains("UnsupportedOption"),
+        "the switch came from the engine failure:\n{log}"
+    );
+    assert_eq!(logged_at(&log, "strategy switched").len(), 1, "{log}");
+    let big = lab.curl("https://blocked.test/bytes/65536", &[]);
+    assert!(big.ok() && big.body.len() == 65536, "{big:?}");
+}
+
+/// Prints the agent's log (INFO and up) when the test fails.
 struct PrintOnPanic(std::path::PathBuf);
 impl Drop for PrintOnPanic {
     fn drop(&mut self) {
