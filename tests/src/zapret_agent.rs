@@ -108,6 +108,11 @@ pub fn logged_at(log: &str, message: &str) -> Vec<chrono::DateTime<chrono::Utc>>
         .collect()
 }
 
+/// A fake by low TTL: fools the simulator at level 2, not at level 3.
+pub const FAKE_TTL: &[&str] = &["--dpi-desync=fake", "--dpi-desync-ttl=1"];
+/// A fake with a bad checksum: fools the simulator at levels 2 and 3.
+pub const FAKE_BADSUM: &[&str] = &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"];
+
 /// The built-in engine's Strategy `name` for `blocked.test` on port 443
 /// with `desync` arguments, on nodes labelled `role=edge`.
 pub fn blocked_test_strategy(name: &str, desync: &[&str]) -> String {

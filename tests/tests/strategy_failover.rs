@@ -29,10 +29,7 @@ const SWITCH_WAIT: Duration = Duration::from_secs(60);
 
 /// The primary (fake by TTL) with probes and failover to `youtube-badsum`.
 fn primary() -> String {
-    let strategy = zapret_agent::blocked_test_strategy(
-        "youtube",
-        &["--dpi-desync=fake", "--dpi-desync-ttl=1"],
-    );
+    let strategy = zapret_agent::blocked_test_strategy("youtube", zapret_agent::FAKE_TTL);
     zapret_agent::with_failover(
         &strategy,
         &zapret_agent::Failover {
@@ -49,10 +46,7 @@ fn primary() -> String {
 
 /// The backup: the same fake with a bad checksum instead of a low TTL.
 fn backup() -> String {
-    zapret_agent::blocked_test_strategy(
-        "youtube-badsum",
-        &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"],
-    )
+    zapret_agent::blocked_test_strategy("youtube-badsum", zapret_agent::FAKE_BADSUM)
 }
 
 /// One curl from [c] and when it ran.

@@ -29,10 +29,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The primary with failover to `youtube-badsum`: three candidate rounds
 /// per test, so the test lasts a few seconds.
 fn primary() -> String {
-    let strategy = zapret_agent::blocked_test_strategy(
-        "youtube",
-        &["--dpi-desync=fake", "--dpi-desync-ttl=1"],
-    );
+    let strategy = zapret_agent::blocked_test_strategy("youtube", zapret_agent::FAKE_TTL);
     zapret_agent::with_failover(
         &strategy,
         &zapret_agent::Failover {
@@ -48,10 +45,7 @@ fn primary() -> String {
 }
 
 fn backup() -> String {
-    zapret_agent::blocked_test_strategy(
-        "youtube-badsum",
-        &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"],
-    )
+    zapret_agent::blocked_test_strategy("youtube-badsum", zapret_agent::FAKE_BADSUM)
 }
 
 #[test]

@@ -71,10 +71,7 @@ async fn flapping(lab: &DpiLab) {
     );
     write(
         &source.path().join("badsum.yaml"),
-        &blocked_test_strategy(
-            "badsum",
-            &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"],
-        ),
+        &blocked_test_strategy("badsum", zapret_agent::FAKE_BADSUM),
     );
     write(
         &source.path().join("split.yaml"),
@@ -128,14 +125,11 @@ async fn all_blocked(lab: &DpiLab) {
     let source = tempfile::tempdir().expect("source dir");
     let op = Operator::start(source.path()).await;
     let agent = agent(lab, &op);
-    let primary = blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]);
+    let primary = blocked_test_strategy("youtube", zapret_agent::FAKE_TTL);
     let big_only = &[("https://blocked.test/bytes/65536", Some(65536))];
     write(
         &source.path().join("youtube-badsum.yaml"),
-        &blocked_test_strategy(
-            "youtube-badsum",
-            &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"],
-        ),
+        &blocked_test_strategy("youtube-badsum", zapret_agent::FAKE_BADSUM),
     );
     write(
         &source.path().join("youtube.yaml"),

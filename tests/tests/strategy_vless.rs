@@ -19,7 +19,7 @@ use veil_e2e::netns::Topology;
 use veil_e2e::process::{Agent, Operator};
 use veil_e2e::xray::xray_binary;
 use veil_e2e::zapret_agent::{
-    Failover, blocked_test_strategy, wait_entry, wait_two_passing_rounds, with_failover,
+    self, Failover, blocked_test_strategy, wait_entry, wait_two_passing_rounds, with_failover,
     write_atomically as write,
 };
 
@@ -121,7 +121,7 @@ async fn scenario(lab: &DpiLab, client: &str) {
     let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     let primary = with_failover(
-        &blocked_test_strategy("youtube", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]),
+        &blocked_test_strategy("youtube", zapret_agent::FAKE_TTL),
         &Failover {
             interval: "3s",
             timeout: "2s",

@@ -173,6 +173,17 @@ async fn get(url: &str, token: Option<&str>) -> (u16, Value, Option<String>) {
     (status, response.json().await.unwrap_or(Value::Null), cache)
 }
 
+/// `POST /v1/agent/{path}` with the node token.
+async fn post_as_node(served: &Served, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/agent/{path}", served.url))
+        .bearer_auth(NODE_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn credentials_need_the_admin_token_and_hold_the_id_and_link() {
     let served = serve().await;
@@ -216,20 +227,12 @@ async fn credentials_need_the_admin_token_and_hold_the_id_and_link() {
 #[tokio::test]
 async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
     let served = serve().await;
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        client
-            .post(format!("{}/v1/agent/{path}", served.url))
-            .bearer_auth(NODE_TOKEN)
-            .json(&body)
-            .send()
-    };
+    let post = |path: &'static str, body: Value| post_as_node(&served, path, body);
     let registered = post(
         "register",
         json!({"node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "t"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(registered.status().as_u16(), 200);
     // The controller's publish: bob on edge-vless is this node's (reports
     // may only carry traffic for what was assigned).
@@ -257,7 +260,7 @@ async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
         "traffic": [{"server": {"namespace": "default", "name": "edge-vless"}, "email": "default.bob", "uplink": 100, "downlink": 2000}],
     });
     for attempt in 0..2 {
-        let answer = post("report", report.clone()).await.unwrap();
+        let answer = post("report", report.clone()).await;
         assert_eq!(answer.status().as_u16(), 200, "attempt {attempt}");
         assert_eq!(answer.json::<Value>().await.unwrap()["seq"], 3);
     }
@@ -291,20 +294,12 @@ async fn a_report_retried_with_the_same_seq_counts_traffic_once() {
 #[tokio::test]
 async fn probe_rounds_of_assigned_strategies_are_stored_once_and_served_to_admins() {
     let served = serve().await;
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        client
-            .post(format!("{}/v1/agent/{path}", served.url))
-            .bearer_auth(NODE_TOKEN)
-            .json(&body)
-            .send()
-    };
+    let post = |path: &'static str, body: Value| post_as_node(&served, path, body);
     let registered = post(
         "register",
         json!({"node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "t"}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(registered.status().as_u16(), 200);
     // Only `youtube` is this node's.
     let group: veil_crds::wire::StrategyGroup = serde_json::from_value(json!({
@@ -342,7 +337,7 @@ async fn probe_rounds_of_assigned_strategies_are_stored_once_and_served_to_admin
             "node": "edge-1", "seq": seq, "appliedRevision": 0,
             "strategies": [member("youtube", last_probe), member("discord", last_probe)],
         });
-        let answer = post("report", report).await.unwrap();
+        let answer = post("report", report).await;
         assert_eq!(answer.status().as_u16(), 200, "report {seq}");
     }
 

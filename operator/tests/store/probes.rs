@@ -40,6 +40,14 @@ fn round(strategy: &str, node: &str, second: i64) -> ProbeRoundRecord {
     }
 }
 
+/// (node, finished at) of each round, in order.
+fn keys(rounds: &[ProbeRoundRecord]) -> Vec<(&str, DateTime<Utc>)> {
+    rounds
+        .iter()
+        .map(|r| (r.node.as_str(), r.finished_at))
+        .collect()
+}
+
 pub async fn probe_rounds_are_recorded_once_and_read_newest_first(fixture: &Fixture) {
     let store = fixture.open().await;
     let rounds = [
@@ -72,12 +80,9 @@ pub async fn probe_rounds_are_recorded_once_and_read_newest_first(fixture: &Fixt
         .probe_rounds("edge", "youtube", 10)
         .await
         .expect("read");
-    let keys: Vec<_> = read
-        .iter()
-        .map(|r| (r.node.as_str(), r.finished_at))
-        .collect();
+    let seen = keys(&read);
     assert_eq!(
-        keys,
+        seen,
         [
             ("a", rounds[2].finished_at),
             ("a", rounds[1].finished_at),
@@ -122,10 +127,7 @@ pub async fn probe_rounds_keep_the_newest_per_strategy_and_node_and_age_out(fixt
         .probe_rounds("edge", "youtube", 100)
         .await
         .expect("read");
-    let kept: Vec<_> = read
-        .iter()
-        .map(|r| (r.node.as_str(), r.finished_at))
-        .collect();
+    let kept = keys(&read);
     let a = |s| ("a", round("youtube", "a", s).finished_at);
     assert_eq!(
         kept,
@@ -146,9 +148,6 @@ pub async fn probe_rounds_keep_the_newest_per_strategy_and_node_and_age_out(fixt
         .probe_rounds("edge", "youtube", 100)
         .await
         .expect("read");
-    let kept: Vec<_> = read
-        .iter()
-        .map(|r| (r.node.as_str(), r.finished_at))
-        .collect();
+    let kept = keys(&read);
     assert_eq!(kept, [a(7), a(6)]);
 }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use veil_e2e::dpi_lab::DpiLab;
 use veil_e2e::process::{Agent, Operator};
 use veil_e2e::zapret_agent::{
-    Failover, PAGE_AND_DOWNLOAD, blocked_test_strategy, logged_at, wait_entry,
+    self, Failover, PAGE_AND_DOWNLOAD, blocked_test_strategy, logged_at, wait_entry,
     wait_two_passing_rounds, with_failover, write_atomically,
 };
 
@@ -36,7 +36,7 @@ async fn cycles(lab: &DpiLab) {
     let options = lab.agent_options();
     let agent = Agent::start_with(&op, NODE, &["role=edge"], &options);
     let primary = with_failover(
-        &blocked_test_strategy("primary", &["--dpi-desync=fake", "--dpi-desync-ttl=1"]),
+        &blocked_test_strategy("primary", zapret_agent::FAKE_TTL),
         &Failover {
             interval: "2s",
             timeout: "1s",
@@ -49,10 +49,7 @@ async fn cycles(lab: &DpiLab) {
     );
     write_atomically(
         &source.path().join("backup.yaml"),
-        &blocked_test_strategy(
-            "backup",
-            &["--dpi-desync=fake", "--dpi-desync-fooling=badsum"],
-        ),
+        &blocked_test_strategy("backup", zapret_agent::FAKE_BADSUM),
     );
     write_atomically(&source.path().join("primary.yaml"), &primary);
 
