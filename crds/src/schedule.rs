@@ -87,8 +87,8 @@ pub enum ConcurrencyPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Notify {
-    /// Webhooks receiving a JSON `POST` per finished run (bounded retries, 10 s
-    /// timeout; scheduling never waits for them).
+    /// Webhooks receiving a JSON `POST` per finished run (3 tries, 5 s
+    /// timeout each; scheduling never waits for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<Webhook>,
 }
