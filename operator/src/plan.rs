@@ -5,7 +5,7 @@
 //! Nothing here performs I/O or reads the clock: `now` is an input, so every
 //! rule is unit-tested from YAML without a server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -118,6 +118,30 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     for change in &task_plan.run_changes {
         runs.insert(change.uid.clone(), change.clone());
     }
+    // The Runner of each placed run (the one whose settings it gets), for
+    // the TaskRun's `status.runner` and the Runner's counts.
+    let mut runner_of: HashMap<&str, &veil_crds::runner::Runner> = HashMap::new();
+    let mut runs_of_runner: HashMap<(&str, &str), Vec<&RunStateRecord>> = HashMap::new();
+    for (key, object) in inputs.world.of_kind(Kind::TaskRun) {
+        let Object::TaskRun(run) = &*object.object else {
+            continue;
+        };
+        let uid = run.metadata.uid.as_deref().unwrap_or_default();
+        let Some(state) = runs.get(uid) else {
+            continue;
+        };
+        let Some(node) = state.node.as_deref() else {
+            continue;
+        };
+        if let Some(runner) = tasks::runner_on(inputs.world, &views, &key.namespace, run, node) {
+            runner_of.insert(uid, runner);
+            let name = runner.metadata.name.as_deref().unwrap_or_default();
+            runs_of_runner
+                .entry((key.namespace.as_str(), name))
+                .or_default()
+                .push(state);
+        }
+    }
     let (schedule_actions, mut schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
     let mut strategy_plan = strategies::plan_strategies(
@@ -204,9 +228,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             Object::TaskRun(run) => {
                 let uid = run.metadata.uid.as_deref().unwrap_or_default();
                 let state = runs.get(uid);
-                let runner = state.and_then(|s| s.node.as_deref()).and_then(|node| {
-                    tasks::runner_on(inputs.world, &views, &key.namespace, run, node)
-                });
+                let runner = runner_of.get(uid).copied();
                 let (body, conditions) = tasks::task_run_status(
                     generation,
                     state,
@@ -216,7 +238,11 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 finish(body, conditions)
             }
             Object::Runner(runner) => {
-                let (body, conditions) = nodes::runner_status(runner, &views, &runs);
+                let name = runner.metadata.name.as_deref().unwrap_or_default();
+                let own = runs_of_runner
+                    .get(&(key.namespace.as_str(), name))
+                    .map_or(&[][..], Vec::as_slice);
+                let (body, conditions) = nodes::runner_status(runner, &views, own);
                 finish(body, conditions)
             }
             Object::Schedule(_) => match schedule_statuses.remove(key) {

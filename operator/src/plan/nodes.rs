@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use veil_crds::runner::Runner;
+use veil_crds::runner::{Executor, Runner};
 
-use super::tasks::{NodeView, strip_nulls};
+use super::tasks::{NodeView, has_tool, strip_nulls};
 use crate::store::RunStateRecord;
 use crate::world::timestamp;
 
@@ -144,11 +144,14 @@ pub fn journal_condition(view: Option<&NodeView<'_>>) -> super::memo::ExtraCondi
     })
 }
 
-/// A Runner's status: Ready nodes it selects, capacity, run counts.
+/// A Runner's status: Ready nodes it selects, capacity, and the counts of
+/// `runs` — the runs whose Runner it is (`status.runner` names it: same
+/// namespace, selected for the run's node), not every run on its nodes —
+/// in all and per node, with the executors each node lacks the tool for.
 pub fn runner_status(
     runner: &Runner,
     views: &BTreeMap<&str, NodeView<'_>>,
-    runs: &BTreeMap<String, RunStateRecord>,
+    runs: &[&RunStateRecord],
 ) -> (Value, Conditions) {
     let selected: Vec<&NodeView<'_>> = views
         .values()
@@ -159,14 +162,9 @@ pub fn runner_status(
         .filter(|v| v.ready && !v.cordoned)
         .map(|v| v.name)
         .collect();
-    let count = |phase: &str| {
-        runs.values()
-            .filter(|r| {
-                r.phase == phase
-                    && r.node
-                        .as_deref()
-                        .is_some_and(|n| ready.contains(&n) || selected.iter().any(|v| v.name == n))
-            })
+    let count = |phase: &str, node: Option<&str>| {
+        runs.iter()
+            .filter(|r| r.phase == phase && node.is_none_or(|n| r.node.as_deref() == Some(n)))
             .count()
     };
     let nodes: Vec<Value> = selected
@@ -178,22 +176,32 @@ pub fn runner_status(
                 (_, true) => ("Stopped", Some("the node is cordoned")),
                 (false, false) => ("Pending", Some("the node is not Ready")),
             };
-            json!({
+            let missing: Vec<Executor> = runner
+                .spec
+                .executors
+                .iter()
+                .copied()
+                .filter(|e| !has_tool(v, *e))
+                .collect();
+            strip_nulls(json!({
                 "node": v.name,
                 "phase": phase,
                 "message": message,
                 "capacity": runner.spec.max_parallel_tasks,
-                "running": runs.values().filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running").count(),
-            })
+                "running": count("Running", Some(v.name)),
+                "succeeded": count("Succeeded", Some(v.name)),
+                "failed": count("Failed", Some(v.name)),
+                "missingExecutors": missing,
+            }))
         })
         .collect();
     let body = json!({
         "runAsRoot": runner.spec.run_as_root.then_some(true),
         "readyNodes": ready.len(),
         "capacity": runner.spec.max_parallel_tasks as usize * ready.len(),
-        "running": count("Running"),
-        "succeeded": count("Succeeded"),
-        "failed": count("Failed"),
+        "running": count("Running", None),
+        "succeeded": count("Succeeded", None),
+        "failed": count("Failed", None),
         "nodes": nodes,
     });
     let conditions = if ready.is_empty() {

@@ -115,7 +115,8 @@ pub fn executor_tools(executor: Executor) -> &'static [&'static str] {
     }
 }
 
-fn has_tool(node: &NodeView<'_>, executor: Executor) -> bool {
+/// Whether the node's agent reported a tool `executor` needs.
+pub fn has_tool(node: &NodeView<'_>, executor: Executor) -> bool {
     node.observation.is_some_and(|o| {
         o.registration
             .capabilities

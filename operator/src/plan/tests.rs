@@ -435,3 +435,5 @@ spec:
     .0;
     assert_eq!(status["reportedLabels"], serde_json::json!(claimed));
 }
+
+mod runners;
