@@ -56,6 +56,10 @@ pub struct Metrics {
     pub reconcile_total: Family<KindResult, Counter>,
     pub reconcile_errors_total: Family<KindLabel, Counter>,
     pub reconcile_duration_seconds: Family<KindLabel, Histogram>,
+    /// Whole reconcile passes: planning, store and status writes, publishing.
+    pub pass_duration_seconds: Histogram,
+    /// 1 while a change arrived during the last pass and waits for the
+    /// next one, else 0 (changes are coalesced into one pass).
     pub queue_depth: Gauge,
     pub objects: Family<KindPhase, Gauge>,
     pub source_errors_total: Family<SourceLabel, Counter>,
@@ -84,6 +88,7 @@ impl Metrics {
             Family::<KindLabel, Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
             });
+        let pass_duration_seconds = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
         let queue_depth = Gauge::default();
         let objects = Family::<KindPhase, Gauge>::default();
         let source_errors_total = Family::<SourceLabel, Counter>::default();
@@ -110,12 +115,17 @@ impl Metrics {
         );
         registry.register(
             "reconcile_duration_seconds",
-            "Time spent planning one kind in one reconcile pass",
+            "Time spent planning in one reconcile pass (kind=\"all\": the whole plan)",
             reconcile_duration_seconds.clone(),
         );
         registry.register(
+            "reconcile_pass_duration_seconds",
+            "Time one whole reconcile pass took: planning, store and status writes, publishing",
+            pass_duration_seconds.clone(),
+        );
+        registry.register(
             "queue_depth",
-            "Source snapshots waiting to be reconciled (0 or 1: bursts are coalesced)",
+            "Changes waiting for the next reconcile pass: 1 when the source or an agent changed during the last pass, else 0 (changes are coalesced)",
             queue_depth.clone(),
         );
         registry.register(
@@ -158,6 +168,7 @@ impl Metrics {
             reconcile_total,
             reconcile_errors_total,
             reconcile_duration_seconds,
+            pass_duration_seconds,
             queue_depth,
             objects,
             source_errors_total,

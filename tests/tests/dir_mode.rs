@@ -288,6 +288,7 @@ async fn api_requires_the_admin_token_but_probes_and_metrics_are_open() {
         "veil_objects",
         "veil_source_errors_total",
         "veil_reconcile_duration_seconds",
+        "veil_reconcile_pass_duration_seconds",
     ] {
         assert!(
             metrics.contains(name),

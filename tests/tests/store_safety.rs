@@ -145,6 +145,14 @@ async fn a_full_store_is_not_ready_and_revocations_still_reach_the_agent() {
         .await;
     assert_eq!(status, 503);
     assert!(text.contains("cannot be written"), "{text}");
+    let errors = op
+        .metric("veil_reconcile_total{kind=\"VlessKey\",result=\"error\"}")
+        .await
+        .unwrap_or_default();
+    assert!(
+        errors >= 1.0,
+        "failed passes are counted as errors: {errors}"
+    );
 
     // Not asserted here: recovery once space returns. It passes alone but
     // failed under CI's load on 2026-12-07 ("cannot write object records"
