@@ -49,11 +49,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## crds: regenerate manifests/crds/ from the Rust types, and the Helm chart's copy
+## crds: regenerate manifests/crds/ from the Rust types, the Helm chart's copy and the spec tables in docs/kinds/
 crds:
 	VEIL_UPDATE_CRDS=1 $(CARGO) test -p veil-crds --test crd_drift
 	rm -f charts/veil/crds/*.yaml
 	cp manifests/crds/*.yaml charts/veil/crds/
+	VEIL_UPDATE_DOCS=1 $(CARGO) test -p veil-crds --test docs_tables
 
 ## bench: the benchmarks named by the issues; record results in docs/benchmarks.md
 bench: env
