@@ -251,15 +251,31 @@ impl Controller {
             let now = Utc::now();
             let result = self.reconcile(&snapshot, now).await;
             let pass = started.elapsed();
+            self.metrics
+                .pass_duration_seconds
+                .observe(pass.as_secs_f64());
             match &result {
                 Ok(()) => {
                     self.metrics.failed_passes.set(0);
                 }
                 Err(_) => {
                     self.metrics.failed_passes.inc();
+                    // A pass plans every kind at once: all of them failed.
+                    for kind in Kind::VEIL {
+                        self.metrics
+                            .reconcile_total
+                            .get_or_create(&KindResult {
+                                kind: kind.as_str().into(),
+                                result: "error".into(),
+                            })
+                            .inc();
+                    }
                     self.publish_revocations(&snapshot, now);
                 }
             }
+            let waiting = snapshots.has_changed().unwrap_or(false)
+                || agent_changes.has_changed().unwrap_or(false);
+            self.metrics.queue_depth.set(i64::from(waiting));
             if result.is_ok() && pass >= PACE_FROM && snapshots.has_changed().unwrap_or(false) {
                 // A burst: the source changed while this pass ran. Waiting
                 // as long as the pass took keeps the controller at half a
@@ -300,7 +316,6 @@ impl Controller {
                     None => std::future::pending().await,
                 } } => {}
             }
-            self.metrics.queue_depth.set(1);
         }
     }
 
@@ -390,6 +405,9 @@ impl Controller {
         let replan = self
             .apply_schedule_actions(&plan.schedule_actions, now)
             .await?;
+        if let Some(kube) = &self.kube {
+            kube.report_schedule_events(&plan.schedule_actions.events, &snapshot.objects);
+        }
         if let Some(at) = plan.wake_at {
             let after = (at - now).to_std().unwrap_or_default() + WAKE_MARGIN;
             let wake = tokio::time::Instant::now() + after;

@@ -5,6 +5,8 @@
 //! leader that re-adopts the cluster's statuses) does not report it again.
 //! A VeilNode whose agent dies gets `NodeLost` (in `default`, where Events
 //! of cluster-scoped objects live), and `NodeReady` when it comes back.
+//! A Schedule whose one-off time passed beyond its deadline gets one
+//! `MissedSchedule` warning.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;
@@ -279,4 +281,81 @@ async fn a_node_whose_agent_dies_gets_node_lost_and_node_ready_when_it_returns()
     )
     .await;
     assert_eq!(back["type"], "Normal", "{back:#}");
+}
+
+/// A one-off Schedule whose time passed longer ago than its deadline.
+const LATE_SCHEDULE: &str = "apiVersion: veil.dev/v1alpha1
+kind: Schedule
+metadata: {name: too-late, namespace: events-schedule}
+spec:
+  runAt: \"2026-01-01T03:00:00Z\"
+  startingDeadlineSeconds: 60
+  task:
+    executor: shell
+    shell: {command: [\"true\"]}
+";
+
+#[tokio::test]
+async fn a_schedule_that_missed_its_time_gets_one_missed_schedule_warning() {
+    let cluster = TestCluster::shared().await;
+    let namespace = "events-schedule";
+    cluster.kubectl_ok(&["create", "namespace", namespace]);
+    let operator = operator(cluster, Some(namespace), None, None, &[]).await;
+    apply(cluster, "too-late", LATE_SCHEDULE);
+    let missed = || events_in(cluster, namespace, "Schedule", "too-late", "MissedSchedule");
+    let event = wait_for(
+        "a MissedSchedule event",
+        || operator.log(),
+        || missed().into_iter().next(),
+    )
+    .await;
+    let schedule: Value = serde_json::from_str(
+        &cluster.kubectl_ok(&["get", "-n", namespace, "schedule", "too-late", "-o", "json"]),
+    )
+    .unwrap();
+    assert_eq!(event["type"], "Warning", "{event:#}");
+    assert_eq!(
+        event["regarding"]["uid"], schedule["metadata"]["uid"],
+        "{event:#}"
+    );
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("2026-01-01T03:00:00") && note.contains("startingDeadlineSeconds (60s)"),
+        "{note}"
+    );
+    let described = cluster.kubectl_ok(&["describe", "-n", namespace, "schedule", "too-late"]);
+    let line = described_event(&described, "MissedSchedule");
+    assert!(line.starts_with("Warning"), "{line}");
+
+    // Later passes (a change to another object forces one) do not repeat it.
+    apply(
+        cluster,
+        "too-late-runner",
+        "apiVersion: veil.dev/v1alpha1\nkind: Runner\nmetadata: {name: pool, namespace: events-schedule}\nspec: {}\n",
+    );
+    wait_for(
+        "the Runner's status",
+        || operator.log(),
+        || {
+            let runner = cluster.kubectl_ok(&[
+                "get",
+                "-n",
+                namespace,
+                "runner",
+                "pool",
+                "-o",
+                "jsonpath={.status.observedGeneration}",
+            ]);
+            (!runner.trim().is_empty()).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = missed();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(all[0]["series"].is_null(), "repeated: {:#}", all[0]);
+    assert_eq!(
+        schedule["status"]["lastScheduleTime"], "2026-01-01T03:00:00Z",
+        "the missed time counts as handled: {schedule:#}"
+    );
 }

@@ -59,7 +59,7 @@ use crate::plan::Statuses;
 use crate::plan::schedules::ScheduleActions;
 use crate::plan::vless::GeneratedSecrets;
 use crate::sink::kube_events::Regarding;
-use crate::sink::kube_events::transitions::transitions;
+use crate::sink::kube_events::transitions::{Severity, Transition, bounded, transitions};
 use crate::sink::{
     KubeEvents, KubeStatusWriter, KubeTaskRuns, KubeVeilNodes, NodeCreated, NodeWriteError,
     StatusChange, StatusSink, TaskRunWriteError, WriteGate,
@@ -242,6 +242,38 @@ impl KubeMode {
     /// See [`ClusterObjects::settle_adopted`].
     pub fn settle_adopted(&mut self, written: &mut Statuses, planned: &Statuses) {
         self.cluster.settle_adopted(written, planned);
+    }
+
+    /// The Schedules' events of a pass (`MissedSchedule`,
+    /// `TooManyMissedTimes`, …) as Events on each Schedule; nothing unless
+    /// this replica leads. `objects` gives the Schedules' uids.
+    pub fn report_schedule_events(
+        &self,
+        events: &[(ObjectKey, crate::schedule::ScheduleEvent)],
+        objects: &BTreeMap<ObjectKey, SourcedObject>,
+    ) {
+        if !self.events.is_open() {
+            return;
+        }
+        for (key, event) in events {
+            let severity = match event.type_ {
+                crate::schedule::EventType::Normal => Severity::Normal,
+                crate::schedule::EventType::Warning => Severity::Warning,
+            };
+            let regarding = Regarding {
+                key: key.clone(),
+                uid: objects
+                    .get(key)
+                    .and_then(|sourced| sourced.object.meta().uid.clone()),
+            };
+            let transition = Transition {
+                severity,
+                reason: event.reason,
+                action: "Schedule",
+                note: bounded(&event.message),
+            };
+            self.events.submit(&regarding, vec![transition]);
+        }
     }
 
     /// Reports the transitions in `changes` (statuses about to be written)
