@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::token_file::NodeToken;
 use crate::trust::{Trust, TrustError};
 use veil_crds::wire::{
-    AGENT_PATH, Assignment, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
+    AGENT_PATH, Assignment, AssignmentUpdate, NodeReport, RegisterRequest, RegisterResponse,
+    ReportAck,
 };
 
 /// Why a call to the operator failed.
@@ -117,18 +118,22 @@ impl OperatorClient {
         decode(response).await
     }
 
-    /// `GET assignment?after=REV`: `Ok(None)` when nothing newer came within the long-poll.
+    /// `GET assignment?after=REV&delta=true`: the deltas from revision
+    /// `after` or the whole state (an operator that predates deltas answers
+    /// with the plain assignment, taken as the whole state); `Ok(None)`
+    /// when nothing newer came within the long-poll.
     pub async fn assignment(
         &self,
         after: u64,
         wait: Duration,
-    ) -> Result<Option<Assignment>, ClientError> {
+    ) -> Result<Option<AssignmentUpdate>, ClientError> {
         let response = self
             .http
             .get(format!("{}/assignment", self.base))
             .query(&[
                 ("after", after.to_string()),
                 ("wait", wait.as_secs().to_string()),
+                ("delta", "true".to_owned()),
             ])
             .bearer_auth(self.token.current())
             .timeout(wait + Duration::from_secs(10))
@@ -138,7 +143,11 @@ impl OperatorClient {
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        decode(response).await.map(Some)
+        let answer: Answer = decode(response).await?;
+        Ok(Some(match answer {
+            Answer::Update(update) => update,
+            Answer::Plain(assignment) => AssignmentUpdate::Full(assignment),
+        }))
     }
 
     /// `POST report`.
@@ -154,6 +163,14 @@ impl OperatorClient {
             .map_err(ClientError::Unreachable)?;
         decode(response).await
     }
+}
+
+/// An assignment answer from an operator with or without deltas.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Answer {
+    Update(AssignmentUpdate),
+    Plain(Assignment),
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(

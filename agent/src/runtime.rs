@@ -224,7 +224,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         outbox_tx,
     );
     let long_poll = Duration::from_secs(registered.long_poll_seconds.max(1).into());
+    // What was applied last: the base the operator's deltas apply to.
+    // Revision 0 asks for the whole assignment (after a start or a delta
+    // that did not apply); an operator without the deltas from `revision`
+    // (restarted, or too many changes behind) sends the whole one too.
     let mut revision = 0;
+    let mut current = None;
     let mut backoff = Backoff::default();
     loop {
         let poll = tokio::select! {
@@ -232,8 +237,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             poll = client.assignment(revision, long_poll) => poll,
         };
         match poll {
-            Ok(Some(assignment)) => {
+            Ok(Some(update)) => {
                 backoff.reset();
+                let assignment = match update.resolve(current.take()) {
+                    Ok(assignment) => assignment,
+                    Err(error) => {
+                        // Keep running what was applied; the whole state comes next.
+                        tracing::warn!(%error, "cannot apply the assignment delta; asking for the whole assignment");
+                        revision = 0;
+                        continue;
+                    }
+                };
                 revision = assignment.revision;
                 tasks.apply(&assignment);
                 servers.apply(&assignment.servers).await;
@@ -244,6 +258,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 if let Err(error) = last_assignment::save(&last_path, &assignment) {
                     tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");
                 }
+                current = Some(assignment);
             }
             Ok(None) => backoff.reset(),
             Err(error)

@@ -3,7 +3,9 @@
 //!
 //! - `POST register` — [`RegisterRequest`] → [`RegisterResponse`];
 //! - `GET assignment?after=REV` — long-poll → [`Assignment`] (the node's
-//!   *whole* desired state; level-triggered, never a delta);
+//!   *whole* desired state); with `&delta=true`, an [`AssignmentUpdate`]:
+//!   the deltas from revision `REV` when the operator has them, else the
+//!   whole state (module `delta` states the rules);
 //! - `POST report` — [`NodeReport`] → [`ReportAck`].
 //!
 //! Exactly-once rules: every report carries the agent's monotonic `seq`;
@@ -21,12 +23,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::task_run::{Task, TaskRunPhase};
 
+mod delta;
 mod servers;
 mod strategies;
 
+pub use delta::{AssignmentDelta, AssignmentUpdate, DeltaError, ServerDelta, apply, diff};
+
 pub use servers::{
     FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, VlessAssignment, VlessUser,
-    traffic_stream,
+    traffic_stream, users_hash,
 };
 pub use strategies::{
     ProbeReport, ProbeSample, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId,

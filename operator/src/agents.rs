@@ -6,8 +6,13 @@
 //! only stores each node's latest assignment, bumps its revision when (and
 //! only when) the content changes, and wakes that node's long-poll. An
 //! unchanged node costs nothing.
+//!
+//! Every change is also kept as a delta (see `veil_crds::wire::diff`), a
+//! bounded chain per node, so an agent a few revisions behind gets only
+//! what changed ([`Agents::answer`]); one further behind, or asking from
+//! revision 0, gets the whole state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,9 +20,25 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
-    Assignment, JournalFault, RegisterRequest, ServerAssignment, ServerReport, StrategyGroup,
-    StrategyReport, TaskAssignment,
+    Assignment, AssignmentDelta, JournalFault, RegisterRequest, ServerAssignment, ServerReport,
+    StrategyGroup, StrategyReport, TaskAssignment,
 };
+
+/// Deltas kept per node, newest last.
+const KEPT_DELTAS: usize = 64;
+/// Users named by the deltas kept per node, at most. A delta naming more
+/// (a server's first assignment, a mass expiry) is not kept: agents behind
+/// it get the whole state, which is then about as small.
+const KEPT_DELTA_USERS: usize = 4096;
+
+/// What an agent polling from some revision is sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AssignmentAnswer {
+    /// The whole current assignment.
+    Full(Arc<Assignment>),
+    /// The deltas from the agent's revision to the current one, in order.
+    Deltas(Vec<Arc<AssignmentDelta>>),
+}
 
 /// What the operator knows about one node's agent.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +140,47 @@ struct NodeEntry {
     assignment: watch::Sender<Arc<Assignment>>,
     content_hash: String,
     scope: ReportScope,
+    /// The latest changes, each from the revision before it (a chain
+    /// ending at the current revision, or empty).
+    deltas: VecDeque<Arc<AssignmentDelta>>,
+    /// Users named by `deltas`.
+    delta_users: usize,
+}
+
+impl NodeEntry {
+    /// Publishes `next`, keeping the change from the current assignment.
+    fn publish(&mut self, next: Assignment) {
+        let delta = veil_crds::wire::diff(&self.assignment.borrow(), &next);
+        let users = delta.user_changes();
+        if users > KEPT_DELTA_USERS {
+            self.deltas.clear();
+            self.delta_users = 0;
+        } else {
+            self.deltas.push_back(Arc::new(delta));
+            self.delta_users += users;
+            while self.deltas.len() > KEPT_DELTAS || self.delta_users > KEPT_DELTA_USERS {
+                if let Some(oldest) = self.deltas.pop_front() {
+                    self.delta_users -= oldest.user_changes();
+                }
+            }
+        }
+        self.assignment.send_replace(Arc::new(next));
+    }
+
+    /// See [`Agents::answer`].
+    fn answer(&self, after: u64) -> AssignmentAnswer {
+        let current = self.assignment.borrow().clone();
+        if after != 0
+            && let Some(start) = self.deltas.iter().position(|d| d.from == after)
+            && self
+                .deltas
+                .back()
+                .is_some_and(|d| d.revision == current.revision)
+        {
+            return AssignmentAnswer::Deltas(self.deltas.range(start..).cloned().collect());
+        }
+        AssignmentAnswer::Full(current)
+    }
 }
 
 /// Every node's agent state. Cheap to share (`Arc<Agents>`).
@@ -160,6 +222,8 @@ impl Agents {
             .0,
             content_hash: String::new(),
             scope: ReportScope::default(),
+            deltas: VecDeque::new(),
+            delta_users: 0,
         })
     }
 
@@ -290,6 +354,14 @@ impl Agents {
         Self::entry(&mut self.lock(), node).assignment.subscribe()
     }
 
+    /// What an agent that applied revision `after` of `node`'s assignment
+    /// is sent: the deltas from there to the current revision when they
+    /// are all kept, else (also for `after` 0, an agent with nothing) the
+    /// whole assignment.
+    pub fn answer(&self, node: &str, after: u64) -> AssignmentAnswer {
+        Self::entry(&mut self.lock(), node).answer(after)
+    }
+
     /// Sets every node's desired state (tasks and servers); a node absent
     /// from `desired` gets an empty one. A node whose content is unchanged
     /// keeps its revision and is not woken; a changed one gets a revision
@@ -317,13 +389,13 @@ impl Agents {
             entry.scope.advance(&content);
             let previous = entry.assignment.borrow().revision;
             let revision = (now.timestamp_micros().max(0) as u64).max(previous + 1);
-            entry.assignment.send_replace(Arc::new(Assignment {
+            entry.publish(Assignment {
                 node: node.clone(),
                 revision,
                 tasks: content.tasks,
                 servers: content.servers,
                 strategies: content.strategies,
-            }));
+            });
         }
         self.published.store(true, Ordering::Release);
     }
@@ -508,5 +580,107 @@ mod tests {
         assert_eq!(agents.observations()["a"].servers_reported_at, Some(t0));
         agents.set_servers("a", 3, vec![report(2)], later);
         assert_eq!(agents.observations()["a"].servers_reported_at, Some(later));
+    }
+
+    /// A node whose only server has users `0..n` (emails `u00000`…).
+    fn users_of(node: &str, n: usize) -> BTreeMap<String, NodeAssignment> {
+        use veil_crds::wire::{SecretValue, ServerId, VlessAssignment, VlessUser};
+        let users: Vec<VlessUser> = (0..n)
+            .map(|i| VlessUser {
+                email: format!("u{i:05}"),
+                id: SecretValue(format!("id-{i}")),
+                flow: Default::default(),
+            })
+            .collect();
+        let server = ServerAssignment {
+            server: ServerId {
+                namespace: "default".into(),
+                name: "edge".into(),
+            },
+            listen: "0.0.0.0".into(),
+            port: 443,
+            allow_cidrs: Vec::new(),
+            vless: VlessAssignment {
+                private_key: SecretValue("k".into()),
+                dest: "example.com:443".into(),
+                server_names: vec!["example.com".into()],
+                short_ids: Vec::new(),
+                policy: None,
+                users_hash: veil_crds::wire::users_hash(&users),
+                users,
+            },
+        };
+        BTreeMap::from([(
+            node.to_owned(),
+            NodeAssignment {
+                servers: vec![server],
+                ..NodeAssignment::default()
+            },
+        )])
+    }
+
+    fn deltas(answer: AssignmentAnswer) -> Vec<Arc<AssignmentDelta>> {
+        match answer {
+            AssignmentAnswer::Deltas(deltas) => deltas,
+            AssignmentAnswer::Full(full) => panic!("the whole state, revision {}", full.revision),
+        }
+    }
+
+    #[test]
+    fn an_agent_a_few_revisions_behind_gets_the_chain_of_deltas() {
+        let agents = Agents::default();
+        let now = Utc::now();
+        agents.set_assignments(users_of("a", 10), now);
+        let r1 = agents.subscribe("a").borrow().revision;
+        agents.set_assignments(users_of("a", 11), now);
+        let r2 = agents.subscribe("a").borrow().revision;
+        agents.set_assignments(users_of("a", 12), now);
+        let r3 = agents.subscribe("a").borrow().revision;
+
+        let chain = deltas(agents.answer("a", r1));
+        assert_eq!(
+            chain
+                .iter()
+                .map(|d| (d.from, d.revision))
+                .collect::<Vec<_>>(),
+            vec![(r1, r2), (r2, r3)]
+        );
+        assert_eq!(chain[0].servers[0].upserted_users.len(), 1, "one user each");
+        let chain = deltas(agents.answer("a", r2));
+        assert_eq!(chain.len(), 1);
+        // Nothing applied yet, or a revision this operator never published:
+        // the whole state.
+        for after in [0, r3 + 1, r1 - 1] {
+            assert!(
+                matches!(agents.answer("a", after), AssignmentAnswer::Full(ref full) if full.revision == r3),
+                "after {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_delta_too_large_to_keep_breaks_the_chain_and_old_ones_are_dropped() {
+        let agents = Agents::default();
+        let now = Utc::now();
+        agents.set_assignments(users_of("a", 1), now);
+        let before = agents.subscribe("a").borrow().revision;
+        agents.set_assignments(users_of("a", 2 + KEPT_DELTA_USERS), now);
+        assert!(
+            matches!(agents.answer("a", before), AssignmentAnswer::Full(_)),
+            "behind a delta of more than {KEPT_DELTA_USERS} users"
+        );
+        let big = agents.subscribe("a").borrow().revision;
+        let mut first = big;
+        for n in 0..=KEPT_DELTAS {
+            agents.set_assignments(users_of("a", 3 + KEPT_DELTA_USERS + n), now);
+            if n == 0 {
+                first = agents.subscribe("a").borrow().revision;
+            }
+        }
+        assert!(
+            matches!(agents.answer("a", big), AssignmentAnswer::Full(_)),
+            "more than {KEPT_DELTAS} revisions behind"
+        );
+        assert_eq!(deltas(agents.answer("a", first)).len(), KEPT_DELTAS);
     }
 }

@@ -50,6 +50,12 @@ pub struct ServerDirection {
     pub direction: String,
 }
 
+/// `{encoding}` labels of assignment answers: `full` or `delta`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabel {
+    pub encoding: String,
+}
+
 /// Every metric the operator exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +79,8 @@ pub struct Metrics {
     /// Requests under `/v1/` a Kubernetes-mode follower handed to the
     /// leader, or answered 503 for want of one.
     pub forwarded_requests_total: Family<ResultLabel, Counter>,
+    /// Bytes of assignment answers sent to agents, by encoding.
+    pub assignment_bytes_total: Family<EncodingLabel, Counter>,
     /// Reconcile passes in a row that failed (the store could not be
     /// written); 0 after a pass that succeeded. `/readyz` reads it.
     pub failed_passes: Gauge,
@@ -97,6 +105,7 @@ impl Metrics {
         let leader = Gauge::default();
         let traffic_bytes_total = Family::<ServerDirection, Counter>::default();
         let forwarded_requests_total = Family::<ResultLabel, Counter>::default();
+        let assignment_bytes_total = Family::<EncodingLabel, Counter>::default();
         let failed_passes = Gauge::default();
         registry.register(
             "failed_passes",
@@ -163,6 +172,11 @@ impl Metrics {
             "Requests under /v1/ a follower passed to the leader (result forwarded) or answered 503 for want of a reachable leader (result unavailable)",
             forwarded_requests_total.clone(),
         );
+        registry.register(
+            "assignment_bytes",
+            "Bytes of assignments sent to agents: encoding full (the whole state) or delta (the changes since the agent's revision)",
+            assignment_bytes_total.clone(),
+        );
         Metrics {
             registry,
             reconcile_total,
@@ -177,6 +191,7 @@ impl Metrics {
             leader,
             traffic_bytes_total,
             forwarded_requests_total,
+            assignment_bytes_total,
             failed_passes,
         }
     }

@@ -2,7 +2,8 @@
 //! veil-agent → real xray, with real xray clients built from the
 //! credentials' `vless://` link. Revocation by editing a file, exact traffic
 //! totals across agent, xray and operator restarts, duplicate emails,
-//! expiry and traffic limits.
+//! expiry and traffic limits; one key added among hundreds travels as a
+//! delta of one user.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;
@@ -574,4 +575,54 @@ async fn a_revoked_token_stops_new_work_but_leaves_xray_serving() {
         .expect("the open connection survives a refused token");
     open_echo(&alice, &edge.bytes).await;
     assert_eq!(xray_pid(&edge).await, pid);
+}
+
+/// Bytes of assignments the operator sent with `encoding` so far.
+async fn assignment_bytes(op: &Operator, encoding: &str) -> f64 {
+    op.metric(&format!(
+        "veil_assignment_bytes_total{{encoding=\"{encoding}\"}}"
+    ))
+    .await
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_among_hundreds_reaches_xray_as_a_delta_of_one_user() {
+    const KEYS: usize = 300;
+    let (edge, _agent) = edge(false, OperatorOptions::default()).await;
+    let many: Vec<String> = (0..KEYS)
+        .map(|i| key_yaml(&format!("user-{i:03}"), ""))
+        .collect();
+    write(edge.dir.path(), "many.yaml", &many.join("---\n"));
+    edge.server_node("every user in xray", |n| n["users"] == KEYS)
+        .await;
+    let full_before = assignment_bytes(&edge.op, "full").await;
+    let delta_before = assignment_bytes(&edge.op, "delta").await;
+    assert!(
+        full_before > 0.0,
+        "the agent's first answer is the whole state"
+    );
+
+    write(edge.dir.path(), "late.yaml", &key_yaml("late", ""));
+    edge.wait_phase("late", "Active").await;
+    edge.server_node("one more user in xray", |n| n["users"] == KEYS + 1)
+        .await;
+    let full_after = assignment_bytes(&edge.op, "full").await;
+    let delta_after = assignment_bytes(&edge.op, "delta").await;
+    assert_eq!(
+        full_after, full_before,
+        "no whole assignment was sent for one key"
+    );
+    let sent = delta_after - delta_before;
+    assert!(
+        sent > 0.0 && sent < 2048.0,
+        "one key's delta took {sent} bytes"
+    );
+
+    // The user rebuilt from the delta is live in the real xray.
+    let late = edge.client("late").await;
+    let mut stream = open_echo(&late, &edge.bytes).await;
+    echo_roundtrip(&mut stream, b"added by a delta")
+        .await
+        .expect("the late key connects");
 }

@@ -147,6 +147,24 @@ pub enum VlessFlow {
     None,
 }
 
+impl VlessFlow {
+    /// The flow as specs and `vless://` links spell it (`none` for none).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlessFlow::XtlsRprxVision => "xtls-rprx-vision",
+            VlessFlow::None => "none",
+        }
+    }
+
+    /// The flow as xray's VLESS accounts spell it (`""` for none).
+    pub fn xray_name(self) -> &'static str {
+        match self {
+            VlessFlow::XtlsRprxVision => "xtls-rprx-vision",
+            VlessFlow::None => "",
+        }
+    }
+}
+
 /// uTLS fingerprint that clients imitate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

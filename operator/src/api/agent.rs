@@ -1,5 +1,5 @@
 //! The agent protocol (design §5): `POST /v1/agent/register`,
-//! `GET /v1/agent/assignment?after=REV`, `POST /v1/agent/report`.
+//! `GET /v1/agent/assignment?after=REV[&delta=true]`, `POST /v1/agent/report`.
 //!
 //! Every request carries a node token. A missing, unknown or revoked token
 //! is 401; a token used for another node's data is 403. Tokens are compared
@@ -19,12 +19,16 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use veil_crds::wire::{NodeReport, RegisterRequest, RegisterResponse, ReportAck};
+use veil_crds::wire::{
+    Assignment, AssignmentDelta, NodeReport, RegisterRequest, RegisterResponse, ReportAck,
+};
 
 use super::{ApiState, guard};
 use crate::admin::hash_token;
+use crate::agents::AssignmentAnswer;
+use crate::metrics::EncodingLabel;
 use crate::node_tokens::Lookup;
 use crate::node_tokens::review::looks_like_jwt;
 use crate::report_scope;
@@ -179,10 +183,24 @@ pub struct AssignmentQuery {
     pub node: Option<String>,
     /// Long-poll limit in seconds (at most [`LONG_POLL_SECONDS`]).
     pub wait: Option<u32>,
+    /// Answer with an `AssignmentUpdate` (deltas where possible) instead
+    /// of the plain whole assignment older agents expect.
+    #[serde(default)]
+    pub delta: bool,
+}
+
+/// The wire form of `veil_crds::wire::AssignmentUpdate`, borrowing what
+/// [`Agents::answer`](crate::agents::Agents::answer) shares.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum UpdateBody<'a> {
+    Full(&'a Assignment),
+    Deltas(Vec<&'a AssignmentDelta>),
 }
 
 /// `GET assignment?after=REV`: the node's whole assignment as soon as its
-/// revision is newer than `after`; 204 after the long-poll limit.
+/// revision is newer than `after`; 204 after the long-poll limit. With
+/// `delta=true`, the deltas from `after` when the operator kept them.
 pub async fn assignment(
     State(state): State<ApiState>,
     NodeIdentity(node): NodeIdentity,
@@ -212,10 +230,46 @@ pub async fn assignment(
         _ = state.shutdown.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "operator shutting down"),
     };
     match newer {
-        Ok(Ok(assignment)) => Json((**assignment).clone()).into_response(),
+        Ok(Ok(_)) if query.delta => match state.agents.answer(&node, query.after) {
+            AssignmentAnswer::Full(full) => json_body(&state, "full", &UpdateBody::Full(&full)),
+            AssignmentAnswer::Deltas(deltas) => json_body(
+                &state,
+                "delta",
+                &UpdateBody::Deltas(deltas.iter().map(|d| &**d).collect()),
+            ),
+        },
+        Ok(Ok(assignment)) => {
+            let assignment = assignment.clone();
+            json_body(&state, "full", &*assignment)
+        }
         Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "operator shutting down"),
         Err(_) => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// `body` as a JSON response, its size counted in `assignment_bytes_total`.
+fn json_body(state: &ApiState, encoding: &str, body: &impl Serialize) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("encoding the assignment: {e}"),
+            );
+        }
+    };
+    state
+        .metrics
+        .assignment_bytes_total
+        .get_or_create(&EncodingLabel {
+            encoding: encoding.to_owned(),
+        })
+        .inc_by(bytes.len() as u64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
 }
 
 /// Refuses the whole report when any entry is not the node's own

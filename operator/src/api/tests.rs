@@ -381,3 +381,83 @@ async fn probe_rounds_of_assigned_strategies_are_stored_once_and_served_to_admin
         "{body}"
     );
 }
+
+/// `GET /v1/agent/assignment?QUERY` with the node token.
+async fn poll_as_node(served: &Served, query: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/agent/assignment?{query}", served.url))
+        .bearer_auth(NODE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{query}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_asking_for_deltas_gets_the_changes_since_its_revision() {
+    use veil_crds::wire::{Assignment, AssignmentUpdate, ServerAssignment, users_hash};
+    let served = serve().await;
+    let registered = post_as_node(
+        &served,
+        "register",
+        json!({"node": "edge-1", "os": "linux", "arch": "x86_64", "agentVersion": "t"}),
+    )
+    .await;
+    assert_eq!(registered.status().as_u16(), 200);
+    let publish = |emails: &[&str]| {
+        let users: Vec<veil_crds::wire::VlessUser> = emails
+            .iter()
+            .map(|email| {
+                serde_json::from_value(json!({"email": email, "id": BOB_ID, "flow": "none"}))
+                    .unwrap()
+            })
+            .collect();
+        let server: ServerAssignment = serde_json::from_value(json!({
+            "server": {"namespace": "default", "name": "edge-vless"},
+            "listen": "0.0.0.0", "port": 8443,
+            "vless": {"privateKey": "k", "dest": "example.com:443", "serverNames": ["example.com"],
+                      "shortIds": [""], "usersHash": users_hash(&users), "users": users}
+        }))
+        .unwrap();
+        served.state.agents.set_assignments(
+            std::collections::BTreeMap::from([(
+                "edge-1".to_owned(),
+                crate::agents::NodeAssignment {
+                    servers: vec![server],
+                    ..Default::default()
+                },
+            )]),
+            chrono::Utc::now(),
+        );
+    };
+    publish(&["a", "b"]);
+    let first: Assignment = serde_json::from_value(poll_as_node(&served, "after=0").await).unwrap();
+    publish(&["a", "b", "c"]);
+
+    let answer = poll_as_node(&served, &format!("after={}&delta=true", first.revision)).await;
+    let deltas = answer["deltas"].as_array().unwrap();
+    assert_eq!(deltas.len(), 1, "{answer}");
+    assert_eq!(deltas[0]["servers"][0]["upsertedUsers"][0]["email"], "c");
+    assert!(
+        deltas[0]["servers"][0].get("settings").is_none(),
+        "unchanged settings are not sent: {answer}"
+    );
+    let update: AssignmentUpdate = serde_json::from_value(answer).unwrap();
+    let rebuilt = update.resolve(Some(first)).unwrap();
+    let whole = poll_as_node(&served, "after=0&delta=true").await;
+    let AssignmentUpdate::Full(current) = serde_json::from_value(whole).unwrap() else {
+        panic!("revision 0 gets the whole state");
+    };
+    assert_eq!(rebuilt, current);
+    let plain: Assignment = serde_json::from_value(poll_as_node(&served, "after=0").await).unwrap();
+    assert_eq!(
+        plain, current,
+        "agents that ask for no deltas get the plain assignment"
+    );
+    let metrics = served.state.metrics.encode();
+    assert!(
+        metrics.contains("veil_assignment_bytes_total{encoding=\"delta\"}"),
+        "{metrics}"
+    );
+}

@@ -236,7 +236,7 @@ impl XrayApi {
         }
         let account = proto::VlessAccount {
             id: user.id.expose().to_owned(),
-            flow: flow_name(user.flow).to_owned(),
+            flow: user.flow.xray_name().to_owned(),
         };
         let operation = proto::AddUserOperation {
             user: Some(proto::User {
@@ -472,14 +472,6 @@ fn alter_inbound(
     proto::AlterInboundRequest {
         tag: inbound_tag.to_owned(),
         operation: Some(proto::TypedMessage::pack(type_name, operation)),
-    }
-}
-
-/// The flow as xray's VLESS account spells it.
-fn flow_name(flow: VlessFlow) -> &'static str {
-    match flow {
-        VlessFlow::XtlsRprxVision => "xtls-rprx-vision",
-        VlessFlow::None => "",
     }
 }
 

@@ -13,8 +13,8 @@
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use veil_crds::protocol_server::XrayPolicy;
 use veil_crds::protocol_server::fence;
-use veil_crds::protocol_server::{VlessFlow, XrayPolicy};
 use veil_crds::validate::Cidr;
 use veil_crds::wire::{ServerAssignment, VlessUser};
 
@@ -46,14 +46,6 @@ pub fn render(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) ->
     }
 }
 
-/// The flow string xray expects for a user (`""` for none).
-pub fn flow_name(flow: VlessFlow) -> &'static str {
-    match flow {
-        VlessFlow::XtlsRprxVision => "xtls-rprx-vision",
-        VlessFlow::None => "",
-    }
-}
-
 fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Value {
     let vless = &server.vless;
     let clients: Vec<Value> = users
@@ -62,7 +54,7 @@ fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Val
             json!({
                 "id": user.id.expose(),
                 "email": user.email,
-                "flow": flow_name(user.flow),
+                "flow": user.flow.xray_name(),
                 "level": 0,
             })
         })
@@ -183,6 +175,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+    use veil_crds::protocol_server::VlessFlow;
     use veil_crds::wire::{SecretValue, ServerId, VlessAssignment};
 
     fn server() -> ServerAssignment {

@@ -621,7 +621,7 @@ impl Actor {
             .recorded_clients(INBOUND_TAG)
             .into_iter()
             .map(|(email, id, flow)| {
-                let flow = if flow == config::flow_name(VlessFlow::XtlsRprxVision) {
+                let flow = if flow == VlessFlow::XtlsRprxVision.xray_name() {
                     VlessFlow::XtlsRprxVision
                 } else {
                     VlessFlow::None

@@ -10,7 +10,6 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use veil_crds::protocol_server::{Fingerprint, VlessFlow};
 
 use super::server_status::host_port;
-use super::users::flow_name;
 
 /// Characters percent-encoded in query values and the remark: everything
 /// but RFC 3986 unreserved characters.
@@ -45,7 +44,7 @@ pub fn vless_link(parts: &LinkParts<'_>) -> String {
     let encode = |text: &str| utf8_percent_encode(text, COMPONENT).to_string();
     let mut query = vec![("encryption", "none".to_owned())];
     if parts.flow != VlessFlow::None {
-        query.push(("flow", encode(flow_name(parts.flow))));
+        query.push(("flow", encode(parts.flow.as_str())));
     }
     query.extend([
         ("security", "reality".to_owned()),

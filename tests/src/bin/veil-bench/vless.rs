@@ -106,6 +106,7 @@ async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) -> usize {
 async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usize) {
     let mut added = Vec::with_capacity(ops);
     let mut removed = Vec::with_capacity(ops);
+    let sent_before = assignment_bytes(op).await;
     for i in 0..ops {
         let name = format!("lat{i:04}");
         let file = dir.join(format!("{name}.yaml"));
@@ -122,8 +123,15 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
         server_node(op, |n| n["users"] == present as u64).await;
         removed.push(started.elapsed());
     }
+    let sent = assignment_bytes(op).await;
     added.sort();
     removed.sort();
+    println!(
+        "vless_assignment_bytes_per_key_change: {:.0} bytes as deltas, {:.0} as whole assignments, with {present} other keys ({} changes; target < 2 KB)",
+        (sent.0 - sent_before.0) / (2 * ops) as f64,
+        (sent.1 - sent_before.1) / (2 * ops) as f64,
+        2 * ops
+    );
     println!(
         "vless_key_add: ops={ops} with {present} other keys p50={:.1}ms p99={:.1}ms max={:.1}ms (file write → Active; target p99 < 300 ms)",
         ms(percentile(&added, 0.5)),
@@ -136,6 +144,18 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
         ms(percentile(&removed, 0.99)),
         ms(*removed.last().expect("samples"))
     );
+}
+
+/// Bytes of assignments the operator sent so far: (as deltas, whole).
+async fn assignment_bytes(op: &Operator) -> (f64, f64) {
+    let sent = async |encoding: &str| {
+        op.metric(&format!(
+            "veil_assignment_bytes_total{{encoding=\"{encoding}\"}}"
+        ))
+        .await
+        .unwrap_or(0.0)
+    };
+    (sent("delta").await, sent("full").await)
 }
 
 /// A fresh xray with a 10,000-user config: time until its API answers (what

@@ -36,7 +36,7 @@ fn a_vless_server_runs_on_the_selected_nodes_with_every_eligible_user_sorted_by_
         .vless
         .users
         .iter()
-        .map(|u| (u.email.as_str(), u.id.expose(), users::flow_name(u.flow)))
+        .map(|u| (u.email.as_str(), u.id.expose(), u.flow.as_str()))
         .collect();
     assert_eq!(
         users,
