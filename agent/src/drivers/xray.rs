@@ -31,6 +31,7 @@ pub mod process;
 mod server;
 pub mod sockets;
 pub mod tracker;
+mod user_diff;
 
 /// What the driver observed, for the reporter.
 #[derive(Debug)]

@@ -33,7 +33,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use veil_crds::common::WorkloadPhase;
-use veil_crds::protocol_server::VlessFlow;
 use veil_crds::wire::{
     FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, VlessUser,
 };
@@ -44,6 +43,7 @@ use super::files::{ServerFiles, StateRecord};
 use super::logs::{self, AccessLog};
 use super::process::{Identity, XrayProcess};
 use super::tracker::{Tracker, parse_access_line};
+use super::user_diff::{Applied, UserChanges, user_changes};
 use super::{Event, XrayContext, sockets};
 use crate::runtime::Backoff;
 use crate::supervisor::{self, ProcessSpec};
@@ -53,13 +53,6 @@ const API_READY: Duration = Duration::from_secs(15);
 /// How often xray's access log is read for new connections (revocation
 /// reads it once more right before closing connections).
 const ACCESS_POLL: Duration = Duration::from_millis(200);
-
-/// A user as applied to xray.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Applied {
-    id: String,
-    flow: VlessFlow,
-}
 
 struct Running {
     process: XrayProcess,
@@ -336,29 +329,17 @@ impl Actor {
             }
         }
         let wanted = self.desired.clone();
-        let desired: BTreeMap<&str, &VlessUser> = wanted
-            .vless
-            .users
-            .iter()
-            .map(|user| (user.email.as_str(), user))
-            .collect();
-        let removes: Vec<String> = self
-            .applied
-            .iter()
-            .filter(|(email, applied)| {
-                desired
-                    .get(email.as_str())
-                    .is_none_or(|user| Applied::of(user) != **applied)
-            })
-            .map(|(email, _)| email.clone())
-            .collect();
-        let adds: Vec<&VlessUser> = desired
-            .values()
-            .filter(|user| removes.contains(&user.email) || !self.applied.contains_key(&user.email))
-            .copied()
-            .collect();
-        self.failed
-            .retain(|email, _| desired.contains_key(email.as_str()));
+        let UserChanges { removes, adds } = user_changes(&self.applied, &wanted.vless.users);
+        if !self.failed.is_empty() {
+            let emails: HashSet<&str> = wanted
+                .vless
+                .users
+                .iter()
+                .map(|u| u.email.as_str())
+                .collect();
+            self.failed
+                .retain(|email, _| emails.contains(email.as_str()));
+        }
         if removes.is_empty() && adds.is_empty() {
             self.after_sync();
             return;
@@ -402,11 +383,15 @@ impl Actor {
                     .collect(),
             )
             .await;
+        let adding: BTreeMap<&str, &VlessUser> = adds
+            .iter()
+            .map(|user| (user.email.as_str(), *user))
+            .collect();
         for (email, result) in added {
             match result {
                 Ok(()) => {
                     self.failed.remove(&email);
-                    if let Some(wanted) = desired.get(email.as_str()) {
+                    if let Some(wanted) = adding.get(email.as_str()) {
                         self.applied.insert(email, Applied::of(wanted));
                     }
                 }
@@ -620,14 +605,7 @@ impl Actor {
             .files
             .recorded_clients(INBOUND_TAG)
             .into_iter()
-            .map(|(email, id, flow)| {
-                let flow = if flow == VlessFlow::XtlsRprxVision.xray_name() {
-                    VlessFlow::XtlsRprxVision
-                } else {
-                    VlessFlow::None
-                };
-                (email, Applied { id, flow })
-            })
+            .map(|(email, id, flow)| (email, Applied::recorded(id, &flow)))
             .collect();
         self.running = Some(Running {
             process,
@@ -734,23 +712,6 @@ impl Actor {
         if self.last_report.as_ref() != Some(&report) {
             self.last_report = Some(report.clone());
             let _ = self.ctx.events.send(Event::State(report));
-        }
-    }
-}
-
-impl Applied {
-    fn of(user: &VlessUser) -> Applied {
-        Applied {
-            id: user.id.expose().to_owned(),
-            flow: user.flow,
-        }
-    }
-
-    /// A user found in xray that this agent did not put there.
-    fn unknown() -> Applied {
-        Applied {
-            id: String::new(),
-            flow: VlessFlow::None,
         }
     }
 }
