@@ -164,13 +164,21 @@ impl TestCluster {
 
     /// Runs `kubectl --kubeconfig <this cluster> ARGS` and returns its output.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        let kubectl = binary("kubectl").expect("kubectl from `make env`");
-        std::process::Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.files.kubeconfig)
-            .args(args)
+        self.kubectl_command(args)
             .output()
             .expect("running kubectl")
+    }
+
+    /// `kubectl` with this cluster's kubeconfig and `args`, not started
+    /// (for a long-running `--watch`).
+    pub fn kubectl_command(&self, args: &[&str]) -> std::process::Command {
+        let kubectl = binary("kubectl").expect("kubectl from `make env`");
+        let mut command = std::process::Command::new(kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.files.kubeconfig)
+            .args(args);
+        command
     }
 
     /// Like [`TestCluster::kubectl`], but panics with stderr unless it

@@ -1,13 +1,15 @@
 //! Leader election against a real kube-apiserver with etcd: two
 //! `veil-operator run --source kube` processes with distinct `POD_NAME`s,
 //! one Lease. Exactly one holds it and only that one writes; a Schedule
-//! makes one TaskRun per scheduled time; after `kill -9` of the leader the
+//! makes one TaskRun per scheduled time (every create the API server made is
+//! counted from a watch); after `kill -9` of the leader the
 //! follower takes the Lease over, writes the status of a later spec change,
 //! keeps scheduling without making any run twice, and releases the Lease
 //! when stopped gracefully.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -94,9 +96,96 @@ fn runs_by_time(cluster: &TestCluster) -> BTreeMap<String, Vec<String>> {
     by_time
 }
 
-fn assert_one_run_per_time(by_time: &BTreeMap<String, Vec<String>>) {
-    for (time, names) in by_time {
-        assert_eq!(names.len(), 1, "scheduled time {time} has runs {names:?}");
+/// Every TaskRun of the Schedule the API server ever created, recorded
+/// from a watch started before any operator: scheduled time → uids. A run
+/// created twice for one time (even under one name, after a delete) shows
+/// as two uids, which listing the runs that exist now could not reveal.
+struct CreatedRuns {
+    seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    watch: std::process::Child,
+}
+
+impl CreatedRuns {
+    fn watch(cluster: &TestCluster) -> CreatedRuns {
+        let mut watch = cluster
+            .kubectl_command(&[
+                "get",
+                "taskruns",
+                "-n",
+                NS,
+                "-l",
+                "veil.dev/schedule=every-minute",
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = watch.stdout.take().unwrap();
+        let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let events = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
+            for event in events.map_while(Result::ok) {
+                let run = &event["object"];
+                let (Some(time), Some(uid)) = (
+                    run["metadata"]["annotations"]["veil.dev/scheduled-time"].as_str(),
+                    run["metadata"]["uid"].as_str(),
+                ) else {
+                    continue;
+                };
+                let mut seen = record.lock().unwrap();
+                let uids: &mut BTreeSet<String> = seen.entry(time.to_owned()).or_default();
+                uids.insert(uid.to_owned());
+            }
+        });
+        CreatedRuns { seen, watch }
+    }
+
+    /// Asserts that every scheduled time in `by_time` (runs that exist now)
+    /// was created exactly once, and no other time was created at all.
+    fn assert_once_each(&self, by_time: &BTreeMap<String, Vec<String>>) {
+        let seen = self.seen.lock().unwrap().clone();
+        for (time, names) in by_time {
+            assert_eq!(names.len(), 1, "scheduled time {time} has runs {names:?}");
+            let uids = seen.get(time).map_or(0, |uids| uids.len());
+            assert_eq!(
+                uids, 1,
+                "scheduled time {time} was created {uids} times: {seen:?}"
+            );
+        }
+        for (time, uids) in &seen {
+            assert_eq!(
+                uids.len(),
+                1,
+                "scheduled time {time} was created {} times",
+                uids.len()
+            );
+        }
+    }
+
+    /// Waits until the watch has seen the runs of every time in `by_time`.
+    async fn caught_up(&self, by_time: &BTreeMap<String, Vec<String>>) {
+        for _ in 0..100 {
+            if by_time
+                .keys()
+                .all(|t| self.seen.lock().unwrap().contains_key(t))
+            {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("the watch never saw {by_time:?}");
+    }
+}
+
+impl Drop for CreatedRuns {
+    fn drop(&mut self) {
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
     }
 }
 
@@ -115,6 +204,7 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
     std::fs::write(&file, OBJECTS).unwrap();
+    let created = CreatedRuns::watch(cluster);
     cluster.kubectl_ok(&["apply", "-f", &file.display().to_string()]);
 
     let mut a = Some(start(cluster, "veil-a").await);
@@ -148,7 +238,8 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
         (!runs.is_empty()).then_some(runs)
     })
     .await;
-    assert_one_run_per_time(&schedule_runs);
+    created.caught_up(&schedule_runs).await;
+    created.assert_once_each(&schedule_runs);
     assert!(leader.metric("veil_status_writes_total").await.unwrap() > 0.0);
     assert_eq!(
         follower.metric("veil_status_writes_total").await,
@@ -211,7 +302,8 @@ async fn only_the_lease_holder_writes_and_the_follower_takes_over_when_it_is_kil
         },
     )
     .await;
-    assert_one_run_per_time(&after);
+    created.caught_up(&after).await;
+    created.assert_once_each(&after);
     for time in schedule_runs.keys() {
         assert!(after.contains_key(time), "run for {time} kept: {after:?}");
     }

@@ -1,13 +1,16 @@
 //! The agent's xray driver against real xray, with real xray clients over
 //! VLESS+Reality on loopback: users applied live, revocation closing exactly
 //! the revoked user's connections, no restart for user changes, refused
-//! configs leaving the running server untouched, exact traffic deltas.
+//! configs leaving the running server untouched, exact traffic deltas, an
+//! adopted xray re-synced to what it really has.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use veil_agent::drivers::xray::api::{UserOp, XrayApi};
+use veil_agent::drivers::xray::config::INBOUND_TAG;
 use veil_agent::drivers::xray::process::Identity;
 use veil_agent::drivers::xray::{Event, XrayContext, XrayDriver};
 use veil_crds::protocol_server::VlessFlow;
@@ -386,7 +389,7 @@ async fn traffic_deltas_add_up_to_the_bytes_moved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_xray_is_restarted_and_its_users_resynced() {
+async fn a_crashed_xray_is_restarted_with_every_user_including_those_added_through_the_api() {
     let mut h = Harness::new();
     let server = ByteServer::start().await;
     let alice = user(1);
@@ -405,6 +408,51 @@ async fn a_crashed_xray_is_restarted_and_its_users_resynced() {
     assert_eq!(state.restarts, 1);
     let client = h.client(&bob);
     open_echo(&client, &server).await;
+    h.driver.stop_all().await;
+}
+
+/// An adopted xray whose users were changed behind the agent's back (one
+/// removed, a stranger added, through xray's own API): its config on disk
+/// still lists the old set, so only the re-sync against what xray reports
+/// can add the missing user back and remove the stranger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_xray_changed_behind_the_agents_back_is_resynced() {
+    let mut h = Harness::new();
+    let server = ByteServer::start().await;
+    let (alice, bob, stranger) = (user(1), user(2), user(3));
+    let state = h.apply(&[alice.clone(), bob.clone()]).await;
+    let pid = state.pid.unwrap();
+    h.driver.detach_all().await;
+
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h._data.path().join("default.edge/state.json")).unwrap(),
+    )
+    .unwrap();
+    let api_port = u16::try_from(record["api_port"].as_u64().unwrap()).unwrap();
+    let api = XrayApi::connect(std::net::SocketAddr::from(([127, 0, 0, 1], api_port)))
+        .await
+        .unwrap();
+    let done = api
+        .apply(
+            INBOUND_TAG,
+            vec![
+                UserOp::Remove {
+                    email: bob.email.clone(),
+                },
+                UserOp::Add((&stranger).into()),
+            ],
+        )
+        .await;
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{done:?}");
+
+    h.new_driver(true);
+    let state = h.apply(&[alice.clone(), bob.clone()]).await;
+    assert_eq!(state.pid, Some(pid), "adopted, not replaced");
+    assert_eq!(state.users, 2);
+    let mut present = api.inbound_users(INBOUND_TAG).await.unwrap();
+    present.sort();
+    assert_eq!(present, vec!["user1".to_owned(), "user2".to_owned()]);
+    open_echo(&h.client(&bob), &server).await;
     h.driver.stop_all().await;
 }
 
