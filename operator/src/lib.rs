@@ -20,6 +20,7 @@ pub mod notify;
 pub mod plan;
 pub mod private_fs;
 pub mod probe_history;
+pub mod records;
 pub mod report_scope;
 pub mod runs;
 pub mod schedule;

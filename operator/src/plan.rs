@@ -16,7 +16,7 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::Protocol;
 
 use crate::agents::{NodeAssignment, NodeObservation};
-use crate::store::{RunStateRecord, TrafficBaselineRecord};
+use crate::records::{RunStateRecord, TrafficBaselineRecord};
 use crate::world::World;
 
 pub mod conditions;
@@ -102,7 +102,9 @@ pub struct Plan {
     pub wake_at: Option<DateTime<Utc>>,
 }
 
-/// Computes the plan.
+/// Computes the plan: tasks first (statuses see the run states as they
+/// will be after this pass), then Schedules, Strategies and VLESS, then
+/// every object's status, then each node's assignment.
 pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     let task_inputs = tasks::TaskInputs {
         world: inputs.world,
@@ -113,38 +115,14 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     };
     let views = tasks::node_views(&task_inputs);
     let task_plan = tasks::plan_tasks(&task_inputs, &views);
-    // Statuses see the run states as they will be after this pass.
     let mut runs = inputs.runs.clone();
     for change in &task_plan.run_changes {
         runs.insert(change.uid.clone(), change.clone());
     }
-    // The Runner of each placed run (the one whose settings it gets), for
-    // the TaskRun's `status.runner` and the Runner's counts.
-    let mut runner_of: HashMap<&str, &veil_crds::runner::Runner> = HashMap::new();
-    let mut runs_of_runner: HashMap<(&str, &str), Vec<&RunStateRecord>> = HashMap::new();
-    for (key, object) in inputs.world.of_kind(Kind::TaskRun) {
-        let Object::TaskRun(run) = &*object.object else {
-            continue;
-        };
-        let uid = run.metadata.uid.as_deref().unwrap_or_default();
-        let Some(state) = runs.get(uid) else {
-            continue;
-        };
-        let Some(node) = state.node.as_deref() else {
-            continue;
-        };
-        if let Some(runner) = tasks::runner_on(inputs.world, &views, &key.namespace, run, node) {
-            runner_of.insert(uid, runner);
-            let name = runner.metadata.name.as_deref().unwrap_or_default();
-            runs_of_runner
-                .entry((key.namespace.as_str(), name))
-                .or_default()
-                .push(state);
-        }
-    }
-    let (schedule_actions, mut schedule_statuses) =
+    let owners = RunOwners::index(inputs.world, &views, &runs);
+    let (schedule_actions, schedule_statuses) =
         schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
-    let mut strategy_plan = strategies::plan_strategies(
+    let strategy_plan = strategies::plan_strategies(
         strategies::members::Sources {
             world: inputs.world,
             previous: inputs.previous,
@@ -152,7 +130,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         },
         &views,
     );
-    let mut vless_plan = vless::plan_vless(&vless::VlessInputs {
+    let vless_plan = vless::plan_vless(&vless::VlessInputs {
         world: inputs.world,
         previous: inputs.previous,
         views: &views,
@@ -160,10 +138,166 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         traffic: inputs.traffic,
         now: inputs.now,
     });
+    let mut bodies = KindBodies {
+        views: &views,
+        runs: &runs,
+        owners: &owners,
+        pending_reasons: &task_plan.pending_reasons,
+        node_timeout: inputs.node_timeout,
+        schedules: schedule_statuses,
+        strategies: strategy_plan.statuses,
+        vless: vless_plan.statuses,
+    };
+    let built = build_statuses(inputs, &mut bodies);
+    let assignments = node_assignments(
+        task_plan.assignments,
+        vless_plan.assignments,
+        strategy_plan.assignments,
+    );
+    Plan {
+        statuses: built.statuses,
+        run_changes: task_plan.run_changes,
+        stale_runs: task_plan.stale_runs,
+        assignments,
+        schedule_actions,
+        phase_counts: built.phase_counts,
+        memo: built.memo,
+        traffic_baselines: vless_plan.baselines,
+        stale_baselines: vless_plan.stale_baselines,
+        wake_at: vless_plan.wake_at,
+    }
+}
 
-    // Statuses are collected in key order and bulk-built, and the previous
-    // ones (and the memo) are read alongside, all sorted by key: a tree
-    // lookup or insert per object costs a string comparison per level.
+/// Which Runner each placed run belongs to: the one in its namespace whose
+/// node selector took its node (it gives the run its settings), and each
+/// Runner's runs, for the TaskRun's `status.runner` and the Runner's counts.
+struct RunOwners<'w, 'r> {
+    runner_of: HashMap<&'w str, &'w veil_crds::runner::Runner>,
+    runs_of_runner: HashMap<(&'w str, &'w str), Vec<&'r RunStateRecord>>,
+}
+
+impl<'w, 'r> RunOwners<'w, 'r> {
+    fn index(
+        world: &'w World,
+        views: &BTreeMap<&str, tasks::NodeView<'_>>,
+        runs: &'r BTreeMap<String, RunStateRecord>,
+    ) -> RunOwners<'w, 'r> {
+        let mut owners = RunOwners {
+            runner_of: HashMap::new(),
+            runs_of_runner: HashMap::new(),
+        };
+        for (key, object) in world.of_kind(Kind::TaskRun) {
+            let Object::TaskRun(run) = &*object.object else {
+                continue;
+            };
+            let uid = run.metadata.uid.as_deref().unwrap_or_default();
+            let Some(state) = runs.get(uid) else {
+                continue;
+            };
+            let Some(node) = state.node.as_deref() else {
+                continue;
+            };
+            if let Some(runner) = tasks::runner_on(world, views, &key.namespace, run, node) {
+                owners.runner_of.insert(uid, runner);
+                let name = runner.metadata.name.as_deref().unwrap_or_default();
+                owners
+                    .runs_of_runner
+                    .entry((key.namespace.as_str(), name))
+                    .or_default()
+                    .push(state);
+            }
+        }
+        owners
+    }
+}
+
+/// What the per-object status step reads besides [`PlanInputs`]: the
+/// statuses the kind planners built, taken out one object at a time.
+struct KindBodies<'a> {
+    views: &'a BTreeMap<&'a str, tasks::NodeView<'a>>,
+    runs: &'a BTreeMap<String, RunStateRecord>,
+    owners: &'a RunOwners<'a, 'a>,
+    pending_reasons: &'a BTreeMap<String, String>,
+    node_timeout: chrono::Duration,
+    schedules: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+    strategies: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+    vless: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+}
+
+/// What a kind planner made of one object's status.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per object, moved once: boxing would only add an allocation"
+)]
+enum Planned {
+    /// A body with its conditions, before `observedGeneration` and the
+    /// conditions' transition times are added.
+    Body(Value, memo::Conditions, memo::ExtraCondition),
+    /// A kind without a reconciler yet.
+    NotImplemented,
+}
+
+impl KindBodies<'_> {
+    /// The status body of `object`; `None` for objects without a status
+    /// (Secrets) or that a kind planner skipped.
+    fn body(
+        &mut self,
+        key: &ObjectKey,
+        object: &Object,
+        previous: Option<&Value>,
+    ) -> Option<Planned> {
+        let plain =
+            |(body, conditions): (Value, memo::Conditions)| Planned::Body(body, conditions, None);
+        Some(match object {
+            Object::Secret(_) => return None,
+            Object::TaskRun(run) => {
+                let uid = run.metadata.uid.as_deref().unwrap_or_default();
+                plain(tasks::task_run_status(
+                    object.meta().generation,
+                    self.runs.get(uid),
+                    self.pending_reasons.get(uid),
+                    self.owners.runner_of.get(uid).copied(),
+                ))
+            }
+            Object::Runner(runner) => {
+                let name = runner.metadata.name.as_deref().unwrap_or_default();
+                let own = self
+                    .owners
+                    .runs_of_runner
+                    .get(&(key.namespace.as_str(), name))
+                    .map_or(&[][..], Vec::as_slice);
+                plain(nodes::runner_status(runner, self.views, own))
+            }
+            Object::Schedule(_) => plain(self.schedules.remove(key)?),
+            Object::VeilNode(_) => {
+                let view = self.views.get(key.name.as_str());
+                let (body, conditions) =
+                    nodes::node_status(view, self.runs, self.node_timeout, previous);
+                Planned::Body(body, conditions, nodes::journal_condition(view))
+            }
+            Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
+                plain(self.vless.remove(key)?)
+            }
+            Object::VlessKey(_) => plain(self.vless.remove(key)?),
+            Object::Strategy(_) => plain(self.strategies.remove(key)?),
+            _ => Planned::NotImplemented,
+        })
+    }
+}
+
+/// Every object's finished status, with the phase counts and the memo.
+struct BuiltStatuses {
+    statuses: Statuses,
+    phase_counts: BTreeMap<(Kind, String), i64>,
+    memo: StatusMemo,
+}
+
+/// Finishes every object's status: conditions and `observedGeneration`
+/// added, the previous status (and the memo) reused where nothing changed.
+/// Statuses are collected in key order and bulk-built, and the previous
+/// ones (and the memo) are read alongside, all sorted by key: a tree
+/// lookup or insert per object costs a string comparison per level.
+fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> BuiltStatuses {
     let mut statuses = Vec::with_capacity(inputs.world.objects.len());
     let mut memo_entries = Vec::with_capacity(inputs.world.objects.len());
     let mut previous_statuses = inputs.previous.iter().peekable();
@@ -193,85 +327,21 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
                 parsed.as_ref()
             }
         };
-        let finish_with =
-            |body: Value, conditions: memo::Conditions, extra: memo::ExtraCondition| {
-                if let Some(entry) = remembered
-                    && entry.reusable_with(&body, &conditions, &extra, generation)
-                {
-                    return entry.clone();
-                }
-                let all: Vec<_> = conditions.iter().chain(extra.iter()).cloned().collect();
-                if inputs.memo.is_none() {
-                    return memo_entry(with_conditions(
-                        body, previous, &all, generation, inputs.now,
-                    ));
-                }
-                let mut entry = memo_entry(with_conditions(
-                    body.clone(),
-                    previous,
-                    &all,
-                    generation,
-                    inputs.now,
-                ));
-                entry.inputs = Some(Arc::new(memo::StatusInputs {
-                    body,
-                    conditions,
-                    extra,
-                    generation,
-                }));
-                entry
-            };
-        let finish =
-            |body: Value, conditions: memo::Conditions| finish_with(body, conditions, None);
-        let status = match &*object.object {
-            Object::Secret(_) => continue,
-            Object::TaskRun(run) => {
-                let uid = run.metadata.uid.as_deref().unwrap_or_default();
-                let state = runs.get(uid);
-                let runner = runner_of.get(uid).copied();
-                let (body, conditions) = tasks::task_run_status(
-                    generation,
-                    state,
-                    task_plan.pending_reasons.get(uid),
-                    runner,
-                );
-                finish(body, conditions)
-            }
-            Object::Runner(runner) => {
-                let name = runner.metadata.name.as_deref().unwrap_or_default();
-                let own = runs_of_runner
-                    .get(&(key.namespace.as_str(), name))
-                    .map_or(&[][..], Vec::as_slice);
-                let (body, conditions) = nodes::runner_status(runner, &views, own);
-                finish(body, conditions)
-            }
-            Object::Schedule(_) => match schedule_statuses.remove(key) {
-                Some((body, conditions)) => finish(body, conditions),
-                None => continue,
-            },
-            Object::VeilNode(_) => {
-                let view = views.get(key.name.as_str());
-                let (body, conditions) =
-                    nodes::node_status(view, &runs, inputs.node_timeout, previous);
-                finish_with(body, conditions, nodes::journal_condition(view))
-            }
-            Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
-                match vless_plan.statuses.remove(key) {
-                    Some((body, conditions)) => finish(body, conditions),
-                    None => continue,
-                }
-            }
-            Object::VlessKey(_) => match vless_plan.statuses.remove(key) {
-                Some((body, conditions)) => finish(body, conditions),
-                None => continue,
-            },
-            Object::Strategy(_) => match strategy_plan.statuses.remove(key) {
-                Some((body, conditions)) => finish(body, conditions),
-                None => continue,
-            },
-            _ => memo_entry(not_implemented::status(
+        let status = match bodies.body(key, &object.object, previous) {
+            None => continue,
+            Some(Planned::NotImplemented) => memo_entry(not_implemented::status(
                 key.kind, generation, previous, inputs.now,
             )),
+            Some(Planned::Body(body, conditions, extra)) => finish(Finish {
+                body,
+                conditions,
+                extra,
+                remembered,
+                previous,
+                generation,
+                now: inputs.now,
+                keep_inputs: inputs.memo.is_some(),
+            }),
         };
         let phase = status
             .value
@@ -288,8 +358,67 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     }
     let statuses: Statuses = statuses.into_iter().collect();
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));
-    let mut assignments: BTreeMap<String, NodeAssignment> = task_plan
-        .assignments
+    BuiltStatuses {
+        statuses,
+        phase_counts,
+        memo: StatusMemo::from_sorted(memo_entries),
+    }
+}
+
+/// One status to finish (see [`finish`]).
+struct Finish<'a> {
+    body: Value,
+    conditions: memo::Conditions,
+    extra: memo::ExtraCondition,
+    remembered: Option<&'a MemoEntry>,
+    previous: Option<&'a Value>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+    /// Keep the inputs in the entry, for the next pass's memo.
+    keep_inputs: bool,
+}
+
+/// The remembered entry when it was built from the same inputs, else a
+/// new status with conditions and `observedGeneration` added.
+fn finish(f: Finish<'_>) -> MemoEntry {
+    if let Some(entry) = f.remembered
+        && entry.reusable_with(&f.body, &f.conditions, &f.extra, f.generation)
+    {
+        return entry.clone();
+    }
+    let all: Vec<_> = f.conditions.iter().chain(f.extra.iter()).cloned().collect();
+    if !f.keep_inputs {
+        return memo_entry(with_conditions(
+            f.body,
+            f.previous,
+            &all,
+            f.generation,
+            f.now,
+        ));
+    }
+    let mut entry = memo_entry(with_conditions(
+        f.body.clone(),
+        f.previous,
+        &all,
+        f.generation,
+        f.now,
+    ));
+    entry.inputs = Some(Arc::new(memo::StatusInputs {
+        body: f.body,
+        conditions: f.conditions,
+        extra: f.extra,
+        generation: f.generation,
+    }));
+    entry
+}
+
+/// Each node's assignment from the kind planners' parts.
+fn node_assignments(
+    tasks: BTreeMap<String, Vec<veil_crds::wire::TaskAssignment>>,
+    servers: BTreeMap<String, Vec<veil_crds::wire::ServerAssignment>>,
+    strategies: BTreeMap<String, Vec<veil_crds::wire::StrategyGroup>>,
+) -> BTreeMap<String, NodeAssignment> {
+    let mut assignments: BTreeMap<String, NodeAssignment> = tasks
         .into_iter()
         .map(|(node, tasks)| {
             let content = NodeAssignment {
@@ -299,24 +428,13 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
             (node, content)
         })
         .collect();
-    for (node, servers) in vless_plan.assignments {
+    for (node, servers) in servers {
         assignments.entry(node).or_default().servers = servers;
     }
-    for (node, groups) in strategy_plan.assignments {
+    for (node, groups) in strategies {
         assignments.entry(node).or_default().strategies = groups;
     }
-    Plan {
-        statuses,
-        run_changes: task_plan.run_changes,
-        stale_runs: task_plan.stale_runs,
-        assignments,
-        schedule_actions,
-        phase_counts,
-        memo: StatusMemo::from_sorted(memo_entries),
-        traffic_baselines: vless_plan.baselines,
-        stale_baselines: vless_plan.stale_baselines,
-        wake_at: vless_plan.wake_at,
-    }
+    assignments
 }
 
 /// A freshly computed status, as text and parsed.

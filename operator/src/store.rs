@@ -52,7 +52,6 @@ mod nodes;
 mod objects;
 mod pool;
 mod probe_rounds;
-mod records;
 mod run_logs;
 mod run_states;
 mod schedules;
@@ -62,14 +61,24 @@ mod tokens;
 mod traffic;
 mod traffic_periods;
 
-pub use error::StoreError;
-pub use probe_rounds::ProbeRoundRecord;
-pub use records::{
+pub use crate::records::{
     GeneratedObjectRecord, LoadErrorRecord, NodeRecord, NodeTokenRecord, ObjectRecord, ObjectRef,
     RunStateRecord, TrafficBaselineRecord, TrafficDelta, TrafficSeenRecord, TrafficTotal,
 };
+pub use error::StoreError;
+pub use probe_rounds::ProbeRoundRecord;
 pub use run_logs::truncation_marker;
 pub use target::{Backend, StoreTarget};
+
+/// Digits of sub-second precision the store keeps: PostgreSQL's
+/// `timestamptz` holds microseconds, so SQLite is given the same.
+const STORED_SUBSEC_DIGITS: u16 = 6;
+
+/// `time` as the store will return it, on either backend.
+fn stored_time(time: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    time.trunc_subsecs(STORED_SUBSEC_DIGITS)
+}
 
 /// Handle on the state store. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]

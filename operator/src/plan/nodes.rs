@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use veil_crds::runner::{Executor, Runner};
 
 use super::tasks::{NodeView, has_tool, strip_nulls};
-use crate::store::RunStateRecord;
+use crate::records::RunStateRecord;
 use crate::world::timestamp;
 
 type Conditions = [(&'static str, &'static str, String, String); 3];

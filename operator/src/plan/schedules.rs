@@ -17,8 +17,8 @@ use veil_crds::schedule::{Schedule, SchedulePhase};
 use veil_crds::task_run::TaskRunPhase;
 
 use super::tasks::strip_nulls;
+use crate::records::RunStateRecord;
 use crate::schedule::{Decision, RunSummary, ScheduleEvent, ScheduleInput, decide};
-use crate::store::RunStateRecord;
 use crate::world::{World, timestamp};
 
 /// Label naming the Schedule that made a TaskRun.

@@ -21,8 +21,8 @@ use veil_crds::task_run::TaskRun;
 use veil_crds::wire::{ResolvedEnv, RunRef, SecretValue, TaskAssignment};
 
 use crate::agents::NodeObservation;
+use crate::records::{ObjectRef, RunStateRecord};
 use crate::runs::is_finished;
-use crate::store::{ObjectRef, RunStateRecord};
 use crate::world::{World, timestamp};
 
 /// What the task plan needs besides the world.

@@ -437,3 +437,46 @@ spec:
 }
 
 mod runners;
+
+/// `plan` stays pure: outside its tests, no file of it reaches the store,
+/// the sinks, the API, the sources or the controller (it reads plain data
+/// from `world`, `records` and the agents' observations).
+#[test]
+fn plan_imports_nothing_from_store_sink_api_source_or_controller() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "tests" {
+                    rust_files(&path, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" {
+                out.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.join("plan.rs")];
+    rust_files(&src.join("plan"), &mut files);
+    assert!(files.len() > 10, "{files:?}");
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            for module in ["store", "sink", "api", "source", "controller"] {
+                if line.contains(&format!("crate::{module}")) {
+                    found.push(format!("{}:{}: {line}", file.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "plan must stay pure:\n{}",
+        found.join("\n")
+    );
+}

@@ -17,7 +17,7 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::wire::ServerAssignment;
 
 use super::tasks::NodeView;
-use crate::store::TrafficBaselineRecord;
+use crate::records::TrafficBaselineRecord;
 use crate::world::World;
 
 mod inputs;

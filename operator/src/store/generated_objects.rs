@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::records::stored_time;
+use super::stored_time;
 use super::{GeneratedObjectRecord, ObjectRef, Store, StoreError};
 
 /// A generated-object row as read back, before its document is parsed.

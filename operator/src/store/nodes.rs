@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::records::stored_time;
+use super::stored_time;
 use super::{NodeRecord, Store, StoreError};
 
 /// A node row as read back, before its registration is parsed.

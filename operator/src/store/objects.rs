@@ -5,7 +5,7 @@
 use sqlx::QueryBuilder;
 
 use super::pool::begin_write;
-use super::records::stored_time;
+use super::stored_time;
 use super::{ObjectRecord, ObjectRef, Store, StoreError, batch};
 
 impl Store {

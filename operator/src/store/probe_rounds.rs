@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use veil_crds::wire::ProbeSample;
 
 use super::pool::begin_write;
-use super::records::stored_time;
+use super::stored_time;
 use super::{Store, StoreError};
 
 /// One probe round of a Strategy (`namespace`/`strategy`) on `node`.

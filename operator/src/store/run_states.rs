@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::pool::begin_write;
-use super::records::stored_time;
+use super::stored_time;
 use super::{ObjectRef, RunStateRecord, Store, StoreError, batch};
 
 /// Columns of `run_states`, in the order rows are bound.

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::records::stored_time;
+use super::stored_time;
 use super::{ObjectRef, Store, StoreError};
 
 /// A schedule-state row as read back.

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 
-use super::records::stored_time;
+use super::stored_time;
 use super::{NodeTokenRecord, Store, StoreError};
 
 impl Store {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::pool::begin_write;
-use super::records::stored_time;
+use super::stored_time;
 use super::{Store, StoreError, TrafficBaselineRecord, TrafficSeenRecord, batch};
 
 /// Columns of `traffic_baselines`, in the order rows are bound.

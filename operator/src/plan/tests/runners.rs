@@ -6,7 +6,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
-use crate::store::{ObjectRef, RunStateRecord};
+use crate::records::{ObjectRef, RunStateRecord};
 
 const OBJECTS: &str = "
 apiVersion: veil.dev/v1alpha1

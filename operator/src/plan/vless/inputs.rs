@@ -8,7 +8,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{TrafficBaselineRecord, TrafficTotal};
+use crate::records::{TrafficBaselineRecord, TrafficTotal};
 
 /// Store scope of generated VLESS ids, keyed by VlessKey uid.
 pub const VLESS_ID_SCOPE: &str = "vless-id";

@@ -19,7 +19,7 @@ use veil_crds::vless_key::VlessKey;
 use super::inputs::{GeneratedSecrets, TrafficState};
 use super::servers::{Problem, Server};
 use super::usage::{PeriodUsage, period_usage};
-use crate::store::TrafficBaselineRecord;
+use crate::records::TrafficBaselineRecord;
 use crate::world::World;
 
 /// A VlessKey, resolved.

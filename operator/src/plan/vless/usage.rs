@@ -18,7 +18,7 @@ use veil_crds::vless_key::VlessKey;
 
 use super::inputs::{Counters, TrafficState};
 use super::period;
-use crate::store::TrafficBaselineRecord;
+use crate::records::TrafficBaselineRecord;
 
 /// Bytes of the current period.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -156,7 +156,7 @@ fn disabled_expired_and_over_limit_keys_leave_the_assignment() {
     // A baseline from the key's creation (never resets): all 1000 bytes count.
     case.traffic.baselines.insert(
         lim_uid.clone(),
-        crate::store::TrafficBaselineRecord {
+        crate::records::TrafficBaselineRecord {
             key_uid: lim_uid,
             server: "default/edge-vless".into(),
             email: "default.lim".into(),

@@ -1,6 +1,6 @@
 //! Traffic periods: baselines, limits, resets, last seen.
 
-use crate::store::TrafficBaselineRecord;
+use crate::records::TrafficBaselineRecord;
 
 use super::*;
 

@@ -1,20 +1,13 @@
-//! The rows the store reads and writes, as plain data.
+//! The rows the store reads and writes, as plain data: shared by the store
+//! (which persists them) and `plan` (which reads run states and traffic
+//! baselines), so the pure planning code depends on data, not on storage.
 //!
 //! Kinds are stored as strings: the store persists what it is given and
 //! never interprets it. They serialise (camelCase) for the APIs that show them.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// Digits of sub-second precision the store keeps: PostgreSQL's
-/// `timestamptz` holds microseconds, so SQLite is given the same.
-const STORED_SUBSEC_DIGITS: u16 = 6;
-
-/// `time` as the store will return it, on either backend.
-pub(super) fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(STORED_SUBSEC_DIGITS)
-}
 
 /// Identity of a stored object: kind, namespace (empty for cluster-scoped
 /// kinds) and name.
