@@ -4,7 +4,7 @@
 //!
 //! Owns no policy: what a node should run is decided by `plan`; this module
 //! only stores each node's latest assignment, bumps its revision when (and
-//! only when) the content changes, and wakes that node's long-poll. An
+//! only when) the content changes (compared in place), and wakes that node's long-poll. An
 //! unchanged node costs nothing.
 //!
 //! Every change is also kept as a delta (see `veil_crds::wire::diff`), a
@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use veil_crds::wire::{
     Assignment, AssignmentDelta, JournalFault, RegisterRequest, ServerAssignment, ServerReport,
@@ -138,7 +137,6 @@ impl ReportScope {
 struct NodeEntry {
     observation: Option<NodeObservation>,
     assignment: watch::Sender<Arc<Assignment>>,
-    content_hash: String,
     scope: ReportScope,
     /// The latest changes, each from the revision before it (a chain
     /// ending at the current revision, or empty).
@@ -220,7 +218,6 @@ impl Agents {
                 ..Assignment::default()
             }))
             .0,
-            content_hash: String::new(),
             scope: ReportScope::default(),
             deltas: VecDeque::new(),
             delta_users: 0,
@@ -380,12 +377,14 @@ impl Agents {
             .collect();
         for node in names {
             let content = desired.remove(&node).unwrap_or_default();
-            let hash = content_hash(&content);
             let entry = Self::entry(&mut nodes, &node);
-            if entry.content_hash == hash {
+            // Every node gets a first revision, even an empty one: an agent
+            // stops what it no longer runs once it has an assignment.
+            if entry.assignment.borrow().revision != 0
+                && same_content(&entry.assignment.borrow(), &content)
+            {
                 continue;
             }
-            entry.content_hash = hash;
             entry.scope.advance(&content);
             let previous = entry.assignment.borrow().revision;
             let revision = (now.timestamp_micros().max(0) as u64).max(previous + 1);
@@ -453,16 +452,13 @@ fn revoked_only(current: &Assignment, wanted: Option<&NodeAssignment>) -> NodeAs
     }
 }
 
-/// SHA-256 over the serialised content (secret values included, so a
-/// rotated key or id is a change).
-fn content_hash(content: &NodeAssignment) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(&content.tasks).unwrap_or_default());
-    hasher.update(b"\0");
-    hasher.update(serde_json::to_vec(&content.servers).unwrap_or_default());
-    hasher.update(b"\0");
-    hasher.update(serde_json::to_vec(&content.strategies).unwrap_or_default());
-    hex::encode(hasher.finalize())
+/// Whether `current` already holds exactly `content` (secret values
+/// included, so a rotated key or id is a change). Compares in place: no
+/// serialising of 100,000 users per pass.
+fn same_content(current: &Assignment, content: &NodeAssignment) -> bool {
+    current.tasks == content.tasks
+        && current.servers == content.servers
+        && current.strategies == content.strategies
 }
 
 #[cfg(test)]
