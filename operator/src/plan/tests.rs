@@ -185,6 +185,81 @@ fn generation_increments_only_when_spec_changes() {
 }
 
 #[test]
+fn an_object_handed_over_again_unchanged_is_reused_as_built() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let mut book = GenerationBook::default();
+    let source = snapshot(NODE_AND_SECRET);
+    let (first, _) = book.build_world(&source, t, uids());
+    let (second, changes) = book.build_world(&source, t + chrono::Duration::hours(1), uids());
+    assert!(changes.is_empty());
+    for (key, object) in &first.objects {
+        assert!(
+            Arc::ptr_eq(&object.object, &second.objects[key].object),
+            "{key} was built again"
+        );
+    }
+    // The same spec in a new allocation (the file read again) is built
+    // again, to the same result.
+    let node = first.of_kind(Kind::VeilNode).next().unwrap().0.clone();
+    let (third, changes) = book.build_world(&snapshot(NODE_AND_SECRET), t, uids());
+    assert!(changes.is_empty());
+    assert!(!Arc::ptr_eq(
+        &first.objects[&node].object,
+        &third.objects[&node].object
+    ));
+    assert_eq!(
+        first.objects[&node].object.to_value(),
+        third.objects[&node].object.to_value()
+    );
+    // The same allocation at another place (lines moved) gets its new origin.
+    let mut moved = snapshot(NODE_AND_SECRET);
+    let (fourth, _) = book.build_world(&moved, t, uids());
+    moved.objects.get_mut(&node).unwrap().origin.line += 3;
+    let (fifth, changes) = book.build_world(&moved, t, uids());
+    assert!(changes.is_empty());
+    assert_ne!(fourth.objects[&node].origin, fifth.objects[&node].origin);
+    // A changed spec is a new generation, as always.
+    let cordoned = NODE_AND_SECRET.replace("cordoned: false", "cordoned: true");
+    let (sixth, changes) = book.build_world(&snapshot(&cordoned), t, uids());
+    assert_eq!(changes.upserts.len(), 1);
+    assert_eq!(sixth.objects[&node].object.meta().generation, Some(2));
+}
+
+#[test]
+fn of_kind_yields_exactly_the_objects_of_that_kind_in_order() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let yaml = format!(
+        "{NODE_AND_SECRET}---
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {{name: b}}
+spec: {{}}
+---
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {{name: a, namespace: zz}}
+spec: {{}}
+---
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {{name: a}}
+spec: {{}}
+"
+    );
+    let (world, _) = GenerationBook::default().build_world(&snapshot(&yaml), t, uids());
+    let names = |kind| {
+        world
+            .of_kind(kind)
+            .map(|(key, _)| format!("{}/{}", key.namespace, key.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(Kind::Runner), ["default/a", "default/b", "zz/a"]);
+    assert_eq!(names(Kind::VeilNode), ["/edge-1"]);
+    assert_eq!(names(Kind::Secret), ["default/psk"]);
+    assert!(names(Kind::Strategy).is_empty());
+}
+
+#[test]
 fn removed_objects_are_deleted_from_the_book() {
     let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let mut book = GenerationBook::default();

@@ -25,7 +25,10 @@ pub type ParseFn = fn(&str, &str, &Limits) -> Result<Vec<ParsedObject>, Vec<Docu
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub key: ObjectKey,
-    pub object: Object,
+    /// Shared with every snapshot while the file version is in effect: an
+    /// unchanged object is the same allocation from one snapshot to the
+    /// next, which lets the world reuse what it built from it.
+    pub object: Arc<Object>,
     pub line: usize,
 }
 
@@ -132,7 +135,11 @@ pub fn parse_file(
             ));
             continue;
         }
-        entries.push(Entry { key, object, line });
+        entries.push(Entry {
+            key,
+            object: Arc::new(object),
+            line,
+        });
     }
     if errors.is_empty() {
         Current::Good(Version {
@@ -280,7 +287,7 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
                 objects.insert(
                     entry.key.clone(),
                     SourcedObject {
-                        object: entry.object.clone().into(),
+                        object: Arc::clone(&entry.object),
                         origin,
                     },
                 );
