@@ -244,7 +244,7 @@ impl KindBodies<'_> {
         &mut self,
         key: &ObjectKey,
         object: &Object,
-        previous: Option<&Value>,
+        previous: Option<&Arc<RawValue>>,
     ) -> Option<Planned> {
         let plain =
             |(body, conditions): (Value, memo::Conditions)| Planned::Body(body, conditions, None);
@@ -271,8 +271,9 @@ impl KindBodies<'_> {
             Object::Schedule(_) => plain(self.schedules.remove(key)?),
             Object::VeilNode(_) => {
                 let view = self.views.get(key.name.as_str());
+                let previous = parse(previous);
                 let (body, conditions) =
-                    nodes::node_status(view, self.runs, self.node_timeout, previous);
+                    nodes::node_status(view, self.runs, self.node_timeout, previous.as_ref());
                 Planned::Body(body, conditions, nodes::journal_condition(view))
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
@@ -306,7 +307,7 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
         .into_iter()
         .flat_map(StatusMemo::iter)
         .peekable();
-    let mut phase_counts = BTreeMap::new();
+    let mut phase_counts: HashMap<(Kind, Arc<str>), i64> = HashMap::new();
     for (key, object) in &inputs.world.objects {
         let generation = object.object.meta().generation;
         while previous_statuses.next_if(|(k, _)| *k < key).is_some() {}
@@ -319,43 +320,40 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
             .next_if(|(k, _)| *k == key)
             .map(|(_, entry)| entry)
             .filter(|entry| previous_raw.is_some_and(|raw| Arc::ptr_eq(raw, &entry.raw)));
-        let parsed: Option<Value>;
-        let previous = match remembered {
-            Some(entry) => Some(&*entry.value),
-            None => {
-                parsed = previous_raw.and_then(|raw| serde_json::from_str(raw.get()).ok());
-                parsed.as_ref()
-            }
-        };
-        let status = match bodies.body(key, &object.object, previous) {
+        let status = match bodies.body(key, &object.object, previous_raw) {
             None => continue,
-            Some(Planned::NotImplemented) => memo_entry(not_implemented::status(
-                key.kind, generation, previous, inputs.now,
-            )),
+            Some(Planned::NotImplemented) => built(
+                not_implemented::status(
+                    key.kind,
+                    generation,
+                    parse(previous_raw).as_ref(),
+                    inputs.now,
+                ),
+                None,
+            ),
             Some(Planned::Body(body, conditions, extra)) => finish(Finish {
                 body,
                 conditions,
                 extra,
                 remembered,
-                previous,
+                previous: previous_raw,
                 generation,
                 now: inputs.now,
-                keep_inputs: inputs.memo.is_some(),
+                remember: inputs.memo.is_some(),
             }),
         };
-        let phase = status
-            .value
-            .get("phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Unknown");
         *phase_counts
-            .entry((key.kind, phase.to_owned()))
+            .entry((key.kind, Arc::clone(&status.phase)))
             .or_default() += 1;
         statuses.push((key.clone(), status.raw.clone()));
         if inputs.memo.is_some() {
             memo_entries.push((key.clone(), status));
         }
     }
+    let phase_counts = phase_counts
+        .into_iter()
+        .map(|((kind, phase), count)| ((kind, phase.to_string()), count))
+        .collect();
     let statuses: Statuses = statuses.into_iter().collect();
     debug_assert!(statuses.keys().all(|k| k.kind != Kind::Secret));
     BuiltStatuses {
@@ -370,46 +368,44 @@ struct Finish<'a> {
     body: Value,
     conditions: memo::Conditions,
     extra: memo::ExtraCondition,
+    /// The memo's entry, when `previous` is its very text.
     remembered: Option<&'a MemoEntry>,
-    previous: Option<&'a Value>,
+    previous: Option<&'a Arc<RawValue>>,
     generation: Option<i64>,
     now: DateTime<Utc>,
-    /// Keep the inputs in the entry, for the next pass's memo.
-    keep_inputs: bool,
+    /// Fingerprint the inputs, for the next pass's memo.
+    remember: bool,
 }
 
 /// The remembered entry when it was built from the same inputs, else a
-/// new status with conditions and `observedGeneration` added.
+/// new status with conditions and `observedGeneration` added (the previous
+/// status parsed only then).
 fn finish(f: Finish<'_>) -> MemoEntry {
+    let fingerprint = if f.remember {
+        memo::StatusInputs {
+            body: &f.body,
+            conditions: &f.conditions,
+            extra: &f.extra,
+            generation: f.generation,
+        }
+        .fingerprint()
+    } else {
+        None
+    };
     if let Some(entry) = f.remembered
-        && entry.reusable_with(&f.body, &f.conditions, &f.extra, f.generation)
+        && entry.built_from(fingerprint)
     {
         return entry.clone();
     }
     let all: Vec<_> = f.conditions.iter().chain(f.extra.iter()).cloned().collect();
-    if !f.keep_inputs {
-        return memo_entry(with_conditions(
-            f.body,
-            f.previous,
-            &all,
-            f.generation,
-            f.now,
-        ));
-    }
-    let mut entry = memo_entry(with_conditions(
-        f.body.clone(),
-        f.previous,
-        &all,
-        f.generation,
-        f.now,
-    ));
-    entry.inputs = Some(Arc::new(memo::StatusInputs {
-        body: f.body,
-        conditions: f.conditions,
-        extra: f.extra,
-        generation: f.generation,
-    }));
-    entry
+    let previous = parse(f.previous);
+    let value = with_conditions(f.body, previous.as_ref(), &all, f.generation, f.now);
+    built(value, fingerprint)
+}
+
+/// A status text parsed (`None` when absent or unreadable).
+fn parse(raw: Option<&Arc<RawValue>>) -> Option<Value> {
+    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
 }
 
 /// Each node's assignment from the kind planners' parts.
@@ -437,12 +433,17 @@ fn node_assignments(
     assignments
 }
 
-/// A freshly computed status, as text and parsed.
-fn memo_entry(value: Value) -> MemoEntry {
+/// A freshly computed status as a memo entry: its text, its phase and
+/// the fingerprint of its inputs.
+fn built(value: Value, fingerprint: Option<u128>) -> MemoEntry {
+    let phase = value
+        .get("phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Unknown");
     MemoEntry {
         raw: raw_status(&value),
-        value: Arc::new(value),
-        inputs: None,
+        phase: Arc::from(phase),
+        fingerprint,
     }
 }
 

@@ -85,6 +85,8 @@ struct Case {
     traffic: TrafficState,
     /// The statuses of the previous pass (see [`Case::settle`]).
     previous: Statuses,
+    /// The memo of the previous pass.
+    memo: crate::plan::StatusMemo,
     now: DateTime<Utc>,
 }
 
@@ -99,6 +101,7 @@ impl Case {
             secrets: GeneratedSecrets::default(),
             traffic: TrafficState::default(),
             previous: Statuses::new(),
+            memo: Default::default(),
             now,
         }
     }
@@ -149,6 +152,7 @@ impl Case {
     fn settle(&mut self) -> Plan {
         let plan = self.plan();
         self.previous = plan.statuses.clone();
+        self.memo = plan.memo.clone();
         plan
     }
 
@@ -157,19 +161,39 @@ impl Case {
         self.world.objects[&key].object.meta().uid.clone().unwrap()
     }
 
+    /// Plans with the memo of the last [`Case::settle`], and checks that
+    /// planning without one gives the very same statuses (every VLESS test
+    /// is also a test that the memo never changes a status).
     fn plan(&self) -> Plan {
-        plan(&PlanInputs {
+        let runs = BTreeMap::new();
+        let times = BTreeMap::new();
+        let inputs = |memo| PlanInputs {
             world: &self.world,
             previous: &self.previous,
             nodes: &self.nodes,
-            runs: &BTreeMap::new(),
+            runs: &runs,
             now: self.now,
             node_timeout: TimeDelta::seconds(30),
-            last_schedule_times: &BTreeMap::new(),
+            last_schedule_times: &times,
             secrets: &self.secrets,
             traffic: &self.traffic,
-            memo: None,
-        })
+            memo,
+        };
+        let with_memo = plan(&inputs(Some(&self.memo)));
+        let without = plan(&inputs(None));
+        let texts = |plan: &Plan| {
+            plan.statuses
+                .iter()
+                .map(|(key, raw)| (key.clone(), raw.get().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            texts(&with_memo),
+            texts(&without),
+            "the memo changed a status"
+        );
+        assert_eq!(with_memo.phase_counts, without.phase_counts);
+        with_memo
     }
 }
 
