@@ -45,6 +45,7 @@ pub async fn run_all() {
     agent_idle(&agents).await;
     if std::env::var("VEIL_BENCH_SKIP_HISTORY").is_err() {
         history(&op, dir.path(), 10_000).await;
+        throughput_with_history(&op, dir.path(), 1_000).await;
     }
 }
 
@@ -216,6 +217,32 @@ async fn agent_idle(agents: &[Agent; 2]) {
         rss_kib(pid) as f64 / 1024.0,
         ticks as f64 / 100.0 / window.as_secs_f64() * 100.0,
         window.as_secs()
+    );
+}
+
+/// `count` more runs (files of 100) once the history holds every run so far.
+async fn throughput_with_history(op: &Operator, dir: &Path, count: usize) {
+    let before = finished(op).await.1;
+    let started = Instant::now();
+    for file in 0..count.div_ceil(100) {
+        let n = 100.min(count - file * 100);
+        write_atomically(
+            &dir.join(format!("late-{file:03}.yaml")),
+            &runs_yaml("late", file * 100, n),
+        );
+    }
+    wait_finished(
+        op,
+        before + count,
+        "runs after the history",
+        Duration::from_secs(600),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "taskruns_throughput_with_history: runs={count} with {before} finished in history elapsed={:.1}s rate={:.0} runs/s (target >= 250 runs/s)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
     );
 }
 
