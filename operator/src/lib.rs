@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod agents;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod credential_secrets;

@@ -51,6 +51,7 @@ use veil_crds::object::ObjectKey;
 use super::secrets::ClusterState;
 use super::{Controller, ControllerError, generated_object};
 use crate::agents::NodeObservation;
+use crate::backoff::Backoff;
 use crate::credential_secrets::CredentialSecrets;
 use crate::credential_secrets::convert::{Adopted, adopted};
 use crate::credential_secrets::desired::desired_secrets;
@@ -66,11 +67,9 @@ use crate::sink::{
 };
 use crate::source::{SourceSnapshot, SourcedObject};
 
-/// First delay before a pass retries a failed TaskRun write; doubles per
-/// failing pass.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// Longest delay between such retries.
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Delay before a pass retries a failed TaskRun or VeilNode write: 1 s,
+/// doubling per failing pass, at most 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// Kubernetes mode's part of the controller state.
 pub(super) struct KubeMode {
@@ -547,7 +546,7 @@ impl Controller {
                 None => kube.failures = 0,
                 Some((key, error)) => {
                     kube.failures += 1;
-                    let delay = retry_delay(kube.failures);
+                    let delay = RETRY.delay(kube.failures);
                     if matches!(error, TaskRunWriteError::GateClosed) {
                         // A replica that may not write (not the leader) waits quietly.
                         tracing::debug!(run = %key, retry_in = ?delay, "not writing task runs now");
@@ -607,7 +606,7 @@ impl Controller {
             None => kube.node_failures = 0,
             Some((name, error)) => {
                 kube.node_failures += 1;
-                let delay = retry_delay(kube.node_failures);
+                let delay = RETRY.delay(kube.node_failures);
                 tracing::warn!(node = %name, %error, retry_in = ?delay, "could not create a VeilNode for a registered agent");
                 let at = tokio::time::Instant::now() + delay;
                 self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
@@ -662,13 +661,6 @@ pub(super) fn adopt_schedule_times(
             times.insert(key.clone(), time);
         }
     }
-}
-
-/// The wait before retry number `failures` (1-based).
-fn retry_delay(failures: u32) -> Duration {
-    FIRST_RETRY
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(MAX_RETRY)
 }
 
 #[cfg(test)]
@@ -792,9 +784,9 @@ spec:
 
     #[test]
     fn retries_back_off_to_half_a_minute() {
-        assert_eq!(retry_delay(1), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(4));
-        assert_eq!(retry_delay(60), MAX_RETRY);
+        assert_eq!(RETRY.delay(1), Duration::from_secs(1));
+        assert_eq!(RETRY.delay(3), Duration::from_secs(4));
+        assert_eq!(RETRY.delay(60), Duration::from_secs(30));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use super::convert::{DesiredSecret, apply_body, observe};
 use super::{Observed, SecretName};
+use crate::backoff::Backoff;
 use crate::sink::WriteGate;
 use crate::sink::write_queue::{WriteQueue, sleep_until};
 use crate::source::kube::resources::FIELD_MANAGER;
@@ -39,10 +40,8 @@ use crate::source::kube::resources::FIELD_MANAGER;
 const MAX_IN_FLIGHT: usize = 8;
 /// A write that takes longer is abandoned and retried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// First retry delay; doubles per failed attempt of the same Secret.
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// Longest retry delay.
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Retries of one Secret's write: 500 ms, doubling per failed attempt, at most 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// A handle to the background writer; dropping it stops the writer.
 pub(super) struct SecretWriter {
@@ -126,12 +125,6 @@ fn describe(failure: &WriteFailure) -> String {
     }
 }
 
-fn retry_delay(failures: u32) -> Duration {
-    FIRST_RETRY
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(MAX_RETRY)
-}
-
 struct Writer {
     client: kube::Client,
     gate: WriteGate,
@@ -200,7 +193,7 @@ impl Writer {
             Err(failure) => match outcome(&failure) {
                 Outcome::Retry => {
                     let (namespace, secret) = name.clone();
-                    let delay = self.queue.retry(name, retry_delay);
+                    let delay = self.queue.retry(name, |failures| RETRY.delay(failures));
                     tracing::warn!(%namespace, %secret, error = %describe(&failure), retry_in = ?delay.unwrap_or_default(), "writing a credentials Secret failed; retrying");
                 }
                 Outcome::Drop => {
@@ -282,8 +275,8 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_half_a_minute() {
-        assert_eq!(retry_delay(1), FIRST_RETRY);
-        assert_eq!(retry_delay(3), FIRST_RETRY * 4);
-        assert_eq!(retry_delay(60), MAX_RETRY);
+        assert_eq!(RETRY.delay(1), Duration::from_millis(500));
+        assert_eq!(RETRY.delay(3), Duration::from_secs(2));
+        assert_eq!(RETRY.delay(60), Duration::from_secs(30));
     }
 }

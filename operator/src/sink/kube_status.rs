@@ -26,7 +26,6 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use kube::api::{Patch, PatchParams};
-use rand::Rng;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -35,6 +34,7 @@ use veil_crds::object::ObjectKey;
 
 use super::WriteGate;
 use super::write_queue::{WriteQueue, sleep_until};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::source::kube::resources::{self, FIELD_MANAGER};
 
@@ -43,10 +43,9 @@ use crate::source::kube::resources::{self, FIELD_MANAGER};
 pub const MAX_IN_FLIGHT: usize = 32;
 /// A write that takes longer is abandoned and retried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// First retry delay; doubles per failed attempt of the same object.
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-/// Longest retry delay (the watcher's cap too).
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Retries of one object's write: 200 ms, doubling per failed attempt, at
+/// most 30 s (the watcher's cap too), jittered.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30)).jittered();
 
 /// A handle to the background writer; dropping it stops the writer
 /// (statuses still dirty are then lost with the process, and written again
@@ -137,14 +136,6 @@ fn outcome(failure: &WriteFailure) -> Outcome {
     }
 }
 
-/// The delay before retry number `failures` (1-based), jittered ±20%.
-fn retry_delay(failures: u32) -> Duration {
-    let doubled = FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    doubled
-        .min(MAX_RETRY)
-        .mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
 impl Writer {
     async fn run(mut self, mut updates: mpsc::UnboundedReceiver<(ObjectKey, Arc<RawValue>)>) {
         loop {
@@ -194,7 +185,7 @@ impl Writer {
                     let failing = self.failing;
                     self.failing = true;
                     let object = key.to_string();
-                    let delay = self.queue.retry(key, retry_delay);
+                    let delay = self.queue.retry(key, |failures| RETRY.delay(failures));
                     if failing {
                         tracing::debug!(%object, error = %failure, delay = ?delay.unwrap_or_default(), "status write failed; retrying");
                     } else {
@@ -288,15 +279,6 @@ mod tests {
             outcome(&WriteFailure::Api(kube::Error::Api(Box::new(undeclared)))),
             Outcome::Refused
         );
-    }
-
-    #[test]
-    fn retry_delays_double_up_to_the_cap() {
-        let first = retry_delay(1);
-        assert!(first >= Duration::from_millis(160) && first <= Duration::from_millis(240));
-        let fourth = retry_delay(4);
-        assert!(fourth >= Duration::from_millis(1280) && fourth <= Duration::from_millis(1920));
-        assert!(retry_delay(40) <= MAX_RETRY.mul_f64(1.2));
     }
 
     #[test]
