@@ -20,6 +20,7 @@ use crate::records::{RunStateRecord, TrafficBaselineRecord};
 use crate::world::World;
 
 pub mod conditions;
+mod incremental;
 pub mod memo;
 mod nodes;
 mod not_implemented;
@@ -29,6 +30,7 @@ pub mod tasks;
 pub mod vless;
 
 use conditions::{ConditionUpdate, set_conditions};
+pub use incremental::Planner;
 use memo::MemoEntry;
 pub use memo::StatusMemo;
 
@@ -102,10 +104,16 @@ pub struct Plan {
     pub wake_at: Option<DateTime<Utc>>,
 }
 
-/// Computes the plan: tasks first (statuses see the run states as they
-/// will be after this pass), then Schedules, Strategies and VLESS, then
-/// every object's status, then each node's assignment.
+/// Computes the plan from scratch: tasks first (statuses see the run
+/// states as they will be after this pass), then Schedules, Strategies and
+/// VLESS, then every object's status, then each node's assignment. The
+/// reference that [`Planner`] (incremental) is checked against.
 pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
+    plan_with(inputs, None)
+}
+
+/// [`plan`], with VlessKeys planned incrementally when a cache is given.
+fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) -> Plan {
     let task_inputs = tasks::TaskInputs {
         world: inputs.world,
         nodes: inputs.nodes,
@@ -130,14 +138,18 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         },
         &views,
     );
-    let vless_plan = vless::plan_vless(&vless::VlessInputs {
+    let vless_inputs = vless::VlessInputs {
         world: inputs.world,
         previous: inputs.previous,
         views: &views,
         secrets: inputs.secrets,
         traffic: inputs.traffic,
         now: inputs.now,
-    });
+    };
+    let vless_plan = match keys.as_deref_mut() {
+        Some(cache) => cache.plan(&vless_inputs),
+        None => vless::plan_vless(&vless_inputs),
+    };
     let mut bodies = KindBodies {
         views: &views,
         runs: &runs,
@@ -147,8 +159,15 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
         schedules: schedule_statuses,
         strategies: strategy_plan.statuses,
         vless: vless_plan.statuses,
+        kept: keys
+            .as_deref()
+            .map(|cache| (Box::new(cache.kept()) as KeptKeys<'_>).peekable()),
     };
     let built = build_statuses(inputs, &mut bodies);
+    drop(bodies);
+    if let Some(cache) = keys {
+        cache.record(&built.statuses);
+    }
     let assignments = node_assignments(
         task_plan.assignments,
         vless_plan.assignments,
@@ -222,7 +241,13 @@ struct KindBodies<'a> {
     schedules: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
     strategies: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
     vless: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+    /// VlessKeys whose last status stands (incremental planning), with
+    /// their phases, in key order.
+    kept: Option<std::iter::Peekable<KeptKeys<'a>>>,
 }
+
+/// The phase of every VlessKey the key cache knows, in key order.
+type KeptKeys<'a> = Box<dyn Iterator<Item = (&'a ObjectKey, &'a Arc<str>)> + 'a>;
 
 /// What a kind planner made of one object's status.
 #[allow(
@@ -235,6 +260,8 @@ enum Planned {
     Body(Value, memo::Conditions, memo::ExtraCondition),
     /// A kind without a reconciler yet.
     NotImplemented,
+    /// The previous status stands (its inputs did not change); its phase.
+    Keep(Arc<str>),
 }
 
 impl KindBodies<'_> {
@@ -279,10 +306,21 @@ impl KindBodies<'_> {
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
                 plain(self.vless.remove(key)?)
             }
-            Object::VlessKey(_) => plain(self.vless.remove(key)?),
+            Object::VlessKey(_) => match self.vless.remove(key) {
+                Some(body) => plain(body),
+                None => Planned::Keep(self.kept_phase(key)?),
+            },
             Object::Strategy(_) => plain(self.strategies.remove(key)?),
             _ => Planned::NotImplemented,
         })
+    }
+
+    /// The phase of a kept VlessKey (keys are asked for in order).
+    fn kept_phase(&mut self, key: &ObjectKey) -> Option<Arc<str>> {
+        let kept = self.kept.as_mut()?;
+        while kept.next_if(|(k, _)| *k < key).is_some() {}
+        kept.next_if(|(k, _)| *k == key)
+            .map(|(_, phase)| Arc::clone(phase))
     }
 }
 
@@ -331,6 +369,16 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
                 ),
                 None,
             ),
+            Some(Planned::Keep(phase)) => match (remembered, previous_raw) {
+                (Some(entry), _) => entry.clone(),
+                (None, Some(raw)) => MemoEntry {
+                    raw: Arc::clone(raw),
+                    phase,
+                    fingerprint: None,
+                },
+                // Unreachable: a key without a previous status is recomputed.
+                (None, None) => continue,
+            },
             Some(Planned::Body(body, conditions, extra)) => finish(Finish {
                 body,
                 conditions,

@@ -68,6 +68,33 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
 }
 
 /// `uid-1`, `uid-2`, … in the order objects are first seen (key order).
+/// Fails unless two plans agree on everything the controller acts on
+/// (baselines as sets: their order carries no meaning).
+pub(crate) fn assert_same_plan(got: &Plan, want: &Plan) {
+    let texts = |plan: &Plan| {
+        plan.statuses
+            .iter()
+            .map(|(key, raw)| (key.clone(), raw.get().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(got), texts(want), "statuses differ");
+    assert_eq!(got.phase_counts, want.phase_counts, "phase counts differ");
+    assert_eq!(got.assignments, want.assignments, "assignments differ");
+    assert_eq!(got.run_changes, want.run_changes, "run changes differ");
+    assert_eq!(got.stale_runs, want.stale_runs, "stale runs differ");
+    assert_eq!(got.wake_at, want.wake_at, "wake times differ");
+    let sorted = |plan: &Plan| {
+        let mut baselines = plan.traffic_baselines.clone();
+        baselines.sort_by(|a, b| a.key_uid.cmp(&b.key_uid));
+        baselines
+    };
+    assert_eq!(sorted(got), sorted(want), "baselines differ");
+    assert_eq!(
+        got.stale_baselines, want.stale_baselines,
+        "stale baselines differ"
+    );
+}
+
 pub(crate) fn uids() -> impl FnMut() -> String {
     let mut n = 0;
     move || {

@@ -20,6 +20,7 @@ use super::tasks::NodeView;
 use crate::records::TrafficBaselineRecord;
 use crate::world::World;
 
+mod cache;
 mod inputs;
 mod key_status;
 mod keys;
@@ -32,6 +33,7 @@ pub mod share;
 mod usage;
 mod users;
 
+pub use cache::KeyCache;
 pub use inputs::{
     Counters, GeneratedSecrets, REALITY_KEY_SCOPE, TrafficState, UserKey, VLESS_ID_SCOPE,
 };

@@ -74,72 +74,129 @@ pub fn resolve<'a>(
     let mut baselines = Vec::new();
     let mut keys = Vec::with_capacity(objects.len());
     for (created, key, object) in objects {
-        let email = object.spec.email.as_ref().map_or_else(
-            || format!("{}.{}", key.namespace, key.name),
-            |e| e.as_str().to_owned(),
-        );
-        let uid = object.metadata.uid.as_deref().unwrap_or_default();
-        let id = match &object.spec.id {
-            Some(id) => Some(id.uuid().hyphenated().to_string()),
-            None => secrets.vless_ids.get(uid).cloned(),
-        };
-        let server_key = ObjectKey::new(
-            Kind::ProtocolServer,
-            &key.namespace,
-            object.spec.server_ref.name.as_str(),
-        );
-        let Some((&server_key, server)) = servers.get_key_value(&server_key) else {
-            keys.push(Key {
+        let server = servers
+            .get_key_value(&server_of(key, object))
+            .map(|(&server_key, server)| (server_key, server));
+        // The first key of a (server, email) pair holds the email.
+        let holder = server.map(|(server_key, _)| {
+            *holders
+                .entry((server_key, email_of(key, object).to_lowercase()))
+                .or_insert(key)
+        });
+        let (resolved, baseline) = resolve_one(
+            Subject {
                 key,
                 object,
-                email,
-                server: None,
-                id,
-                flow: object.spec.flow.unwrap_or_default(),
-                usage: None,
-                state: KeyState::Error(missing_server(world, &server_key)),
-            });
-            continue;
-        };
-        let flow = object.spec.flow.unwrap_or(server.vless.flow);
-        let (usage, baseline) = period_usage(
-            object,
-            created,
-            &server.id.to_string(),
-            &email,
+                created,
+                server,
+                holder: holder.filter(|holder| *holder != key),
+            },
+            world,
+            secrets,
             traffic,
             now,
         );
         baselines.extend(baseline);
-        // xray compares emails without regard to case: `Alice@x` and
-        // `alice@x` are one user to it, so they are one email here too.
-        let email_key = email.to_lowercase();
-        let state = match holders.get(&(server_key, email_key.clone())) {
-            Some(holder) => KeyState::Error(Problem {
-                reason: "DuplicateEmail",
-                message: format!(
-                    "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier; xray ignores case in emails); set a different `email`",
-                    server_key.name, holder.name
-                ),
-                stalled: true,
-            }),
-            None => {
-                holders.insert((server_key, email_key), key);
-                lifecycle(object, &usage, server, id.is_some(), now)
-            }
-        };
-        keys.push(Key {
+        keys.push(resolved);
+    }
+    (keys, baselines)
+}
+
+/// One VlessKey to resolve, with what the other keys decide for it.
+pub struct Subject<'a, 's> {
+    pub key: &'a ObjectKey,
+    pub object: &'a VlessKey,
+    pub created: Option<DateTime<Utc>>,
+    /// Its server, when that is a vless ProtocolServer.
+    pub server: Option<(&'a ObjectKey, &'s Server<'a>)>,
+    /// The older key on the same server that holds its email, if any.
+    pub holder: Option<&'a ObjectKey>,
+}
+
+/// The key ProtocolServer `object` names.
+pub fn server_of(key: &ObjectKey, object: &VlessKey) -> ObjectKey {
+    ObjectKey::new(
+        Kind::ProtocolServer,
+        &key.namespace,
+        object.spec.server_ref.name.as_str(),
+    )
+}
+
+/// The email in effect: `spec.email` or `<namespace>.<name>`.
+pub fn email_of(key: &ObjectKey, object: &VlessKey) -> String {
+    object.spec.email.as_ref().map_or_else(
+        || format!("{}.{}", key.namespace, key.name),
+        |e| e.as_str().to_owned(),
+    )
+}
+
+/// Resolves one key; the baseline to persist when its period began.
+pub fn resolve_one<'a>(
+    subject: Subject<'a, '_>,
+    world: &World,
+    secrets: &GeneratedSecrets,
+    traffic: &TrafficState,
+    now: DateTime<Utc>,
+) -> (Key<'a>, Option<TrafficBaselineRecord>) {
+    let Subject {
+        key,
+        object,
+        created,
+        server,
+        holder,
+    } = subject;
+    let email = email_of(key, object);
+    let uid = object.metadata.uid.as_deref().unwrap_or_default();
+    let id = match &object.spec.id {
+        Some(id) => Some(id.uuid().hyphenated().to_string()),
+        None => secrets.vless_ids.get(uid).cloned(),
+    };
+    let Some((server_key, server)) = server else {
+        let resolved = Key {
             key,
             object,
             email,
-            server: Some(server_key),
+            server: None,
             id,
-            flow,
-            usage: Some(usage),
-            state,
-        });
-    }
-    (keys, baselines)
+            flow: object.spec.flow.unwrap_or_default(),
+            usage: None,
+            state: KeyState::Error(missing_server(world, &server_of(key, object))),
+        };
+        return (resolved, None);
+    };
+    let flow = object.spec.flow.unwrap_or(server.vless.flow);
+    let (usage, baseline) = period_usage(
+        object,
+        created,
+        &server.id.to_string(),
+        &email,
+        traffic,
+        now,
+    );
+    // xray compares emails without regard to case: `Alice@x` and
+    // `alice@x` are one user to it, so they are one email here too.
+    let state = match holder {
+        Some(holder) => KeyState::Error(Problem {
+            reason: "DuplicateEmail",
+            message: format!(
+                "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier; xray ignores case in emails); set a different `email`",
+                server_key.name, holder.name
+            ),
+            stalled: true,
+        }),
+        None => lifecycle(object, &usage, server, id.is_some(), now),
+    };
+    let resolved = Key {
+        key,
+        object,
+        email,
+        server: Some(server_key),
+        id,
+        flow,
+        usage: Some(usage),
+        state,
+    };
+    (resolved, baseline)
 }
 
 /// Disabled, expired, over the limit, or eligible (and what it waits for).
@@ -185,7 +242,7 @@ fn lifecycle(
     KeyState::Eligible(waiting)
 }
 
-fn missing_server(world: &World, server: &ObjectKey) -> Problem {
+pub fn missing_server(world: &World, server: &ObjectKey) -> Problem {
     let (reason, message) = match world.objects.get(server).map(|o| &*o.object) {
         Some(Object::ProtocolServer(other)) if other.spec.protocol != Protocol::Vless => (
             "ServerNotVless",

@@ -87,6 +87,8 @@ struct Case {
     previous: Statuses,
     /// The memo of the previous pass.
     memo: crate::plan::StatusMemo,
+    /// The incremental planner, stepped with every plan.
+    planner: std::cell::RefCell<crate::plan::Planner>,
     now: DateTime<Utc>,
 }
 
@@ -102,6 +104,7 @@ impl Case {
             traffic: TrafficState::default(),
             previous: Statuses::new(),
             memo: Default::default(),
+            planner: Default::default(),
             now,
         }
     }
@@ -162,8 +165,9 @@ impl Case {
     }
 
     /// Plans with the memo of the last [`Case::settle`], and checks that
-    /// planning without one gives the very same statuses (every VLESS test
-    /// is also a test that the memo never changes a status).
+    /// planning without one, and the incremental planner, give the very
+    /// same plan (every VLESS test is also a test that neither the memo nor
+    /// incremental planning ever changes a status).
     fn plan(&self) -> Plan {
         let runs = BTreeMap::new();
         let times = BTreeMap::new();
@@ -193,7 +197,11 @@ impl Case {
             "the memo changed a status"
         );
         assert_eq!(with_memo.phase_counts, without.phase_counts);
-        with_memo
+        let stepped = self.planner.borrow_mut().step(&inputs(Some(&self.memo)));
+        crate::plan::tests::assert_same_plan(&stepped, &without);
+        // The next pass sees the incremental planner's statuses as its
+        // previous ones, as in the controller: its kept keys are exercised.
+        stepped
     }
 }
 

@@ -40,6 +40,17 @@ pub fn assignment(
     reality: &RealityKeys,
     users: Vec<VlessUser>,
 ) -> ServerAssignment {
+    let hash = users_hash(&users);
+    assignment_hashed(server, reality, users, hash)
+}
+
+/// [`assignment`] with the fingerprint of `users` already computed.
+pub fn assignment_hashed(
+    server: &Server<'_>,
+    reality: &RealityKeys,
+    users: Vec<VlessUser>,
+    users_hash: String,
+) -> ServerAssignment {
     let settings = &server.vless.reality;
     ServerAssignment {
         server: server.id.clone(),
@@ -52,7 +63,7 @@ pub fn assignment(
             server_names: settings.server_names.clone(),
             short_ids: settings.short_ids.clone(),
             policy: server.vless.policy.clone(),
-            users_hash: users_hash(&users),
+            users_hash,
             users,
         },
     }
