@@ -16,6 +16,7 @@ use crate::plan::tests::{snapshot, uids};
 use crate::plan::{Plan, PlanInputs, Statuses, plan};
 use crate::world::{GenerationBook, World};
 
+mod incremental;
 mod keys;
 mod servers;
 mod traffic;
@@ -89,6 +90,10 @@ struct Case {
     memo: crate::plan::StatusMemo,
     /// The incremental planner, stepped with every plan.
     planner: std::cell::RefCell<crate::plan::Planner>,
+    /// The last uid [`Case::edit`] gave out.
+    uids: u32,
+    /// The source snapshot of the last [`Case::edit`].
+    source: crate::source::SourceSnapshot,
     now: DateTime<Utc>,
 }
 
@@ -105,18 +110,32 @@ impl Case {
             previous: Statuses::new(),
             memo: Default::default(),
             planner: Default::default(),
+            uids: 100,
+            source: Default::default(),
             now,
         }
     }
 
     /// The source now holds `yaml`: objects new since are created at `now`.
+    /// Objects whose document did not change are handed over as the same
+    /// allocation, as the dir source does for an unchanged file.
     fn edit(&mut self, yaml: &str) {
-        let mut n = 100;
-        let (world, _) = self.book.build_world(&snapshot(yaml), self.now, || {
+        let mut n = self.uids;
+        let mut source = snapshot(yaml);
+        for (key, sourced) in &mut source.objects {
+            if let Some(old) = self.source.objects.get(key)
+                && old.object.to_value() == sourced.object.to_value()
+            {
+                *sourced = old.clone();
+            }
+        }
+        let (world, _) = self.book.build_world(&source, self.now, || {
             n += 1;
             format!("uid-{n}")
         });
+        self.uids = n;
         self.world = world;
+        self.source = source;
     }
 
     /// A Ready agent on `node`, registered with `address`.
