@@ -87,6 +87,9 @@ pub struct Controller {
     /// fingerprint of its inputs: about 100 bytes per object), so unchanged
     /// statuses are not rebuilt (saves work, never changes a status).
     memo: Option<crate::plan::StatusMemo>,
+    /// What the last passes computed, so a pass recomputes only what its
+    /// changes reach (the plan is the same as from scratch).
+    planner: crate::plan::Planner,
     /// Where statuses are written.
     status_sink: StatusSink,
     /// Kubernetes mode's state; `None` in dir mode.
@@ -194,6 +197,7 @@ impl Controller {
             book,
             statuses,
             memo: Some(crate::plan::StatusMemo::default()),
+            planner: crate::plan::Planner::default(),
             status_sink,
             kube: None,
             books_stale: false,
@@ -324,17 +328,19 @@ impl Controller {
     }
 
     /// Plans `world` against the run and traffic books as they are now
-    /// (their snapshots are held only while planning).
+    /// (their snapshots are held only while planning): incrementally with
+    /// `planner`, from scratch without.
     fn plan_now(
         &self,
         world: &crate::world::World,
         nodes: &BTreeMap<String, NodeObservation>,
         now: DateTime<Utc>,
         memo: Option<&crate::plan::StatusMemo>,
+        planner: Option<&mut crate::plan::Planner>,
     ) -> crate::plan::Plan {
         let runs = self.runs.snapshot();
         let traffic = self.traffic.snapshot();
-        plan(&PlanInputs {
+        let inputs = PlanInputs {
             world,
             previous: &self.statuses,
             nodes,
@@ -345,7 +351,11 @@ impl Controller {
             secrets: &self.secrets,
             traffic: &traffic,
             memo,
-        })
+        };
+        match planner {
+            Some(planner) => planner.step(&inputs),
+            None => plan(&inputs),
+        }
     }
 
     /// One pass: world → plan → persist changes → publish.
@@ -378,7 +388,9 @@ impl Controller {
         self.complete_secrets(&world).await?;
 
         let started = Instant::now();
-        let plan = self.plan_now(&world, &nodes, now, self.memo.as_ref());
+        let mut planner = std::mem::take(&mut self.planner);
+        let plan = self.plan_now(&world, &nodes, now, self.memo.as_ref(), Some(&mut planner));
+        self.planner = planner;
         let elapsed = started.elapsed().as_secs_f64();
         for change in &plan.run_changes {
             if change.phase == "Failed" {

@@ -34,7 +34,7 @@ impl Controller {
                 new_uid,
             ),
         };
-        let planned = self.plan_now(&world, &nodes, now, None);
+        let planned = self.plan_now(&world, &nodes, now, None, None);
         self.agents.set_revocations(&planned.assignments, now);
     }
 }

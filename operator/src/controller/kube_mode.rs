@@ -457,6 +457,7 @@ impl Controller {
         });
         self.statuses.clear();
         self.memo = Some(crate::plan::StatusMemo::default());
+        self.planner = crate::plan::Planner::default();
         self.generated.clear();
         self.generated_rev += 1;
         self.cached_world = None;

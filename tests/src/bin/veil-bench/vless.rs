@@ -13,7 +13,13 @@ use veil_e2e::xray::{RealityDest, xray_binary};
 
 use super::{ms, percentile, write_atomically};
 
-const KEYS: usize = 10_000;
+/// Keys on the one server: `VEIL_BENCH_VLESS_KEYS` (default 10,000).
+static KEYS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("VEIL_BENCH_VLESS_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000)
+});
 
 fn server_yaml(port: u16, dest: &RealityDest) -> String {
     format!(
@@ -31,6 +37,7 @@ fn key_yaml(name: &str) -> String {
 }
 
 pub async fn run_all() {
+    let keys = *KEYS;
     let dest = RealityDest::start();
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
@@ -44,9 +51,9 @@ pub async fn run_all() {
     let pid = first["pid"].clone();
 
     let files = ten_thousand_keys(&op, dir.path(), &agent).await;
-    add_remove_latency(&op, dir.path(), 100, KEYS).await;
+    add_remove_latency(&op, dir.path(), 100, keys).await;
     for n in 0..files {
-        std::fs::remove_file(dir.path().join(format!("keys-{n:02}.yaml"))).expect("remove keys");
+        std::fs::remove_file(dir.path().join(format!("keys-{n:03}.yaml"))).expect("remove keys");
     }
     server_node(&op, |n| n["users"] == 0).await;
     add_remove_latency(&op, dir.path(), 500, 0).await;
@@ -71,8 +78,9 @@ async fn server_node(op: &Operator, check: impl Fn(&Value) -> bool) -> Value {
 /// Writes 10,000 keys and waits until xray has them all; returns how many
 /// files hold them (`keys-NN.yaml`).
 async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) -> usize {
+    let keys = *KEYS;
     // Files of 1,000 keys (one file may hold at most 5,000 documents).
-    let files: Vec<String> = (0..KEYS)
+    let files: Vec<String> = (0..keys)
         .collect::<Vec<_>>()
         .chunks(1_000)
         .map(|chunk| {
@@ -84,19 +92,24 @@ async fn ten_thousand_keys(op: &Operator, dir: &Path, agent: &Agent) -> usize {
         .collect();
     let started = Instant::now();
     for (n, text) in files.iter().enumerate() {
-        write_atomically(&dir.join(format!("keys-{n:02}.yaml")), text);
+        write_atomically(&dir.join(format!("keys-{n:03}.yaml")), text);
     }
-    server_node(op, |n| n["users"] == KEYS as u64).await;
+    server_node(op, |n| n["users"] == keys as u64).await;
     let applied = started.elapsed();
     println!(
-        "vless_{KEYS}_keys_to_xray: {:.0}ms from file write to all users in xray (target < 5 s)",
+        "vless_{keys}_keys_to_xray: {:.0}ms from file write to all users in xray (target < 5 s)",
         ms(applied)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
-        "vless_agent_rss_{KEYS}_users: {:.1}MiB now, peak {:.1}MiB (target < 40 MB)",
+        "vless_agent_rss_{keys}_users: {:.1}MiB now, peak {:.1}MiB (target < 40 MB)",
         rss_kib(agent.pid(), "VmRSS:") as f64 / 1024.0,
         rss_kib(agent.pid(), "VmHWM:") as f64 / 1024.0
+    );
+    println!(
+        "vless_operator_rss_{keys}_keys: {:.1}MiB now, peak {:.1}MiB (target < 600 MB at 100,000)",
+        rss_kib(op.pid(), "VmRSS:") as f64 / 1024.0,
+        rss_kib(op.pid(), "VmHWM:") as f64 / 1024.0
     );
     files.len()
 }
@@ -107,6 +120,8 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
     let mut added = Vec::with_capacity(ops);
     let mut removed = Vec::with_capacity(ops);
     let sent_before = assignment_bytes(op).await;
+    let cpu_before = cpu_seconds(op.pid());
+    let passes_before = pass_totals(op).await;
     for i in 0..ops {
         let name = format!("lat{i:04}");
         let file = dir.join(format!("{name}.yaml"));
@@ -124,6 +139,15 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
         removed.push(started.elapsed());
     }
     let sent = assignment_bytes(op).await;
+    let cpu = cpu_seconds(op.pid()) - cpu_before;
+    let passes = pass_totals(op).await;
+    let pass_count = passes.1 - passes_before.1;
+    println!(
+        "vless_operator_cpu_per_change: {:.2}ms CPU per key change with {present} other keys ({} changes, {pass_count:.0} passes of {:.2}ms mean wall time; target < 2 ms at 100,000)",
+        cpu * 1e3 / (2 * ops) as f64,
+        2 * ops,
+        (passes.0 - passes_before.0) * 1e3 / pass_count.max(1.0),
+    );
     added.sort();
     removed.sort();
     println!(
@@ -162,10 +186,11 @@ async fn assignment_bytes(op: &Operator) -> (f64, f64) {
 /// a panel's restart costs, every connection dropped meanwhile), and the
 /// cost of one `QueryStats` read with reset over all users.
 async fn stats_and_restart_cost(dest: &RealityDest) {
+    let keys = *KEYS;
     let dir = tempfile::tempdir().expect("temp dir");
     let api_port = free_port();
     let plain_port = free_port();
-    let clients: Vec<Value> = (0..KEYS)
+    let clients: Vec<Value> = (0..keys)
         .map(|i| {
             serde_json::json!({
                 "id": format!("6f2a1c3e-0000-4000-8000-{i:012}"),
@@ -218,14 +243,14 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
     };
     let restart = started.elapsed();
     println!(
-        "xray_restart_{KEYS}_users: {:.0}ms from start to API ready (the panels' way; every connection dropped)",
+        "xray_restart_{keys}_users: {:.0}ms from start to API ready (the panels' way; every connection dropped)",
         ms(restart)
     );
     let echo = veil_e2e::xray::ByteServer::start().await;
     let started = Instant::now();
     touch_every_user(plain_port, echo.addr).await;
     println!(
-        "xray_traffic_for_{KEYS}_users: {:.0}ms to move a few bytes as every user (plain VLESS, 64 at a time)",
+        "xray_traffic_for_{keys}_users: {:.0}ms to move a few bytes as every user (plain VLESS, 64 at a time)",
         ms(started.elapsed())
     );
     let mut samples = Vec::new();
@@ -237,7 +262,7 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
     }
     samples.sort();
     println!(
-        "xray_stats_read_{KEYS}_users: {counters} users with counters, p50={:.2}ms max={:.2}ms per read (QueryStats reset)",
+        "xray_stats_read_{keys}_users: {counters} users with counters, p50={:.2}ms max={:.2}ms per read (QueryStats reset)",
         ms(percentile(&samples, 0.5)),
         ms(*samples.last().expect("samples"))
     );
@@ -248,13 +273,14 @@ async fn stats_and_restart_cost(dest: &RealityDest) {
 /// One short VLESS request per user through the plain inbound, so each
 /// user's counters exist (xray creates them on first traffic).
 async fn touch_every_user(port: u16, echo: std::net::SocketAddr) {
+    let keys = *KEYS;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let std::net::SocketAddr::V4(echo) = echo else {
         panic!("IPv4 echo server expected");
     };
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..KEYS {
+    for i in 0..keys {
         let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
         tasks.spawn(async move {
             let _permit = permit;
@@ -286,6 +312,34 @@ async fn touch_every_user(port: u16, echo: std::net::SocketAddr) {
     while let Some(done) = tasks.join_next().await {
         done.expect("user request");
     }
+}
+
+/// The reconcile passes so far: (seconds spent, count).
+async fn pass_totals(op: &Operator) -> (f64, f64) {
+    let sum = op.metric("veil_reconcile_pass_duration_seconds_sum").await;
+    let count = op
+        .metric("veil_reconcile_pass_duration_seconds_count")
+        .await;
+    (sum.unwrap_or(0.0), count.unwrap_or(0.0))
+}
+
+/// User + system CPU seconds the process `pid` used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, counted from 1.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {

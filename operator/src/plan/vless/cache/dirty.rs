@@ -1,0 +1,197 @@
+//! What changed since the last pass, as keys to resolve again or whose
+//! status to recompute: servers' facts, the keys themselves, traffic, and
+//! the servers' nodes.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use veil_crds::kind::Kind;
+use veil_crds::object::{Object, ObjectKey};
+
+use super::super::VlessInputs;
+use super::super::servers::Server;
+use super::facts::{NodeFacts, NodesChange, ServerFacts, failed_emails_changed, nodes_change};
+use super::{Dirty, KeyCache, Resolved, Settled};
+use crate::world::World;
+
+impl KeyCache {
+    /// Servers whose facts changed: every key naming them is resolved again.
+    pub(super) fn check_servers(
+        &mut self,
+        world: &World,
+        servers: &BTreeMap<&ObjectKey, Server<'_>>,
+        dirty: &mut Dirty,
+    ) {
+        let named: Vec<ObjectKey> = self.by_server.keys().cloned().collect();
+        let mut seen = HashSet::new();
+        for key in named.iter().chain(servers.keys().copied()) {
+            if !seen.insert(key) {
+                continue;
+            }
+            let facts = ServerFacts::of(key, servers.get(key), world);
+            if self.server_facts.get(key) != Some(&facts) {
+                if let Some(keys) = self.by_server.get(key) {
+                    dirty.resolve.extend(keys.iter().cloned());
+                }
+                self.server_facts.insert(key.clone(), facts);
+            }
+        }
+        self.server_facts.retain(|key, _| seen.contains(key));
+    }
+
+    /// New, changed, deleted keys; generated ids; timers; statuses that are
+    /// not the ones this cache made.
+    pub(super) fn check_keys(&mut self, inputs: &VlessInputs<'_>, dirty: &mut Dirty) {
+        let mut world = inputs.world.of_kind(Kind::VlessKey).peekable();
+        let mut deleted = Vec::new();
+        for (key, entry) in &self.entries {
+            while let Some((new, _)) = world.next_if(|(k, _)| *k < key) {
+                dirty.resolve.insert(new.clone());
+                dirty.key_set = true;
+            }
+            let Some((_, object)) = world.next_if(|(k, _)| *k == key) else {
+                deleted.push(key.clone());
+                continue;
+            };
+            let previous = inputs.previous.get(key);
+            let same_status = match (previous, &entry.output) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if !same_status {
+                dirty.status.insert(key.clone());
+            }
+            if !Arc::ptr_eq(&object.object, &entry.object)
+                || entry.awaiting_baseline
+                || entry.next_change.is_some_and(|at| at <= inputs.now)
+                || id_changed(&object.object, &entry.resolved, inputs.secrets)
+            {
+                dirty.resolve.insert(key.clone());
+            }
+        }
+        for (new, _) in world {
+            dirty.resolve.insert(new.clone());
+            dirty.key_set = true;
+        }
+        for key in deleted {
+            dirty.key_set = true;
+            self.forget(&key, dirty);
+        }
+    }
+
+    /// Removes a deleted key from every index; the keys sharing its email
+    /// are resolved again (one of them may hold it now).
+    pub(super) fn forget(&mut self, key: &ObjectKey, dirty: &mut Dirty) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_server.get_mut(&entry.server) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_server.remove(&entry.server);
+            }
+        }
+        if let Some(group) = &entry.group {
+            self.leave_group(group, entry.created, key);
+            if let Some(members) = self.groups.get(group) {
+                dirty.resolve.extend(members.iter().map(|(_, k)| k.clone()));
+            }
+        }
+        self.drop_user(&entry.server, entry.user.as_deref());
+        if let Some(at) = entry.next_change {
+            self.timers.remove(&(at, key.clone()));
+        }
+        if let Some(uid) = entry.object.meta().uid.as_deref() {
+            self.uids.remove(uid);
+        }
+    }
+
+    /// Keys whose counters, last-seen time or baseline changed.
+    pub(super) fn check_traffic(
+        &mut self,
+        traffic: &crate::plan::vless::TrafficState,
+        dirty: &mut Dirty,
+    ) -> bool {
+        let change = super::traffic::traffic_change(&self.traffic, traffic);
+        if change.is_empty() {
+            return false;
+        }
+        let mut ids: HashMap<&ObjectKey, String> = HashMap::new();
+        for (key, entry) in &self.entries {
+            let server = ids
+                .entry(&entry.server)
+                .or_insert_with(|| format!("{}/{}", entry.server.namespace, entry.server.name));
+            let uid = entry.object.meta().uid.as_deref().unwrap_or_default();
+            if change
+                .users
+                .contains(&(server.as_str(), entry.resolved.email.as_str()))
+                || change.uids.contains(uid)
+            {
+                dirty.resolve.insert(key.clone());
+            }
+        }
+        drop(change);
+        self.traffic = traffic.clone();
+        true
+    }
+
+    /// Keys whose status the servers' nodes changed.
+    pub(super) fn check_nodes(
+        &mut self,
+        inputs: &VlessInputs<'_>,
+        servers: &BTreeMap<&ObjectKey, Server<'_>>,
+        hashes: &HashMap<&ObjectKey, String>,
+        dirty: &mut Dirty,
+    ) {
+        for (&key, server) in servers {
+            let hash = hashes.get(key).map(String::as_str);
+            let new = NodeFacts::of(server, hash, inputs.views);
+            let old = self.node_facts.remove(key);
+            let change = old
+                .as_deref()
+                .map_or(NodesChange::Other, |old| nodes_change(old, &new));
+            let members = self.by_server.get(key);
+            let all_running = new.iter().all(|n| {
+                n.report()
+                    .is_some_and(|r| r.phase == veil_crds::common::WorkloadPhase::Running)
+            });
+            for member in members.into_iter().flatten() {
+                let settled = self.entries.get(member).map_or(Settled::No, |e| e.settled);
+                let recompute = match change {
+                    NodesChange::Same => false,
+                    NodesChange::Other => true,
+                    NodesChange::AppliedOnly => match settled {
+                        Settled::Independent | Settled::AllStopped => false,
+                        Settled::AllRunning => !all_running,
+                        Settled::No => true,
+                    },
+                };
+                if recompute {
+                    dirty.status.insert(member.clone());
+                }
+            }
+            for email in failed_emails_changed(old.as_deref().unwrap_or_default(), &new) {
+                if let Some(group) = self.groups.get(&(key.clone(), email.to_lowercase())) {
+                    dirty.status.extend(group.iter().map(|(_, k)| k.clone()));
+                }
+            }
+            self.node_facts.insert(key.clone(), new);
+        }
+        self.node_facts.retain(|key, _| servers.contains_key(key));
+    }
+}
+
+/// The operator generated a different id for this key than it was resolved with.
+fn id_changed(
+    object: &Object,
+    resolved: &Resolved,
+    secrets: &crate::plan::vless::GeneratedSecrets,
+) -> bool {
+    let Object::VlessKey(key) = object else {
+        return false;
+    };
+    if key.spec.id.is_some() {
+        return false;
+    }
+    let uid = key.metadata.uid.as_deref().unwrap_or_default();
+    secrets.vless_ids.get(uid) != resolved.id.as_ref()
+}

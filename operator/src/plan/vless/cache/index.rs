@@ -1,0 +1,244 @@
+//! The cache's indexes (email groups, user sets, timers, keys by server)
+//! and resolving keys again with them.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use veil_crds::object::{Object, ObjectKey};
+use veil_crds::vless_key::VlessKey;
+use veil_crds::wire::VlessUser;
+
+use super::super::keys::{self, Key, KeyState, Subject};
+use super::super::servers::Server;
+use super::super::{VlessInputs, next_change};
+use super::{Dirty, Entry, Group, KeyCache, Resolved, Settled};
+use crate::records::TrafficBaselineRecord;
+use crate::world::World;
+
+impl KeyCache {
+    /// Moves every key to be resolved into its (possibly new) email group;
+    /// the members of every group that changed are resolved too.
+    pub(super) fn regroup(
+        &mut self,
+        world: &World,
+        servers: &BTreeMap<&ObjectKey, Server<'_>>,
+        dirty: &mut Dirty,
+    ) {
+        let mut touched: Vec<Group> = Vec::new();
+        for key in &dirty.resolve {
+            let Some((object, created)) = vless_key(world, key) else {
+                continue;
+            };
+            let server = keys::server_of(key, object);
+            let group = servers
+                .contains_key(&server)
+                .then(|| (server, keys::email_of(key, object).to_lowercase()));
+            let old = self
+                .entries
+                .get(key)
+                .map(|entry| (entry.group.clone(), entry.created));
+            if old.as_ref() == Some(&(group.clone(), created)) {
+                continue;
+            }
+            if let Some((Some(old_group), old_created)) = old {
+                self.leave_group(&old_group, old_created, key);
+                touched.push(old_group);
+            }
+            if let Some(group) = group {
+                self.groups
+                    .entry(group.clone())
+                    .or_default()
+                    .insert((created, key.clone()));
+                touched.push(group);
+            }
+        }
+        for group in touched {
+            if let Some(members) = self.groups.get(&group) {
+                dirty.resolve.extend(members.iter().map(|(_, k)| k.clone()));
+            }
+        }
+    }
+
+    pub(super) fn leave_group(
+        &mut self,
+        group: &Group,
+        created: Option<DateTime<Utc>>,
+        key: &ObjectKey,
+    ) {
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(&(created, key.clone()));
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    pub(super) fn drop_user(&mut self, server: &ObjectKey, email: Option<&str>) {
+        if let (Some(set), Some(email)) = (self.users.get_mut(server), email)
+            && set.by_email.remove(email).is_some()
+        {
+            set.built = None;
+        }
+    }
+
+    /// Resolves every key in `keys` again; the baselines of periods that began.
+    pub(super) fn resolve_dirty(
+        &mut self,
+        inputs: &VlessInputs<'_>,
+        servers: &BTreeMap<&ObjectKey, Server<'_>>,
+        keys: &BTreeSet<ObjectKey>,
+    ) -> Vec<TrafficBaselineRecord> {
+        // Every old user entry first: a new one may take an email another
+        // key of this batch gives up.
+        for key in keys {
+            if let Some(entry) = self.entries.get(key) {
+                let (server, user) = (entry.server.clone(), entry.user.clone());
+                self.drop_user(&server, user.as_deref());
+            }
+        }
+        let mut baselines = Vec::new();
+        for key in keys {
+            let Some((world_key, object)) = inputs.world.objects.get_key_value(key) else {
+                continue;
+            };
+            let Object::VlessKey(vless_key) = &*object.object else {
+                continue;
+            };
+            let created = keys::created(vless_key);
+            let named = keys::server_of(key, vless_key);
+            let server = servers.get_key_value(&named).map(|(&k, s)| (k, s));
+            let holder = self.holder(inputs.world, &named, world_key, vless_key, server.is_some());
+            let (resolved, baseline) = keys::resolve_one(
+                Subject {
+                    key: world_key,
+                    object: vless_key,
+                    created,
+                    server,
+                    holder,
+                },
+                inputs.world,
+                inputs.secrets,
+                inputs.traffic,
+                inputs.now,
+            );
+            self.store(key, &object.object, named, created, &resolved, inputs.now);
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.awaiting_baseline = baseline.is_some();
+            }
+            baselines.extend(baseline);
+        }
+        baselines
+    }
+
+    /// The older key holding this key's email on its server, if another.
+    pub(super) fn holder<'w>(
+        &self,
+        world: &'w World,
+        server: &ObjectKey,
+        key: &ObjectKey,
+        object: &VlessKey,
+        on_server: bool,
+    ) -> Option<&'w ObjectKey> {
+        if !on_server {
+            return None;
+        }
+        let group = (server.clone(), keys::email_of(key, object).to_lowercase());
+        let (_, first) = self.groups.get(&group)?.first()?;
+        if first == key {
+            return None;
+        }
+        world.objects.get_key_value(first).map(|(k, _)| k)
+    }
+
+    /// Keeps a freshly resolved key: its entry, user, timer and indexes.
+    pub(super) fn store(
+        &mut self,
+        key: &ObjectKey,
+        object: &Arc<Object>,
+        server: ObjectKey,
+        created: Option<DateTime<Utc>>,
+        resolved: &Key<'_>,
+        now: DateTime<Utc>,
+    ) {
+        let next = next_change(resolved, now);
+        let user = match (&resolved.state, resolved.server, &resolved.id) {
+            (KeyState::Eligible(None), Some(_), Some(id)) => {
+                let set = self.users.entry(server.clone()).or_default();
+                set.by_email.insert(
+                    resolved.email.clone(),
+                    VlessUser {
+                        email: resolved.email.clone(),
+                        id: veil_crds::wire::SecretValue(id.clone()),
+                        flow: resolved.flow,
+                    },
+                );
+                set.built = None;
+                Some(resolved.email.clone())
+            }
+            _ => None,
+        };
+        let group = resolved
+            .server
+            .map(|s| (s.clone(), resolved.email.to_lowercase()));
+        let old = self.entries.remove(key);
+        if let Some(old) = &old {
+            if let Some(at) = old.next_change {
+                self.timers.remove(&(at, key.clone()));
+            }
+            if old.server != server
+                && let Some(keys) = self.by_server.get_mut(&old.server)
+            {
+                keys.remove(key);
+            }
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, key.clone()));
+        }
+        self.by_server
+            .entry(server.clone())
+            .or_default()
+            .insert(key.clone());
+        if let Some(uid) = object.meta().uid.as_deref() {
+            self.uids.insert(uid.to_owned());
+        }
+        let (output, phase, settled) = old.map(|e| (e.output, e.phase, e.settled)).unwrap_or((
+            None,
+            Arc::from("Unknown"),
+            Settled::No,
+        ));
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                object: Arc::clone(object),
+                server,
+                created,
+                group,
+                resolved: Resolved {
+                    email: resolved.email.clone(),
+                    on_server: resolved.server.is_some(),
+                    id: resolved.id.clone(),
+                    flow: resolved.flow,
+                    usage: resolved.usage.clone(),
+                    state: resolved.state.clone(),
+                },
+                next_change: next,
+                user,
+                output,
+                phase,
+                settled,
+                awaiting_baseline: false,
+            },
+        );
+    }
+}
+
+/// The VlessKey at `key` and its creation time.
+fn vless_key<'w>(
+    world: &'w World,
+    key: &ObjectKey,
+) -> Option<(&'w VlessKey, Option<DateTime<Utc>>)> {
+    match world.objects.get(key).map(|o| &*o.object) {
+        Some(Object::VlessKey(object)) => Some((object, keys::created(object))),
+        _ => None,
+    }
+}

@@ -1,0 +1,143 @@
+//! Server statuses and assignments, and the statuses of the keys marked
+//! for recomputation.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+use veil_crds::object::{Object, ObjectKey};
+use veil_crds::wire::{ServerAssignment, VlessUser, users_hash};
+
+use super::super::keys::{Key, KeyState};
+use super::super::servers::Server;
+use super::super::{VlessInputs, VlessPlan, key_status, server_status, users};
+use super::{Dirty, KeyCache, Settled};
+
+impl KeyCache {
+    /// Server statuses and assignments; the user-set fingerprint of every
+    /// server that has an assignment.
+    pub(super) fn server_parts<'s>(
+        &mut self,
+        inputs: &VlessInputs<'_>,
+        servers: &'s BTreeMap<&ObjectKey, Server<'_>>,
+        plan: &mut VlessPlan,
+    ) -> HashMap<&'s ObjectKey, String> {
+        let mut hashes = HashMap::new();
+        for (&key, server) in servers {
+            let set = self.users.entry(key.clone()).or_default();
+            let count = set.by_email.len();
+            plan.statuses.insert(
+                key.clone(),
+                server_status::server_status(server, count, inputs.views),
+            );
+            let Ok(reality) = &server.reality else {
+                continue;
+            };
+            let (users, hash) = set.built.get_or_insert_with(|| {
+                let users: Vec<VlessUser> = set.by_email.values().cloned().collect();
+                let hash = users_hash(&users);
+                (users, hash)
+            });
+            let assignment: ServerAssignment =
+                users::assignment_hashed(server, reality, users.clone(), hash.clone());
+            for node in &server.nodes {
+                plan.assignments
+                    .entry(node.clone())
+                    .or_default()
+                    .push(assignment.clone());
+            }
+            hashes.insert(key, hash.clone());
+        }
+        self.users
+            .retain(|key, set| servers.contains_key(key) || !set.by_email.is_empty());
+        hashes
+    }
+
+    /// The status of every key resolved again or otherwise marked.
+    pub(super) fn key_statuses(
+        &mut self,
+        inputs: &VlessInputs<'_>,
+        servers: &BTreeMap<&ObjectKey, Server<'_>>,
+        hashes: &HashMap<&ObjectKey, String>,
+        dirty: &Dirty,
+        plan: &mut VlessPlan,
+    ) {
+        for key in dirty.resolve.union(&dirty.status) {
+            let Some((world_key, object)) = inputs.world.objects.get_key_value(key) else {
+                continue;
+            };
+            let (Object::VlessKey(vless_key), Some(entry)) =
+                (&*object.object, self.entries.get_mut(key))
+            else {
+                continue;
+            };
+            let server = servers.get_key_value(&entry.server);
+            let r = &entry.resolved;
+            let resolved = Key {
+                key: world_key,
+                object: vless_key,
+                email: r.email.clone(),
+                server: server.filter(|_| r.on_server).map(|(&k, _)| k),
+                id: r.id.clone(),
+                flow: r.flow,
+                usage: r.usage.clone(),
+                state: r.state.clone(),
+            };
+            let hash = server
+                .filter(|_| r.on_server)
+                .and_then(|(k, _)| hashes.get(k))
+                .map(String::as_str);
+            let (body, conditions) = key_status::key_status(
+                &resolved,
+                server.map(|(_, s)| s).filter(|_| r.on_server),
+                hash,
+                inputs.views,
+                inputs.previous.get(key).map(|raw| raw.get()),
+                inputs.now,
+            );
+            entry.settled = settled(&r.state, &body);
+            entry.phase = Arc::from(
+                body.get("phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Unknown"),
+            );
+            plan.statuses.insert(key.clone(), (body, conditions));
+            self.recomputed.push(key.clone());
+        }
+    }
+
+    /// Baselines whose key is gone.
+    pub(super) fn stale(&self, traffic: &crate::plan::vless::TrafficState) -> Vec<String> {
+        let mut stale: Vec<String> = traffic
+            .baselines
+            .keys()
+            .filter(|uid| !self.uids.contains(*uid))
+            .cloned()
+            .collect();
+        stale.sort();
+        stale
+    }
+}
+
+/// Whether the status `body` survives nodes applying another user set.
+fn settled(state: &KeyState, body: &Value) -> Settled {
+    let phases: Vec<&str> = body
+        .get("nodes")
+        .and_then(Value::as_array)
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| n.get("phase").and_then(Value::as_str).unwrap_or(""))
+                .collect()
+        })
+        .unwrap_or_default();
+    if phases.is_empty() {
+        return Settled::Independent;
+    }
+    match state {
+        KeyState::Error(_) => Settled::No,
+        KeyState::Eligible(None) if phases.iter().all(|p| *p == "Running") => Settled::AllRunning,
+        KeyState::Eligible(None) => Settled::No,
+        _ if phases.iter().all(|p| *p == "Stopped") => Settled::AllStopped,
+        _ => Settled::No,
+    }
+}
