@@ -107,7 +107,7 @@ pub fn check(
             return Err(Refusal::ServerNotAssigned { server });
         }
         let key = (server, delta.email.clone());
-        let total = traffic.totals.get(&key);
+        let total = traffic.counters(&key);
         if !scope.allows_user(&key.0, &key.1) && total.is_none() {
             let (server, email) = key;
             return Err(Refusal::UserNotAssigned { server, email });

@@ -55,22 +55,16 @@ impl TrafficBook {
 
 /// Totals, baselines and last-seen times as the store has them.
 async fn read_state(store: &Store) -> Result<TrafficState, StoreError> {
-    {
-        let mut state = TrafficState::default().with_totals(store.traffic_totals().await?);
-        state.baselines = store
-            .traffic_baselines()
-            .await?
-            .into_iter()
-            .map(|b| (b.key_uid.clone(), b))
-            .collect();
-        state.last_seen = store
-            .traffic_last_seen()
-            .await?
-            .into_iter()
-            .map(|s| ((s.server, s.email), s.last_seen))
-            .collect();
-        Ok(state)
-    }
+    let last_seen = store
+        .traffic_last_seen()
+        .await?
+        .into_iter()
+        .map(|s| ((s.server, s.email), s.last_seen));
+    Ok(TrafficState::loaded(
+        store.traffic_totals().await?,
+        store.traffic_baselines().await?,
+        last_seen,
+    ))
 }
 
 impl TrafficBook {
@@ -148,8 +142,7 @@ impl TrafficBook {
                 self.count(&delta.server, "downlink", delta.downlink as u64);
             }
             for user in &seen {
-                let at = state.last_seen.entry(user.clone()).or_insert(now);
-                *at = (*at).max(now);
+                state.see(user.clone(), now);
             }
         }
         // After the counters: a failure here loses a last-seen time, never bytes.
@@ -179,7 +172,7 @@ impl TrafficBook {
         let mut state = self.lock();
         let state = Arc::make_mut(&mut state);
         for baseline in baselines {
-            state.baselines.insert(baseline.key_uid.clone(), baseline);
+            state.put_baseline(baseline);
         }
         Ok(())
     }
@@ -192,8 +185,8 @@ impl TrafficBook {
         self.store.delete_traffic_baselines(&key_uids).await?;
         let mut state = self.lock();
         let state = Arc::make_mut(&mut state);
-        for uid in key_uids {
-            state.baselines.remove(&uid);
+        for uid in &key_uids {
+            state.remove_baseline(uid);
         }
         Ok(())
     }

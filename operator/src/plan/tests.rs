@@ -77,7 +77,20 @@ pub(crate) fn assert_same_plan(got: &Plan, want: &Plan) {
             .map(|(key, raw)| (key.clone(), raw.get().to_owned()))
             .collect::<Vec<_>>()
     };
-    assert_eq!(texts(got), texts(want), "statuses differ");
+    let (got_texts, want_texts) = (texts(got), texts(want));
+    if got_texts != want_texts {
+        let first = got_texts
+            .iter()
+            .zip(&want_texts)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("got {a:?}\nwant {b:?}"));
+        panic!(
+            "statuses differ ({} vs {} objects); first difference:\n{}",
+            got_texts.len(),
+            want_texts.len(),
+            first.unwrap_or_default()
+        );
+    }
     assert_eq!(got.phase_counts, want.phase_counts, "phase counts differ");
     assert_eq!(got.assignments, want.assignments, "assignments differ");
     assert_eq!(got.run_changes, want.run_changes, "run changes differ");

@@ -30,17 +30,17 @@ pub mod period;
 mod server_status;
 mod servers;
 pub mod share;
+mod traffic_state;
 mod usage;
 mod users;
 
 pub use cache::KeyCache;
-pub use inputs::{
-    Counters, GeneratedSecrets, REALITY_KEY_SCOPE, TrafficState, UserKey, VLESS_ID_SCOPE,
-};
+pub use inputs::{Counters, GeneratedSecrets, REALITY_KEY_SCOPE, UserKey, VLESS_ID_SCOPE};
 pub use observed::Conditions;
 pub(crate) use observed::{progressing, ready, stalled};
 pub use server_status::host_port;
 pub(crate) use servers::Problem;
+pub use traffic_state::{Touched, TrafficState, TrafficVersion};
 pub use users::users_hash;
 
 /// What VLESS planning reads.
@@ -141,28 +141,30 @@ pub fn plan_vless(inputs: &VlessInputs<'_>) -> VlessPlan {
     plan
 }
 
-/// When time alone next changes `key`: its expiry, or its next period.
+/// When time alone next changes `key`: its expiry (unless it is in error
+/// anyway), or its next period (for every key on a vless server: even a
+/// key in error shows its period's traffic).
 fn next_change(key: &keys::Key<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if matches!(key.state, keys::KeyState::Error(_)) {
-        return None;
-    }
     let spec = &key.object.spec;
     let expiry = spec
         .expires_at
         .as_ref()
         .map(|at| at.utc())
-        .filter(|at| *at > now);
+        .filter(|at| *at > now && !matches!(key.state, keys::KeyState::Error(_)));
     let tz = spec
         .time_zone
         .as_ref()
         .map_or(chrono_tz::Tz::UTC, |zone| zone.tz());
-    let reset = period::next_start(spec.traffic_reset_period, tz, now);
+    let reset = key
+        .usage
+        .as_ref()
+        .and_then(|_| period::next_start(spec.traffic_reset_period, tz, now));
     expiry.into_iter().chain(reset).min()
 }
 
 /// Baselines of keys that no longer exist.
 fn stale_baselines(world: &World, traffic: &TrafficState) -> Vec<String> {
-    if traffic.baselines.is_empty() {
+    if traffic.baseline_uids().next().is_none() {
         return Vec::new();
     }
     let live: HashSet<&str> = world
@@ -173,8 +175,7 @@ fn stale_baselines(world: &World, traffic: &TrafficState) -> Vec<String> {
         })
         .collect();
     let mut stale: Vec<String> = traffic
-        .baselines
-        .keys()
+        .baseline_uids()
         .filter(|uid| !live.contains(uid.as_str()))
         .cloned()
         .collect();

@@ -156,7 +156,12 @@ async fn baselines_are_kept_and_stale_ones_forgotten() {
     let reloaded = TrafficBook::load(f.store.clone(), f.metrics.clone())
         .await
         .unwrap();
-    let held: Vec<_> = reloaded.snapshot().baselines.values().cloned().collect();
+    let snapshot = reloaded.snapshot();
+    let held: Vec<_> = snapshot
+        .baseline_uids()
+        .filter_map(|uid| snapshot.baseline(uid))
+        .cloned()
+        .collect();
     assert_eq!(held, [record("b")]);
     assert_eq!(*reloaded.snapshot(), *book.snapshot());
 }

@@ -24,7 +24,7 @@
 //! gives the same answer through the key's kept phases. That is what makes
 //! one key add cost one key, not the server's 100,000.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +42,6 @@ mod dirty;
 mod facts;
 mod index;
 mod statuses;
-mod traffic;
 
 use facts::{NodeFacts, ServerFacts};
 
@@ -62,11 +61,14 @@ pub struct KeyCache {
     node_facts: HashMap<ObjectKey, Vec<NodeFacts>>,
     /// When time alone next changes a key (its expiry or next period).
     timers: BTreeSet<(DateTime<Utc>, ObjectKey)>,
-    /// The traffic the keys were last resolved with.
-    traffic: super::TrafficState,
-    /// Uids of the keys in `entries`.
-    uids: HashSet<String>,
-    stale_baselines: Vec<String>,
+    /// The traffic version the keys were last resolved with.
+    traffic: Option<super::TrafficVersion>,
+    /// Keys by uid.
+    by_uid: HashMap<String, ObjectKey>,
+    /// Keys on a vless server by the traffic user they read.
+    by_user: HashMap<super::UserKey, BTreeSet<ObjectKey>>,
+    /// Baselines whose key is gone.
+    stale_baselines: BTreeSet<String>,
     /// Keys recomputed by the last [`KeyCache::plan`], whose finished
     /// statuses [`KeyCache::record`] takes.
     recomputed: Vec<ObjectKey>,
@@ -96,6 +98,8 @@ struct Entry {
     next_change: Option<DateTime<Utc>>,
     /// Its email in its server's user set, when it is in it.
     user: Option<String>,
+    /// The traffic counters it reads (keys on a vless server).
+    traffic_user: Option<super::UserKey>,
     /// The finished status the last pass that computed it produced.
     output: Option<Arc<RawValue>>,
     phase: Arc<str>,
@@ -133,8 +137,6 @@ enum Settled {
 struct Dirty {
     resolve: BTreeSet<ObjectKey>,
     status: BTreeSet<ObjectKey>,
-    /// A key was added or deleted.
-    key_set: bool,
 }
 
 impl KeyCache {
@@ -146,7 +148,7 @@ impl KeyCache {
         let mut dirty = Dirty::default();
         self.check_servers(inputs.world, &servers, &mut dirty);
         self.check_keys(inputs, &mut dirty);
-        let traffic_changed = self.check_traffic(inputs.traffic, &mut dirty);
+        self.check_traffic(inputs.traffic, &mut dirty);
         self.regroup(inputs.world, &servers, &mut dirty);
         let mut plan = VlessPlan {
             baselines: self.resolve_dirty(inputs, &servers, &dirty.resolve),
@@ -155,10 +157,7 @@ impl KeyCache {
         let hashes = self.server_parts(inputs, &servers, &mut plan);
         self.check_nodes(inputs, &servers, &hashes, &mut dirty);
         self.key_statuses(inputs, &servers, &hashes, &dirty, &mut plan);
-        if traffic_changed || dirty.key_set {
-            self.stale_baselines = self.stale(inputs.traffic);
-        }
-        plan.stale_baselines = self.stale_baselines.clone();
+        plan.stale_baselines = self.stale_baselines.iter().cloned().collect();
         plan.wake_at = self.timers.first().map(|(at, _)| *at);
         plan
     }

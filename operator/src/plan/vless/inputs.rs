@@ -6,10 +6,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
-
-use crate::records::{TrafficBaselineRecord, TrafficTotal};
-
 /// Store scope of generated VLESS ids, keyed by VlessKey uid.
 pub const VLESS_ID_SCOPE: &str = "vless-id";
 /// Store scope of generated Reality private keys, keyed by ProtocolServer uid.
@@ -45,58 +41,3 @@ pub struct Counters {
 
 /// `(server as "namespace/name", email)`: whose traffic a counter holds.
 pub type UserKey = (String, String);
-
-/// Traffic as the store holds it, mirrored in memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrafficState {
-    /// Lifetime counters.
-    pub totals: HashMap<UserKey, Counters>,
-    /// When traffic of a user was last reported.
-    pub last_seen: HashMap<UserKey, DateTime<Utc>>,
-    /// Period baselines by VlessKey uid.
-    pub baselines: HashMap<String, TrafficBaselineRecord>,
-}
-
-impl TrafficState {
-    /// Adds one applied report's deltas (already summed or not).
-    pub fn add(&mut self, server: &str, email: &str, uplink: u64, downlink: u64) {
-        let counters = self
-            .totals
-            .entry((server.to_owned(), email.to_owned()))
-            .or_default();
-        counters.uplink = counters.uplink.saturating_add(uplink);
-        counters.downlink = counters.downlink.saturating_add(downlink);
-    }
-
-    /// Sets the totals read from the store.
-    pub fn with_totals(mut self, totals: Vec<TrafficTotal>) -> TrafficState {
-        self.totals = totals
-            .into_iter()
-            .map(|total| {
-                (
-                    (total.server, total.email),
-                    Counters {
-                        uplink: total.uplink.max(0) as u64,
-                        downlink: total.downlink.max(0) as u64,
-                    },
-                )
-            })
-            .collect();
-        self
-    }
-
-    /// The lifetime counters of `(server, email)` (zero when never seen).
-    pub fn total(&self, server: &str, email: &str) -> Counters {
-        self.totals
-            .get(&(server.to_owned(), email.to_owned()))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// When traffic of `(server, email)` was last reported.
-    pub fn seen(&self, server: &str, email: &str) -> Option<DateTime<Utc>> {
-        self.last_seen
-            .get(&(server.to_owned(), email.to_owned()))
-            .copied()
-    }
-}

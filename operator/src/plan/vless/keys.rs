@@ -16,7 +16,8 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::{Protocol, VlessFlow};
 use veil_crds::vless_key::VlessKey;
 
-use super::inputs::{GeneratedSecrets, TrafficState};
+use super::TrafficState;
+use super::inputs::GeneratedSecrets;
 use super::servers::{Problem, Server};
 use super::usage::{PeriodUsage, period_usage};
 use crate::records::TrafficBaselineRecord;

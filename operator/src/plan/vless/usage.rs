@@ -16,7 +16,8 @@
 use chrono::{DateTime, Utc};
 use veil_crds::vless_key::VlessKey;
 
-use super::inputs::{Counters, TrafficState};
+use super::TrafficState;
+use super::inputs::Counters;
 use super::period;
 use crate::records::TrafficBaselineRecord;
 
@@ -60,8 +61,7 @@ pub fn period_usage(
     let totals = traffic.total(server, email);
     let last_seen = traffic.seen(server, email);
     let baseline = traffic
-        .baselines
-        .get(uid)
+        .baseline(uid)
         .filter(|b| b.server == server && b.email == email && b.period_start >= current);
     match baseline {
         Some(baseline) => (

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
 
-use super::super::VlessInputs;
 use super::super::servers::Server;
+use super::super::{Touched, TrafficState, VlessInputs};
 use super::facts::{NodeFacts, NodesChange, ServerFacts, failed_emails_changed, nodes_change};
 use super::{Dirty, KeyCache, Resolved, Settled};
 use crate::world::World;
@@ -42,17 +42,22 @@ impl KeyCache {
     /// not the ones this cache made.
     pub(super) fn check_keys(&mut self, inputs: &VlessInputs<'_>, dirty: &mut Dirty) {
         let mut world = inputs.world.of_kind(Kind::VlessKey).peekable();
+        // Walked alongside, all in key order: no lookup per key.
+        let first = ObjectKey::new(Kind::VlessKey, "", "");
+        let mut previous_statuses = inputs.previous.range(first..).peekable();
         let mut deleted = Vec::new();
         for (key, entry) in &self.entries {
             while let Some((new, _)) = world.next_if(|(k, _)| *k < key) {
                 dirty.resolve.insert(new.clone());
-                dirty.key_set = true;
             }
             let Some((_, object)) = world.next_if(|(k, _)| *k == key) else {
                 deleted.push(key.clone());
                 continue;
             };
-            let previous = inputs.previous.get(key);
+            while previous_statuses.next_if(|(k, _)| *k < key).is_some() {}
+            let previous = previous_statuses
+                .next_if(|(k, _)| *k == key)
+                .map(|(_, raw)| raw);
             let same_status = match (previous, &entry.output) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
@@ -70,17 +75,15 @@ impl KeyCache {
         }
         for (new, _) in world {
             dirty.resolve.insert(new.clone());
-            dirty.key_set = true;
         }
         for key in deleted {
-            dirty.key_set = true;
-            self.forget(&key, dirty);
+            self.forget(&key, inputs.traffic, dirty);
         }
     }
 
     /// Removes a deleted key from every index; the keys sharing its email
     /// are resolved again (one of them may hold it now).
-    pub(super) fn forget(&mut self, key: &ObjectKey, dirty: &mut Dirty) {
+    pub(super) fn forget(&mut self, key: &ObjectKey, traffic: &TrafficState, dirty: &mut Dirty) {
         let Some(entry) = self.entries.remove(key) else {
             return;
         };
@@ -100,38 +103,53 @@ impl KeyCache {
         if let Some(at) = entry.next_change {
             self.timers.remove(&(at, key.clone()));
         }
+        self.leave_traffic_user(key, entry.traffic_user.as_ref());
         if let Some(uid) = entry.object.meta().uid.as_deref() {
-            self.uids.remove(uid);
+            self.by_uid.remove(uid);
+            self.note_baseline(uid, traffic);
         }
     }
 
-    /// Keys whose counters, last-seen time or baseline changed.
-    pub(super) fn check_traffic(
-        &mut self,
-        traffic: &crate::plan::vless::TrafficState,
-        dirty: &mut Dirty,
-    ) -> bool {
-        let change = super::traffic::traffic_change(&self.traffic, traffic);
-        if change.is_empty() {
-            return false;
-        }
-        let mut ids: HashMap<&ObjectKey, String> = HashMap::new();
-        for (key, entry) in &self.entries {
-            let server = ids
-                .entry(&entry.server)
-                .or_insert_with(|| format!("{}/{}", entry.server.namespace, entry.server.name));
-            let uid = entry.object.meta().uid.as_deref().unwrap_or_default();
-            if change
-                .users
-                .contains(&(server.as_str(), entry.resolved.email.as_str()))
-                || change.uids.contains(uid)
-            {
-                dirty.resolve.insert(key.clone());
+    /// Keys whose counters, last-seen time or baseline changed since the
+    /// last pass, from the traffic's change log; every key when the log
+    /// does not reach back that far (or the traffic was loaded anew).
+    pub(super) fn check_traffic(&mut self, traffic: &TrafficState, dirty: &mut Dirty) {
+        let changes = self.traffic.and_then(|since| traffic.changes_since(since));
+        self.traffic = Some(traffic.version());
+        let Some(changes) = changes else {
+            dirty.resolve.extend(self.entries.keys().cloned());
+            self.stale_baselines = traffic
+                .baseline_uids()
+                .filter(|uid| !self.by_uid.contains_key(*uid))
+                .cloned()
+                .collect();
+            return;
+        };
+        for touched in changes {
+            match touched {
+                Touched::User(user) => {
+                    if let Some(keys) = self.by_user.get(user) {
+                        dirty.resolve.extend(keys.iter().cloned());
+                    }
+                }
+                Touched::Baseline(uid) => {
+                    if let Some(key) = self.by_uid.get(uid) {
+                        dirty.resolve.insert(key.clone());
+                    }
+                    self.note_baseline(uid, traffic);
+                }
             }
         }
-        drop(change);
-        self.traffic = traffic.clone();
-        true
+    }
+
+    /// Keeps `uid` among the stale baselines exactly when it has a baseline
+    /// and no key.
+    pub(super) fn note_baseline(&mut self, uid: &str, traffic: &TrafficState) {
+        if traffic.baseline(uid).is_some() && !self.by_uid.contains_key(uid) {
+            self.stale_baselines.insert(uid.to_owned());
+        } else {
+            self.stale_baselines.remove(uid);
+        }
     }
 
     /// Keys whose status the servers' nodes changed.
@@ -184,7 +202,7 @@ impl KeyCache {
 fn id_changed(
     object: &Object,
     resolved: &Resolved,
-    secrets: &crate::plan::vless::GeneratedSecrets,
+    secrets: &super::super::GeneratedSecrets,
 ) -> bool {
     let Object::VlessKey(key) = object else {
         return false;

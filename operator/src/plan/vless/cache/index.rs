@@ -73,6 +73,22 @@ impl KeyCache {
         }
     }
 
+    /// Takes `key` out of the keys reading `user`'s traffic.
+    pub(super) fn leave_traffic_user(
+        &mut self,
+        key: &ObjectKey,
+        user: Option<&super::super::UserKey>,
+    ) {
+        if let Some(user) = user
+            && let Some(keys) = self.by_user.get_mut(user)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+    }
+
     pub(super) fn drop_user(&mut self, server: &ObjectKey, email: Option<&str>) {
         if let (Some(set), Some(email)) = (self.users.get_mut(server), email)
             && set.by_email.remove(email).is_some()
@@ -198,8 +214,22 @@ impl KeyCache {
             .entry(server.clone())
             .or_default()
             .insert(key.clone());
+        let traffic_user = resolved.server.map(|s| {
+            (
+                format!("{}/{}", s.namespace, s.name),
+                resolved.email.clone(),
+            )
+        });
+        self.leave_traffic_user(key, old.as_ref().and_then(|e| e.traffic_user.as_ref()));
+        if let Some(user) = &traffic_user {
+            self.by_user
+                .entry(user.clone())
+                .or_default()
+                .insert(key.clone());
+        }
         if let Some(uid) = object.meta().uid.as_deref() {
-            self.uids.insert(uid.to_owned());
+            self.by_uid.insert(uid.to_owned(), key.clone());
+            self.stale_baselines.remove(uid);
         }
         let (output, phase, settled) = old.map(|e| (e.output, e.phase, e.settled)).unwrap_or((
             None,
@@ -223,6 +253,7 @@ impl KeyCache {
                 },
                 next_change: next,
                 user,
+                traffic_user,
                 output,
                 phase,
                 settled,

@@ -104,18 +104,6 @@ impl KeyCache {
             self.recomputed.push(key.clone());
         }
     }
-
-    /// Baselines whose key is gone.
-    pub(super) fn stale(&self, traffic: &crate::plan::vless::TrafficState) -> Vec<String> {
-        let mut stale: Vec<String> = traffic
-            .baselines
-            .keys()
-            .filter(|uid| !self.uids.contains(*uid))
-            .cloned()
-            .collect();
-        stale.sort();
-        stale
-    }
 }
 
 /// Whether the status `body` survives nodes applying another user set.

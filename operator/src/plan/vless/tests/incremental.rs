@@ -9,6 +9,8 @@
 
 use proptest::prelude::*;
 
+use crate::records::TrafficBaselineRecord;
+
 use super::*;
 
 /// Servers a key may name: two that come and go, a somnytoo one, none.
@@ -297,7 +299,7 @@ fn run(ops: Vec<Op>) {
             Op::Traffic(i, bytes) => {
                 if let Some((server, email)) = model.user(i) {
                     case.traffic.add(&server, &email, bytes, bytes / 2);
-                    case.traffic.last_seen.insert((server, email), case.now);
+                    case.traffic.see((server, email), case.now);
                 }
             }
             Op::Lag => {}
@@ -308,8 +310,10 @@ fn run(ops: Vec<Op>) {
                     .objects
                     .get(&key)
                     .and_then(|o| o.object.meta().uid.clone());
-                if let Some(baseline) = uid.and_then(|uid| case.traffic.baselines.get_mut(&uid)) {
-                    baseline.uplink = uplink;
+                let baseline = uid.and_then(|uid| case.traffic.baseline(&uid).cloned());
+                if let Some(baseline) = baseline {
+                    case.traffic
+                        .put_baseline(TrafficBaselineRecord { uplink, ..baseline });
                 }
             }
             Op::Clock(seconds) => case.now += TimeDelta::seconds(seconds),
@@ -351,12 +355,10 @@ fn heartbeat(case: &mut Case, node: &str) {
 /// drop stale ones, generate the ids keys wait for.
 fn persist(case: &mut Case, plan: &Plan) {
     for baseline in &plan.traffic_baselines {
-        case.traffic
-            .baselines
-            .insert(baseline.key_uid.clone(), baseline.clone());
+        case.traffic.put_baseline(baseline.clone());
     }
     for uid in &plan.stale_baselines {
-        case.traffic.baselines.remove(uid);
+        case.traffic.remove_baseline(uid);
     }
     for (_, object) in case.world.of_kind(Kind::VlessKey) {
         let uid = object.object.meta().uid.clone().unwrap();

@@ -154,17 +154,15 @@ fn disabled_expired_and_over_limit_keys_leave_the_assignment() {
         .add("default/edge-vless", "default.lim", 600, 400);
     let lim_uid = case.uid(Kind::VlessKey, "lim");
     // A baseline from the key's creation (never resets): all 1000 bytes count.
-    case.traffic.baselines.insert(
-        lim_uid.clone(),
-        crate::records::TrafficBaselineRecord {
+    case.traffic
+        .put_baseline(crate::records::TrafficBaselineRecord {
             key_uid: lim_uid,
             server: "default/edge-vless".into(),
             email: "default.lim".into(),
             period_start: now(),
             uplink: 0,
             downlink: 0,
-        },
-    );
+        });
     let plan = case.plan();
     assert_eq!(emails(&plan, "edge-1"), ["default.alice"]);
     assert_eq!(key_status(&plan, "dis")["phase"], "Disabled");

@@ -31,9 +31,7 @@ fn baseline(case: &Case, period_start: &str, uplink: i64, downlink: i64) -> Traf
 }
 
 fn with_baseline(case: &mut Case, record: TrafficBaselineRecord) {
-    case.traffic
-        .baselines
-        .insert(record.key_uid.clone(), record);
+    case.traffic.put_baseline(record);
 }
 
 /// Alice's baseline taken at `period_start` with these counters.
@@ -148,7 +146,7 @@ fn a_never_resetting_key_counts_from_its_creation() {
 #[test]
 fn last_seen_shows_when_the_users_traffic_was_last_reported() {
     let mut case = Case::new(&monthly(""), at("2026-11-23T12:00:00Z"));
-    case.traffic.last_seen.insert(
+    case.traffic.see(
         (SERVER.to_owned(), EMAIL.to_owned()),
         at("2026-11-23T11:59:30Z"),
     );
