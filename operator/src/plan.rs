@@ -49,9 +49,10 @@ pub fn raw_status(value: &Value) -> Arc<RawValue> {
     }
 }
 
-/// Two statuses are equal when their texts are.
-pub fn same_status(a: &RawValue, b: &RawValue) -> bool {
-    a.get() == b.get()
+/// Two statuses are equal when their texts are (the same shared text
+/// needs no comparison: a status kept from the last pass is).
+pub fn same_status(a: &Arc<RawValue>, b: &Arc<RawValue>) -> bool {
+    Arc::ptr_eq(a, b) || a.get() == b.get()
 }
 
 /// Everything `plan` reads.

@@ -119,45 +119,23 @@ impl GenerationBook {
         mut new_uid: impl FnMut() -> String,
     ) -> (World, BookChanges) {
         let mut changes = BookChanges::default();
-        let mut objects = BTreeMap::new();
         let extra = extra
             .iter()
             .filter(|(key, _)| !snapshot.objects.contains_key(*key));
-        let mut built = HashMap::with_capacity(self.built.len());
+        // Unchanged objects cost a lookup and a pointer comparison; the
+        // world is bulk-built from the entries in key order.
+        let mut objects = Vec::with_capacity(snapshot.objects.len());
         for (key, sourced) in snapshot.objects.iter().chain(extra) {
-            if let Some(last) = self.built.remove(key)
+            if let Some(last) = self.built.get(key)
                 && std::sync::Arc::ptr_eq(&last.source, &sourced.object)
                 && last.origin == sourced.origin
-                && self.records.contains_key(key)
             {
-                objects.insert(key.clone(), last.object.clone());
-                built.insert(key.clone(), last);
+                objects.push((key.clone(), last.object.clone()));
                 continue;
             }
-            let hash = spec_hash(&sourced.object);
-            let record = match self.records.get_mut(key) {
-                Some(record) if record.spec_hash == hash => record.clone(),
-                Some(record) => {
-                    record.generation += 1;
-                    record.spec_hash = hash;
-                    changes.upserts.push(record.clone());
-                    record.clone()
-                }
-                None => {
-                    let record = ObjectRecord {
-                        key: object_ref(key),
-                        uid: new_uid(),
-                        generation: 1,
-                        spec_hash: hash,
-                        created_at: now,
-                    };
-                    changes.upserts.push(record.clone());
-                    self.records.insert(key.clone(), record.clone());
-                    record
-                }
-            };
+            let record = self.record_for(key, &sourced.object, now, &mut new_uid, &mut changes);
             let object = world_object(sourced, &record);
-            built.insert(
+            self.built.insert(
                 key.clone(),
                 Built {
                     source: sourced.object.clone(),
@@ -165,24 +143,66 @@ impl GenerationBook {
                     object: object.clone(),
                 },
             );
-            objects.insert(key.clone(), object);
+            objects.push((key.clone(), object));
         }
-        self.built = built;
-        let gone: Vec<ObjectKey> = self
-            .records
-            .keys()
-            .filter(|key| !objects.contains_key(*key))
-            .cloned()
-            .collect();
-        for key in gone {
-            self.records.remove(&key);
-            changes.deletes.push(object_ref(&key));
+        objects.sort_by(|a, b| a.0.cmp(&b.0));
+        let objects: BTreeMap<ObjectKey, WorldObject> = objects.into_iter().collect();
+        if self.built.len() != objects.len() {
+            self.built.retain(|key, _| objects.contains_key(key));
+        }
+        if self.records.len() != objects.len() {
+            let gone: Vec<ObjectKey> = self
+                .records
+                .keys()
+                .filter(|key| !objects.contains_key(*key))
+                .cloned()
+                .collect();
+            for key in gone {
+                self.records.remove(&key);
+                changes.deletes.push(object_ref(&key));
+            }
         }
         let world = World {
             objects,
             source_errors: snapshot.errors.clone(),
         };
         (world, changes)
+    }
+
+    /// The record of an object built anew: unchanged when its spec is,
+    /// the generation incremented when it changed, a new one (with a new
+    /// uid) for an object never seen. New and changed records are added to
+    /// `changes` for the caller to persist.
+    fn record_for(
+        &mut self,
+        key: &ObjectKey,
+        object: &Object,
+        now: DateTime<Utc>,
+        new_uid: &mut impl FnMut() -> String,
+        changes: &mut BookChanges,
+    ) -> ObjectRecord {
+        let hash = spec_hash(object);
+        match self.records.get_mut(key) {
+            Some(record) if record.spec_hash == hash => record.clone(),
+            Some(record) => {
+                record.generation += 1;
+                record.spec_hash = hash;
+                changes.upserts.push(record.clone());
+                record.clone()
+            }
+            None => {
+                let record = ObjectRecord {
+                    key: object_ref(key),
+                    uid: new_uid(),
+                    generation: 1,
+                    spec_hash: hash,
+                    created_at: now,
+                };
+                changes.upserts.push(record.clone());
+                self.records.insert(key.clone(), record.clone());
+                record
+            }
+        }
     }
 }
 

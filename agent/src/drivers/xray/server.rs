@@ -91,6 +91,8 @@ pub(super) struct Actor {
     retry_at: Option<Instant>,
     backoff: Backoff,
     last_report: Option<ServerReport>,
+    /// The applied users changed since the fallback config was written.
+    fallback_stale: bool,
 }
 
 impl Actor {
@@ -115,6 +117,7 @@ impl Actor {
             retry_at: None,
             backoff: Backoff::default(),
             last_report: None,
+            fallback_stale: false,
         }
     }
 
@@ -192,6 +195,12 @@ impl Actor {
             self.sync_users(self.resync).await;
         }
         self.report();
+        // After the report: the operator learns of the change without
+        // waiting for a file holding every user to be rendered and written.
+        if self.fallback_stale {
+            self.fallback_stale = false;
+            self.write_fallback_config();
+        }
     }
 
     /// Whether traffic read now can be journaled (see [`XrayContext::reporting`]).
@@ -410,7 +419,7 @@ impl Actor {
         } else {
             self.after_sync();
         }
-        self.write_fallback_config();
+        self.fallback_stale = true;
     }
 
     /// Closes the open connections of users just removed.
