@@ -22,7 +22,7 @@ use veil_crds::object::ObjectKey;
 use crate::agents::{Agents, NodeObservation};
 use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
 use crate::plan::vless::{GeneratedSecrets, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
-use crate::plan::{PlanInputs, Statuses, plan};
+use crate::plan::{Plan, PlanInputs, Statuses, plan};
 use crate::runs::RunBook;
 use crate::sink::{StatusChange, StatusSink};
 use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
@@ -34,6 +34,7 @@ use crate::world::{GenerationBook, object_key, object_ref};
 mod degraded;
 mod kube_mode;
 mod secrets;
+mod triggers;
 
 /// Added to a clock-driven wake-up, so the pass runs just after the
 /// instant (an expiry), not a hair before it.
@@ -81,8 +82,9 @@ pub struct Controller {
     /// Finished runs already seen (webhooks fire once, on the transition).
     finished_seen: Option<std::collections::HashSet<String>>,
     book: GenerationBook,
-    /// The statuses last written (or, in Kubernetes mode, found in the cluster).
-    statuses: Statuses,
+    /// The statuses last written (or, in Kubernetes mode, found in the
+    /// cluster), shared with the readers' view.
+    statuses: Arc<Statuses>,
     /// What the last plan made of each status (its text, phase and a
     /// fingerprint of its inputs: about 100 bytes per object), so unchanged
     /// statuses are not rebuilt (saves work, never changes a status).
@@ -144,7 +146,7 @@ impl Controller {
             }
         }
         let book = GenerationBook::from_records(store.object_records().await?);
-        let statuses = store
+        let statuses: Statuses = store
             .statuses()
             .await?
             .into_iter()
@@ -195,7 +197,7 @@ impl Controller {
             cached_world: None,
             generated_rev: 0,
             book,
-            statuses,
+            statuses: Arc::new(statuses),
             memo: Some(crate::plan::StatusMemo::default()),
             planner: crate::plan::Planner::default(),
             status_sink,
@@ -212,82 +214,30 @@ impl Controller {
     ///
     /// Nothing is reconciled before the source's first load (version > 0):
     /// an empty placeholder snapshot must never prune what the store holds.
-    pub async fn run(mut self, mut snapshots: watch::Receiver<Arc<SourceSnapshot>>) {
-        if snapshots.wait_for(|s| s.version > 0).await.is_err() {
-            return;
-        }
-        let mut agent_changes = self.agents.changes();
-        // Node timeouts need a pass even when nothing else happens.
-        let mut tick = tokio::time::interval(
+    pub async fn run(mut self, snapshots: watch::Receiver<Arc<SourceSnapshot>>) {
+        let mut triggers = triggers::Triggers::new(
+            snapshots,
+            self.agents.changes(),
             (self.node_timeout / 3)
                 .to_std()
                 .unwrap_or(std::time::Duration::from_secs(10)),
+            self.kube.as_ref().map(kube_mode::KubeMode::gate),
+            self.kube
+                .as_ref()
+                .and_then(kube_mode::KubeMode::credential_changes),
         );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Kubernetes mode: a pass when this replica becomes (or stops
-        // being) the leader.
-        let mut gate = self.kube.as_ref().map(kube_mode::KubeMode::gate);
-        // Kubernetes mode: a pass when a credentials Secret changes; none
-        // before they are listed (a pass without them would plan keys
-        // without ids and write those statuses).
-        let mut credentials = self
-            .kube
-            .as_ref()
-            .and_then(kube_mode::KubeMode::credential_changes);
-        if let Some(credentials) = credentials.as_mut() {
-            let listed = credentials
-                .wait_for(|observed| observed.listed)
-                .await
-                .is_ok();
-            if !listed {
-                return;
-            }
+        if !triggers.ready().await {
+            return;
         }
         loop {
-            let snapshot = snapshots.borrow_and_update().clone();
-            agent_changes.borrow_and_update();
-            if let Some(credentials) = credentials.as_mut() {
-                credentials.borrow_and_update();
-            }
+            let snapshot = triggers.take();
             self.metrics.queue_depth.set(0);
             let started = Instant::now();
             let now = Utc::now();
             let result = self.reconcile(&snapshot, now).await;
             let pass = started.elapsed();
-            self.metrics
-                .pass_duration_seconds
-                .observe(pass.as_secs_f64());
-            match &result {
-                Ok(()) => {
-                    self.metrics.failed_passes.set(0);
-                }
-                Err(_) => {
-                    self.metrics.failed_passes.inc();
-                    // A pass plans every kind at once: all of them failed.
-                    for kind in Kind::VEIL {
-                        self.metrics
-                            .reconcile_total
-                            .get_or_create(&KindResult {
-                                kind: kind.as_str().into(),
-                                result: "error".into(),
-                            })
-                            .inc();
-                    }
-                    self.publish_revocations(&snapshot, now);
-                }
-            }
-            let waiting = snapshots.has_changed().unwrap_or(false)
-                || agent_changes.has_changed().unwrap_or(false);
-            self.metrics.queue_depth.set(i64::from(waiting));
-            if result.is_ok() && pass >= PACE_FROM && snapshots.has_changed().unwrap_or(false) {
-                // A burst: the source changed while this pass ran. Waiting
-                // as long as the pass took keeps the controller at half a
-                // core at most while changes stream in (creating 10,000
-                // objects), leaving the rest to the API server; the next
-                // pass takes every change made meanwhile. An isolated
-                // change is not delayed.
-                tokio::time::sleep(pass.min(MAX_PACE)).await;
-            }
+            self.count_pass(result.is_ok(), pass, &snapshot, now);
+            self.metrics.queue_depth.set(i64::from(triggers.pending()));
             if let Err(error) = result {
                 tracing::error!(error = %veil_agent::trust::error_chain(&error), "reconcile pass failed; retrying");
                 self.metrics
@@ -297,29 +247,49 @@ impl Controller {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
-            let wake = self.wake_at;
-            tokio::select! {
-                changed = snapshots.changed() => if changed.is_err() { return },
-                _ = agent_changes.changed() => {}
-                _ = tick.tick() => {}
-                _ = async { match gate.as_mut() {
-                    Some(gate) => gate.changed().await,
-                    None => std::future::pending().await,
-                } } => {}
-                _ = async { match credentials.as_mut() {
-                    Some(credentials) => {
-                        if credentials.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending().await,
-                } } => {}
-                _ = async { match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                } } => {}
+            if pass >= PACE_FROM && triggers.source_changed() {
+                // A burst: the source changed while this pass ran. Waiting
+                // as long as the pass took keeps the controller at half a
+                // core at most while changes stream in (creating 10,000
+                // objects), leaving the rest to the API server; the next
+                // pass takes every change made meanwhile. An isolated
+                // change is not delayed.
+                tokio::time::sleep(pass.min(MAX_PACE)).await;
+            }
+            if !triggers.next(self.wake_at).await {
+                return;
             }
         }
+    }
+
+    /// Counts a pass in the metrics; after a failed one, agents still get
+    /// the revocations the source asks for.
+    fn count_pass(
+        &mut self,
+        succeeded: bool,
+        pass: std::time::Duration,
+        snapshot: &SourceSnapshot,
+        now: DateTime<Utc>,
+    ) {
+        self.metrics
+            .pass_duration_seconds
+            .observe(pass.as_secs_f64());
+        if succeeded {
+            self.metrics.failed_passes.set(0);
+            return;
+        }
+        self.metrics.failed_passes.inc();
+        // A pass plans every kind at once: all of them failed.
+        for kind in Kind::VEIL {
+            self.metrics
+                .reconcile_total
+                .get_or_create(&KindResult {
+                    kind: kind.as_str().into(),
+                    result: "error".into(),
+                })
+                .inc();
+        }
+        self.publish_revocations(snapshot, now);
     }
 
     /// Lets webhooks reach loopback and private addresses (`--allow-private-webhooks`).
@@ -368,13 +338,66 @@ impl Controller {
         let nodes = self.agents.observations();
         let world = self.world(snapshot, &nodes, now).await?;
         let world_ms = pass_started.elapsed().as_secs_f64() * 1e3;
+        let leading = self.follow_cluster(snapshot).await?;
+        self.complete_secrets(&world).await?;
+        let started = Instant::now();
+        let plan = self.plan_pass(&world, &nodes, now);
+        let plan_seconds = started.elapsed().as_secs_f64();
+        if leading {
+            self.persist_books(&plan).await?;
+        }
+        self.agents.set_assignments(plan.assignments.clone(), now);
+        let replan = self.act_on_schedules(&plan, snapshot, now).await?;
+        // After the schedule actions, which reset `wake_at`.
+        self.create_registered_nodes(snapshot, &nodes, now).await;
+        let Plan {
+            statuses,
+            memo,
+            phase_counts,
+            ..
+        } = plan;
+        let written = self
+            .write_statuses(snapshot, &world, statuses, memo)
+            .await?;
+        self.record_source_errors(&world).await?;
+        self.record_metrics(&phase_counts, plan_seconds);
+        tracing::debug!(
+            objects = world.objects.len(),
+            status_writes = written,
+            world_ms,
+            plan_ms = plan_seconds * 1e3,
+            total_ms = pass_started.elapsed().as_secs_f64() * 1e3,
+            "reconciled"
+        );
+        self.notify_finished(&world);
+        self.view.send_replace(Arc::new(View {
+            world: world.clone(),
+            statuses: Arc::clone(&self.statuses),
+            loaded: true,
+        }));
+        if replan {
+            // Runs were created, cancelled or pruned: show them now, not on the next event.
+            Box::pin(self.reconcile(snapshot, now)).await?;
+        }
+        Ok(())
+    }
+
+    /// Kubernetes mode's part before planning: the leader gate, the
+    /// statuses and schedule times the cluster holds, and — on becoming the
+    /// leader — the run and traffic books the previous leader left in the
+    /// store. Returns whether this replica leads (always in dir mode).
+    async fn follow_cluster(&mut self, snapshot: &SourceSnapshot) -> Result<bool, ControllerError> {
         let mut leading = true;
         if let Some(kube) = &mut self.kube {
             if kube.follow_gate() {
                 self.books_stale = true;
             }
             leading = kube.is_leading();
-            kube.adopt_cluster_statuses(snapshot, &self.generated, &mut self.statuses);
+            kube.adopt_cluster_statuses(
+                snapshot,
+                &self.generated,
+                Arc::make_mut(&mut self.statuses),
+            );
             kube_mode::adopt_schedule_times(snapshot, &mut self.last_schedule_times);
         }
         if leading && self.books_stale {
@@ -385,34 +408,53 @@ impl Controller {
             self.books_stale = false;
             tracing::info!("leading: run states and traffic totals read from the store");
         }
-        self.complete_secrets(&world).await?;
+        Ok(leading)
+    }
 
-        let started = Instant::now();
+    /// The plan of this pass, from the incremental planner.
+    fn plan_pass(
+        &mut self,
+        world: &crate::world::World,
+        nodes: &BTreeMap<String, NodeObservation>,
+        now: DateTime<Utc>,
+    ) -> Plan {
         let mut planner = std::mem::take(&mut self.planner);
-        let plan = self.plan_now(&world, &nodes, now, self.memo.as_ref(), Some(&mut planner));
+        let plan = self.plan_now(world, nodes, now, self.memo.as_ref(), Some(&mut planner));
         self.planner = planner;
-        let elapsed = started.elapsed().as_secs_f64();
         for change in &plan.run_changes {
             if change.phase == "Failed" {
                 tracing::warn!(run = %change.run, reason = ?change.reason, message = ?change.message, "task run failed");
             }
         }
-        // A follower plans alike but writes nothing to the store: on a
-        // shared store the leader's run states and baselines are the truth
-        // (a follower, which serves no agent, would see every node lost).
-        if leading {
-            self.runs.put(plan.run_changes.clone()).await?;
-            self.runs.remove(plan.stale_runs.clone()).await?;
-            // Baselines before assignments: a period's traffic is counted
-            // from the baseline on, and users come back only once it is stored.
-            self.traffic
-                .put_baselines(plan.traffic_baselines.clone())
-                .await?;
-            self.traffic
-                .remove_baselines(plan.stale_baselines.clone())
-                .await?;
-        }
-        self.agents.set_assignments(plan.assignments.clone(), now);
+        plan
+    }
+
+    /// Stores the run states and traffic baselines the plan changed. Only
+    /// the leader does: a follower plans alike but writes nothing (on a
+    /// shared store the leader's run states and baselines are the truth; a
+    /// follower, which serves no agent, would see every node lost).
+    async fn persist_books(&mut self, plan: &Plan) -> Result<(), ControllerError> {
+        self.runs.put(plan.run_changes.clone()).await?;
+        self.runs.remove(plan.stale_runs.clone()).await?;
+        // Baselines before assignments: a period's traffic is counted
+        // from the baseline on, and users come back only once it is stored.
+        self.traffic
+            .put_baselines(plan.traffic_baselines.clone())
+            .await?;
+        self.traffic
+            .remove_baselines(plan.stale_baselines.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Creates, cancels and prunes Schedule runs, reports their Events and
+    /// sets the next wake time. Returns whether the world changed.
+    async fn act_on_schedules(
+        &mut self,
+        plan: &Plan,
+        snapshot: &SourceSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControllerError> {
         let replan = self
             .apply_schedule_actions(&plan.schedule_actions, now)
             .await?;
@@ -424,33 +466,48 @@ impl Controller {
             let wake = tokio::time::Instant::now() + after;
             self.wake_at = Some(self.wake_at.map_or(wake, |other| other.min(wake)));
         }
-        // After the schedule actions, which reset `wake_at`.
-        self.create_registered_nodes(snapshot, &nodes, now).await;
+        Ok(replan)
+    }
 
+    /// Writes the statuses that changed (in Kubernetes mode: of objects the
+    /// cluster holds, with Events for transitions and the credentials
+    /// Secrets), then keeps the plan's statuses and memo for the next pass.
+    /// Returns how many statuses were written.
+    async fn write_statuses(
+        &mut self,
+        snapshot: &SourceSnapshot,
+        world: &Arc<crate::world::World>,
+        statuses: Statuses,
+        memo: crate::plan::StatusMemo,
+    ) -> Result<usize, ControllerError> {
         if let Some(kube) = &mut self.kube {
-            kube.settle_adopted(&mut self.statuses, &plan.statuses);
+            kube.settle_adopted(Arc::make_mut(&mut self.statuses), &statuses);
         }
-        let mut changes = status_changes(&self.statuses, &plan.statuses);
-        if self.kube.is_some() {
+        let mut changes = status_changes(&self.statuses, &statuses);
+        if let Some(kube) = &mut self.kube {
             // Only objects the cluster holds have a status subresource.
             changes.retain(|(key, status)| {
                 status.is_some()
                     && (snapshot.objects.contains_key(key) || self.generated.contains_key(key))
             });
-        }
-        if let Some(kube) = &self.kube {
             kube.report_transitions(&self.statuses, &changes, &snapshot.objects, &self.generated);
-        }
-        if let Some(kube) = &mut self.kube {
-            kube.write_credentials(&world, &plan.statuses, &self.secrets);
+            kube.write_credentials(world, &statuses, &self.secrets);
         }
         let written = self.status_sink.write(&changes).await?;
         self.metrics.status_writes_total.inc_by(written as u64);
-        self.statuses = plan.statuses;
+        self.statuses = Arc::new(statuses);
         if self.memo.is_some() {
-            self.memo = Some(plan.memo);
+            self.memo = Some(memo);
         }
+        Ok(changes.len())
+    }
 
+    /// Keeps the source's errors in the store and the metrics, logging
+    /// them when they changed.
+    async fn record_source_errors(
+        &mut self,
+        world: &crate::world::World,
+    ) -> Result<(), ControllerError> {
         let errors: Vec<LoadErrorRecord> = world.source_errors.iter().map(load_error).collect();
         if errors != self.errors {
             let new = errors.iter().filter(|e| !self.errors.contains(e)).count();
@@ -468,26 +525,6 @@ impl Controller {
             .source_errors
             .get_or_create(&self.source_label)
             .set(self.errors.len() as i64);
-
-        self.record_metrics(&plan.phase_counts, elapsed);
-        tracing::debug!(
-            objects = world.objects.len(),
-            status_writes = changes.len(),
-            world_ms,
-            plan_ms = elapsed * 1e3,
-            total_ms = pass_started.elapsed().as_secs_f64() * 1e3,
-            "reconciled"
-        );
-        self.notify_finished(&world);
-        self.view.send_replace(Arc::new(View {
-            world: world.clone(),
-            statuses: Arc::new(self.statuses.clone()),
-            loaded: true,
-        }));
-        if replan {
-            // Runs were created, cancelled or pruned: show them now, not on the next event.
-            Box::pin(self.reconcile(snapshot, now)).await?;
-        }
         Ok(())
     }
 

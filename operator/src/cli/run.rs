@@ -18,7 +18,7 @@ use crate::node_tokens::{self, NodeTokens};
 use crate::runs::RunBook;
 use crate::sink::{KubeEvents, KubeStatusWriter, KubeTaskRuns, KubeVeilNodes};
 use crate::source::SourceSnapshot;
-use crate::source::dir::{DirOptions, DirSource};
+use crate::source::dir::{DirLimits, DirOptions, DirSource};
 use crate::source::kube::{ConnectError, KubeOptions, KubeSource};
 use crate::store::{Store, StoreError, StoreTarget};
 use crate::traffic::TrafficBook;
@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Quiet period that coalesces bursts of file changes into one snapshot, in milliseconds.
     #[arg(long, default_value_t = 25)]
     pub debounce_ms: u64,
+    /// Dir mode: most objects loaded from the whole directory; a file that
+    /// would take the tree over it is not loaded (and says so).
+    #[arg(long, env = "VEIL_MAX_OBJECTS", default_value_t = DirLimits::default().max_total_objects)]
+    pub max_objects: usize,
     /// Replace the admin token with a new one (written to DATA_DIR/admin.token).
     #[arg(long)]
     pub rotate_admin_token: bool,
@@ -141,6 +145,7 @@ impl UpArgs {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             debounce_ms: 25,
+            max_objects: DirLimits::default().max_total_objects,
             rotate_admin_token: false,
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
             allow_private_webhooks: false,
@@ -254,6 +259,10 @@ async fn run_with(args: RunArgs, local_agent: Option<&str>) -> Result<(), RunErr
             }
             let options = DirOptions {
                 debounce,
+                limits: DirLimits {
+                    max_total_objects: args.max_objects,
+                    ..DirLimits::default()
+                },
                 ..DirOptions::default()
             };
             let source = DirSource::new(root.clone(), options)

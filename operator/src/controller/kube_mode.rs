@@ -455,7 +455,7 @@ impl Controller {
             credentials: None,
             credentials_written: None,
         });
-        self.statuses.clear();
+        self.statuses = Arc::default();
         self.memo = Some(crate::plan::StatusMemo::default());
         self.planner = crate::plan::Planner::default();
         self.generated.clear();

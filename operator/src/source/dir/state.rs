@@ -238,7 +238,7 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
                     path,
                     format!(
                         "loading this file would bring the directory to {new_total} objects, over \
-                         the limit of {max_total} (max_total_objects): remove objects or raise the limit"
+                         the limit of {max_total}: remove objects or raise the limit (`--max-objects`, VEIL_MAX_OBJECTS)"
                     ),
                 ));
             }

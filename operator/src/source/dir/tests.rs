@@ -305,7 +305,10 @@ fn limits_are_errors_that_name_the_limit() {
         errors_of(&snapshot, "b.yaml")[0].contains("larger than 50 bytes (limit max_file_bytes)")
     );
     assert!(errors_of(&snapshot, "c.yaml")[0].contains("more than 2 objects"));
-    assert!(errors_of(&snapshot, "d.yaml")[0].contains("over the limit of 2 (max_total_objects)"));
+    assert!(
+        errors_of(&snapshot, "d.yaml")[0]
+            .contains("over the limit of 2: remove objects or raise the limit (`--max-objects`")
+    );
 }
 
 #[test]

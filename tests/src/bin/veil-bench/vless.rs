@@ -45,7 +45,15 @@ pub async fn run_all() {
         server_yaml(free_port(), &dest),
     )
     .expect("server");
-    let op = Operator::start(dir.path()).await;
+    // The server and every key fit under the operator's object limit.
+    let op = Operator::start_with(
+        dir.path(),
+        veil_e2e::process::OperatorOptions {
+            extra_args: vec!["--max-objects".into(), (*KEYS + 1_000).to_string()],
+            ..Default::default()
+        },
+    )
+    .await;
     let agent = Agent::start_with(&op, "bench-edge", &[], &AgentOptions::default());
     let first = server_node(&op, |n| n["phase"] == "Running").await;
     let pid = first["pid"].clone();
