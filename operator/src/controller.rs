@@ -82,6 +82,8 @@ pub struct Controller {
     /// Finished runs already seen (webhooks fire once, on the transition).
     finished_seen: Option<std::collections::HashSet<String>>,
     book: GenerationBook,
+    /// Book changes the store has not taken yet (retried each pass).
+    unpersisted: crate::world::BookChanges,
     /// The statuses last written (or, in Kubernetes mode, found in the
     /// cluster), shared with the readers' view.
     statuses: Arc<Statuses>,
@@ -197,6 +199,7 @@ impl Controller {
             cached_world: None,
             generated_rev: 0,
             book,
+            unpersisted: Default::default(),
             statuses: Arc::new(statuses),
             memo: Some(crate::plan::StatusMemo::default()),
             planner: crate::plan::Planner::default(),
@@ -548,7 +551,7 @@ impl Controller {
             return Ok(world.clone());
         }
         let mut extra = registered_nodes(snapshot, nodes);
-        let mut book = self.book.clone();
+        let book = &mut self.book;
         let new_uid = || uuid::Uuid::new_v4().to_string();
         let (world, book_changes) = match &mut self.kube {
             None => {
@@ -567,17 +570,21 @@ impl Controller {
                 )
             }
         };
-        if !book_changes.upserts.is_empty() {
+        // The book is updated in place (copying it would cost a pass a copy
+        // of every record); what it changed is persisted before the world is
+        // used, and kept to retry while the store refuses it.
+        self.unpersisted.absorb(book_changes);
+        if !self.unpersisted.upserts.is_empty() {
             self.store
-                .upsert_object_records(&book_changes.upserts)
+                .upsert_object_records(&self.unpersisted.upserts)
                 .await?;
         }
-        if !book_changes.deletes.is_empty() {
+        if !self.unpersisted.deletes.is_empty() {
             self.store
-                .delete_object_records(&book_changes.deletes)
+                .delete_object_records(&self.unpersisted.deletes)
                 .await?;
         }
-        self.book = book;
+        self.unpersisted = crate::world::BookChanges::default();
         let world = Arc::new(world);
         self.cached_world = Some((inputs, world.clone()));
         Ok(world)

@@ -79,6 +79,25 @@ impl BookChanges {
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.deletes.is_empty()
     }
+
+    /// Adds the changes of a later step: for a key changed in both, the
+    /// later change is the one to persist.
+    pub fn absorb(&mut self, later: BookChanges) {
+        if self.is_empty() {
+            *self = later;
+            return;
+        }
+        for record in later.upserts {
+            self.deletes.retain(|gone| *gone != record.key);
+            self.upserts.retain(|held| held.key != record.key);
+            self.upserts.push(record);
+        }
+        for gone in later.deletes {
+            self.upserts.retain(|held| held.key != gone);
+            self.deletes.retain(|held| *held != gone);
+            self.deletes.push(gone);
+        }
+    }
 }
 
 impl GenerationBook {

@@ -127,6 +127,9 @@ pub struct UpArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Most objects loaded from the directory.
+    #[arg(long, env = "VEIL_MAX_OBJECTS", default_value_t = DirLimits::default().max_total_objects)]
+    pub max_objects: usize,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -145,7 +148,7 @@ impl UpArgs {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             debounce_ms: 25,
-            max_objects: DirLimits::default().max_total_objects,
+            max_objects: self.max_objects,
             rotate_admin_token: false,
             heartbeat_interval: crate::api::agent::HEARTBEAT_INTERVAL_SECONDS,
             allow_private_webhooks: false,

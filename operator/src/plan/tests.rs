@@ -300,6 +300,40 @@ spec: {{}}
 }
 
 #[test]
+fn absorbed_book_changes_keep_the_later_change_of_a_key() {
+    use crate::records::{ObjectRecord, ObjectRef};
+    use crate::world::BookChanges;
+    let reference = |name: &str| ObjectRef {
+        kind: "VlessKey".into(),
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    let record = |name: &str, generation| ObjectRecord {
+        key: reference(name),
+        uid: format!("uid-{name}"),
+        generation,
+        spec_hash: String::new(),
+        created_at: Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, 0).unwrap(),
+    };
+    let mut pending = BookChanges::default();
+    pending.absorb(BookChanges {
+        upserts: vec![record("a", 1), record("b", 1)],
+        deletes: vec![reference("c")],
+    });
+    pending.absorb(BookChanges {
+        upserts: vec![record("a", 2), record("c", 1)],
+        deletes: vec![reference("b")],
+    });
+    let upserted: Vec<_> = pending
+        .upserts
+        .iter()
+        .map(|r| (r.key.name.as_str(), r.generation))
+        .collect();
+    assert_eq!(upserted, [("a", 2), ("c", 1)]);
+    assert_eq!(pending.deletes, [reference("b")]);
+}
+
+#[test]
 fn removed_objects_are_deleted_from_the_book() {
     let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let mut book = GenerationBook::default();
