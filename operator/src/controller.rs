@@ -21,7 +21,7 @@ use veil_crds::object::ObjectKey;
 
 use crate::agents::{Agents, NodeObservation};
 use crate::metrics::{KindLabel, KindPhase, KindResult, Metrics, SourceLabel};
-use crate::plan::vless::{GeneratedSecrets, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
+use crate::plan::vless::GeneratedSecrets;
 use crate::plan::{Plan, PlanInputs, Statuses, plan};
 use crate::runs::RunBook;
 use crate::sink::{StatusChange, StatusSink};
@@ -29,10 +29,11 @@ use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
 use crate::store::{LoadErrorRecord, Store, StoreError};
 use crate::traffic::TrafficBook;
 use crate::view::View;
-use crate::world::{GenerationBook, object_key, object_ref};
+use crate::world::{GenerationBook, object_ref};
 
 mod degraded;
 mod kube_mode;
+mod restore;
 mod secrets;
 mod triggers;
 
@@ -120,55 +121,13 @@ impl Controller {
         view: watch::Sender<Arc<View>>,
         metrics: Arc<Metrics>,
     ) -> Result<Controller, ControllerError> {
-        let mut generated = BTreeMap::new();
-        for record in store.generated_objects().await? {
-            if let Some((key, sourced)) = generated_object(&record.document) {
-                generated.insert(key, sourced);
-            }
-        }
-        let last_schedule_times = store
-            .schedule_states()
-            .await?
-            .into_iter()
-            .filter_map(|(reference, time)| Some((object_key(&reference)?, time)))
-            .collect();
-        for record in store.nodes().await? {
-            if let Ok(registration) = serde_json::from_value(record.registration.clone()) {
-                agents.restore(NodeObservation {
-                    registration,
-                    registered_at: record.registered_at,
-                    last_seen: record.last_seen,
-                    applied_revision: 0,
-                    servers: Vec::new(),
-                    servers_reported_at: None,
-                    servers_seq: 0,
-                    strategies: Vec::new(),
-                    journal_fault: None,
-                });
-            }
-        }
+        let generated = restore::generated_objects(&store).await?;
+        let last_schedule_times = restore::schedule_times(&store).await?;
+        restore::nodes(&store, &agents).await?;
         let book = GenerationBook::from_records(store.object_records().await?);
-        let statuses: Statuses = store
-            .statuses()
-            .await?
-            .into_iter()
-            .filter_map(|(reference, status)| {
-                Some((object_key(&reference)?, crate::plan::raw_status(&status)))
-            })
-            .collect();
+        let statuses = restore::statuses(&store).await?;
         let errors = store.load_errors().await?;
-        let secrets = GeneratedSecrets {
-            vless_ids: store
-                .generated_values(VLESS_ID_SCOPE)
-                .await?
-                .into_iter()
-                .collect(),
-            reality_keys: store
-                .generated_values(REALITY_KEY_SCOPE)
-                .await?
-                .into_iter()
-                .collect(),
-        };
+        let secrets = restore::secrets(&store).await?;
         let source_label = SourceLabel {
             source: "dir".into(),
         };

@@ -139,52 +139,61 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         },
         &views,
     );
-    let vless_inputs = vless::VlessInputs {
-        world: inputs.world,
-        previous: inputs.previous,
-        views: &views,
-        secrets: inputs.secrets,
-        traffic: inputs.traffic,
-        now: inputs.now,
-    };
-    let vless_plan = match keys.as_deref_mut() {
-        Some(cache) => cache.plan(&vless_inputs),
-        None => vless::plan_vless(&vless_inputs),
-    };
-    let mut bodies = KindBodies {
-        views: &views,
-        runs: &runs,
-        owners: &owners,
-        pending_reasons: &task_plan.pending_reasons,
-        node_timeout: inputs.node_timeout,
-        schedules: schedule_statuses,
-        strategies: strategy_plan.statuses,
-        vless: vless_plan.statuses,
-        kept: keys
-            .as_deref()
-            .map(|cache| (Box::new(cache.kept()) as KeptKeys<'_>).peekable()),
-    };
-    let built = build_statuses(inputs, &mut bodies);
-    drop(bodies);
+    let vless_plan = plan_vless_with(inputs, &views, keys.as_deref_mut());
+    let built = build_statuses(
+        inputs,
+        &mut KindBodies {
+            views: &views,
+            runs: &runs,
+            owners: &owners,
+            pending_reasons: &task_plan.pending_reasons,
+            node_timeout: inputs.node_timeout,
+            schedules: schedule_statuses,
+            strategies: strategy_plan.statuses,
+            vless: vless_plan.statuses,
+            kept: keys
+                .as_deref()
+                .map(|cache| (Box::new(cache.kept()) as KeptKeys<'_>).peekable()),
+        },
+    );
     if let Some(cache) = keys {
         cache.record(&built.statuses);
     }
-    let assignments = node_assignments(
-        task_plan.assignments,
-        vless_plan.assignments,
-        strategy_plan.assignments,
-    );
     Plan {
         statuses: built.statuses,
         run_changes: task_plan.run_changes,
         stale_runs: task_plan.stale_runs,
-        assignments,
+        assignments: node_assignments(
+            task_plan.assignments,
+            vless_plan.assignments,
+            strategy_plan.assignments,
+        ),
         schedule_actions,
         phase_counts: built.phase_counts,
         memo: built.memo,
         traffic_baselines: vless_plan.baselines,
         stale_baselines: vless_plan.stale_baselines,
         wake_at: vless_plan.wake_at,
+    }
+}
+
+/// VLESS planning: incrementally with the key cache, else from scratch.
+fn plan_vless_with(
+    inputs: &PlanInputs<'_>,
+    views: &BTreeMap<&str, tasks::NodeView<'_>>,
+    keys: Option<&mut vless::KeyCache>,
+) -> vless::VlessPlan {
+    let vless_inputs = vless::VlessInputs {
+        world: inputs.world,
+        previous: inputs.previous,
+        views,
+        secrets: inputs.secrets,
+        traffic: inputs.traffic,
+        now: inputs.now,
+    };
+    match keys {
+        Some(cache) => cache.plan(&vless_inputs),
+        None => vless::plan_vless(&vless_inputs),
     }
 }
 
@@ -340,56 +349,21 @@ struct BuiltStatuses {
 fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> BuiltStatuses {
     let mut statuses = Vec::with_capacity(inputs.world.objects.len());
     let mut memo_entries = Vec::with_capacity(inputs.world.objects.len());
-    let mut previous_statuses = inputs.previous.iter().peekable();
-    let mut remembered_statuses = inputs
-        .memo
-        .into_iter()
-        .flat_map(StatusMemo::iter)
-        .peekable();
+    let mut previous = PreviousCursor::new(inputs);
     let mut phase_counts: HashMap<(Kind, Arc<str>), i64> = HashMap::new();
     for (key, object) in &inputs.world.objects {
+        let (previous_raw, remembered) = previous.at(key);
+        let Some(planned) = bodies.body(key, &object.object, previous_raw) else {
+            continue;
+        };
         let generation = object.object.meta().generation;
-        while previous_statuses.next_if(|(k, _)| *k < key).is_some() {}
-        while remembered_statuses.next_if(|(k, _)| *k < key).is_some() {}
-        let previous_raw = previous_statuses
-            .next_if(|(k, _)| *k == key)
-            .map(|(_, raw)| raw);
-        // The memo speaks for `previous` only if it is the same text.
-        let remembered = remembered_statuses
-            .next_if(|(k, _)| *k == key)
-            .map(|(_, entry)| entry)
-            .filter(|entry| previous_raw.is_some_and(|raw| Arc::ptr_eq(raw, &entry.raw)));
-        let status = match bodies.body(key, &object.object, previous_raw) {
-            None => continue,
-            Some(Planned::NotImplemented) => built(
-                not_implemented::status(
-                    key.kind,
-                    generation,
-                    parse(previous_raw).as_ref(),
-                    inputs.now,
-                ),
-                None,
-            ),
-            Some(Planned::Keep(phase)) => match (remembered, previous_raw) {
-                (Some(entry), _) => entry.clone(),
-                (None, Some(raw)) => MemoEntry {
-                    raw: Arc::clone(raw),
-                    phase,
-                    fingerprint: None,
-                },
-                // Unreachable: a key without a previous status is recomputed.
-                (None, None) => continue,
-            },
-            Some(Planned::Body(body, conditions, extra)) => finish(Finish {
-                body,
-                conditions,
-                extra,
-                remembered,
-                previous: previous_raw,
-                generation,
-                now: inputs.now,
-                remember: inputs.memo.is_some(),
-            }),
+        let Some(status) = status_of(
+            planned,
+            (key, generation),
+            (previous_raw, remembered),
+            inputs,
+        ) else {
+            continue;
         };
         *phase_counts
             .entry((key.kind, Arc::clone(&status.phase)))
@@ -410,6 +384,77 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
         phase_counts,
         memo: StatusMemo::from_sorted(memo_entries),
     }
+}
+
+/// The previous statuses and the memo, read alongside the world in key
+/// order.
+struct PreviousCursor<'a> {
+    statuses: std::iter::Peekable<std::collections::btree_map::Iter<'a, ObjectKey, Arc<RawValue>>>,
+    memo: std::iter::Peekable<Box<dyn Iterator<Item = (&'a ObjectKey, &'a MemoEntry)> + 'a>>,
+}
+
+impl<'a> PreviousCursor<'a> {
+    fn new(inputs: &PlanInputs<'a>) -> PreviousCursor<'a> {
+        let memo: Box<dyn Iterator<Item = (&'a ObjectKey, &'a MemoEntry)> + 'a> =
+            Box::new(inputs.memo.into_iter().flat_map(StatusMemo::iter));
+        PreviousCursor {
+            statuses: inputs.previous.iter().peekable(),
+            memo: memo.peekable(),
+        }
+    }
+
+    /// The previous status of `key` (keys asked for in order) and the memo
+    /// entry, which speaks for it only if it is the same text.
+    fn at(&mut self, key: &ObjectKey) -> (Option<&'a Arc<RawValue>>, Option<&'a MemoEntry>) {
+        while self.statuses.next_if(|(k, _)| *k < key).is_some() {}
+        while self.memo.next_if(|(k, _)| *k < key).is_some() {}
+        let raw = self
+            .statuses
+            .next_if(|(k, _)| *k == key)
+            .map(|(_, raw)| raw);
+        let remembered = self
+            .memo
+            .next_if(|(k, _)| *k == key)
+            .map(|(_, entry)| entry)
+            .filter(|entry| raw.is_some_and(|raw| Arc::ptr_eq(raw, &entry.raw)));
+        (raw, remembered)
+    }
+}
+
+/// The finished status of one object from what its kind planner made of
+/// it; `None` only for a kept key without a previous status (never: such a
+/// key is recomputed).
+fn status_of(
+    planned: Planned,
+    (key, generation): (&ObjectKey, Option<i64>),
+    (previous, remembered): (Option<&Arc<RawValue>>, Option<&MemoEntry>),
+    inputs: &PlanInputs<'_>,
+) -> Option<MemoEntry> {
+    Some(match planned {
+        Planned::NotImplemented => built(
+            not_implemented::status(key.kind, generation, parse(previous).as_ref(), inputs.now),
+            None,
+        ),
+        Planned::Keep(phase) => match (remembered, previous) {
+            (Some(entry), _) => entry.clone(),
+            (None, Some(raw)) => MemoEntry {
+                raw: Arc::clone(raw),
+                phase,
+                fingerprint: None,
+            },
+            (None, None) => return None,
+        },
+        Planned::Body(body, conditions, extra) => finish(Finish {
+            body,
+            conditions,
+            extra,
+            remembered,
+            previous,
+            generation,
+            now: inputs.now,
+            remember: inputs.memo.is_some(),
+        }),
+    })
 }
 
 /// One status to finish (see [`finish`]).

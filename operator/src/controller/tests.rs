@@ -10,6 +10,7 @@ use veil_crds::reality;
 
 use super::*;
 use crate::plan::tests::snapshot;
+use crate::plan::vless::{REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
 use crate::store::StoreTarget;
 
 const OBJECTS: &str = "

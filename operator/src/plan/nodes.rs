@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use veil_crds::runner::{Executor, Runner};
 
 use super::tasks::{NodeView, has_tool, strip_nulls};
+use crate::agents::NodeObservation;
 use crate::records::RunStateRecord;
 use crate::world::timestamp;
 
@@ -31,18 +32,7 @@ pub fn node_status(
 ) -> (Value, Conditions) {
     let observation = view.and_then(|v| v.observation);
     let ready = view.is_some_and(|v| v.ready);
-    let heartbeat = observation.map(|o| {
-        let kept = previous
-            .and_then(|p| p["lastHeartbeat"].as_str())
-            .filter(|_| ready)
-            .filter(|text| {
-                chrono::DateTime::parse_from_rfc3339(text).is_ok_and(|at| {
-                    let age = o.last_seen - at.with_timezone(&chrono::Utc);
-                    age >= chrono::Duration::zero() && age < HEARTBEAT_WRITE_INTERVAL
-                })
-            });
-        kept.map_or_else(|| timestamp(o.last_seen), str::to_owned)
-    });
+    let heartbeat = observation.map(|o| last_heartbeat(o, ready, previous));
     let running = view.map_or(0, |v| {
         runs.values()
             .filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running")
@@ -58,7 +48,34 @@ pub fn node_status(
         "capabilities": observation.map(|o| o.registration.capabilities.clone()).unwrap_or_default(),
         "workloads": { "runningTasks": running },
     });
-    let conditions = match (observation, ready) {
+    let conditions = node_conditions(observation, ready, timeout);
+    (strip_nulls(body), conditions)
+}
+
+/// `lastHeartbeat`: the previous value while it is less than
+/// [`HEARTBEAT_WRITE_INTERVAL`] older than the latest heartbeat and the
+/// node stays Ready, else the latest.
+fn last_heartbeat(o: &NodeObservation, ready: bool, previous: Option<&Value>) -> String {
+    let kept = previous
+        .and_then(|p| p["lastHeartbeat"].as_str())
+        .filter(|_| ready)
+        .filter(|text| {
+            chrono::DateTime::parse_from_rfc3339(text).is_ok_and(|at| {
+                let age = o.last_seen - at.with_timezone(&chrono::Utc);
+                age >= chrono::Duration::zero() && age < HEARTBEAT_WRITE_INTERVAL
+            })
+        });
+    kept.map_or_else(|| timestamp(o.last_seen), str::to_owned)
+}
+
+/// Ready while the agent reports; NotRegistered before; NodeLost after
+/// `timeout` without a heartbeat.
+fn node_conditions(
+    observation: Option<&NodeObservation>,
+    ready: bool,
+    timeout: chrono::Duration,
+) -> Conditions {
+    match (observation, ready) {
         (None, _) => [
             (
                 "Ready",
@@ -106,8 +123,7 @@ pub fn node_status(
                 ("Stalled", "True", "NodeLost".to_owned(), message),
             ]
         }
-    };
-    (strip_nulls(body), conditions)
+    }
 }
 
 /// A VeilNode's `JournalWritable` condition: `False` (reason `DiskFull`,
@@ -157,80 +173,87 @@ pub fn runner_status(
         .values()
         .filter(|v| runner.spec.node_selector.matches(&v.labels))
         .collect();
-    let ready: Vec<&str> = selected
-        .iter()
-        .filter(|v| v.ready && !v.cordoned)
-        .map(|v| v.name)
-        .collect();
-    let count = |phase: &str, node: Option<&str>| {
-        runs.iter()
-            .filter(|r| r.phase == phase && node.is_none_or(|n| r.node.as_deref() == Some(n)))
-            .count()
-    };
+    let ready = selected.iter().filter(|v| v.ready && !v.cordoned).count();
     let nodes: Vec<Value> = selected
         .iter()
-        .map(|v| {
-            // The CRD's per-node shape: a workload phase and why not Running.
-            let (phase, message) = match (v.ready, v.cordoned) {
-                (true, false) => ("Running", None),
-                (_, true) => ("Stopped", Some("the node is cordoned")),
-                (false, false) => ("Pending", Some("the node is not Ready")),
-            };
-            let missing: Vec<Executor> = runner
-                .spec
-                .executors
-                .iter()
-                .copied()
-                .filter(|e| !has_tool(v, *e))
-                .collect();
-            strip_nulls(json!({
-                "node": v.name,
-                "phase": phase,
-                "message": message,
-                "capacity": runner.spec.max_parallel_tasks,
-                "running": count("Running", Some(v.name)),
-                "succeeded": count("Succeeded", Some(v.name)),
-                "failed": count("Failed", Some(v.name)),
-                "missingExecutors": missing,
-            }))
-        })
+        .map(|view| runner_node(runner, view, runs))
         .collect();
     let body = json!({
         "runAsRoot": runner.spec.run_as_root.then_some(true),
-        "readyNodes": ready.len(),
-        "capacity": runner.spec.max_parallel_tasks as usize * ready.len(),
-        "running": count("Running", None),
-        "succeeded": count("Succeeded", None),
-        "failed": count("Failed", None),
+        "readyNodes": ready,
+        "capacity": runner.spec.max_parallel_tasks as usize * ready,
+        "running": count_runs(runs, "Running", None),
+        "succeeded": count_runs(runs, "Succeeded", None),
+        "failed": count_runs(runs, "Failed", None),
         "nodes": nodes,
     });
-    let conditions = if ready.is_empty() {
-        let message = if selected.is_empty() {
+    (
+        strip_nulls(body),
+        runner_conditions(ready, selected.is_empty()),
+    )
+}
+
+/// Runs in `phase` (on `node`, or anywhere).
+fn count_runs(runs: &[&RunStateRecord], phase: &str, node: Option<&str>) -> usize {
+    runs.iter()
+        .filter(|r| r.phase == phase && node.is_none_or(|n| r.node.as_deref() == Some(n)))
+        .count()
+}
+
+/// One selected node in the CRD's per-node shape: a workload phase and why
+/// not Running, the Runner's runs there, the executors it lacks.
+fn runner_node(runner: &Runner, view: &NodeView<'_>, runs: &[&RunStateRecord]) -> Value {
+    let (phase, message) = match (view.ready, view.cordoned) {
+        (true, false) => ("Running", None),
+        (_, true) => ("Stopped", Some("the node is cordoned")),
+        (false, false) => ("Pending", Some("the node is not Ready")),
+    };
+    let missing: Vec<Executor> = runner
+        .spec
+        .executors
+        .iter()
+        .copied()
+        .filter(|e| !has_tool(view, *e))
+        .collect();
+    strip_nulls(json!({
+        "node": view.name,
+        "phase": phase,
+        "message": message,
+        "capacity": runner.spec.max_parallel_tasks,
+        "running": count_runs(runs, "Running", Some(view.name)),
+        "succeeded": count_runs(runs, "Succeeded", Some(view.name)),
+        "failed": count_runs(runs, "Failed", Some(view.name)),
+        "missingExecutors": missing,
+    }))
+}
+
+/// Ready while some selected node is Ready and uncordoned.
+fn runner_conditions(ready: usize, none_selected: bool) -> Conditions {
+    if ready == 0 {
+        let message = if none_selected {
             "no node matches nodeSelector".to_owned()
         } else {
             "no selected node is Ready and uncordoned".to_owned()
         };
-        [
+        return [
             ("Ready", "False", "NoReadyNodes".to_owned(), message.clone()),
             ("Reconciling", "True", "NoReadyNodes".to_owned(), message),
             ("Stalled", "False", "NoReadyNodes".to_owned(), String::new()),
-        ]
-    } else {
-        [
-            (
-                "Ready",
-                "True",
-                "NodesReady".to_owned(),
-                format!("{} node(s) ready", ready.len()),
-            ),
-            (
-                "Reconciling",
-                "False",
-                "NodesReady".to_owned(),
-                String::new(),
-            ),
-            ("Stalled", "False", "NodesReady".to_owned(), String::new()),
-        ]
-    };
-    (strip_nulls(body), conditions)
+        ];
+    }
+    [
+        (
+            "Ready",
+            "True",
+            "NodesReady".to_owned(),
+            format!("{ready} node(s) ready"),
+        ),
+        (
+            "Reconciling",
+            "False",
+            "NodesReady".to_owned(),
+            String::new(),
+        ),
+        ("Stalled", "False", "NodesReady".to_owned(), String::new()),
+    ]
 }

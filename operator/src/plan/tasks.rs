@@ -192,81 +192,101 @@ pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>)
         .filter(|uid| !live.contains(uid.as_str()))
         .cloned()
         .collect();
-
-    for (key, uid, run) in &runs {
-        let state = inputs.runs.get(*uid);
-        if state.is_some_and(|s| is_finished(&s.phase)) {
-            continue;
-        }
-        if let Some(state) = state
-            && let Some(node) = &state.node
-        {
-            if views.get(node.as_str()).is_none_or(|v| !v.ready) {
-                plan.run_changes.push(finish(state, "Failed", "NodeLost",
-                    &format!("node {node} stopped reporting (no heartbeat for {}s); the run's outcome is unknown",
-                        inputs.node_timeout.num_seconds()), inputs.now));
-                continue;
-            }
-            plan.assignments
-                .entry(node.clone())
-                .or_default()
-                .push(assignment(
-                    inputs.world,
-                    key,
-                    uid,
-                    run,
-                    runner_on(inputs.world, views, &key.namespace, run, node),
-                ));
-            continue;
-        }
-        if run.spec.cancel {
-            let record = state
-                .cloned()
-                .unwrap_or_else(|| new_state(key, uid, inputs.now));
-            plan.run_changes.push(finish(
-                &record,
-                "Cancelled",
-                "Cancelled",
-                "cancelled before it was placed",
-                inputs.now,
-            ));
-            continue;
-        }
-        match place(inputs, views, &active, key, run) {
-            Placement::Node(node) => {
-                *active.entry(node.clone()).or_default() += 1;
-                let mut record = state
-                    .cloned()
-                    .unwrap_or_else(|| new_state(key, uid, inputs.now));
-                record.node = Some(node.clone());
-                record.placed_at = Some(inputs.now);
-                record.updated_at = inputs.now;
-                plan.run_changes.push(record);
-                let runner = runner_on(inputs.world, views, &key.namespace, run, &node);
-                plan.assignments.entry(node).or_default().push(assignment(
-                    inputs.world,
-                    key,
-                    uid,
-                    run,
-                    runner,
-                ));
-            }
-            Placement::Wait(reason) => {
-                plan.pending_reasons.insert((*uid).to_owned(), reason);
-            }
-            Placement::Refuse(reason, message) => {
-                let record = state
-                    .cloned()
-                    .unwrap_or_else(|| new_state(key, uid, inputs.now));
-                plan.run_changes
-                    .push(finish(&record, "Failed", &reason, &message, inputs.now));
-            }
-        }
+    let mut planner = RunPlanner {
+        inputs,
+        views,
+        active,
+        plan,
+    };
+    for &(key, uid, run) in &runs {
+        planner.run(key, uid, run);
     }
+    let mut plan = planner.plan;
     for name in inputs.nodes.keys() {
         plan.assignments.entry(name.clone()).or_default();
     }
     plan
+}
+
+/// Plans runs one at a time: each placement counts for the next.
+struct RunPlanner<'a, 'v> {
+    inputs: &'a TaskInputs<'a>,
+    views: &'a BTreeMap<&'v str, NodeView<'v>>,
+    /// Unfinished runs per node.
+    active: BTreeMap<String, u32>,
+    plan: TaskPlan,
+}
+
+impl RunPlanner<'_, '_> {
+    /// One run: skipped when finished, assigned again (or lost with its
+    /// node) when placed, else cancelled, placed, kept waiting or refused.
+    fn run(&mut self, key: &ObjectKey, uid: &str, run: &TaskRun) {
+        let inputs = self.inputs;
+        let state = inputs.runs.get(uid);
+        if state.is_some_and(|s| is_finished(&s.phase)) {
+            return;
+        }
+        if let Some(state) = state
+            && let Some(node) = &state.node
+        {
+            self.placed(state, node, (key, uid, run));
+            return;
+        }
+        let record = || {
+            state
+                .cloned()
+                .unwrap_or_else(|| new_state(key, uid, inputs.now))
+        };
+        if run.spec.cancel {
+            let message = "cancelled before it was placed";
+            let change = finish(&record(), "Cancelled", "Cancelled", message, inputs.now);
+            self.plan.run_changes.push(change);
+            return;
+        }
+        match place(inputs, self.views, &self.active, key, run) {
+            Placement::Node(node) => {
+                *self.active.entry(node.clone()).or_default() += 1;
+                let mut record = record();
+                record.node = Some(node.clone());
+                record.placed_at = Some(inputs.now);
+                record.updated_at = inputs.now;
+                self.plan.run_changes.push(record);
+                self.assign(&node, (key, uid, run));
+            }
+            Placement::Wait(reason) => {
+                self.plan.pending_reasons.insert(uid.to_owned(), reason);
+            }
+            Placement::Refuse(reason, message) => {
+                let change = finish(&record(), "Failed", &reason, &message, inputs.now);
+                self.plan.run_changes.push(change);
+            }
+        }
+    }
+
+    /// A placed run: assigned to its node again, or failed with it.
+    fn placed(&mut self, state: &RunStateRecord, node: &str, run: (&ObjectKey, &str, &TaskRun)) {
+        if self.views.get(node).is_none_or(|v| !v.ready) {
+            let message = format!(
+                "node {node} stopped reporting (no heartbeat for {}s); the run's outcome is unknown",
+                self.inputs.node_timeout.num_seconds()
+            );
+            let change = finish(state, "Failed", "NodeLost", &message, self.inputs.now);
+            self.plan.run_changes.push(change);
+            return;
+        }
+        self.assign(node, run);
+    }
+
+    /// Adds the run to `node`'s assignment, with its Runner's settings.
+    fn assign(&mut self, node: &str, (key, uid, run): (&ObjectKey, &str, &TaskRun)) {
+        let world = self.inputs.world;
+        let runner = runner_on(world, self.views, &key.namespace, run, node);
+        self.plan
+            .assignments
+            .entry(node.to_owned())
+            .or_default()
+            .push(assignment(world, key, uid, run, runner));
+    }
 }
 
 enum Placement {
@@ -289,18 +309,18 @@ fn place(
             key.namespace, run.spec.task.executor
         ));
     }
-    let executor = run.spec.task.executor;
-    let mut matching = Vec::new();
-    for view in views.values() {
-        let capacity = runners
-            .iter()
-            .filter(|r| r.spec.node_selector.matches(&view.labels))
-            .map(|r| r.spec.max_parallel_tasks)
-            .max();
-        if let Some(capacity) = capacity {
-            matching.push((view, capacity));
-        }
-    }
+    // Each node some Runner selects, with the largest capacity given there.
+    let matching: Vec<(&NodeView<'_>, u32)> = views
+        .values()
+        .filter_map(|view| {
+            runners
+                .iter()
+                .filter(|r| r.spec.node_selector.matches(&view.labels))
+                .map(|r| r.spec.max_parallel_tasks)
+                .max()
+                .map(|capacity| (view, capacity))
+        })
+        .collect();
     if matching.is_empty() {
         return Placement::Wait(
             "no node matches the nodeSelector of the Runners this run may use".to_owned(),
@@ -317,20 +337,25 @@ fn place(
             names.join(", ")
         ));
     }
+    least_busy(&usable, active, run.spec.task.executor)
+}
+
+/// The usable node with the fewest active runs below its capacity that has
+/// the run's executor; refused when no usable node has it.
+fn least_busy(
+    usable: &[&(&NodeView<'_>, u32)],
+    active: &BTreeMap<String, u32>,
+    executor: Executor,
+) -> Placement {
     let equipped: Vec<_> = usable
         .iter()
         .filter(|(v, _)| has_tool(v, executor))
         .collect();
     if equipped.is_empty() {
+        let tools = executor_tools(executor).join(" or ");
         let missing: Vec<String> = usable
             .iter()
-            .map(|(v, _)| {
-                format!(
-                    "node {} has no {}",
-                    v.name,
-                    executor_tools(executor).join(" or ")
-                )
-            })
+            .map(|(v, _)| format!("node {} has no {tools}", v.name))
             .collect();
         return Placement::Refuse("ExecutorMissing".to_owned(), missing.join("; "));
     }

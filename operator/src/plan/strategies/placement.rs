@@ -48,8 +48,12 @@ pub fn place<'a>(
     resolved: &Resolved<'a>,
     views: &BTreeMap<&str, NodeView<'_>>,
 ) -> Placement<'a> {
-    let mut placement = Placement::default();
-    let mut groups: BTreeMap<String, PlacedGroup> = BTreeMap::new();
+    let mut placer = Placer {
+        roles,
+        resolved,
+        placement: Placement::default(),
+        groups: BTreeMap::new(),
+    };
     for (&key, entry) in &roles.strategies {
         let Role::Primary { backups, .. } = &entry.role else {
             continue;
@@ -66,68 +70,104 @@ pub fn place<'a>(
                 continue;
             }
             if let Err(why) = can_run(view, primary) {
-                placement
-                    .strategies
-                    .entry(key)
-                    .or_default()
-                    .incapable
-                    .push((view.name.to_owned(), why));
+                placer.incapable(key, view, why);
                 continue;
             }
             let mut members: Vec<(&ObjectKey, StrategyMember)> = vec![(key, primary.clone())];
-            for &backup in backups {
-                let Some(Ok(member)) = resolved.get(backup) else {
-                    continue;
-                };
-                let Some(backup_entry) = roles.strategies.get(backup) else {
-                    continue;
-                };
-                if !backup_entry.object.spec.node_selector.matches(&view.labels) {
-                    continue;
-                }
-                if let Err(why) = can_run(view, member) {
-                    placement
-                        .strategies
-                        .entry(backup)
-                        .or_default()
-                        .incapable
-                        .push((view.name.to_owned(), why));
-                    continue;
-                }
-                members.push((backup, member.clone()));
-            }
-            let wire = StrategyGroup {
-                primary: entry.id.clone(),
-                members: members.iter().map(|(_, m)| m.clone()).collect(),
-                probes: spec.probes.clone(),
-                scoring: spec.scoring.clone(),
-                failover: spec.failover.clone(),
-                spec_hash: String::new(),
-            };
-            let hash = spec_hash(&wire);
-            for (member_key, _) in &members {
-                placement
-                    .strategies
-                    .entry(member_key)
-                    .or_default()
-                    .members
-                    .push((view.name.to_owned(), hash.clone(), key.name.clone()));
-            }
-            groups
-                .entry(hash.clone())
-                .or_insert_with(|| PlacedGroup {
-                    nodes: Vec::new(),
-                    wire: StrategyGroup {
-                        spec_hash: hash,
-                        ..wire
-                    },
-                })
-                .nodes
-                .push(view.name.to_owned());
+            members.extend(placer.backups_on(view, backups));
+            placer.add_group(key, view, &members);
         }
     }
-    placement.groups = groups.into_values().collect();
+    let mut placement = placer.placement;
+    placement.groups = placer.groups.into_values().collect();
     placement
+}
+
+/// The placement being built, with the groups by spec hash.
+struct Placer<'r, 'a> {
+    roles: &'r Roles<'a>,
+    resolved: &'r Resolved<'a>,
+    placement: Placement<'a>,
+    groups: BTreeMap<String, PlacedGroup>,
+}
+
+impl<'a> Placer<'_, 'a> {
+    fn incapable(&mut self, key: &'a ObjectKey, view: &NodeView<'_>, why: String) {
+        self.placement
+            .strategies
+            .entry(key)
+            .or_default()
+            .incapable
+            .push((view.name.to_owned(), why));
+    }
+
+    /// The backups whose own selector picks `view`'s node and that can run there.
+    fn backups_on(
+        &mut self,
+        view: &NodeView<'_>,
+        backups: &[&'a ObjectKey],
+    ) -> Vec<(&'a ObjectKey, StrategyMember)> {
+        let mut members = Vec::new();
+        for &backup in backups {
+            let Some(Ok(member)) = self.resolved.get(backup) else {
+                continue;
+            };
+            let Some(entry) = self.roles.strategies.get(backup) else {
+                continue;
+            };
+            if !entry.object.spec.node_selector.matches(&view.labels) {
+                continue;
+            }
+            if let Err(why) = can_run(view, member) {
+                self.incapable(backup, view, why);
+                continue;
+            }
+            members.push((backup, member.clone()));
+        }
+        members
+    }
+
+    /// The primary's group on `view`'s node, shared with every node whose
+    /// group is equal (same spec hash).
+    fn add_group(
+        &mut self,
+        primary: &'a ObjectKey,
+        view: &NodeView<'_>,
+        members: &[(&'a ObjectKey, StrategyMember)],
+    ) {
+        let Some(entry) = self.roles.strategies.get(primary) else {
+            return;
+        };
+        let spec = &entry.object.spec;
+        let wire = StrategyGroup {
+            primary: entry.id.clone(),
+            members: members.iter().map(|(_, m)| m.clone()).collect(),
+            probes: spec.probes.clone(),
+            scoring: spec.scoring.clone(),
+            failover: spec.failover.clone(),
+            spec_hash: String::new(),
+        };
+        let hash = spec_hash(&wire);
+        for (member_key, _) in members {
+            self.placement
+                .strategies
+                .entry(member_key)
+                .or_default()
+                .members
+                .push((view.name.to_owned(), hash.clone(), primary.name.clone()));
+        }
+        self.groups
+            .entry(hash.clone())
+            .or_insert_with(|| PlacedGroup {
+                nodes: Vec::new(),
+                wire: StrategyGroup {
+                    spec_hash: hash,
+                    ..wire
+                },
+            })
+            .nodes
+            .push(view.name.to_owned());
+    }
 }
 
 /// Whether `view`'s node can run `member`'s engine. A node whose agent has

@@ -131,21 +131,7 @@ fn node_status(
         .filter(in_group)
         .find(|r| r.active)
         .map(|r| r.strategy.name.clone());
-    let failed = (report.phase == StrategyPhase::Failed).then(|| {
-        (
-            report
-                .reason
-                .clone()
-                .unwrap_or_else(|| "StrategyFailed".to_owned()),
-            format!(
-                "{node}: {}",
-                report
-                    .message
-                    .as_deref()
-                    .unwrap_or("failed without a message")
-            ),
-        )
-    });
+    let failed = failure(node, report);
     let status = StrategyNodeStatus {
         node: node.to_owned(),
         phase: report.phase,
@@ -158,6 +144,21 @@ fn node_status(
         ..probe_status(report.probe.as_ref())
     };
     (status, failed)
+}
+
+/// `(reason, "node: message")` when the agent reports the Strategy `Failed`.
+fn failure(node: &str, report: &StrategyReport) -> Option<(String, String)> {
+    (report.phase == StrategyPhase::Failed).then(|| {
+        let reason = report
+            .reason
+            .clone()
+            .unwrap_or_else(|| "StrategyFailed".to_owned());
+        let message = report
+            .message
+            .as_deref()
+            .unwrap_or("failed without a message");
+        (reason, format!("{node}: {message}"))
+    })
 }
 
 /// The probe fields of a node's status from the agent's probe report
@@ -188,35 +189,8 @@ fn conditions(
     incapable: &[(String, String)],
     failures: &[(String, String)],
 ) -> Conditions {
-    match &entry.role {
-        Role::Cycle { circle } => {
-            let mut names = circle.clone();
-            names.push(entry.key.name.clone());
-            return stalled(
-                "FailoverCycle",
-                format!(
-                    "Strategies name each other as backups in a circle ({}), so none of them is a primary; remove one of the names from `failover.backups`",
-                    names.join(" → ")
-                ),
-            );
-        }
-        Role::Orphan { named_by } => {
-            return stalled(
-                "NotInAnyGroup",
-                format!(
-                    "named as a backup only by backups ({}), whose own `failover` is ignored; name it in a primary's `failover.backups`",
-                    named_by.join(", ")
-                ),
-            );
-        }
-        Role::Primary { .. } | Role::Backup { .. } => {}
-    }
-    let primary = matches!(entry.role, Role::Primary { .. });
-    if primary && entry.object.spec.engine == Engine::Vless {
-        return stalled(
-            "EngineNotImplemented",
-            "agents run `engine: vless` Strategies only as failover backups of a zapret Strategy (where they wait in Standby until failover chooses them), not on their own yet".to_owned(),
-        );
+    if let Some(conditions) = role_problem(entry) {
+        return conditions;
     }
     if let Some(Err(problem)) = resolved.get(entry.key) {
         return if problem.stalled {
@@ -236,66 +210,117 @@ fn conditions(
         _ => None,
     };
     if nodes.is_empty() {
-        if !incapable.is_empty() {
-            let why: Vec<&str> = incapable.iter().map(|(_, why)| why.as_str()).collect();
-            return stalled("NoCapableNode", why.join("; "));
-        }
-        return progressing(
-            "NoNodes",
-            match &backup_of {
-                Some(primaries) => format!(
-                    "no node of its primary ({primaries}) matches its own nodeSelector, or the primary runs nowhere"
-                ),
-                None => "no node matches nodeSelector".to_owned(),
-            },
-        );
+        return unplaced(backup_of.as_deref(), incapable);
     }
     if let Some((reason, _)) = failures.first() {
         let messages: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
         return stalled(reason, messages.join("; "));
     }
-    let total = nodes.len();
     match backup_of {
-        Some(primaries) => {
-            let placed = nodes
-                .iter()
-                .filter(|n| matches!(n.phase, StrategyPhase::Standby | StrategyPhase::Running))
-                .count();
-            if placed == total {
-                let ignored = if entry.object.spec.failover.is_some() {
-                    "; its own `failover` is ignored while it is a backup"
-                } else {
-                    ""
-                };
-                return ready(
-                    "Standby",
-                    format!("backup of {primaries} on {total} node(s){ignored}"),
-                );
-            }
-            progressing("Starting", waiting_message(nodes, placed, total))
-        }
-        None => {
-            let running = nodes
-                .iter()
-                .filter(|n| n.phase == StrategyPhase::Running)
-                .count();
-            if running < total {
-                return progressing("Starting", waiting_message(nodes, running, total));
-            }
-            if let Role::Primary { missing, .. } = &entry.role
-                && !missing.is_empty()
-            {
-                return progressing(
-                    "BackupNotFound",
-                    format!(
-                        "running on {total} node(s); backup(s) {} do not exist (yet), so failover has fewer alternatives",
-                        missing.join(", ")
-                    ),
-                );
-            }
-            ready("Running", format!("running on {total} node(s)"))
-        }
+        Some(primaries) => backup_conditions(entry, &primaries, nodes),
+        None => primary_conditions(entry, nodes),
     }
+}
+
+/// Stalled for its place among the Strategies: in a backup cycle, named
+/// only by backups, or a `engine: vless` primary.
+fn role_problem(entry: &Entry<'_>) -> Option<Conditions> {
+    match &entry.role {
+        Role::Cycle { circle } => {
+            let mut names = circle.clone();
+            names.push(entry.key.name.clone());
+            return Some(stalled(
+                "FailoverCycle",
+                format!(
+                    "Strategies name each other as backups in a circle ({}), so none of them is a primary; remove one of the names from `failover.backups`",
+                    names.join(" → ")
+                ),
+            ));
+        }
+        Role::Orphan { named_by } => {
+            return Some(stalled(
+                "NotInAnyGroup",
+                format!(
+                    "named as a backup only by backups ({}), whose own `failover` is ignored; name it in a primary's `failover.backups`",
+                    named_by.join(", ")
+                ),
+            ));
+        }
+        Role::Primary { .. } | Role::Backup { .. } => {}
+    }
+    let primary = matches!(entry.role, Role::Primary { .. });
+    (primary && entry.object.spec.engine == Engine::Vless).then(|| {
+        stalled(
+            "EngineNotImplemented",
+            "agents run `engine: vless` Strategies only as failover backups of a zapret Strategy (where they wait in Standby until failover chooses them), not on their own yet".to_owned(),
+        )
+    })
+}
+
+/// Placed on no node: stalled when nodes match but none can run it.
+fn unplaced(backup_of: Option<&str>, incapable: &[(String, String)]) -> Conditions {
+    if !incapable.is_empty() {
+        let why: Vec<&str> = incapable.iter().map(|(_, why)| why.as_str()).collect();
+        return stalled("NoCapableNode", why.join("; "));
+    }
+    progressing(
+        "NoNodes",
+        match backup_of {
+            Some(primaries) => format!(
+                "no node of its primary ({primaries}) matches its own nodeSelector, or the primary runs nowhere"
+            ),
+            None => "no node matches nodeSelector".to_owned(),
+        },
+    )
+}
+
+/// A backup: ready once in Standby (or Running) on every node.
+fn backup_conditions(
+    entry: &Entry<'_>,
+    primaries: &str,
+    nodes: &[StrategyNodeStatus],
+) -> Conditions {
+    let total = nodes.len();
+    let placed = nodes
+        .iter()
+        .filter(|n| matches!(n.phase, StrategyPhase::Standby | StrategyPhase::Running))
+        .count();
+    if placed < total {
+        return progressing("Starting", waiting_message(nodes, placed, total));
+    }
+    let ignored = if entry.object.spec.failover.is_some() {
+        "; its own `failover` is ignored while it is a backup"
+    } else {
+        ""
+    };
+    ready(
+        "Standby",
+        format!("backup of {primaries} on {total} node(s){ignored}"),
+    )
+}
+
+/// A primary: ready once Running on every node, noting missing backups.
+fn primary_conditions(entry: &Entry<'_>, nodes: &[StrategyNodeStatus]) -> Conditions {
+    let total = nodes.len();
+    let running = nodes
+        .iter()
+        .filter(|n| n.phase == StrategyPhase::Running)
+        .count();
+    if running < total {
+        return progressing("Starting", waiting_message(nodes, running, total));
+    }
+    if let Role::Primary { missing, .. } = &entry.role
+        && !missing.is_empty()
+    {
+        return progressing(
+            "BackupNotFound",
+            format!(
+                "running on {total} node(s); backup(s) {} do not exist (yet), so failover has fewer alternatives",
+                missing.join(", ")
+            ),
+        );
+    }
+    ready("Running", format!("running on {total} node(s)"))
 }
 
 /// One phase for the whole Strategy, from its conditions.

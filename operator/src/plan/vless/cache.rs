@@ -33,8 +33,8 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::VlessFlow;
 use veil_crds::wire::VlessUser;
 
-use super::keys::KeyState;
-use super::servers::{self};
+use super::keys::{Key, KeyState};
+use super::servers;
 use super::usage::PeriodUsage;
 use super::{VlessInputs, VlessPlan};
 
@@ -117,6 +117,19 @@ struct Resolved {
     flow: VlessFlow,
     usage: Option<PeriodUsage>,
     state: KeyState,
+}
+
+impl Resolved {
+    fn of(key: &Key<'_>) -> Resolved {
+        Resolved {
+            email: key.email.clone(),
+            on_server: key.server.is_some(),
+            id: key.id.clone(),
+            flow: key.flow,
+            usage: key.usage.clone(),
+            state: key.state.clone(),
+        }
+    }
 }
 
 /// Whether a key's status survives nodes applying another user set.

@@ -8,6 +8,7 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::vless_key::VlessKey;
 use veil_crds::wire::VlessUser;
 
+use super::super::UserKey;
 use super::super::keys::{self, Key, KeyState, Subject};
 use super::super::servers::Server;
 use super::super::{VlessInputs, next_change};
@@ -176,32 +177,78 @@ impl KeyCache {
         resolved: &Key<'_>,
         now: DateTime<Utc>,
     ) {
-        let next = next_change(resolved, now);
-        let user = match (&resolved.state, resolved.server, &resolved.id) {
-            (KeyState::Eligible(None), Some(_), Some(id)) => {
-                let set = self.users.entry(server.clone()).or_default();
-                set.by_email.insert(
-                    resolved.email.clone(),
-                    VlessUser {
-                        email: resolved.email.clone(),
-                        id: veil_crds::wire::SecretValue(id.clone()),
-                        flow: resolved.flow,
-                    },
-                );
-                set.built = None;
-                Some(resolved.email.clone())
-            }
-            _ => None,
-        };
-        let group = resolved
-            .server
-            .map(|s| (s.clone(), resolved.email.to_lowercase()));
+        let user = self.join_user_set(&server, resolved);
         let old = self.entries.remove(key);
-        if let Some(old) = &old {
+        let next = next_change(resolved, now);
+        let traffic_user = resolved.server.map(|s| {
+            (
+                format!("{}/{}", s.namespace, s.name),
+                resolved.email.clone(),
+            )
+        });
+        self.reindex(key, old.as_ref(), (&server, next, traffic_user.as_ref()));
+        if let Some(uid) = object.meta().uid.as_deref() {
+            self.by_uid.insert(uid.to_owned(), key.clone());
+            self.stale_baselines.remove(uid);
+        }
+        let (output, phase, settled) = old.map(|e| (e.output, e.phase, e.settled)).unwrap_or((
+            None,
+            Arc::from("Unknown"),
+            Settled::No,
+        ));
+        let entry = Entry {
+            object: Arc::clone(object),
+            server,
+            created,
+            group: resolved
+                .server
+                .map(|s| (s.clone(), resolved.email.to_lowercase())),
+            resolved: Resolved::of(resolved),
+            next_change: next,
+            user,
+            traffic_user,
+            output,
+            phase,
+            settled,
+            awaiting_baseline: false,
+        };
+        self.entries.insert(key.clone(), entry);
+    }
+
+    /// Puts an eligible key with an id into its server's user set; the
+    /// email it is there under.
+    fn join_user_set(&mut self, server: &ObjectKey, resolved: &Key<'_>) -> Option<String> {
+        let (KeyState::Eligible(None), Some(_), Some(id)) =
+            (&resolved.state, resolved.server, &resolved.id)
+        else {
+            return None;
+        };
+        let set = self.users.entry(server.clone()).or_default();
+        set.by_email.insert(
+            resolved.email.clone(),
+            VlessUser {
+                email: resolved.email.clone(),
+                id: veil_crds::wire::SecretValue(id.clone()),
+                flow: resolved.flow,
+            },
+        );
+        set.built = None;
+        Some(resolved.email.clone())
+    }
+
+    /// Moves `key` in the timer, server and traffic-user indexes from
+    /// where its `old` entry had it to (server, next change, traffic user).
+    fn reindex(
+        &mut self,
+        key: &ObjectKey,
+        old: Option<&Entry>,
+        (server, next, traffic_user): (&ObjectKey, Option<DateTime<Utc>>, Option<&UserKey>),
+    ) {
+        if let Some(old) = old {
             if let Some(at) = old.next_change {
                 self.timers.remove(&(at, key.clone()));
             }
-            if old.server != server
+            if old.server != *server
                 && let Some(keys) = self.by_server.get_mut(&old.server)
             {
                 keys.remove(key);
@@ -214,52 +261,13 @@ impl KeyCache {
             .entry(server.clone())
             .or_default()
             .insert(key.clone());
-        let traffic_user = resolved.server.map(|s| {
-            (
-                format!("{}/{}", s.namespace, s.name),
-                resolved.email.clone(),
-            )
-        });
-        self.leave_traffic_user(key, old.as_ref().and_then(|e| e.traffic_user.as_ref()));
-        if let Some(user) = &traffic_user {
+        self.leave_traffic_user(key, old.and_then(|e| e.traffic_user.as_ref()));
+        if let Some(user) = traffic_user {
             self.by_user
                 .entry(user.clone())
                 .or_default()
                 .insert(key.clone());
         }
-        if let Some(uid) = object.meta().uid.as_deref() {
-            self.by_uid.insert(uid.to_owned(), key.clone());
-            self.stale_baselines.remove(uid);
-        }
-        let (output, phase, settled) = old.map(|e| (e.output, e.phase, e.settled)).unwrap_or((
-            None,
-            Arc::from("Unknown"),
-            Settled::No,
-        ));
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                object: Arc::clone(object),
-                server,
-                created,
-                group,
-                resolved: Resolved {
-                    email: resolved.email.clone(),
-                    on_server: resolved.server.is_some(),
-                    id: resolved.id.clone(),
-                    flow: resolved.flow,
-                    usage: resolved.usage.clone(),
-                    state: resolved.state.clone(),
-                },
-                next_change: next,
-                user,
-                traffic_user,
-                output,
-                phase,
-                settled,
-                awaiting_baseline: false,
-            },
-        );
     }
 }
 
