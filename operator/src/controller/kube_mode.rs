@@ -542,28 +542,34 @@ impl Controller {
         }
         self.finish_schedule_actions(actions, &failed_schedules)
             .await?;
-        if let Some(kube) = &mut self.kube {
-            match first_error {
-                None => kube.failures = 0,
-                Some((key, error)) => {
-                    kube.failures += 1;
-                    let delay = RETRY.delay(kube.failures);
-                    if matches!(error, TaskRunWriteError::GateClosed) {
-                        // A replica that may not write (not the leader) waits quietly.
-                        tracing::debug!(run = %key, retry_in = ?delay, "not writing task runs now");
-                    } else {
-                        tracing::warn!(run = %key, %error, retry_in = ?delay, "could not write a task run to the cluster; the Schedule will decide it again");
-                    }
-                    let at = tokio::time::Instant::now() + delay;
-                    self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
-                }
-            }
-        }
+        self.retry_run_writes(first_error);
         let _ = now;
         if changed {
             self.generated_rev += 1;
         }
         Ok(changed)
+    }
+
+    /// After a batch of task-run writes: the failure count resets on
+    /// success; after a failure the controller wakes again with backoff
+    /// (quietly when it may not write: not the leader).
+    fn retry_run_writes(&mut self, first_error: Option<(ObjectKey, TaskRunWriteError)>) {
+        let Some(kube) = &mut self.kube else {
+            return;
+        };
+        let Some((key, error)) = first_error else {
+            kube.failures = 0;
+            return;
+        };
+        kube.failures += 1;
+        let delay = RETRY.delay(kube.failures);
+        if matches!(error, TaskRunWriteError::GateClosed) {
+            tracing::debug!(run = %key, retry_in = ?delay, "not writing task runs now");
+        } else {
+            tracing::warn!(run = %key, %error, retry_in = ?delay, "could not write a task run to the cluster; the Schedule will decide it again");
+        }
+        let at = tokio::time::Instant::now() + delay;
+        self.wake_at = Some(self.wake_at.map_or(at, |other| other.min(at)));
     }
 }
 

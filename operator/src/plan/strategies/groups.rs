@@ -53,57 +53,14 @@ pub fn roles(world: &World) -> Roles<'_> {
             _ => None,
         })
         .collect();
-    // Edges: who names whom (same namespace, existing only).
-    let mut names: BTreeMap<&ObjectKey, Vec<&ObjectKey>> = BTreeMap::new();
-    let mut missing: BTreeMap<&ObjectKey, Vec<String>> = BTreeMap::new();
-    let mut named_by: BTreeMap<&ObjectKey, Vec<&ObjectKey>> = BTreeMap::new();
-    for (&key, strategy) in &strategies {
-        let Some(failover) = &strategy.spec.failover else {
-            continue;
-        };
-        for backup in &failover.backups {
-            let target = ObjectKey::new(Kind::Strategy, &key.namespace, backup.as_str());
-            match strategies.get_key_value(&target) {
-                Some((&target, _)) if target != key => {
-                    if !names.get(key).is_some_and(|n| n.contains(&target)) {
-                        names.entry(key).or_default().push(target);
-                        named_by.entry(target).or_default().push(key);
-                    }
-                }
-                Some(_) => {} // naming itself: ignored (it is already the primary)
-                None => missing
-                    .entry(key)
-                    .or_default()
-                    .push(backup.as_str().to_owned()),
-            }
-        }
-    }
-    let is_backup = |key: &ObjectKey| named_by.contains_key(key);
+    let edges = Edges::of(&strategies);
     let mut roles = Roles::default();
     for (&key, &object) in &strategies {
-        let role = match named_by.get(key) {
-            None => Role::Primary {
-                backups: names.get(key).cloned().unwrap_or_default(),
-                missing: missing.get(key).cloned().unwrap_or_default(),
-            },
-            Some(by) => {
-                let primaries: Vec<&ObjectKey> =
-                    by.iter().copied().filter(|k| !is_backup(k)).collect();
-                if !primaries.is_empty() {
-                    Role::Backup { primaries }
-                } else if let Some(circle) = circle_through(key, &names, &is_backup) {
-                    Role::Cycle { circle }
-                } else {
-                    Role::Orphan {
-                        named_by: by.iter().map(|k| k.name.clone()).collect(),
-                    }
-                }
-            }
-        };
         let id = StrategyId {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
         };
+        let role = edges.role(key);
         roles.strategies.insert(
             key,
             Entry {
@@ -115,6 +72,66 @@ pub fn roles(world: &World) -> Roles<'_> {
         );
     }
     roles
+}
+
+/// Who names whom as a backup (same namespace, existing Strategies only),
+/// and the names that match no Strategy.
+#[derive(Default)]
+struct Edges<'a> {
+    names: BTreeMap<&'a ObjectKey, Vec<&'a ObjectKey>>,
+    missing: BTreeMap<&'a ObjectKey, Vec<String>>,
+    named_by: BTreeMap<&'a ObjectKey, Vec<&'a ObjectKey>>,
+}
+
+impl<'a> Edges<'a> {
+    fn of(strategies: &BTreeMap<&'a ObjectKey, &'a Strategy>) -> Edges<'a> {
+        let mut edges = Edges::default();
+        for (&key, strategy) in strategies {
+            let Some(failover) = &strategy.spec.failover else {
+                continue;
+            };
+            for backup in &failover.backups {
+                let target = ObjectKey::new(Kind::Strategy, &key.namespace, backup.as_str());
+                match strategies.get_key_value(&target) {
+                    Some((&target, _)) if target != key => {
+                        if !edges.names.get(key).is_some_and(|n| n.contains(&target)) {
+                            edges.names.entry(key).or_default().push(target);
+                            edges.named_by.entry(target).or_default().push(key);
+                        }
+                    }
+                    Some(_) => {} // naming itself: ignored (it is already the primary)
+                    None => edges
+                        .missing
+                        .entry(key)
+                        .or_default()
+                        .push(backup.as_str().to_owned()),
+                }
+            }
+        }
+        edges
+    }
+
+    /// A Strategy's role: primary when nobody names it; a backup of the
+    /// primaries that name it; else on a cycle of backups, or an orphan.
+    fn role(&self, key: &'a ObjectKey) -> Role<'a> {
+        let is_backup = |key: &ObjectKey| self.named_by.contains_key(key);
+        let Some(by) = self.named_by.get(key) else {
+            return Role::Primary {
+                backups: self.names.get(key).cloned().unwrap_or_default(),
+                missing: self.missing.get(key).cloned().unwrap_or_default(),
+            };
+        };
+        let primaries: Vec<&ObjectKey> = by.iter().copied().filter(|k| !is_backup(k)).collect();
+        if !primaries.is_empty() {
+            Role::Backup { primaries }
+        } else if let Some(circle) = circle_through(key, &self.names, &is_backup) {
+            Role::Cycle { circle }
+        } else {
+            Role::Orphan {
+                named_by: by.iter().map(|k| k.name.clone()).collect(),
+            }
+        }
+    }
 }
 
 /// The names on a circle of backups through `start`, if there is one.
