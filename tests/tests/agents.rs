@@ -377,7 +377,17 @@ async fn killing_the_agent_mid_run_ends_the_run_node_lost_and_never_reruns_it() 
         !alive(pid),
         "the restarted agent must end the lost run's processes"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A run started after the restart: the agent sends its reports in
+    // order, journal first, so once this one's outcome is in, every
+    // replayed chunk has been delivered (no fixed wait to hope for that).
+    write(
+        &dir.path().join("marker.yaml"),
+        &task_run("marker", "echo marker", 60),
+    );
+    wait_run(&op, "marker", "marker Succeeded", |r| {
+        r["status"]["phase"] == "Succeeded"
+    })
+    .await;
     let after = op.object("taskruns", "long").await.unwrap();
     assert_eq!(after["status"]["phase"], "Failed");
     let out = op.cli(&["logs", "taskrun", "long"]);
