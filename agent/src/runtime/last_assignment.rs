@@ -29,6 +29,32 @@ pub enum LastAssignmentError {
     },
 }
 
+/// What is kept of an assignment: the same document without its tasks,
+/// serialized from the assignment itself (no copy of 100,000 users).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Kept<'a> {
+    node: &'a str,
+    revision: u64,
+    tasks: [(); 0],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    servers: &'a [veil_crds::wire::ServerAssignment],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    strategies: &'a [veil_crds::wire::StrategyGroup],
+}
+
+impl<'a> Kept<'a> {
+    fn of(assignment: &'a Assignment) -> Kept<'a> {
+        Kept {
+            node: &assignment.node,
+            revision: assignment.revision,
+            tasks: [],
+            servers: &assignment.servers,
+            strategies: &assignment.strategies,
+        }
+    }
+}
+
 /// Saves `assignment` without its task runs to `path` (0600, atomic).
 ///
 /// # Errors
@@ -38,11 +64,8 @@ pub fn save(path: &Path, assignment: &Assignment) -> Result<(), LastAssignmentEr
         path: path.to_owned(),
         source,
     };
-    let kept = Assignment {
-        tasks: Vec::new(),
-        ..assignment.clone()
-    };
-    let json = serde_json::to_vec(&kept).map_err(|e| error(std::io::Error::other(e)))?;
+    let json =
+        serde_json::to_vec(&Kept::of(assignment)).map_err(|e| error(std::io::Error::other(e)))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
     #[cfg(unix)]

@@ -11,6 +11,7 @@
 //! server's `allowCidrs` go to the blackhole, and so does anything whose
 //! address is not known.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use veil_crds::protocol_server::XrayPolicy;
@@ -37,28 +38,20 @@ pub struct Rendered {
 /// Renders the config for `server` with its API on `127.0.0.1:api_port` and
 /// exactly `users` in the inbound.
 pub fn render(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Rendered {
-    let without_users = config(server, api_port, &[]);
-    let infra_hash = hex_sha256(&serde_json::to_vec(&without_users).unwrap_or_default());
-    let document = serde_json::to_vec_pretty(&config(server, api_port, users)).unwrap_or_default();
+    let mut infra = config(server, api_port);
+    let infra_hash = hex_sha256(&serde_json::to_vec(&infra).unwrap_or_default());
+    let document =
+        serde_json::to_vec_pretty(&Document::new(&mut infra, server, users)).unwrap_or_default();
     Rendered {
         document,
         infra_hash,
     }
 }
 
-fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Value {
+/// Everything but the users (the inbound's `clients` is empty): what
+/// [`Rendered::infra_hash`] fingerprints.
+fn config(server: &ServerAssignment, api_port: u16) -> Value {
     let vless = &server.vless;
-    let clients: Vec<Value> = users
-        .iter()
-        .map(|user| {
-            json!({
-                "id": user.id.expose(),
-                "email": user.email,
-                "flow": user.flow.xray_name(),
-                "level": 0,
-            })
-        })
-        .collect();
     json!({
         // Access lines go to stdout (the driver reads them to know which
         // connection belongs to which user); errors to stderr.
@@ -75,7 +68,7 @@ fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Val
             "listen": server.listen,
             "port": server.port,
             "protocol": "vless",
-            "settings": { "clients": clients, "decryption": "none" },
+            "settings": { "clients": [], "decryption": "none" },
             "streamSettings": {
                 "network": "tcp",
                 "security": "reality",
@@ -98,6 +91,91 @@ fn config(server: &ServerAssignment, api_port: u16, users: &[&VlessUser]) -> Val
             { "protocol": "freedom", "tag": DIRECT_TAG },
         ],
     })
+}
+
+/// The whole document: the parts of [`config`] with the users serialized
+/// straight from the assignment (100,000 users never become a JSON tree).
+/// Fields in the order a JSON tree would print them.
+#[derive(Serialize)]
+struct Document<'a> {
+    api: Value,
+    inbounds: [Inbound<'a>; 1],
+    log: Value,
+    outbounds: Value,
+    policy: Value,
+    routing: Value,
+    stats: Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Inbound<'a> {
+    listen: &'a str,
+    port: u16,
+    protocol: &'static str,
+    settings: Settings<'a>,
+    sniffing: Value,
+    stream_settings: Value,
+    tag: &'static str,
+}
+
+#[derive(Serialize)]
+struct Settings<'a> {
+    clients: Vec<Client<'a>>,
+    decryption: &'static str,
+}
+
+#[derive(Serialize)]
+struct Client<'a> {
+    email: &'a str,
+    flow: &'static str,
+    id: &'a str,
+    level: u8,
+}
+
+impl<'a> Document<'a> {
+    /// Takes the parts of `infra` (which is left emptied) and adds `users`.
+    fn new(
+        infra: &mut Value,
+        server: &'a ServerAssignment,
+        users: &[&'a VlessUser],
+    ) -> Document<'a> {
+        let mut take = |key: &str| infra.get_mut(key).map(Value::take).unwrap_or(Value::Null);
+        let mut inbound = take("inbounds")
+            .get_mut(0)
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        let mut part = |key: &str| inbound.get_mut(key).map(Value::take).unwrap_or(Value::Null);
+        let inbound = Inbound {
+            listen: &server.listen,
+            port: server.port,
+            protocol: "vless",
+            settings: Settings {
+                clients: users
+                    .iter()
+                    .map(|user| Client {
+                        email: &user.email,
+                        flow: user.flow.xray_name(),
+                        id: user.id.expose(),
+                        level: 0,
+                    })
+                    .collect(),
+                decryption: "none",
+            },
+            sniffing: part("sniffing"),
+            stream_settings: part("streamSettings"),
+            tag: INBOUND_TAG,
+        };
+        Document {
+            api: take("api"),
+            inbounds: [inbound],
+            log: take("log"),
+            outbounds: take("outbounds"),
+            policy: take("policy"),
+            routing: take("routing"),
+            stats: take("stats"),
+        }
+    }
 }
 
 /// The fence in xray's routing (xray 26.3 semantics):
@@ -217,6 +295,21 @@ mod tests {
         assert_ne!(a.document, b.document);
         let doc: Value = serde_json::from_slice(&b.document).unwrap();
         assert_eq!(doc["inbounds"][0]["settings"]["clients"][1]["email"], "bob");
+    }
+
+    #[test]
+    fn the_document_is_the_infra_config_with_the_users_added() {
+        let alice = user("alice");
+        let document = render(&server(), 10085, &[&alice]).document;
+        let parsed: Value = serde_json::from_slice(&document).unwrap();
+        let mut expected = config(&server(), 10085);
+        expected["inbounds"][0]["settings"]["clients"] = json!([{
+            "email": "alice",
+            "flow": alice.flow.xray_name(),
+            "id": alice.id.expose(),
+            "level": 0,
+        }]);
+        assert_eq!(parsed, expected);
     }
 
     #[test]
