@@ -4,8 +4,9 @@
 //! and generated ids, clock steps across expiries, periods and the node
 //! timeout, and statuses replaced from outside (as Kubernetes adoption
 //! does). After every step [`Case::plan`] checks that the incremental plan
-//! equals the plan from scratch in every status, assignment, baseline and
-//! wake time.
+//! equals the plan from scratch in every status (VeilNodes, servers, keys,
+//! and a Runner with a TaskRun placed on the same nodes), assignment,
+//! baseline and wake time.
 
 use proptest::prelude::*;
 
@@ -188,6 +189,18 @@ apiVersion: v1
 kind: Secret
 metadata: {name: edge-reality}
 stringData: {privateKey: dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo}
+---
+apiVersion: veil.dev/v1alpha1
+kind: Runner
+metadata: {name: deploy}
+spec:
+  nodeSelector: {matchLabels: {role: edge}}
+  executors: [shell]
+---
+apiVersion: veil.dev/v1alpha1
+kind: TaskRun
+metadata: {name: backup}
+spec: {task: {executor: shell, shell: {command: [date]}}}
 ";
 
 fn vless_server(name: &str) -> String {
