@@ -67,6 +67,28 @@ pub struct NodeObservation {
     pub journal_fault: Option<JournalFault>,
 }
 
+impl NodeObservation {
+    /// A node known from its registration, registered at `registered_at`
+    /// and last heard from at `last_seen`: nothing reported or applied yet.
+    pub fn registered(
+        registration: RegisterRequest,
+        registered_at: DateTime<Utc>,
+        last_seen: DateTime<Utc>,
+    ) -> NodeObservation {
+        NodeObservation {
+            registration,
+            registered_at,
+            last_seen,
+            applied_revision: 0,
+            servers: Vec::new(),
+            servers_reported_at: None,
+            servers_seq: 0,
+            strategies: Vec::new(),
+            journal_fault: None,
+        }
+    }
+}
+
 /// A node's whole desired state, before its revision is assigned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeAssignment {

@@ -755,17 +755,7 @@ spec:
             capabilities: Vec::new(),
             address: None,
         };
-        let observation = NodeObservation {
-            registration,
-            registered_at: last_seen,
-            last_seen,
-            applied_revision: 0,
-            servers: Vec::new(),
-            servers_reported_at: None,
-            servers_seq: 0,
-            strategies: Vec::new(),
-            journal_fault: None,
-        };
+        let observation = NodeObservation::registered(registration, last_seen, last_seen);
         (node.to_owned(), observation)
     }
 

@@ -44,17 +44,11 @@ pub(super) async fn schedule_times(
 pub(super) async fn nodes(store: &Store, agents: &Agents) -> Result<(), StoreError> {
     for record in store.nodes().await? {
         if let Ok(registration) = serde_json::from_value(record.registration.clone()) {
-            agents.restore(NodeObservation {
+            agents.restore(NodeObservation::registered(
                 registration,
-                registered_at: record.registered_at,
-                last_seen: record.last_seen,
-                applied_revision: 0,
-                servers: Vec::new(),
-                servers_reported_at: None,
-                servers_seq: 0,
-                strategies: Vec::new(),
-                journal_fault: None,
-            });
+                record.registered_at,
+                record.last_seen,
+            ));
         }
     }
     Ok(())

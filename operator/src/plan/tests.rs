@@ -355,17 +355,7 @@ fn edge_1_seen(
         .unwrap();
     BTreeMap::from([(
         "edge-1".to_owned(),
-        crate::agents::NodeObservation {
-            registration,
-            registered_at,
-            last_seen,
-            applied_revision: 0,
-            servers: Vec::new(),
-            servers_reported_at: None,
-            servers_seq: 0,
-            strategies: Vec::new(),
-            journal_fault: None,
-        },
+        crate::agents::NodeObservation::registered(registration, registered_at, last_seen),
     )])
 }
 

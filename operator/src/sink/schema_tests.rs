@@ -92,15 +92,8 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
     let nodes = BTreeMap::from([(
         "local".to_owned(),
         NodeObservation {
-            registration,
-            registered_at: now,
-            last_seen: now,
             applied_revision: 1,
-            servers: Vec::new(),
-            servers_reported_at: None,
-            servers_seq: 0,
-            strategies: Vec::new(),
-            journal_fault: None,
+            ..NodeObservation::registered(registration, now, now)
         },
     )]);
     let planned = plan(&PlanInputs {

@@ -61,15 +61,8 @@ fn observation(node: &str, os: &str, reports: Vec<StrategyReport>) -> NodeObserv
     }))
     .unwrap();
     NodeObservation {
-        registration,
-        registered_at: t0(),
-        last_seen: t0(),
-        applied_revision: 0,
-        servers: Vec::new(),
-        servers_reported_at: None,
-        servers_seq: 0,
         strategies: reports,
-        journal_fault: None,
+        ..NodeObservation::registered(registration, t0(), t0())
     }
 }
 

@@ -25,8 +25,11 @@ mod traffic;
 const PRIVATE: &str = "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo";
 const PUBLIC: &str = "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo";
 
-/// Two edge nodes and one other, the server, its Secret.
-const BASE: &str = "
+/// Two edge nodes and one other, and the server's Secret (a macro, so
+/// that constants can be built from it with `concat!`).
+macro_rules! nodes_and_secret {
+    () => {
+        "
 apiVersion: veil.dev/v1alpha1
 kind: VeilNode
 metadata: {name: edge-1}
@@ -45,7 +48,15 @@ apiVersion: v1
 kind: Secret
 metadata: {name: edge-reality}
 stringData: {privateKey: dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo}
----
+"
+    };
+}
+use nodes_and_secret;
+
+/// Two edge nodes and one other, the server, its Secret.
+const BASE: &str = concat!(
+    nodes_and_secret!(),
+    "---
 apiVersion: veil.dev/v1alpha1
 kind: ProtocolServer
 metadata: {name: edge-vless}
@@ -59,7 +70,8 @@ spec:
       dest: www.microsoft.com:443
       serverNames: [www.microsoft.com]
       shortIds: ['', 6ba85179e30d4fc2]
-";
+"
+);
 
 const ALICE_ID: &str = "7d6a1b0e-3c1f-4b8e-9a57-2f0c1e5d9b41";
 const BOB_ID: &str = "0f3c2a9e-1b4d-4c6e-8a2f-5d7e9b1c3a60";
@@ -148,15 +160,8 @@ impl Case {
         self.nodes.insert(
             node.to_owned(),
             NodeObservation {
-                registration,
-                registered_at: self.now,
-                last_seen: self.now,
                 applied_revision: 7,
-                servers: Vec::new(),
-                servers_reported_at: None,
-                servers_seq: 0,
-                strategies: Vec::new(),
-                journal_fault: None,
+                ..NodeObservation::registered(registration, self.now, self.now)
             },
         );
         self

@@ -174,22 +174,10 @@ impl Model {
     }
 }
 
-const BASE_NODES: &str = "
-apiVersion: veil.dev/v1alpha1
-kind: VeilNode
-metadata: {name: edge-1}
-spec: {labels: {role: edge}}
----
-apiVersion: veil.dev/v1alpha1
-kind: VeilNode
-metadata: {name: edge-2}
-spec: {labels: {role: edge}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: edge-reality}
-stringData: {privateKey: dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo}
----
+/// The nodes and the Secret of the other VLESS tests, a Runner and a TaskRun.
+const BASE_NODES: &str = concat!(
+    nodes_and_secret!(),
+    "---
 apiVersion: veil.dev/v1alpha1
 kind: Runner
 metadata: {name: deploy}
@@ -201,39 +189,39 @@ apiVersion: veil.dev/v1alpha1
 kind: TaskRun
 metadata: {name: backup}
 spec: {task: {executor: shell, shell: {command: [date]}}}
-";
+"
+);
+
+/// A ProtocolServer document with these spec lines (indented two spaces).
+fn server(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
 
 fn vless_server(name: &str) -> String {
-    format!(
-        "---
-apiVersion: veil.dev/v1alpha1
-kind: ProtocolServer
-metadata: {{name: {name}}}
-spec:
-  nodeSelector: {{matchLabels: {{role: edge}}}}
+    server(
+        name,
+        "  nodeSelector: {matchLabels: {role: edge}}
   protocol: vless
   port: 443
   vless:
     reality:
-      privateKeySecretRef: {{name: edge-reality, key: privateKey}}
+      privateKeySecretRef: {name: edge-reality, key: privateKey}
       dest: www.microsoft.com:443
       serverNames: [www.microsoft.com]
-"
+",
     )
 }
 
 fn somnytoo_server(name: &str) -> String {
-    format!(
-        "---
-apiVersion: veil.dev/v1alpha1
-kind: ProtocolServer
-metadata: {{name: {name}}}
-spec:
-  protocol: somnytoo
+    server(
+        name,
+        "  protocol: somnytoo
   port: 9000
   somnytoo:
-    pskSecretRef: {{name: psk, key: psk}}
-"
+    pskSecretRef: {name: psk, key: psk}
+",
     )
 }
 
