@@ -96,8 +96,6 @@ struct Entry {
     group: Option<Group>,
     resolved: Resolved,
     next_change: Option<DateTime<Utc>>,
-    /// Its email in its server's user set, when it is in it.
-    user: Option<String>,
     /// The traffic counters it reads (keys on a vless server).
     traffic_user: Option<super::UserKey>,
     /// The finished status the last pass that computed it produced.
@@ -117,6 +115,16 @@ struct Resolved {
     flow: VlessFlow,
     usage: Option<PeriodUsage>,
     state: KeyState,
+}
+
+impl Entry {
+    /// Its email in its server's user set, when it is in it: an eligible
+    /// key on a vless server with an id.
+    fn user(&self) -> Option<&str> {
+        let r = &self.resolved;
+        (matches!(r.state, KeyState::Eligible(None)) && r.on_server && r.id.is_some())
+            .then_some(r.email.as_str())
+    }
 }
 
 impl Resolved {

@@ -99,7 +99,7 @@ impl KeyCache {
                 dirty.resolve.extend(members.iter().map(|(_, k)| k.clone()));
             }
         }
-        self.drop_user(&entry.server, entry.user.as_deref());
+        self.drop_user(&entry.server, entry.user());
         if let Some(at) = entry.next_change {
             self.timers.remove(&(at, key.clone()));
         }

@@ -109,7 +109,7 @@ impl KeyCache {
         // key of this batch gives up.
         for key in keys {
             if let Some(entry) = self.entries.get(key) {
-                let (server, user) = (entry.server.clone(), entry.user.clone());
+                let (server, user) = (entry.server.clone(), entry.user().map(str::to_owned));
                 self.drop_user(&server, user.as_deref());
             }
         }
@@ -177,7 +177,7 @@ impl KeyCache {
         resolved: &Key<'_>,
         now: DateTime<Utc>,
     ) {
-        let user = self.join_user_set(&server, resolved);
+        self.join_user_set(&server, resolved);
         let old = self.entries.remove(key);
         let next = next_change(resolved, now);
         let traffic_user = resolved.server.map(|s| {
@@ -205,7 +205,6 @@ impl KeyCache {
                 .map(|s| (s.clone(), resolved.email.to_lowercase())),
             resolved: Resolved::of(resolved),
             next_change: next,
-            user,
             traffic_user,
             output,
             phase,
@@ -215,13 +214,13 @@ impl KeyCache {
         self.entries.insert(key.clone(), entry);
     }
 
-    /// Puts an eligible key with an id into its server's user set; the
-    /// email it is there under.
-    fn join_user_set(&mut self, server: &ObjectKey, resolved: &Key<'_>) -> Option<String> {
+    /// Puts an eligible key with an id into its server's user set (under
+    /// its email: see `Entry::user`).
+    fn join_user_set(&mut self, server: &ObjectKey, resolved: &Key<'_>) {
         let (KeyState::Eligible(None), Some(_), Some(id)) =
             (&resolved.state, resolved.server, &resolved.id)
         else {
-            return None;
+            return;
         };
         let set = self.users.entry(server.clone()).or_default();
         set.by_email.insert(
@@ -233,7 +232,6 @@ impl KeyCache {
             },
         );
         set.built = None;
-        Some(resolved.email.clone())
     }
 
     /// Moves `key` in the timer, server and traffic-user indexes from
