@@ -316,10 +316,11 @@ impl Controller {
             statuses,
             memo,
             phase_counts,
+            changed_statuses,
             ..
         } = plan;
         let written = self
-            .write_statuses(snapshot, &world, statuses, memo)
+            .write_statuses(snapshot, &world, (statuses, changed_statuses), memo)
             .await?;
         self.record_source_errors(&world).await?;
         self.record_metrics(&phase_counts, plan_seconds);
@@ -439,13 +440,18 @@ impl Controller {
         &mut self,
         snapshot: &SourceSnapshot,
         world: &Arc<crate::world::World>,
-        statuses: Statuses,
+        (statuses, delta): (Statuses, Option<crate::plan::StatusDelta>),
         memo: crate::plan::StatusMemo,
     ) -> Result<usize, ControllerError> {
         if let Some(kube) = &mut self.kube {
             kube.settle_adopted(Arc::make_mut(&mut self.statuses), &statuses);
         }
-        let mut changes = status_changes(&self.statuses, &statuses);
+        let mut changes = match delta {
+            Some(delta) if delta.base.ptr_eq(&self.statuses) => {
+                changes_at(&self.statuses, &statuses, &delta.keys)
+            }
+            _ => status_changes(&self.statuses, &statuses),
+        };
         if let Some(kube) = &mut self.kube {
             // Only objects the cluster holds have a status subresource.
             changes.retain(|(key, status)| {
@@ -811,6 +817,25 @@ fn status_changes(old: &Statuses, new: &Statuses) -> Vec<StatusChange> {
         }
     }
     deleted.extend(old_entries.map(|(key, _)| (key.clone(), None)));
+    changes.extend(deleted);
+    changes
+}
+
+/// [`status_changes`] when only `keys` (in key order) can differ.
+fn changes_at(old: &Statuses, new: &Statuses, keys: &[ObjectKey]) -> Vec<StatusChange> {
+    let mut changes = Vec::new();
+    let mut deleted = Vec::new();
+    for key in keys {
+        match (old.get(key), new.get(key)) {
+            (old, Some(status)) => {
+                if old.is_none_or(|o| !crate::plan::same_status(o, status)) {
+                    changes.push((key.clone(), Some(status.clone())));
+                }
+            }
+            (Some(_), None) => deleted.push((key.clone(), None)),
+            (None, None) => {}
+        }
+    }
     changes.extend(deleted);
     changes
 }

@@ -36,8 +36,11 @@ pub use memo::StatusMemo;
 
 /// Statuses by object as compact JSON text, shared cheaply between the
 /// controller and readers. Text, not JSON trees: 10,000 statuses take a few
-/// MB instead of tens, and comparing two is a string comparison.
-pub type Statuses = BTreeMap<ObjectKey, Arc<RawValue>>;
+/// MB instead of tens, and comparing two is a string comparison. A
+/// persistent map: the view and the controller share it, and the
+/// incremental planner makes the next pass's from it in time proportional
+/// to the statuses that changed.
+pub type Statuses = imbl::OrdMap<ObjectKey, Arc<RawValue>>;
 
 /// A status document as shared text.
 pub fn raw_status(value: &Value) -> Arc<RawValue> {
@@ -96,6 +99,8 @@ pub struct Plan {
     pub phase_counts: BTreeMap<(Kind, String), i64>,
     /// These statuses parsed, for the next pass ([`PlanInputs::memo`]).
     pub memo: StatusMemo,
+    /// Which statuses changed, when the planner knows without comparing.
+    pub changed_statuses: Option<StatusDelta>,
     /// VlessKey traffic baselines to persist (periods that began).
     pub traffic_baselines: Vec<TrafficBaselineRecord>,
     /// Uids of traffic baselines whose VlessKey is gone.
@@ -140,22 +145,28 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         &views,
     );
     let vless_plan = plan_vless_with(inputs, &views, keys.as_deref_mut());
-    let built = build_statuses(
-        inputs,
-        &mut KindBodies {
-            views: &views,
-            runs: &runs,
-            owners: &owners,
-            pending_reasons: &task_plan.pending_reasons,
-            node_timeout: inputs.node_timeout,
-            schedules: schedule_statuses,
-            strategies: strategy_plan.statuses,
-            vless: vless_plan.statuses,
-            kept: keys
-                .as_deref()
-                .map(|cache| (Box::new(cache.kept()) as KeptKeys<'_>).peekable()),
-        },
-    );
+    let mut bodies = KindBodies {
+        views: &views,
+        runs: &runs,
+        owners: &owners,
+        pending_reasons: &task_plan.pending_reasons,
+        node_timeout: inputs.node_timeout,
+        schedules: schedule_statuses,
+        strategies: strategy_plan.statuses,
+        vless: vless_plan.statuses,
+        kept: None,
+    };
+    let built = match keys.as_deref() {
+        Some(cache) if cache.made(inputs.previous) => {
+            incremental::build_changed_statuses(inputs, &mut bodies, cache)
+        }
+        Some(cache) => {
+            bodies.kept = Some((Box::new(cache.kept()) as KeptKeys<'_>).peekable());
+            build_statuses(inputs, &mut bodies)
+        }
+        None => build_statuses(inputs, &mut bodies),
+    };
+    drop(bodies);
     if let Some(cache) = keys {
         cache.record(&built.statuses);
     }
@@ -171,6 +182,7 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         schedule_actions,
         phase_counts: built.phase_counts,
         memo: built.memo,
+        changed_statuses: built.changed,
         traffic_baselines: vless_plan.baselines,
         stale_baselines: vless_plan.stale_baselines,
         wake_at: vless_plan.wake_at,
@@ -339,6 +351,18 @@ struct BuiltStatuses {
     statuses: Statuses,
     phase_counts: BTreeMap<(Kind, String), i64>,
     memo: StatusMemo,
+    changed: Option<StatusDelta>,
+}
+
+/// Which statuses a plan changed, relative to the previous statuses it
+/// was given: the keys outside `keys` have `base`'s status (or none in
+/// both). Lets the controller find the writes without comparing every
+/// status.
+#[derive(Clone, Debug)]
+pub struct StatusDelta {
+    pub base: Statuses,
+    /// In key order.
+    pub keys: Vec<ObjectKey>,
 }
 
 /// Finishes every object's status: conditions and `observedGeneration`
@@ -383,13 +407,17 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
         statuses,
         phase_counts,
         memo: StatusMemo::from_sorted(memo_entries),
+        changed: None,
     }
 }
 
 /// The previous statuses and the memo, read alongside the world in key
 /// order.
+/// Entries of a map of statuses, in key order.
+type StatusIter<'a> = Box<dyn Iterator<Item = (&'a ObjectKey, &'a Arc<RawValue>)> + 'a>;
+
 struct PreviousCursor<'a> {
-    statuses: std::iter::Peekable<std::collections::btree_map::Iter<'a, ObjectKey, Arc<RawValue>>>,
+    statuses: std::iter::Peekable<StatusIter<'a>>,
     memo: std::iter::Peekable<Box<dyn Iterator<Item = (&'a ObjectKey, &'a MemoEntry)> + 'a>>,
 }
 
@@ -398,7 +426,7 @@ impl<'a> PreviousCursor<'a> {
         let memo: Box<dyn Iterator<Item = (&'a ObjectKey, &'a MemoEntry)> + 'a> =
             Box::new(inputs.memo.into_iter().flat_map(StatusMemo::iter));
         PreviousCursor {
-            statuses: inputs.previous.iter().peekable(),
+            statuses: (Box::new(inputs.previous.iter()) as StatusIter<'a>).peekable(),
             memo: memo.peekable(),
         }
     }

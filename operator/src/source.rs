@@ -14,7 +14,6 @@
 pub mod dir;
 pub mod kube;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,11 +23,18 @@ use serde_json::value::RawValue;
 use veil_crds::document::DocumentError;
 use veil_crds::object::{Object, ObjectKey};
 
+/// Every object in effect, by key: a persistent map, so a snapshot is
+/// cloned in O(1) and two snapshots are compared
+/// ([`imbl::OrdMap::diff`]) in time proportional to what changed.
+pub type SourceObjects = imbl::OrdMap<ObjectKey, SourcedObject>;
+
 /// One consistent view of desired state.
 #[derive(Clone, Debug, Default)]
 pub struct SourceSnapshot {
     /// Every object in effect. Keys are unique across the whole source.
-    pub objects: BTreeMap<ObjectKey, SourcedObject>,
+    /// A source keeps the map from one snapshot to the next, so an
+    /// unchanged object is the same allocation in both.
+    pub objects: SourceObjects,
     /// Everything the user must fix, sorted by file and line. Objects named
     /// here may still be in `objects` at their last good version.
     pub errors: Vec<SourceError>,
@@ -42,7 +48,7 @@ pub struct SourceSnapshot {
     /// written for an object it has not written itself yet (after a start,
     /// or when an object was re-created under the same name); a change of
     /// status alone need not publish a new snapshot.
-    pub observed_statuses: BTreeMap<ObjectKey, Arc<RawValue>>,
+    pub observed_statuses: imbl::OrdMap<ObjectKey, Arc<RawValue>>,
 }
 
 /// An object in effect, with where it was read from.
@@ -50,6 +56,16 @@ pub struct SourceSnapshot {
 pub struct SourcedObject {
     pub object: std::sync::Arc<Object>,
     pub origin: Origin,
+}
+
+/// Identity, not content: the same allocation from the same place. Sources
+/// hand an unchanged object over as the same allocation, so this is what
+/// "unchanged since the last snapshot" means; an equal object parsed anew
+/// counts as changed (the world then finds its spec unchanged).
+impl PartialEq for SourcedObject {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.object, &other.object) && self.origin == other.origin
+    }
 }
 
 /// Where an object was defined.

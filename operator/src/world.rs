@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
 
-use crate::source::{SourceError, SourceSnapshot, SourcedObject};
+use crate::source::{SourceError, SourceObjects, SourceSnapshot, SourcedObject};
 use crate::store::{ObjectRecord, ObjectRef};
 
 /// One desired object with its metadata filled in.
@@ -27,10 +27,23 @@ pub struct WorldObject {
     pub origin: Option<String>,
 }
 
+/// Identity, not content (see [`SourcedObject`]'s equality): the world
+/// hands an unchanged object over as the same allocation.
+impl PartialEq for WorldObject {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.object, &other.object) && self.origin == other.origin
+    }
+}
+
+/// The world's objects by key: a persistent map, cloned in O(1) and
+/// compared with the last pass's ([`imbl::OrdMap::diff`]) in time
+/// proportional to what changed.
+pub type WorldObjects = imbl::OrdMap<ObjectKey, WorldObject>;
+
 /// Desired state: objects by key plus the source's current errors.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    pub objects: BTreeMap<ObjectKey, WorldObject>,
+    pub objects: WorldObjects,
     pub source_errors: Vec<SourceError>,
 }
 
@@ -53,19 +66,25 @@ impl World {
 #[derive(Clone, Debug, Default)]
 pub struct GenerationBook {
     records: HashMap<ObjectKey, ObjectRecord>,
-    /// What the last build made of each object, by key: an object the
-    /// source hands over as the same allocation (an unchanged file) is
-    /// reused without hashing its spec or copying it again, so a pass over
-    /// 100,000 unchanged objects costs pointer comparisons.
-    built: HashMap<ObjectKey, Built>,
+    /// What the last build was made from, and what it made: the next build
+    /// compares its inputs with these and rebuilds only the keys that
+    /// differ, so a pass over 100,000 unchanged objects costs nothing per
+    /// object.
+    last_snapshot: SourceObjects,
+    last_extra: BTreeMap<ObjectKey, SourcedObject>,
+    world: WorldObjects,
+    /// The cluster world of Kubernetes mode, built the same way.
+    cluster: ClusterWorld,
 }
 
-/// One object as the last build made it.
-#[derive(Clone, Debug)]
-struct Built {
-    source: std::sync::Arc<Object>,
-    origin: crate::source::Origin,
-    object: WorldObject,
+/// What [`GenerationBook::build_cluster_world`] last built, from what.
+#[derive(Clone, Debug, Default)]
+struct ClusterWorld {
+    snapshot: SourceObjects,
+    created: BTreeMap<ObjectKey, SourcedObject>,
+    hidden: BTreeSet<ObjectKey>,
+    registered: WorldObjects,
+    world: WorldObjects,
 }
 
 /// What the book changed in one step; the caller persists it.
@@ -110,7 +129,7 @@ impl GenerationBook {
             .collect();
         GenerationBook {
             records,
-            built: HashMap::new(),
+            ..GenerationBook::default()
         }
     }
 
@@ -130,6 +149,9 @@ impl GenerationBook {
     /// Like [`Self::build_world`], plus `extra` objects the operator itself
     /// holds (VeilNodes of registered agents, TaskRuns made by Schedules);
     /// on a key clash the source's object wins.
+    ///
+    /// Only keys whose source object differs from the last build's (see
+    /// [`SourcedObject`]'s equality) are built again.
     pub fn build_world_with(
         &mut self,
         snapshot: &SourceSnapshot,
@@ -138,51 +160,39 @@ impl GenerationBook {
         mut new_uid: impl FnMut() -> String,
     ) -> (World, BookChanges) {
         let mut changes = BookChanges::default();
-        let extra = extra
-            .iter()
-            .filter(|(key, _)| !snapshot.objects.contains_key(*key));
-        // Unchanged objects cost a lookup and a pointer comparison; the
-        // world is bulk-built from the entries in key order.
-        let mut objects = Vec::with_capacity(snapshot.objects.len());
-        for (key, sourced) in snapshot.objects.iter().chain(extra) {
-            if let Some(last) = self.built.get(key)
-                && std::sync::Arc::ptr_eq(&last.source, &sourced.object)
-                && last.origin == sourced.origin
-            {
-                objects.push((key.clone(), last.object.clone()));
-                continue;
+        let mut touched = BTreeSet::new();
+        persistent_changes(&self.last_snapshot, &snapshot.objects, &mut touched);
+        small_changes(&self.last_extra, extra, &mut touched);
+        for key in touched {
+            match snapshot.objects.get(&key).or_else(|| extra.get(&key)) {
+                Some(sourced) => {
+                    let record =
+                        self.record_for(&key, &sourced.object, now, &mut new_uid, &mut changes);
+                    self.world.insert(key, world_object(sourced, &record));
+                }
+                None => {
+                    self.world.remove(&key);
+                    if self.records.remove(&key).is_some() {
+                        changes.deletes.push(object_ref(&key));
+                    }
+                }
             }
-            let record = self.record_for(key, &sourced.object, now, &mut new_uid, &mut changes);
-            let object = world_object(sourced, &record);
-            self.built.insert(
-                key.clone(),
-                Built {
-                    source: sourced.object.clone(),
-                    origin: sourced.origin.clone(),
-                    object: object.clone(),
-                },
-            );
-            objects.push((key.clone(), object));
         }
-        objects.sort_by(|a, b| a.0.cmp(&b.0));
-        let objects: BTreeMap<ObjectKey, WorldObject> = objects.into_iter().collect();
-        if self.built.len() != objects.len() {
-            self.built.retain(|key, _| objects.contains_key(key));
-        }
-        if self.records.len() != objects.len() {
-            let gone: Vec<ObjectKey> = self
-                .records
-                .keys()
-                .filter(|key| !objects.contains_key(*key))
-                .cloned()
-                .collect();
-            for key in gone {
-                self.records.remove(&key);
-                changes.deletes.push(object_ref(&key));
-            }
+        self.last_snapshot = snapshot.objects.clone();
+        extra.clone_into(&mut self.last_extra);
+        if self.records.len() != self.world.len() {
+            // Records of objects gone while the operator was down.
+            let world = &self.world;
+            self.records.retain(|key, record| {
+                let keep = world.contains_key(key);
+                if !keep {
+                    changes.deletes.push(record.key.clone());
+                }
+                keep
+            });
         }
         let world = World {
-            objects,
+            objects: self.world.clone(),
             source_errors: snapshot.errors.clone(),
         };
         (world, changes)
@@ -233,6 +243,9 @@ impl GenerationBook {
     /// object for) get theirs from this book. Keys in `hidden` (TaskRuns
     /// just deleted, still reported by the watch) are left out. On a key
     /// clash the snapshot wins, then `created`.
+    ///
+    /// Like [`Self::build_world_with`], only keys whose inputs differ from
+    /// the last build's are looked at.
     pub fn build_cluster_world(
         &mut self,
         snapshot: &SourceSnapshot,
@@ -255,24 +268,66 @@ impl GenerationBook {
             ..SourceSnapshot::default()
         };
         let (mut world, changes) = self.build_world_with(&errors_only, &registered, now, new_uid);
-        let cluster = created
-            .iter()
-            .filter(|(key, _)| !snapshot.objects.contains_key(*key))
-            .chain(&snapshot.objects)
-            .filter(|(key, _)| !hidden.contains(*key));
-        // One bulk build from sorted runs instead of a tree insert per object
-        // (a string comparison per level each); no key occurs twice.
-        let mut objects: Vec<(ObjectKey, WorldObject)> =
-            std::mem::take(&mut world.objects).into_iter().collect();
-        objects.extend(cluster.map(|(key, sourced)| {
-            let object = WorldObject {
-                object: sourced.object.clone(),
-                origin: None,
+        let last = &mut self.cluster;
+        let mut touched = BTreeSet::new();
+        persistent_changes(&last.snapshot, &snapshot.objects, &mut touched);
+        small_changes(&last.created, created, &mut touched);
+        persistent_changes(&last.registered, &world.objects, &mut touched);
+        touched.extend(last.hidden.symmetric_difference(hidden).cloned());
+        for key in touched {
+            let from_cluster = snapshot.objects.get(&key).or_else(|| created.get(&key));
+            let object = match from_cluster {
+                _ if hidden.contains(&key) => None,
+                Some(sourced) => Some(WorldObject {
+                    object: sourced.object.clone(),
+                    origin: None,
+                }),
+                None => world.objects.get(&key).cloned(),
             };
-            (key.clone(), object)
-        }));
-        world.objects = objects.into_iter().collect();
+            match object {
+                Some(object) => last.world.insert(key, object),
+                None => last.world.remove(&key),
+            };
+        }
+        last.snapshot = snapshot.objects.clone();
+        created.clone_into(&mut last.created);
+        hidden.clone_into(&mut last.hidden);
+        last.registered = std::mem::replace(&mut world.objects, last.world.clone());
         (world, changes)
+    }
+}
+
+/// Adds the keys whose entries differ between two versions of a persistent
+/// map; shared parts of the two are skipped unvisited.
+fn persistent_changes<V: Clone + PartialEq>(
+    old: &imbl::OrdMap<ObjectKey, V>,
+    new: &imbl::OrdMap<ObjectKey, V>,
+    out: &mut BTreeSet<ObjectKey>,
+) {
+    for item in old.diff(new) {
+        let key = match item {
+            imbl::ordmap::DiffItem::Add(key, _) | imbl::ordmap::DiffItem::Remove(key, _) => key,
+            imbl::ordmap::DiffItem::Update { new: (key, _), .. } => key,
+        };
+        out.insert(key.clone());
+    }
+}
+
+/// Adds the keys whose entries differ between two small ordinary maps.
+fn small_changes<V: PartialEq>(
+    old: &BTreeMap<ObjectKey, V>,
+    new: &BTreeMap<ObjectKey, V>,
+    out: &mut BTreeSet<ObjectKey>,
+) {
+    for (key, value) in old {
+        if new.get(key) != Some(value) {
+            out.insert(key.clone());
+        }
+    }
+    for key in new.keys() {
+        if !old.contains_key(key) {
+            out.insert(key.clone());
+        }
     }
 }
 

@@ -249,7 +249,7 @@ impl KubeMode {
     pub fn report_schedule_events(
         &self,
         events: &[(ObjectKey, crate::schedule::ScheduleEvent)],
-        objects: &BTreeMap<ObjectKey, SourcedObject>,
+        objects: &crate::source::SourceObjects,
     ) {
         if !self.events.is_open() {
             return;
@@ -282,7 +282,7 @@ impl KubeMode {
         &self,
         old: &Statuses,
         changes: &[StatusChange],
-        objects: &BTreeMap<ObjectKey, SourcedObject>,
+        objects: &crate::source::SourceObjects,
         generated: &BTreeMap<ObjectKey, SourcedObject>,
     ) {
         if !self.events.is_open() {
@@ -732,7 +732,7 @@ spec:
         let mut written = Statuses::new();
         cluster.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut written);
         let planned_text = r#"{"phase":"Active","os":null,"nodes":[{"node":"a","message":null}]}"#;
-        let planned = Statuses::from([(key.clone(), raw(planned_text))]);
+        let planned = Statuses::unit(key.clone(), raw(planned_text));
         cluster.settle_adopted(&mut written, &planned);
         assert_eq!(written[&key].get(), planned_text, "no write needed");
 
@@ -740,7 +740,7 @@ spec:
         let mut other = ClusterObjects::default();
         let mut written = Statuses::new();
         other.adopt_cluster_statuses(&source, &BTreeMap::new(), &mut written);
-        let planned = Statuses::from([(key.clone(), raw(r#"{"phase":"Disabled"}"#))]);
+        let planned = Statuses::unit(key.clone(), raw(r#"{"phase":"Disabled"}"#));
         other.settle_adopted(&mut written, &planned);
         assert_ne!(written[&key].get(), r#"{"phase":"Disabled"}"#);
     }

@@ -26,7 +26,7 @@ use veil_crds::reality;
 use veil_crds::validate::VlessId;
 
 use super::{Controller, ControllerError};
-use crate::plan::vless::{REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
+use crate::plan::vless::{GeneratedValues, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
 use crate::store::Store;
 use crate::world::World;
 
@@ -164,7 +164,7 @@ pub(super) struct ClusterState {
 pub(super) fn adoptions(
     adopted: &HashMap<String, String>,
     needed: &HashSet<String>,
-    held: &HashMap<String, String>,
+    held: &GeneratedValues,
     leading: bool,
 ) -> Vec<(String, String)> {
     let mut taken: Vec<(String, String)> = adopted
@@ -187,7 +187,7 @@ async fn adopt_scope(
     store: &Store,
     scope: &str,
     (adopted, needed): (&HashMap<String, String>, &HashSet<String>),
-    held: &mut HashMap<String, String>,
+    held: &mut GeneratedValues,
     leading: bool,
 ) -> Result<(), ControllerError> {
     let taken = adoptions(adopted, needed, held, leading);
@@ -211,7 +211,7 @@ async fn sync_scope(
     store: &Store,
     scope: &str,
     (needed, live): (&HashSet<String>, &HashSet<String>),
-    held: &mut HashMap<String, String>,
+    held: &mut GeneratedValues,
     generate: impl Fn() -> String,
 ) -> Result<(), ControllerError> {
     let missing: Vec<(String, String)> = needed
@@ -253,7 +253,7 @@ mod tests {
     fn a_replica_without_a_value_adopts_the_clusters_and_a_follower_always_does() {
         let cluster = map(&[("a", "cluster-a"), ("b", "cluster-b"), ("gone", "x")]);
         let needed: HashSet<String> = ["a", "b", "c"].map(str::to_owned).into();
-        let held = map(&[("b", "mine-b")]);
+        let held: GeneratedValues = map(&[("b", "mine-b")]).into_iter().collect();
         let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
             items
                 .iter()
@@ -271,7 +271,7 @@ mod tests {
             "a follower follows the cluster"
         );
         assert!(
-            adoptions(&cluster, &HashSet::new(), &HashMap::new(), false).is_empty(),
+            adoptions(&cluster, &HashSet::new(), &GeneratedValues::new(), false).is_empty(),
             "values of objects that are gone (or set spec.id) are not taken"
         );
     }

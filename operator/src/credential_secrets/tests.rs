@@ -288,12 +288,15 @@ fn the_world_calls_for_a_secret_per_known_id_and_per_generated_reality_key() {
             (alice_uid.clone(), ALICE_ID.to_owned()),
             (dave_uid, "5b0f1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d".to_owned()),
         ]
-        .into(),
-        reality_keys: [(edge_uid.clone(), PRIVATE.to_owned())].into(),
+        .into_iter()
+        .collect(),
+        reality_keys: [(edge_uid.clone(), PRIVATE.to_owned())]
+            .into_iter()
+            .collect(),
     };
     let planned = plan(&PlanInputs {
         world: &world,
-        previous: &BTreeMap::new(),
+        previous: &Default::default(),
         nodes: &BTreeMap::new(),
         runs: &BTreeMap::new(),
         now,

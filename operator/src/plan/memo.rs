@@ -17,7 +17,6 @@
 //! from an older pass, or any doubt means the status is computed as
 //! without a memo.
 
-use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -25,10 +24,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use veil_crds::object::ObjectKey;
 
-/// Every object's entry, from the last pass.
+/// Every object's entry, from the last pass: a persistent map, so the
+/// incremental planner carries it to the next pass and updates only the
+/// entries of the statuses it built again.
 #[derive(Clone, Debug, Default)]
 pub struct StatusMemo {
-    entries: BTreeMap<ObjectKey, MemoEntry>,
+    entries: imbl::OrdMap<ObjectKey, MemoEntry>,
 }
 
 /// A status's three kstatus conditions: (type, status, reason, message).
@@ -184,6 +185,23 @@ impl StatusMemo {
     /// Entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &MemoEntry)> {
         self.entries.iter()
+    }
+
+    /// The entry of `key`.
+    pub fn get(&self, key: &ObjectKey) -> Option<&MemoEntry> {
+        self.entries.get(key)
+    }
+
+    /// Keeps `entry` for `key`.
+    pub fn insert(&mut self, key: ObjectKey, entry: MemoEntry) {
+        self.entries.insert(key, entry);
+    }
+
+    /// Forgets `key`'s entry.
+    pub fn remove(&mut self, key: &ObjectKey) {
+        if self.entries.contains_key(key) {
+            self.entries.remove(key);
+        }
     }
 
     pub fn len(&self) -> usize {

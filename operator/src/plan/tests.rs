@@ -28,7 +28,7 @@ pub(crate) fn snapshot(yaml: &str) -> SourceSnapshot {
                 },
             )
         })
-        .collect::<BTreeMap<_, _>>();
+        .collect();
     SourceSnapshot {
         objects,
         ..SourceSnapshot::default()

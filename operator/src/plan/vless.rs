@@ -35,7 +35,9 @@ mod usage;
 mod users;
 
 pub use cache::KeyCache;
-pub use inputs::{Counters, GeneratedSecrets, REALITY_KEY_SCOPE, UserKey, VLESS_ID_SCOPE};
+pub use inputs::{
+    Counters, GeneratedSecrets, GeneratedValues, REALITY_KEY_SCOPE, UserKey, VLESS_ID_SCOPE,
+};
 pub use observed::Conditions;
 pub(crate) use observed::{progressing, ready, stalled};
 pub use server_status::host_port;

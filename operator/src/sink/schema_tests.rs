@@ -108,7 +108,11 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
         traffic: &TrafficState::default(),
         memo: None,
     });
-    assert!(planned.statuses.len() >= 8, "{:?}", planned.statuses.keys());
+    assert!(
+        planned.statuses.len() >= 8,
+        "{:?}",
+        planned.statuses.keys().collect::<Vec<_>>()
+    );
     let mut problems = Vec::new();
     for (key, status) in &planned.statuses {
         let crd = veil_crds::crd::crd(key.kind).unwrap();

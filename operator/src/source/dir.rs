@@ -15,6 +15,7 @@
 //! - [`state`]: file atomicity, duplicates, budgets (pure);
 //! - [`watch`]: the background thread, debouncing and re-arming.
 
+mod publish;
 mod read;
 mod scan;
 mod state;
@@ -125,6 +126,8 @@ pub struct DirSource {
     options: DirOptions,
     parse: ParseFn,
     files: BTreeMap<PathBuf, FileState>,
+    /// The objects of the versions in effect, kept from one reload to the next.
+    published: publish::Published,
     /// Errors of the last snapshot (`None` before the first), to tell whether anything changed.
     last_errors: Option<Vec<SourceError>>,
     version: u64,
@@ -142,6 +145,7 @@ impl DirSource {
             options,
             parse: veil_crds::document::parse_documents,
             files: BTreeMap::new(),
+            published: publish::Published::default(),
             last_errors: None,
             version: 0,
             watch_error: None,
@@ -178,12 +182,8 @@ impl DirSource {
         // Prune only what a complete listing no longer shows: files the
         // listing could not see are kept until a later listing can.
         let complete = incomplete.is_none();
-        let mut pruned = false;
-        self.files.retain(|rel, state| {
-            let keep =
-                seen.contains(rel) || !complete || unlisted.iter().any(|u| rel.starts_with(&u.rel));
-            pruned |= !keep && state.in_effect.is_some();
-            keep
+        self.files.retain(|rel, _| {
+            seen.contains(rel) || !complete || unlisted.iter().any(|u| rel.starts_with(&u.rel))
         });
         if let Some(error) = incomplete {
             scan_errors.push(SourceError::global(error.to_string()));
@@ -201,16 +201,17 @@ impl DirSource {
         // Stable sort: per-file order (errors, then the "kept" note) is preserved.
         scan_errors.sort_by(|a, b| a.file.cmp(&b.file));
         // Objects are a function of the versions in effect: they changed
-        // only if one was accepted or pruned.
-        if resolved.accepted || pruned || self.last_errors.as_ref() != Some(&scan_errors) {
+        // only if one was accepted or its file pruned.
+        let changed = self.published.update(&self.files);
+        if changed || self.last_errors.as_ref() != Some(&scan_errors) {
             self.version += 1;
             self.last_errors = Some(scan_errors.clone());
         }
         SourceSnapshot {
-            objects: resolved.objects,
+            objects: self.published.objects().clone(),
             errors: scan_errors,
             version: self.version,
-            observed_statuses: BTreeMap::new(),
+            observed_statuses: Default::default(),
         }
     }
 

@@ -72,6 +72,20 @@ pub struct KeyCache {
     /// Keys recomputed by the last [`KeyCache::plan`], whose finished
     /// statuses [`KeyCache::record`] takes.
     recomputed: Vec<ObjectKey>,
+    /// Keys the last [`KeyCache::plan`] forgot (gone from the world).
+    forgotten: Vec<ObjectKey>,
+    /// The world objects the last pass saw: this pass's objects are
+    /// compared with them.
+    world: crate::world::WorldObjects,
+    /// The generated VLESS ids the last pass saw.
+    ids: super::GeneratedValues,
+    /// Keys whose last resolution began a period whose baseline is not
+    /// stored yet.
+    awaiting: BTreeSet<ObjectKey>,
+    /// The statuses the last pass finished ([`KeyCache::record`]).
+    recorded: crate::plan::Statuses,
+    /// How many keys have each phase.
+    phases: HashMap<Arc<str>, i64>,
 }
 
 /// A server and a lowercase email.
@@ -102,8 +116,6 @@ struct Entry {
     output: Option<Arc<RawValue>>,
     phase: Arc<str>,
     settled: Settled,
-    /// Its last resolution began a period whose baseline is not stored yet.
-    awaiting_baseline: bool,
 }
 
 /// A [`Key`] without its borrows.
@@ -165,6 +177,7 @@ impl KeyCache {
     /// last call; the statuses of the others are in [`KeyCache::kept`].
     /// Call [`KeyCache::record`] with the finished statuses afterwards.
     pub fn plan(&mut self, inputs: &VlessInputs<'_>) -> VlessPlan {
+        self.forgotten.clear();
         let servers = servers::resolve(inputs.world, inputs.views, inputs.secrets);
         let mut dirty = Dirty::default();
         self.check_servers(inputs.world, &servers, &mut dirty);
@@ -188,12 +201,45 @@ impl KeyCache {
         self.entries.iter().map(|(key, entry)| (key, &entry.phase))
     }
 
-    /// Takes the finished statuses of the keys the last pass recomputed.
+    /// Takes the finished statuses of the pass: those of the keys it
+    /// recomputed, and the whole map, to know the next pass's previous
+    /// statuses for the same ones.
     pub fn record(&mut self, statuses: &crate::plan::Statuses) {
         for key in std::mem::take(&mut self.recomputed) {
             if let Some(entry) = self.entries.get_mut(&key) {
                 entry.output = statuses.get(&key).cloned();
             }
+        }
+        self.recorded = statuses.clone();
+    }
+
+    /// Whether `previous` is the very map [`KeyCache::record`] took last:
+    /// no status was replaced from outside since.
+    pub fn made(&self, previous: &crate::plan::Statuses) -> bool {
+        previous.ptr_eq(&self.recorded)
+    }
+
+    /// The keys the last [`KeyCache::plan`] recomputed.
+    pub fn recomputed(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.recomputed.iter()
+    }
+
+    /// The keys the last [`KeyCache::plan`] forgot.
+    pub fn forgotten(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.forgotten.iter()
+    }
+
+    /// How many keys have each phase (the phases of their statuses).
+    pub fn phase_counts(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
+        self.phases.iter().map(|(phase, count)| (phase, *count))
+    }
+
+    /// Counts `phase` once more (`by` 1) or once less (`by` -1).
+    fn count_phase(&mut self, phase: &Arc<str>, by: i64) {
+        let count = self.phases.entry(Arc::clone(phase)).or_default();
+        *count += by;
+        if *count == 0 {
+            self.phases.remove(phase);
         }
     }
 }

@@ -3,7 +3,6 @@
 //! counters. Plain data, loaded from and kept in step with the store by the
 //! controller and the agent API.
 
-use std::collections::HashMap;
 use std::fmt;
 
 /// Store scope of generated VLESS ids, keyed by VlessKey uid.
@@ -11,16 +10,20 @@ pub const VLESS_ID_SCOPE: &str = "vless-id";
 /// Store scope of generated Reality private keys, keyed by ProtocolServer uid.
 pub const REALITY_KEY_SCOPE: &str = "reality-private-key";
 
+/// Generated values by object uid: a persistent map, so the planner keeps
+/// the last pass's copy for nothing and finds what changed by a diff.
+pub type GeneratedValues = imbl::OrdMap<String, String>;
+
 /// Credentials the operator generated once and keeps in the store: in dir
 /// mode the store *is* the "Secret the operator owns". `Debug` shows counts,
 /// never values.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct GeneratedSecrets {
     /// VLESS ids (hyphenated UUIDs) of keys without `spec.id`, by key uid.
-    pub vless_ids: HashMap<String, String>,
+    pub vless_ids: GeneratedValues,
     /// Reality private keys (base64url) of servers without
     /// `privateKeySecretRef`, by server uid.
-    pub reality_keys: HashMap<String, String>,
+    pub reality_keys: GeneratedValues,
 }
 
 impl fmt::Debug for GeneratedSecrets {

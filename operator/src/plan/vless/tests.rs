@@ -134,13 +134,16 @@ impl Case {
     fn edit(&mut self, yaml: &str) {
         let mut n = self.uids;
         let mut source = snapshot(yaml);
-        for (key, sourced) in &mut source.objects {
-            if let Some(old) = self.source.objects.get(key)
-                && old.object.to_value() == sourced.object.to_value()
-            {
-                *sourced = old.clone();
-            }
-        }
+        source.objects = source
+            .objects
+            .into_iter()
+            .map(|(key, sourced)| match self.source.objects.get(&key) {
+                Some(old) if old.object.to_value() == sourced.object.to_value() => {
+                    (key, old.clone())
+                }
+                _ => (key, sourced),
+            })
+            .collect();
         let (world, _) = self.book.build_world(&source, self.now, || {
             n += 1;
             format!("uid-{n}")

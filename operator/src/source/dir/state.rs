@@ -15,7 +15,7 @@ use veil_crds::object::{Object, ObjectKey};
 
 use super::read::ContentHash;
 use super::scan::FileStat;
-use crate::source::{Origin, SourceError, SourcedObject};
+use crate::source::SourceError;
 
 /// The document parser: [`veil_crds::document::parse_documents`] in
 /// production, a stand-in in unit tests.
@@ -171,15 +171,13 @@ fn located(
     }
 }
 
-/// The combined view of all files.
+/// What combining the files found (their objects are then published by
+/// [`super::publish::Published`] from the versions in effect).
 pub struct Resolved {
-    pub objects: BTreeMap<ObjectKey, SourcedObject>,
     pub errors: Vec<SourceError>,
-    /// Whether a new version went into effect (objects changed).
-    pub accepted: bool,
 }
 
-/// Combines files into one snapshot, moving each file's good new version
+/// Combines files, moving each file's good new version
 /// into effect when it can be.
 ///
 /// A new version is accepted when none of its keys is held by another
@@ -224,7 +222,6 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
         }
     }
     let mut rejected: HashMap<PathBuf, Vec<SourceError>> = HashMap::new();
-    let mut accepted = false;
     loop {
         let before = pending.len();
         pending.retain(|path| {
@@ -254,7 +251,6 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
             }
             total = new_total;
             state.in_effect = Some(version.clone());
-            accepted = true;
             rejected.remove(path);
             false
         });
@@ -263,7 +259,6 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
         }
     }
 
-    let mut objects = BTreeMap::new();
     let mut errors = Vec::new();
     for (path, state) in files.iter() {
         let file_errors: Vec<SourceError> = match &state.current {
@@ -278,27 +273,8 @@ pub fn resolve(files: &mut BTreeMap<PathBuf, FileState>, max_total: usize) -> Re
                 kept_note(state.in_effect.as_ref()),
             ));
         }
-        if let Some(version) = &state.in_effect {
-            for entry in version.entries.iter() {
-                let origin = Origin {
-                    file: path.clone(),
-                    line: entry.line,
-                };
-                objects.insert(
-                    entry.key.clone(),
-                    SourcedObject {
-                        object: Arc::clone(&entry.object),
-                        origin,
-                    },
-                );
-            }
-        }
     }
-    Resolved {
-        objects,
-        errors,
-        accepted,
-    }
+    Resolved { errors }
 }
 
 /// Errors for the keys of `version` held by another file.

@@ -19,7 +19,7 @@ use veil_crds::object::{Object, ObjectKey};
 
 use super::convert::{Prepared, prepare};
 use super::refs::{SecretName, referenced_secrets};
-use crate::source::{Origin, SourceError, SourceSnapshot, SourcedObject};
+use crate::source::{Origin, SourceError, SourceObjects, SourceSnapshot, SourcedObject};
 
 /// One watch: a whole kind, or one Secret by name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,6 +104,12 @@ pub(super) struct SourceState {
     /// Whether objects or errors changed since the last snapshot.
     changed: bool,
     version: u64,
+    /// Keys an event touched since the last snapshot: only these are
+    /// looked up again when the next one is taken.
+    touched: BTreeSet<ObjectKey>,
+    /// The objects and statuses of the last snapshot, kept to be updated.
+    objects: SourceObjects,
+    statuses: imbl::OrdMap<ObjectKey, Arc<RawValue>>,
 }
 
 /// Where objects from the API server say they come from.
@@ -124,6 +130,7 @@ impl SourceState {
     pub fn remove_watch(&mut self, id: &WatchId) {
         if let Some(state) = self.watches.remove(id) {
             self.changed |= !state.entries.is_empty();
+            self.touched.extend(state.entries.into_keys());
         }
     }
 
@@ -170,6 +177,8 @@ impl SourceState {
                         .zip(&watch.entries)
                         .all(|((k1, e1), (k2, e2))| k1 == k2 && e1.same_desired(e2));
                 self.changed |= !same || !watch.listed;
+                self.touched.extend(watch.entries.keys().cloned());
+                self.touched.extend(listed.keys().cloned());
                 watch.entries = listed;
                 watch.listed = true;
             }
@@ -181,11 +190,13 @@ impl SourceState {
                 let previous = watch.entries.get(&key);
                 let entry = Entry::new(prepared, previous);
                 self.changed |= previous.is_none_or(|p| !p.same_desired(&entry));
+                self.touched.insert(key.clone());
                 watch.entries.insert(key, entry);
             }
             Event::Delete(object) => {
                 if let Some(prepared) = prepare(kind, object) {
                     self.changed |= watch.entries.remove(&prepared.key).is_some();
+                    self.touched.insert(prepared.key);
                 }
             }
         }
@@ -213,32 +224,42 @@ impl SourceState {
         }
         self.changed = false;
         self.version += 1;
-        // Collected, then sorted and bulk-built: inserting 10,000 keys one
-        // by one costs a string comparison per tree level each.
-        let mut objects = Vec::new();
-        let mut statuses = Vec::new();
-        let mut errors = Vec::new();
-        for watch in self.watches.values() {
-            for (key, entry) in &watch.entries {
-                if let Some(object) = &entry.good {
-                    objects.push((
-                        key.clone(),
-                        SourcedObject {
-                            object: object.clone(),
-                            origin: origin(),
-                        },
-                    ));
+        for key in std::mem::take(&mut self.touched) {
+            // On a key two watches hold, the last watch's entry is the one in effect.
+            let entry = self
+                .watches
+                .values()
+                .rev()
+                .find_map(|watch| watch.entries.get(&key));
+            match entry.and_then(|entry| entry.good.clone()) {
+                Some(object) => {
+                    let origin = origin();
+                    self.objects
+                        .insert(key.clone(), SourcedObject { object, origin });
                 }
-                if let Some(status) = &entry.status {
-                    statuses.push((key.clone(), status.clone()));
+                None => {
+                    self.objects.remove(&key);
                 }
-                errors.extend(entry.errors.iter().cloned());
+            }
+            match entry.and_then(|entry| entry.status.clone()) {
+                Some(status) => {
+                    self.statuses.insert(key, status);
+                }
+                None => {
+                    self.statuses.remove(&key);
+                }
             }
         }
+        let errors = self
+            .watches
+            .values()
+            .flat_map(|watch| watch.entries.values())
+            .flat_map(|entry| entry.errors.iter().cloned())
+            .collect();
         let mut snapshot = SourceSnapshot {
             version: self.version,
-            objects: objects.into_iter().collect(),
-            observed_statuses: statuses.into_iter().collect(),
+            objects: self.objects.clone(),
+            observed_statuses: self.statuses.clone(),
             errors,
         };
         snapshot.errors.sort();

@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use imbl::ordmap::DiffItem;
 use veil_crds::kind::Kind;
-use veil_crds::object::{Object, ObjectKey};
+use veil_crds::object::ObjectKey;
 
 use super::super::servers::Server;
 use super::super::{Touched, TrafficState, VlessInputs};
 use super::facts::{NodeFacts, NodesChange, ServerFacts, failed_emails_changed, nodes_change};
-use super::{Dirty, KeyCache, Resolved, Settled};
+use super::{Dirty, KeyCache, Settled};
 use crate::world::World;
 
 impl KeyCache {
@@ -39,45 +40,61 @@ impl KeyCache {
     }
 
     /// New, changed, deleted keys; generated ids; timers; statuses that are
-    /// not the ones this cache made.
+    /// not the ones this cache made. Each from what changed since the last
+    /// pass, not from a walk over every key: the world and the generated
+    /// ids by a diff of persistent maps (shared parts unvisited), time from
+    /// the timers; only statuses replaced from outside (the previous map
+    /// is not the one [`KeyCache::record`] took) need a walk.
     pub(super) fn check_keys(&mut self, inputs: &VlessInputs<'_>, dirty: &mut Dirty) {
-        let mut world = inputs.world.of_kind(Kind::VlessKey).peekable();
-        // Walked alongside, all in key order: no lookup per key.
-        let first = ObjectKey::new(Kind::VlessKey, "", "");
-        let mut previous_statuses = inputs.previous.range(first..).peekable();
         let mut deleted = Vec::new();
-        for (key, entry) in &self.entries {
-            while let Some((new, _)) = world.next_if(|(k, _)| *k < key) {
-                dirty.resolve.insert(new.clone());
+        for item in self.world.diff(&inputs.world.objects) {
+            match item {
+                DiffItem::Add(key, _) | DiffItem::Update { new: (key, _), .. }
+                    if key.kind == Kind::VlessKey =>
+                {
+                    dirty.resolve.insert(key.clone());
+                }
+                DiffItem::Remove(key, _) if key.kind == Kind::VlessKey => deleted.push(key.clone()),
+                _ => {}
             }
-            let Some((_, object)) = world.next_if(|(k, _)| *k == key) else {
-                deleted.push(key.clone());
-                continue;
+        }
+        self.world = inputs.world.objects.clone();
+        for item in self.ids.diff(&inputs.secrets.vless_ids) {
+            let uid = match item {
+                DiffItem::Add(uid, _) | DiffItem::Remove(uid, _) => uid,
+                DiffItem::Update { new: (uid, _), .. } => uid,
             };
-            while previous_statuses.next_if(|(k, _)| *k < key).is_some() {}
-            let previous = previous_statuses
-                .next_if(|(k, _)| *k == key)
-                .map(|(_, raw)| raw);
-            let same_status = match (previous, &entry.output) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            };
-            if !same_status {
-                dirty.status.insert(key.clone());
-            }
-            if !Arc::ptr_eq(&object.object, &entry.object)
-                || entry.awaiting_baseline
-                || entry.next_change.is_some_and(|at| at <= inputs.now)
-                || id_changed(&object.object, &entry.resolved, inputs.secrets)
-            {
+            if let Some(key) = self.by_uid.get(uid) {
                 dirty.resolve.insert(key.clone());
             }
         }
-        for (new, _) in world {
-            dirty.resolve.insert(new.clone());
+        self.ids = inputs.secrets.vless_ids.clone();
+        let due = self.timers.iter().take_while(|(at, _)| *at <= inputs.now);
+        dirty.resolve.extend(due.map(|(_, key)| key.clone()));
+        dirty.resolve.extend(self.awaiting.iter().cloned());
+        if !self.made(inputs.previous) {
+            self.check_statuses(inputs.previous, dirty);
         }
         for key in deleted {
             self.forget(&key, inputs.traffic, dirty);
+        }
+    }
+
+    /// Keys whose previous status is not the one this cache made.
+    fn check_statuses(&self, previous: &crate::plan::Statuses, dirty: &mut Dirty) {
+        // Walked alongside, all in key order: no lookup per key.
+        let first = ObjectKey::new(Kind::VlessKey, "", "");
+        let mut previous = previous.range(first..).peekable();
+        for (key, entry) in &self.entries {
+            while previous.next_if(|(k, _)| *k < key).is_some() {}
+            let status = previous.next_if(|(k, _)| *k == key).map(|(_, raw)| raw);
+            let same = match (status, &entry.output) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if !same {
+                dirty.status.insert(key.clone());
+            }
         }
     }
 
@@ -87,6 +104,9 @@ impl KeyCache {
         let Some(entry) = self.entries.remove(key) else {
             return;
         };
+        self.count_phase(&entry.phase, -1);
+        self.awaiting.remove(key);
+        self.forgotten.push(key.clone());
         if let Some(keys) = self.by_server.get_mut(&entry.server) {
             keys.remove(key);
             if keys.is_empty() {
@@ -196,20 +216,4 @@ impl KeyCache {
         }
         self.node_facts.retain(|key, _| servers.contains_key(key));
     }
-}
-
-/// The operator generated a different id for this key than it was resolved with.
-fn id_changed(
-    object: &Object,
-    resolved: &Resolved,
-    secrets: &super::super::GeneratedSecrets,
-) -> bool {
-    let Object::VlessKey(key) = object else {
-        return false;
-    };
-    if key.spec.id.is_some() {
-        return false;
-    }
-    let uid = key.metadata.uid.as_deref().unwrap_or_default();
-    secrets.vless_ids.get(uid) != resolved.id.as_ref()
 }

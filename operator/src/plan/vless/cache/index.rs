@@ -139,8 +139,10 @@ impl KeyCache {
                 inputs.now,
             );
             self.store(key, &object.object, named, created, &resolved, inputs.now);
-            if let Some(entry) = self.entries.get_mut(key) {
-                entry.awaiting_baseline = baseline.is_some();
+            if baseline.is_some() {
+                self.awaiting.insert(key.clone());
+            } else {
+                self.awaiting.remove(key);
             }
             baselines.extend(baseline);
         }
@@ -191,11 +193,14 @@ impl KeyCache {
             self.by_uid.insert(uid.to_owned(), key.clone());
             self.stale_baselines.remove(uid);
         }
-        let (output, phase, settled) = old.map(|e| (e.output, e.phase, e.settled)).unwrap_or((
-            None,
-            Arc::from("Unknown"),
-            Settled::No,
-        ));
+        let (output, phase, settled) = match old {
+            Some(old) => (old.output, old.phase, old.settled),
+            None => {
+                let phase: Arc<str> = Arc::from("Unknown");
+                self.count_phase(&phase, 1);
+                (None, phase, Settled::No)
+            }
+        };
         let entry = Entry {
             object: Arc::clone(object),
             server,
@@ -209,7 +214,6 @@ impl KeyCache {
             output,
             phase,
             settled,
-            awaiting_baseline: false,
         };
         self.entries.insert(key.clone(), entry);
     }

@@ -95,11 +95,16 @@ impl KeyCache {
                 inputs.now,
             );
             entry.settled = settled(&r.state, &body);
-            entry.phase = Arc::from(
+            let phase: Arc<str> = Arc::from(
                 body.get("phase")
                     .and_then(Value::as_str)
                     .unwrap_or("Unknown"),
             );
+            let old = std::mem::replace(&mut entry.phase, Arc::clone(&phase));
+            if old != phase {
+                self.count_phase(&old, -1);
+                self.count_phase(&phase, 1);
+            }
             plan.statuses.insert(key.clone(), (body, conditions));
             self.recomputed.push(key.clone());
         }
