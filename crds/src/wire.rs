@@ -26,17 +26,19 @@ use crate::task_run::{Task, TaskRunPhase};
 mod delta;
 mod servers;
 mod strategies;
+mod users;
 
 pub use delta::{AssignmentDelta, AssignmentUpdate, DeltaError, ServerDelta, apply, diff};
 
 pub use servers::{
     FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, VlessAssignment, VlessUser,
-    traffic_stream, users_hash,
+    traffic_stream,
 };
 pub use strategies::{
     ProbeReport, ProbeSample, ResolvedFile, ResolvedHostList, StrategyGroup, StrategyId,
     StrategyMember, StrategyReport, VlessMember, ZapretMember,
 };
+pub use users::{Users, users_hash};
 
 /// Path prefix of the agent protocol.
 pub const AGENT_PATH: &str = "/v1/agent";

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use veil_crds::wire::{
     Assignment, AssignmentDelta, JournalFault, RegisterRequest, ServerAssignment, ServerReport,
-    StrategyGroup, StrategyReport, TaskAssignment,
+    StrategyGroup, StrategyReport, TaskAssignment, Users,
 };
 
 /// Deltas kept per node, newest last.
@@ -97,8 +97,9 @@ pub struct NodeAssignment {
     pub strategies: Vec<StrategyGroup>,
 }
 
-/// Users by server key (`namespace/name`, as traffic counters name servers).
-type ServerUsers = BTreeMap<String, BTreeSet<String>>;
+/// Users by server key (`namespace/name`, as traffic counters name
+/// servers): the very sets published (shared, not copied).
+type ServerUsers = BTreeMap<String, Users>;
 
 /// What one node may report traffic for: the servers and users of its
 /// current and previous assignment, and every server it was given since
@@ -145,10 +146,7 @@ impl ReportScope {
         let next: ServerUsers = content
             .servers
             .iter()
-            .map(|s| {
-                let emails = s.vless.users.iter().map(|u| u.email.clone()).collect();
-                (s.server.to_string(), emails)
-            })
+            .map(|s| (s.server.to_string(), s.vless.users.clone()))
             .collect();
         let ever = Arc::make_mut(&mut self.servers_ever);
         ever.extend(next.keys().cloned());
@@ -452,18 +450,19 @@ fn revoked_only(current: &Assignment, wanted: Option<&NodeAssignment>) -> NodeAs
         .iter()
         .filter_map(|server| {
             let keep = wanted?.servers.iter().find(|w| w.server == server.server)?;
-            let users: Vec<_> = server
-                .vless
-                .users
-                .iter()
-                .filter(|u| keep.vless.users.contains(u))
-                .cloned()
-                .collect();
             let mut server = server.clone();
-            if users.len() != server.vless.users.len() {
-                server.vless.users_hash = crate::plan::vless::users_hash(&users);
-                server.vless.users = users;
+            let users = &mut server.vless.users;
+            let (upserted, removed) = users.changes_to(&keep.vless.users);
+            // Users `keep` lacks, or has with another id or flow, go;
+            // users only `keep` has are not added.
+            let gone: Vec<String> = (removed.into_iter())
+                .chain(upserted.into_iter().map(|u| u.email))
+                .filter(|email| users.contains(email))
+                .collect();
+            for email in &gone {
+                users.remove(email);
             }
+            server.vless.users_hash = users.hash();
             Some(server)
         })
         .collect();
@@ -625,7 +624,7 @@ mod tests {
                 short_ids: Vec::new(),
                 policy: None,
                 users_hash: veil_crds::wire::users_hash(&users),
-                users,
+                users: users.into(),
             },
         };
         BTreeMap::from([(

@@ -125,7 +125,7 @@ impl Harness {
                         .collect::<Vec<_>>()
                         .join(",")
                 ),
-                users,
+                users: users.into(),
             },
         }
     }

@@ -5,12 +5,12 @@
 //!
 //! The rules both sides keep:
 //!
-//! - an [`Assignment`]'s servers are sorted by [`ServerId`] and each
-//!   server's users by email (the operator builds them so; [`apply`] keeps
-//!   that order);
+//! - an [`Assignment`]'s servers are sorted by [`ServerId`] (the operator
+//!   builds them so; [`apply`] keeps that order); a server's users are a
+//!   [`Users`] set, unique by email;
 //! - a delta applies only to the revision it names in `from`;
-//! - after every changed server the agent recomputes [`users_hash`] of the
-//!   rebuilt set and compares it with the delta's: any difference, an
+//! - after every changed server the agent takes the fingerprint
+//!   ([`Users::hash`]) of the rebuilt set and compares it with the delta's: any difference, an
 //!   unknown base, or a new server without settings is a [`DeltaError`],
 //!   after which the agent asks for the whole state (level-triggered
 //!   correctness does not depend on deltas being right);
@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Assignment, ServerAssignment, ServerId, StrategyGroup, TaskAssignment, VlessAssignment,
-    VlessUser, users_hash,
+    Assignment, ServerAssignment, ServerId, StrategyGroup, TaskAssignment, Users, VlessAssignment,
+    VlessUser,
 };
 
 /// Answer to `GET assignment?after=REV&delta=true`.
@@ -103,7 +103,8 @@ pub struct ServerDelta {
     /// Emails of users removed, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_users: Vec<String>,
-    /// [`users_hash`] of the server's whole user set after this delta.
+    /// The fingerprint ([`Users::hash`]) of the server's whole user set
+    /// after this delta.
     pub users_hash: String,
 }
 
@@ -127,7 +128,8 @@ pub enum DeltaError {
 }
 
 /// The delta from `old` to `new` (assignments of one node). Linear in the
-/// number of servers and users; reuses nothing of either.
+/// number of servers; a server's users cost only what differs between the
+/// two sets when one was derived from the other (see [`Users::changes_to`]).
 pub fn diff(old: &Assignment, new: &Assignment) -> AssignmentDelta {
     let mut delta = AssignmentDelta {
         from: old.revision,
@@ -151,7 +153,7 @@ pub fn diff(old: &Assignment, new: &Assignment) -> AssignmentDelta {
             None => Some(ServerDelta {
                 server: server.server.clone(),
                 settings: Some(settings_of(server)),
-                upserted_users: server.vless.users.clone(),
+                upserted_users: server.vless.users.iter().cloned().collect(),
                 removed_users: Vec::new(),
                 users_hash: server.vless.users_hash.clone(),
             }),
@@ -167,7 +169,7 @@ pub fn diff(old: &Assignment, new: &Assignment) -> AssignmentDelta {
 fn server_delta(old: &ServerAssignment, new: &ServerAssignment) -> Option<ServerDelta> {
     let settings = settings_of(new);
     let settings_changed = settings_of(old) != settings;
-    let (upserted_users, removed_users) = user_changes(&old.vless.users, &new.vless.users);
+    let (upserted_users, removed_users) = old.vless.users.changes_to(&new.vless.users);
     if !settings_changed && upserted_users.is_empty() && removed_users.is_empty() {
         return None;
     }
@@ -178,38 +180,6 @@ fn server_delta(old: &ServerAssignment, new: &ServerAssignment) -> Option<Server
         removed_users,
         users_hash: new.vless.users_hash.clone(),
     })
-}
-
-/// Users in `new` that are not in `old` as they are, and emails in `old`
-/// missing from `new`; both sets sorted by email, merged in one pass.
-fn user_changes(old: &[VlessUser], new: &[VlessUser]) -> (Vec<VlessUser>, Vec<String>) {
-    let (mut upserted, mut removed) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a.email == b.email => {
-                if a != b {
-                    upserted.push(b.clone());
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a.email < b.email => {
-                removed.push(a.email.clone());
-                i += 1;
-            }
-            (Some(a), None) => {
-                removed.push(a.email.clone());
-                i += 1;
-            }
-            (_, Some(b)) => {
-                upserted.push(b.clone());
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    (upserted, removed)
 }
 
 /// `server` without its users (and their fingerprint).
@@ -226,7 +196,7 @@ fn settings_of(server: &ServerAssignment) -> ServerAssignment {
             server_names: vless.server_names.clone(),
             short_ids: vless.short_ids.clone(),
             policy: vless.policy.clone(),
-            users: Vec::new(),
+            users: Users::new(),
             users_hash: String::new(),
         },
     }
@@ -272,12 +242,14 @@ pub fn apply(assignment: &mut Assignment, delta: &AssignmentDelta) -> Result<(),
             *server = settings.clone();
             server.vless.users = users;
         }
-        server.vless.users = merge_users(
-            std::mem::take(&mut server.vless.users),
-            &change.upserted_users,
-            &change.removed_users,
-        );
-        let got = users_hash(&server.vless.users);
+        let users = &mut server.vless.users;
+        for email in &change.removed_users {
+            users.remove(email);
+        }
+        for user in &change.upserted_users {
+            users.insert(user.clone());
+        }
+        let got = users.hash();
         if got != change.users_hash {
             return Err(DeltaError::UsersHash {
                 server: change.server.clone(),
@@ -289,36 +261,6 @@ pub fn apply(assignment: &mut Assignment, delta: &AssignmentDelta) -> Result<(),
     }
     assignment.revision = delta.revision;
     Ok(())
-}
-
-/// `users` (sorted by email) without `removed`, with `upserted` put in
-/// place by email: one pass over `users`.
-fn merge_users(
-    users: Vec<VlessUser>,
-    upserted: &[VlessUser],
-    removed: &[String],
-) -> Vec<VlessUser> {
-    if upserted.is_empty() && removed.is_empty() {
-        return users;
-    }
-    let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-    let upserted: BTreeMap<&str, &VlessUser> =
-        upserted.iter().map(|u| (u.email.as_str(), u)).collect();
-    let mut merged = Vec::with_capacity(users.len() + upserted.len());
-    let mut incoming = upserted.values().peekable();
-    for user in users {
-        while let Some(new) = incoming.next_if(|new| new.email < user.email) {
-            merged.push((*new).clone());
-        }
-        if incoming.peek().is_some_and(|new| new.email == user.email) {
-            continue; // replaced: the new one goes in on the next round or at the end
-        }
-        if !removed.contains(user.email.as_str()) {
-            merged.push(user);
-        }
-    }
-    merged.extend(incoming.map(|new| (*new).clone()));
-    merged
 }
 
 #[cfg(test)]

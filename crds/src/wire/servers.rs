@@ -10,9 +10,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::SecretValue;
+use super::{SecretValue, Users};
 use crate::common::WorkloadPhase;
 use crate::protocol_server::{VlessFlow, XrayPolicy};
 use crate::validate::Cidr;
@@ -70,34 +69,11 @@ pub struct VlessAssignment {
     pub policy: Option<XrayPolicy>,
     /// Every user that must be able to connect; anyone else must not.
     #[serde(default)]
-    pub users: Vec<VlessUser>,
+    pub users: Users,
     /// Fingerprint of `users` (emails, ids, flows): the agent reports the
     /// fingerprint of the set it has applied, so the operator knows every
     /// user of this assignment is active without listing them back.
     pub users_hash: String,
-}
-
-/// Hex digits of SHA-256 kept in a [`users_hash`].
-const USERS_HASH_DIGITS: usize = 16;
-
-/// The fingerprint of a user set sorted by email: the first 16 hex digits
-/// of SHA-256 over `email NUL id NUL flow LF` of each user in that order
-/// (`flow` as specs spell it). Both sides compute it: the operator for
-/// [`VlessAssignment::users_hash`], the agent to check a set it rebuilt
-/// from a delta.
-pub fn users_hash(users: &[VlessUser]) -> String {
-    let mut hasher = Sha256::new();
-    for user in users {
-        hasher.update(user.email.as_bytes());
-        hasher.update([0]);
-        hasher.update(user.id.expose().as_bytes());
-        hasher.update([0]);
-        hasher.update(user.flow.as_str().as_bytes());
-        hasher.update([b'\n']);
-    }
-    let mut hex = hex::encode(hasher.finalize());
-    hex.truncate(USERS_HASH_DIGITS);
-    hex
 }
 
 /// One VLESS user.
@@ -160,40 +136,4 @@ pub struct UserTraffic {
     pub uplink: u64,
     /// Bytes to the client.
     pub downlink: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol_server::VlessFlow;
-
-    fn user(email: &str, id: &str, flow: VlessFlow) -> VlessUser {
-        VlessUser {
-            email: email.into(),
-            id: SecretValue(id.into()),
-            flow,
-        }
-    }
-
-    #[test]
-    fn users_hash_is_short_and_covers_email_id_and_flow() {
-        let base = [user("a", "1", VlessFlow::XtlsRprxVision)];
-        let hash = users_hash(&base);
-        assert_eq!(hash.len(), 16);
-        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(hash, users_hash(&base), "stable");
-        for changed in [
-            user("b", "1", VlessFlow::XtlsRprxVision),
-            user("a", "2", VlessFlow::XtlsRprxVision),
-            user("a", "1", VlessFlow::None),
-        ] {
-            assert_ne!(users_hash(&[changed]), hash);
-        }
-        assert_ne!(users_hash(&[]), hash);
-        // Fields are delimited: moving a character between them is a change.
-        assert_ne!(
-            users_hash(&[user("ab", "c", VlessFlow::None)]),
-            users_hash(&[user("a", "bc", VlessFlow::None)])
-        );
-    }
 }

@@ -271,7 +271,7 @@ mod tests {
                 server_names: vec!["dest.test".into()],
                 short_ids: vec![String::new()],
                 policy: None,
-                users: vec![],
+                users: Default::default(),
                 users_hash: String::new(),
             },
         }

@@ -82,8 +82,6 @@ pub(super) struct Actor {
     applied: BTreeMap<String, Applied>,
     failed: BTreeMap<String, String>,
     tracker: Tracker,
-    /// Secrets of the desired state, masked out of every message.
-    secrets: Vec<String>,
     phase: WorkloadPhase,
     message: Option<String>,
     connections: u32,
@@ -103,7 +101,6 @@ impl Actor {
             ctx,
             id,
             files,
-            secrets: secrets_of(&desired),
             desired,
             running: None,
             resync: false,
@@ -146,7 +143,6 @@ impl Actor {
                         break End::Detach;
                     }
                     self.desired = desired.borrow_and_update().clone();
-                    self.secrets = secrets_of(&self.desired);
                     self.reconcile().await;
                 }
                 () = async { match retry {
@@ -678,11 +674,13 @@ impl Actor {
         self.retry_at = Some(Instant::now() + self.backoff.next_delay());
     }
 
+    /// `text` with every secret of the desired state (the Reality key,
+    /// user ids) masked out.
     fn mask(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        for secret in &self.secrets {
-            if !secret.is_empty() {
-                text = text.replace(secret.as_str(), "<redacted>");
+        for secret in secrets_of(&self.desired) {
+            if !secret.is_empty() && text.contains(secret) {
+                text = text.replace(secret, "<redacted>");
             }
         }
         text
@@ -698,7 +696,7 @@ impl Actor {
                 .vless
                 .users
                 .iter()
-                .all(|u| self.applied.get(&u.email) == Some(&Applied::of(u)));
+                .all(|u| self.applied.get(&u.email).is_some_and(|a| a.is(u)));
         let report = ServerReport {
             server: self.id.clone(),
             phase: self.phase,
@@ -749,10 +747,9 @@ pub(super) async fn stop_orphan(dir: std::path::PathBuf) {
     files.remove_all();
 }
 
-fn secrets_of(server: &ServerAssignment) -> Vec<String> {
-    let mut secrets = vec![server.vless.private_key.expose().to_owned()];
-    secrets.extend(server.vless.users.iter().map(|u| u.id.expose().to_owned()));
-    secrets
+fn secrets_of(server: &ServerAssignment) -> impl Iterator<Item = &str> {
+    let users = server.vless.users.iter().map(|u| u.id.expose());
+    std::iter::once(server.vless.private_key.expose()).chain(users)
 }
 
 /// A port on 127.0.0.1 that is free now.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use veil_crds::protocol_server::VlessFlow;
-use veil_crds::wire::VlessUser;
+use veil_crds::wire::{Users, VlessUser};
 
 /// A user as applied to xray.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,11 @@ impl Applied {
         Applied { id, flow }
     }
 
+    /// Whether `user` is applied as it is (same id and flow).
+    pub(super) fn is(&self, user: &VlessUser) -> bool {
+        self.flow == user.flow && self.id == user.id.expose()
+    }
+
     /// A user found in xray that this agent did not put there.
     pub(super) fn unknown() -> Applied {
         Applied {
@@ -60,28 +65,20 @@ pub(super) struct UserChanges<'a> {
 /// order). Linear in both sets plus a lookup per user.
 pub(super) fn user_changes<'a>(
     applied: &BTreeMap<String, Applied>,
-    desired: &'a [VlessUser],
+    desired: &'a Users,
 ) -> UserChanges<'a> {
-    let wanted: BTreeMap<&str, &VlessUser> = desired
-        .iter()
-        .map(|user| (user.email.as_str(), user))
-        .collect();
     let removes: Vec<String> = applied
         .iter()
-        .filter(|(email, applied)| {
-            wanted
-                .get(email.as_str())
-                .is_none_or(|user| Applied::of(user) != **applied)
-        })
+        .filter(|(email, applied)| desired.get(email).is_none_or(|user| !applied.is(user)))
         .map(|(email, _)| email.clone())
         .collect();
-    let adds = wanted
-        .values()
-        .filter(|user| match applied.get(&user.email) {
-            None => true,
-            Some(applied) => *applied != Applied::of(user),
+    let adds = desired
+        .iter()
+        .filter(|user| {
+            applied
+                .get(&user.email)
+                .is_none_or(|applied| !applied.is(user))
         })
-        .copied()
         .collect();
     UserChanges { removes, adds }
 }
@@ -188,7 +185,8 @@ mod tests {
             },
         ];
         for case in &cases {
-            let changes = user_changes(&case.applied, &case.desired);
+            let desired = Users::from(case.desired.clone());
+            let changes = user_changes(&case.applied, &desired);
             let adds: Vec<&str> = changes.adds.iter().map(|u| u.email.as_str()).collect();
             assert_eq!(changes.removes, case.removes, "{}: removes", case.name);
             assert_eq!(adds, case.adds, "{}: adds", case.name);

@@ -21,8 +21,8 @@ fn user(email: &str, uuid: &str) -> VlessUser {
     }
 }
 
-fn server(name: &str, port: u16, mut users: Vec<VlessUser>) -> ServerAssignment {
-    users.sort_by(|a, b| a.email.cmp(&b.email));
+fn server(name: &str, port: u16, users: Vec<VlessUser>) -> ServerAssignment {
+    let users = Users::from(users);
     ServerAssignment {
         server: id(name),
         listen: "0.0.0.0".into(),
@@ -34,7 +34,7 @@ fn server(name: &str, port: u16, mut users: Vec<VlessUser>) -> ServerAssignment 
             server_names: vec!["www.example.com".into()],
             short_ids: vec!["ab".into()],
             policy: None,
-            users_hash: users_hash(&users),
+            users_hash: users.hash(),
             users,
         },
     }
@@ -150,7 +150,7 @@ fn a_base_that_differs_from_the_operators_is_caught_by_the_fingerprint() {
     // The agent's copy lost a user (a bug, a hand-edited file): the rebuilt
     // set is not the operator's, and the agent must not run it.
     let mut drifted = before.clone();
-    drifted.servers[0].vless.users.remove(0);
+    drifted.servers[0].vless.users.remove("u000000");
     let error = apply(&mut drifted, &delta).unwrap_err();
     assert!(
         matches!(error, DeltaError::UsersHash { ref server, .. } if *server == id("edge")),
@@ -169,7 +169,7 @@ fn a_new_server_without_settings_is_refused() {
             settings: None,
             upserted_users: Vec::new(),
             removed_users: Vec::new(),
-            users_hash: users_hash(&[]),
+            users_hash: Users::new().hash(),
         }],
         ..AssignmentDelta::default()
     };

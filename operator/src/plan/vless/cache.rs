@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::VlessFlow;
-use veil_crds::wire::VlessUser;
+use veil_crds::wire::Users;
 
 use super::keys::{Key, KeyState};
 use super::servers;
@@ -55,8 +55,9 @@ pub struct KeyCache {
     /// Keys on a vless server by (server, lowercase email), oldest first:
     /// the first holds the email.
     groups: HashMap<Group, Members>,
-    /// Each vless server's user set.
-    users: HashMap<ObjectKey, UserSet>,
+    /// Each vless server's user set (persistent: every pass's assignment
+    /// shares it, and its fingerprint is kept by every insert and remove).
+    users: HashMap<ObjectKey, Users>,
     server_facts: HashMap<ObjectKey, ServerFacts>,
     node_facts: HashMap<ObjectKey, Vec<NodeFacts>>,
     /// When time alone next changes a key (its expiry or next period).
@@ -93,13 +94,6 @@ type Group = (ObjectKey, String);
 
 /// The keys of one [`Group`] by creation time, then key.
 type Members = BTreeSet<(Option<DateTime<Utc>>, ObjectKey)>;
-
-/// One server's users by email, and the list and fingerprint built from them.
-#[derive(Default)]
-struct UserSet {
-    by_email: BTreeMap<String, VlessUser>,
-    built: Option<(Vec<VlessUser>, String)>,
-}
 
 /// One VlessKey as the cache knows it.
 struct Entry {

@@ -91,10 +91,8 @@ impl KeyCache {
     }
 
     pub(super) fn drop_user(&mut self, server: &ObjectKey, email: Option<&str>) {
-        if let (Some(set), Some(email)) = (self.users.get_mut(server), email)
-            && set.by_email.remove(email).is_some()
-        {
-            set.built = None;
+        if let (Some(set), Some(email)) = (self.users.get_mut(server), email) {
+            set.remove(email);
         }
     }
 
@@ -227,15 +225,11 @@ impl KeyCache {
             return;
         };
         let set = self.users.entry(server.clone()).or_default();
-        set.by_email.insert(
-            resolved.email.clone(),
-            VlessUser {
-                email: resolved.email.clone(),
-                id: veil_crds::wire::SecretValue(id.clone()),
-                flow: resolved.flow,
-            },
-        );
-        set.built = None;
+        set.insert(VlessUser {
+            email: resolved.email.clone(),
+            id: veil_crds::wire::SecretValue(id.clone()),
+            flow: resolved.flow,
+        });
     }
 
     /// Moves `key` in the timer, server and traffic-user indexes from

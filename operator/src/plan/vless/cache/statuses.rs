@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use veil_crds::object::{Object, ObjectKey};
-use veil_crds::wire::{ServerAssignment, VlessUser, users_hash};
+use veil_crds::wire::ServerAssignment;
 
 use super::super::keys::{Key, KeyState};
 use super::super::servers::Server;
@@ -24,7 +24,7 @@ impl KeyCache {
         let mut hashes = HashMap::new();
         for (&key, server) in servers {
             let set = self.users.entry(key.clone()).or_default();
-            let count = set.by_email.len();
+            let count = set.len();
             plan.statuses.insert(
                 key.clone(),
                 server_status::server_status(server, count, inputs.views),
@@ -32,23 +32,18 @@ impl KeyCache {
             let Ok(reality) = &server.reality else {
                 continue;
             };
-            let (users, hash) = set.built.get_or_insert_with(|| {
-                let users: Vec<VlessUser> = set.by_email.values().cloned().collect();
-                let hash = users_hash(&users);
-                (users, hash)
-            });
-            let assignment: ServerAssignment =
-                users::assignment_hashed(server, reality, users.clone(), hash.clone());
+            let hash = set.hash();
+            let assignment: ServerAssignment = users::assignment(server, reality, set.clone());
             for node in &server.nodes {
                 plan.assignments
                     .entry(node.clone())
                     .or_default()
                     .push(assignment.clone());
             }
-            hashes.insert(key, hash.clone());
+            hashes.insert(key, hash);
         }
         self.users
-            .retain(|key, set| servers.contains_key(key) || !set.by_email.is_empty());
+            .retain(|key, set| servers.contains_key(key) || !set.is_empty());
         hashes
     }
 

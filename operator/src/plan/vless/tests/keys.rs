@@ -23,7 +23,7 @@ fn a_key_without_id_uses_the_generated_one_and_waits_for_it() {
     let uid = case.uid(Kind::VlessKey, "carol");
     case.secrets.vless_ids.insert(uid, BOB_ID.to_owned());
     let plan = case.plan();
-    let users = &servers_of(&plan, "edge-1")[0].vless.users;
+    let users: Vec<_> = servers_of(&plan, "edge-1")[0].vless.users.iter().collect();
     assert_eq!(users[0].email, "default.carol");
     assert_eq!(users[0].id.expose(), BOB_ID);
     let status = key_status(&plan, "carol");
@@ -47,7 +47,14 @@ fn the_later_of_two_keys_with_one_email_is_an_error_naming_the_earlier() {
     let plan = case.plan();
     assert_eq!(emails(&plan, "edge-1"), ["shared"]);
     assert_eq!(
-        servers_of(&plan, "edge-1")[0].vless.users[0].id.expose(),
+        servers_of(&plan, "edge-1")[0]
+            .vless
+            .users
+            .iter()
+            .next()
+            .unwrap()
+            .id
+            .expose(),
         ALICE_ID,
         "the earlier key keeps working"
     );
