@@ -66,6 +66,8 @@ pub struct Controller {
     /// The world (and, in Kubernetes mode, the state of the credentials
     /// Secrets) `secrets` was last completed for.
     secrets_world: Option<(Arc<crate::world::World>, Option<secrets::ClusterState>)>,
+    /// Which objects need generated credentials, kept from pass to pass.
+    needed: secrets::NeededBook,
     /// A node silent longer than this is NotReady and its runs NodeLost.
     node_timeout: chrono::Duration,
     /// TaskRuns made by Schedules (dir mode keeps them in the store).
@@ -148,6 +150,7 @@ impl Controller {
             traffic,
             secrets,
             secrets_world: None,
+            needed: secrets::NeededBook::default(),
             node_timeout: chrono::Duration::from_std(node_timeout)
                 .unwrap_or(chrono::Duration::seconds(30)),
             generated,

@@ -304,13 +304,21 @@ fn persistent_changes<V: Clone + PartialEq>(
     new: &imbl::OrdMap<ObjectKey, V>,
     out: &mut BTreeSet<ObjectKey>,
 ) {
-    for item in old.diff(new) {
-        let key = match item {
-            imbl::ordmap::DiffItem::Add(key, _) | imbl::ordmap::DiffItem::Remove(key, _) => key,
-            imbl::ordmap::DiffItem::Update { new: (key, _), .. } => key,
-        };
-        out.insert(key.clone());
-    }
+    out.extend(changed_keys(old, new).cloned());
+}
+
+/// The keys whose entries differ between two versions of a persistent map
+/// (added, changed or removed), in order; shared parts of the two are
+/// skipped unvisited, so maps derived from one another compare in time
+/// proportional to their differences.
+pub fn changed_keys<'a, K: Ord + Clone, V: Clone + PartialEq>(
+    old: &'a imbl::OrdMap<K, V>,
+    new: &'a imbl::OrdMap<K, V>,
+) -> impl Iterator<Item = &'a K> {
+    old.diff(new).map(|item| match item {
+        imbl::ordmap::DiffItem::Add(key, _) | imbl::ordmap::DiffItem::Remove(key, _) => key,
+        imbl::ordmap::DiffItem::Update { new: (key, _), .. } => key,
+    })
 }
 
 /// Adds the keys whose entries differ between two small ordinary maps.

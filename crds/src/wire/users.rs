@@ -35,6 +35,10 @@ impl Users {
 
     /// Puts `user` in, replacing (and returning) the one with its email.
     pub fn insert(&mut self, user: VlessUser) -> Option<VlessUser> {
+        if self.by_email.get(&user.email) == Some(&user) {
+            // Unchanged: the map stays as it is, shared with its clones.
+            return Some(user);
+        }
         self.sum = self.sum.wrapping_add(user_hash(&user));
         let old = self.by_email.insert(user.email.clone(), user);
         if let Some(old) = &old {

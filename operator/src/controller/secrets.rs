@@ -28,7 +28,7 @@ use veil_crds::validate::VlessId;
 use super::{Controller, ControllerError};
 use crate::plan::vless::{GeneratedValues, REALITY_KEY_SCOPE, VLESS_ID_SCOPE};
 use crate::store::Store;
-use crate::world::World;
+use crate::world::{World, WorldObjects, changed_keys};
 
 /// Per scope: the uids that need a generated value, and the uids of every
 /// object of the kind (a value is kept while its object exists, so a key
@@ -41,42 +41,134 @@ pub(super) struct Needed {
     pub servers: HashSet<String>,
 }
 
+/// [`Needed`] kept from pass to pass and updated from what changed in the
+/// world, so a pass that changed one key looks at one key, not at every
+/// VlessKey; `touched` are the uids whose values the next sync checks.
+#[derive(Default)]
+pub(super) struct NeededBook {
+    /// The world objects `needed` reflects; `None` before the first pass.
+    world: Option<WorldObjects>,
+    needed: Needed,
+    /// Uids whose objects came, went or changed since the last sync that
+    /// completed; with `every`, the next sync checks every uid instead.
+    touched: HashSet<String>,
+    every: bool,
+}
+
+impl NeededBook {
+    /// Brings `needed` up to `world`, marking the uids that changed.
+    fn update(&mut self, world: &World) {
+        let Some(last) = &self.world else {
+            self.needed = needed(world);
+            self.world = Some(world.objects.clone());
+            self.every = true;
+            return;
+        };
+        for key in changed_keys(last, &world.objects) {
+            if !matches!(key.kind, Kind::VlessKey | Kind::ProtocolServer) {
+                continue;
+            }
+            for object in [last.get(key), world.objects.get(key)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(uid) = object.object.meta().uid.as_ref() {
+                    self.touched.insert(uid.clone());
+                }
+            }
+            if let Some(old) = last.get(key) {
+                self.needed.forget(&old.object);
+            }
+            if let Some(new) = world.objects.get(key) {
+                self.needed.add(&new.object);
+            }
+        }
+        self.world = Some(world.objects.clone());
+    }
+
+    /// The uids the next sync checks: `None` for all of them.
+    fn candidates(&self) -> Option<&HashSet<String>> {
+        (!self.every).then_some(&self.touched)
+    }
+
+    /// A sync completed: what it checked needs no checking again.
+    fn synced(&mut self) {
+        self.touched.clear();
+        self.every = false;
+    }
+}
+
 /// Which objects of `world` need a generated value.
 pub(super) fn needed(world: &World) -> Needed {
     let mut needed = Needed::default();
-    for (_, object) in world.of_kind(Kind::VlessKey) {
-        if let Object::VlessKey(key) = &*object.object
-            && let Some(uid) = &key.metadata.uid
-        {
-            needed.keys.insert(uid.clone());
-            if key.spec.id.is_none() {
-                needed.vless_ids.insert(uid.clone());
-            }
-        }
-    }
-    for (_, object) in world.of_kind(Kind::ProtocolServer) {
-        if let Object::ProtocolServer(server) = &*object.object
-            && let Some(uid) = &server.metadata.uid
-        {
-            needed.servers.insert(uid.clone());
-            let generated = server.spec.protocol == Protocol::Vless
-                && server
-                    .spec
-                    .vless
-                    .as_ref()
-                    .is_some_and(|v| v.reality.private_key_secret_ref.is_none());
-            if generated {
-                needed.reality_keys.insert(uid.clone());
-            }
+    for kind in [Kind::VlessKey, Kind::ProtocolServer] {
+        for (_, object) in world.of_kind(kind) {
+            needed.add(&object.object);
         }
     }
     needed
 }
 
+impl Needed {
+    /// Counts `object` in (a VlessKey or a ProtocolServer with a uid).
+    fn add(&mut self, object: &Object) {
+        match object {
+            Object::VlessKey(key) => {
+                if let Some(uid) = &key.metadata.uid {
+                    self.keys.insert(uid.clone());
+                    if key.spec.id.is_none() {
+                        self.vless_ids.insert(uid.clone());
+                    }
+                }
+            }
+            Object::ProtocolServer(server) => {
+                if let Some(uid) = &server.metadata.uid {
+                    self.servers.insert(uid.clone());
+                    if generates_reality_key(server) {
+                        self.reality_keys.insert(uid.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes what [`Needed::add`] put in for `object` out again.
+    fn forget(&mut self, object: &Object) {
+        let Some(uid) = object.meta().uid.as_ref() else {
+            return;
+        };
+        match object {
+            Object::VlessKey(_) => {
+                self.keys.remove(uid);
+                self.vless_ids.remove(uid);
+            }
+            Object::ProtocolServer(_) => {
+                self.servers.remove(uid);
+                self.reality_keys.remove(uid);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether the operator makes `server`'s Reality key (a vless server
+/// without `privateKeySecretRef`).
+fn generates_reality_key(server: &veil_crds::protocol_server::ProtocolServer) -> bool {
+    server.spec.protocol == Protocol::Vless
+        && server
+            .spec
+            .vless
+            .as_ref()
+            .is_some_and(|v| v.reality.private_key_secret_ref.is_none())
+}
+
 impl Controller {
     /// Makes sure every object of `world` that needs a generated value has
     /// one (in the store and in `self.secrets`), and forgets the values of
-    /// objects that are gone. Does nothing for a world already completed.
+    /// objects that are gone. Does nothing for a world already completed;
+    /// otherwise looks only at the objects that changed since the last
+    /// completed pass (all of them on the first).
     pub(super) async fn complete_secrets(
         &mut self,
         world: &Arc<World>,
@@ -89,7 +181,7 @@ impl Controller {
         {
             return Ok(());
         }
-        let mut needed = needed(world);
+        self.needed.update(world);
         let may_generate = match cluster {
             None => true,
             Some(ClusterState { listed: false, .. }) => {
@@ -98,38 +190,52 @@ impl Controller {
                 return Ok(());
             }
             Some(ClusterState { leading, .. }) => {
-                let adopted = self
-                    .kube
-                    .as_ref()
-                    .map(|kube| kube.adoptable_secrets())
-                    .unwrap_or_default();
-                adopt_scope(
-                    &self.store,
-                    VLESS_ID_SCOPE,
-                    (&adopted.vless_ids, &needed.vless_ids),
-                    &mut self.secrets.vless_ids,
-                    leading,
-                )
-                .await?;
-                adopt_scope(
-                    &self.store,
-                    REALITY_KEY_SCOPE,
-                    (&adopted.reality_keys, &needed.reality_keys),
-                    &mut self.secrets.reality_keys,
-                    leading,
-                )
-                .await?;
+                self.adopt_from_cluster(leading).await?;
                 leading
             }
         };
-        if !may_generate {
-            needed.vless_ids.clear();
-            needed.reality_keys.clear();
-        }
+        self.sync_secrets(may_generate).await?;
+        self.secrets_world = Some((world.clone(), cluster));
+        Ok(())
+    }
+
+    /// Kubernetes mode: takes the cluster Secrets' values ([`adoptions`]).
+    async fn adopt_from_cluster(&mut self, leading: bool) -> Result<(), ControllerError> {
+        let adopted = self
+            .kube
+            .as_ref()
+            .map(|kube| kube.adoptable_secrets())
+            .unwrap_or_default();
+        let needed = &self.needed.needed;
+        adopt_scope(
+            &self.store,
+            VLESS_ID_SCOPE,
+            (&adopted.vless_ids, &needed.vless_ids),
+            &mut self.secrets.vless_ids,
+            leading,
+        )
+        .await?;
+        adopt_scope(
+            &self.store,
+            REALITY_KEY_SCOPE,
+            (&adopted.reality_keys, &needed.reality_keys),
+            &mut self.secrets.reality_keys,
+            leading,
+        )
+        .await
+    }
+
+    /// Generates what is missing (when `may_generate`) and deletes the
+    /// values of objects that are gone, for the uids the book marks.
+    async fn sync_secrets(&mut self, may_generate: bool) -> Result<(), ControllerError> {
+        let book = &self.needed;
+        let nothing = HashSet::new();
+        let wanted = |set| if may_generate { set } else { &nothing };
+        let needed = &book.needed;
         sync_scope(
             &self.store,
             VLESS_ID_SCOPE,
-            (&needed.vless_ids, &needed.keys),
+            (wanted(&needed.vless_ids), &needed.keys, book.candidates()),
             &mut self.secrets.vless_ids,
             || VlessId::generate().uuid().hyphenated().to_string(),
         )
@@ -137,12 +243,22 @@ impl Controller {
         sync_scope(
             &self.store,
             REALITY_KEY_SCOPE,
-            (&needed.reality_keys, &needed.servers),
+            (
+                wanted(&needed.reality_keys),
+                &needed.servers,
+                book.candidates(),
+            ),
             &mut self.secrets.reality_keys,
             reality::generate_private_key,
         )
         .await?;
-        self.secrets_world = Some((world.clone(), cluster));
+        if may_generate {
+            self.needed.synced();
+        } else {
+            // A follower generates nothing: once it leads, its first sync
+            // must look at every object again.
+            self.needed.every = true;
+        }
         Ok(())
     }
 }
@@ -206,29 +322,32 @@ async fn adopt_scope(
 
 /// Generates values for `needed` uids missing from `held` (one store batch;
 /// a value another replica stored first wins), and deletes held values
-/// whose object is gone (not in `live`).
+/// whose object is gone (not in `live`). Looks only at `candidates` when
+/// given (the uids that changed), at every uid otherwise.
 async fn sync_scope(
     store: &Store,
     scope: &str,
-    (needed, live): (&HashSet<String>, &HashSet<String>),
+    (needed, live, candidates): (&HashSet<String>, &HashSet<String>, Option<&HashSet<String>>),
     held: &mut GeneratedValues,
     generate: impl Fn() -> String,
 ) -> Result<(), ControllerError> {
-    let missing: Vec<(String, String)> = needed
-        .iter()
-        .filter(|uid| !held.contains_key(*uid))
-        .map(|uid| (uid.clone(), generate()))
-        .collect();
+    let missing: Vec<(String, String)> = match candidates {
+        Some(uids) => missing(uids.iter().filter(|uid| needed.contains(*uid)), held),
+        None => missing(needed.iter(), held),
+    }
+    .into_iter()
+    .map(|uid| (uid, generate()))
+    .collect();
     if !missing.is_empty() {
         let stored = store.generated_values_or_insert(scope, &missing).await?;
         tracing::info!(scope, count = stored.len(), "generated credentials stored");
         held.extend(stored);
     }
-    let gone: Vec<String> = held
-        .keys()
-        .filter(|uid| !live.contains(*uid))
-        .cloned()
-        .collect();
+    let is_gone = |uid: &&String| !live.contains(*uid) && held.contains_key(*uid);
+    let gone: Vec<String> = match candidates {
+        Some(uids) => uids.iter().filter(is_gone).cloned().collect(),
+        None => held.keys().filter(is_gone).cloned().collect(),
+    };
     if !gone.is_empty() {
         store.delete_generated_values(scope, &gone).await?;
         for uid in &gone {
@@ -238,9 +357,83 @@ async fn sync_scope(
     Ok(())
 }
 
+/// The uids of `needed` that `held` has no value for.
+fn missing<'a>(needed: impl Iterator<Item = &'a String>, held: &GeneratedValues) -> Vec<String> {
+    needed
+        .filter(|uid| !held.contains_key(*uid))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::tests::{snapshot, uids};
+    use crate::world::GenerationBook;
+
+    const SERVER: &str = "apiVersion: veil.dev/v1alpha1\nkind: ProtocolServer\nmetadata:\n  name: edge\nspec:\n  protocol: vless\n  listen: 0.0.0.0\n  port: 8443\n  vless:\n    reality:\n      dest: www.example.com:443\n      serverNames: [www.example.com]\n";
+
+    fn key(name: &str, id: Option<&str>) -> String {
+        let id = id.map(|id| format!("  id: {id}\n")).unwrap_or_default();
+        format!(
+            "---\napiVersion: veil.dev/v1alpha1\nkind: VlessKey\nmetadata:\n  name: {name}\nspec:\n  serverRef:\n    name: edge\n{id}"
+        )
+    }
+
+    const ID: &str = "5783a3e7-e373-51cd-8642-c83782b807c5";
+
+    #[test]
+    fn the_book_follows_the_world_and_marks_only_the_uids_that_changed() {
+        let now = chrono::Utc::now();
+        let mut worlds = GenerationBook::default();
+        let mut new_uid = uids();
+        let vless_key =
+            |name: &str| veil_crds::object::ObjectKey::new(Kind::VlessKey, "default", name);
+        let before = snapshot(&format!(
+            "{SERVER}{}{}{}",
+            key("a", None),
+            key("b", Some(ID)),
+            key("c", None)
+        ));
+        let first = worlds.build_world(&before, now, &mut new_uid).0;
+        let mut book = NeededBook::default();
+        book.update(&first);
+        assert_eq!(book.needed, needed(&first));
+        assert_eq!(
+            book.candidates(),
+            None,
+            "the first sync looks at everything"
+        );
+        book.synced();
+
+        // `a` goes, `b` drops its id, `d` comes; `c` and the server stay
+        // (the same objects, as a source hands over what did not change).
+        let mut after = before.clone();
+        after.objects.remove(&vless_key("a"));
+        let changed = snapshot(&format!("{}{}", key("b", None), key("d", None)));
+        after.objects.extend(changed.objects);
+        let second = worlds.build_world(&after, now, &mut new_uid).0;
+        book.update(&second);
+        assert_eq!(book.needed, needed(&second));
+        let uid = |world: &World, name: &str| {
+            world.objects[&vless_key(name)]
+                .object
+                .meta()
+                .uid
+                .clone()
+                .unwrap()
+        };
+        let expected: HashSet<String> =
+            [uid(&first, "a"), uid(&second, "b"), uid(&second, "d")].into();
+        assert_eq!(book.candidates(), Some(&expected));
+        book.synced();
+        book.update(&second);
+        assert_eq!(
+            book.candidates(),
+            Some(&HashSet::new()),
+            "an unchanged world marks nothing"
+        );
+    }
 
     fn map(items: &[(&str, &str)]) -> HashMap<String, String> {
         items

@@ -52,6 +52,10 @@ pub struct KeyCache {
     entries: BTreeMap<ObjectKey, Entry>,
     /// Keys by the server they name (whether it exists or not).
     by_server: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Of those, the keys whose status is not settled ([`Settled::No`]):
+    /// the only ones a node applying another user set recomputes while
+    /// every node runs.
+    unsettled: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Keys on a vless server by (server, lowercase email), oldest first:
     /// the first holds the email.
     groups: HashMap<Group, Members>,

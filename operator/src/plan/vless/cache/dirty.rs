@@ -59,11 +59,7 @@ impl KeyCache {
             }
         }
         self.world = inputs.world.objects.clone();
-        for item in self.ids.diff(&inputs.secrets.vless_ids) {
-            let uid = match item {
-                DiffItem::Add(uid, _) | DiffItem::Remove(uid, _) => uid,
-                DiffItem::Update { new: (uid, _), .. } => uid,
-            };
+        for uid in crate::world::changed_keys(&self.ids, &inputs.secrets.vless_ids) {
             if let Some(key) = self.by_uid.get(uid) {
                 dirty.resolve.insert(key.clone());
             }
@@ -113,6 +109,7 @@ impl KeyCache {
                 self.by_server.remove(&entry.server);
             }
         }
+        self.note_settled(&entry.server, key, Settled::Independent);
         if let Some(group) = &entry.group {
             self.leave_group(group, entry.created, key);
             if let Some(members) = self.groups.get(group) {
@@ -187,11 +184,16 @@ impl KeyCache {
             let change = old
                 .as_deref()
                 .map_or(NodesChange::Other, |old| nodes_change(old, &new));
-            let members = self.by_server.get(key);
             let all_running = new.iter().all(|n| {
                 n.report()
                     .is_some_and(|r| r.phase == veil_crds::common::WorkloadPhase::Running)
             });
+            let members = match change {
+                NodesChange::Same => None,
+                // Only the unsettled: the index spares walking the others.
+                NodesChange::AppliedOnly if all_running => self.unsettled.get(key),
+                NodesChange::AppliedOnly | NodesChange::Other => self.by_server.get(key),
+            };
             for member in members.into_iter().flatten() {
                 let settled = self.entries.get(member).map_or(Settled::No, |e| e.settled);
                 let recompute = match change {

@@ -191,6 +191,9 @@ impl KeyCache {
             self.by_uid.insert(uid.to_owned(), key.clone());
             self.stale_baselines.remove(uid);
         }
+        if let Some(old) = &old {
+            self.note_settled(&old.server, key, Settled::Independent);
+        }
         let (output, phase, settled) = match old {
             Some(old) => (old.output, old.phase, old.settled),
             None => {
@@ -199,6 +202,7 @@ impl KeyCache {
                 (None, phase, Settled::No)
             }
         };
+        self.note_settled(&server, key, settled);
         let entry = Entry {
             object: Arc::clone(object),
             server,
@@ -214,6 +218,22 @@ impl KeyCache {
             settled,
         };
         self.entries.insert(key.clone(), entry);
+    }
+
+    /// Keeps `key` in its server's [`KeyCache::unsettled`] set exactly when
+    /// `settled` is [`Settled::No`].
+    pub(super) fn note_settled(&mut self, server: &ObjectKey, key: &ObjectKey, settled: Settled) {
+        if settled == Settled::No {
+            self.unsettled
+                .entry(server.clone())
+                .or_default()
+                .insert(key.clone());
+        } else if let Some(keys) = self.unsettled.get_mut(server) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.unsettled.remove(server);
+            }
+        }
     }
 
     /// Puts an eligible key with an id into its server's user set (under

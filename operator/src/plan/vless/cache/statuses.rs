@@ -90,6 +90,7 @@ impl KeyCache {
                 inputs.now,
             );
             entry.settled = settled(&r.state, &body);
+            let (server_key, now_settled) = (entry.server.clone(), entry.settled);
             let phase: Arc<str> = Arc::from(
                 body.get("phase")
                     .and_then(Value::as_str)
@@ -101,6 +102,7 @@ impl KeyCache {
                 self.count_phase(&phase, 1);
             }
             plan.statuses.insert(key.clone(), (body, conditions));
+            self.note_settled(&server_key, key, now_settled);
             self.recomputed.push(key.clone());
         }
     }
