@@ -11,5 +11,6 @@ pub mod runtime;
 pub mod strategy;
 pub mod supervisor;
 pub mod task_user;
+pub mod throttle;
 pub mod token_file;
 pub mod trust;

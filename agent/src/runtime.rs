@@ -34,6 +34,7 @@ use crate::journal::{Journal, JournalError, JournalLimits};
 use crate::strategy::probe::ProbeOptions;
 use crate::strategy::prober::Prober;
 use crate::strategy::saved::SavedStates;
+use crate::throttle::Throttle;
 use crate::token_file::NodeToken;
 
 mod backoff;
@@ -231,9 +232,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let mut revision = 0;
     let mut current = None;
     let mut backoff = Backoff::default();
+    let mut saving = Throttle::new(SAVE_INTERVAL);
     loop {
+        let save_due = saving.due_at();
         let poll = tokio::select! {
             _ = shutdown.cancelled() => break,
+            () = crate::throttle::sleep_until_some(save_due) => {
+                saving.wrote(tokio::time::Instant::now());
+                keep_assignment(&last_path, current.as_ref());
+                continue;
+            }
             poll = client.assignment(revision, long_poll) => poll,
         };
         match poll {
@@ -255,10 +263,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 prober.apply(&assignment.strategies);
                 zapret.apply(assignment.strategies.clone());
                 applied.store(revision, Ordering::Relaxed);
-                if let Err(error) = last_assignment::save(&last_path, &assignment) {
-                    tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");
-                }
                 current = Some(assignment);
+                if saving.changed(tokio::time::Instant::now()) {
+                    keep_assignment(&last_path, current.as_ref());
+                }
             }
             Ok(None) => backoff.reset(),
             Err(error)
@@ -287,6 +295,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    if saving.is_pending() {
+        keep_assignment(&last_path, current.as_ref());
+    }
     drop(prober);
     tasks.stop_all().await;
     servers.detach_all().await;
@@ -299,6 +310,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 }
 
 /// Logs a refusal of the node's token: what it means and what to do.
+/// The assignment file is rewritten at most this often while changes keep
+/// coming (each write renders every user: see [`Throttle`]).
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `assignment` on disk for a start without the operator.
+fn keep_assignment(path: &std::path::Path, assignment: Option<&veil_crds::wire::Assignment>) {
+    let Some(assignment) = assignment else {
+        return;
+    };
+    if let Err(error) = last_assignment::save(path, assignment) {
+        tracing::warn!(%error, "cannot keep the assignment for a restart without the operator");
+    }
+}
+
 fn refused(error: &ClientError) {
     tracing::error!(
         %error,

@@ -38,16 +38,20 @@ struct Harness {
     traffic: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
+/// How often the drivers read every counter, unless a test says otherwise.
+const STATS_INTERVAL: Duration = Duration::from_millis(500);
+
 fn driver(
     data: &std::path::Path,
     events: &mpsc::UnboundedSender<Event>,
     reporting: &watch::Sender<bool>,
+    stats_interval: Duration,
 ) -> XrayDriver {
     let ctx = XrayContext {
         xray: xray_binary(),
         version: None,
         data_dir: data.to_path_buf(),
-        stats_interval: Duration::from_millis(500),
+        stats_interval,
         events: events.clone(),
         reporting: reporting.subscribe(),
     };
@@ -71,13 +75,17 @@ fn user(n: usize) -> VlessUser {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_stats_interval(STATS_INTERVAL)
+    }
+
+    fn with_stats_interval(stats_interval: Duration) -> Harness {
         let data = tempfile::tempdir().unwrap();
         let (tx, events) = mpsc::unbounded_channel();
         let (reporting, _) = watch::channel(true);
         let private_key = veil_crds::reality::generate_private_key();
         let public_key = veil_crds::reality::public_key(&private_key).unwrap();
         Harness {
-            driver: driver(data.path(), &tx, &reporting),
+            driver: driver(data.path(), &tx, &reporting, stats_interval),
             events,
             sender: tx,
             reporting,
@@ -95,7 +103,12 @@ impl Harness {
     /// counter reads open or not (an agent not yet registered).
     fn new_driver(&mut self, reporting: bool) {
         self.reporting.send_replace(reporting);
-        self.driver = driver(self._data.path(), &self.sender, &self.reporting);
+        self.driver = driver(
+            self._data.path(),
+            &self.sender,
+            &self.reporting,
+            STATS_INTERVAL,
+        );
         self.latest = None;
     }
 
@@ -386,6 +399,41 @@ async fn traffic_deltas_add_up_to_the_bytes_moved() {
     h.drain_for(Duration::from_millis(1500)).await;
     assert_eq!(before, h.traffic);
     h.driver.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_users_last_bytes_are_read_alone_before_it_goes() {
+    // No periodic read within the test: only the removal reads counters.
+    let mut h = Harness::with_stats_interval(Duration::from_secs(3600));
+    let server = ByteServer::start().await;
+    let (alice, bob) = (user(1), user(2));
+    h.apply(&[alice.clone(), bob.clone()]).await;
+    let moved = download(&h.client(&alice), server.addr, 1024 * 1024)
+        .await
+        .unwrap();
+    let bob_moved = download(&h.client(&bob), server.addr, 64 * 1024)
+        .await
+        .unwrap();
+    h.apply(std::slice::from_ref(&bob)).await;
+    h.drain_for(Duration::from_millis(500)).await;
+    let (_, down) = h.traffic.get("user1").copied().unwrap_or_default();
+    assert!(
+        down >= moved,
+        "alice's downlink {down} < {moved} moved before removal"
+    );
+    assert!(
+        !h.traffic.contains_key("user2"),
+        "only the removed user's counters are read: {:?}",
+        h.traffic
+    );
+    // Bob's counters stayed in xray: the final read on stop counts them.
+    h.driver.stop_all().await;
+    h.drain_for(Duration::from_millis(500)).await;
+    let (_, bob_down) = h.traffic.get("user2").copied().unwrap_or_default();
+    assert!(
+        bob_down >= bob_moved,
+        "bob's downlink {bob_down} < {bob_moved}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
