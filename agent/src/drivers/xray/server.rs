@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use veil_crds::common::WorkloadPhase;
@@ -37,7 +38,7 @@ use veil_crds::wire::{
     FailedUser, ServerAssignment, ServerId, ServerReport, UserTraffic, Users, VlessUser,
 };
 
-use super::api::{UserOp, XrayApi};
+use super::api::{UserCounters, UserOp, XrayApi, XrayApiError};
 use super::config::{self, INBOUND_TAG};
 use super::files::{ServerFiles, StateRecord};
 use super::logs::{self, AccessLog};
@@ -92,6 +93,8 @@ pub(super) struct Actor {
     /// set), after a start or a sync that did everything it meant to;
     /// `None` when unknown. Lets a sync look only at what changed since.
     synced: Option<Users>,
+    /// The periodic counter read, running beside the actor.
+    reading: Option<JoinHandle<Result<Vec<UserCounters>, XrayApiError>>>,
     failed: BTreeMap<String, String>,
     tracker: Tracker,
     phase: WorkloadPhase,
@@ -121,6 +124,7 @@ impl Actor {
             resync: false,
             applied: BTreeMap::new(),
             synced: None,
+            reading: None,
             failed: BTreeMap::new(),
             tracker: Tracker::default(),
             phase: WorkloadPhase::Pending,
@@ -174,6 +178,7 @@ impl Actor {
                     self.write_fallback_config();
                 }
                 _ = stats.tick() => self.collect().await,
+                read = reading(&mut self.reading) => self.on_read(read),
                 _ = access.tick() => self.read_access_log(),
                 () = exited(&mut self.running) => self.on_exit(),
             }
@@ -505,8 +510,12 @@ impl Actor {
         let Some(running) = &self.running else {
             return;
         };
-        let api = running.api.clone();
-        self.collect_from(&api).await;
+        if self.reading.is_none() && self.reporting() {
+            // Off the actor: reading 100,000 users' counters takes xray a
+            // third of a second, during which user changes go on.
+            let api = running.api.clone();
+            self.reading = Some(tokio::spawn(async move { api.user_traffic(true).await }));
+        }
         logs::bound_errors(&self.files.logs().errors);
         match sockets::established_peers(self.desired.port) {
             Ok(open) => {
@@ -532,6 +541,28 @@ impl Actor {
         }
     }
 
+    /// The periodic read has returned: its counters (already reset in
+    /// xray) go out as deltas.
+    fn on_read(&mut self, read: Result<Result<Vec<UserCounters>, XrayApiError>, JoinError>) {
+        self.reading = None;
+        match read {
+            Ok(Ok(counters)) => self.send_traffic(counters),
+            Ok(Err(error)) => {
+                tracing::debug!(server = %self.id, %error, "cannot read traffic counters")
+            }
+            Err(error) => tracing::warn!(server = %self.id, %error, "traffic read task failed"),
+        }
+    }
+
+    /// Waits for a periodic read in flight, so that what it reset in xray
+    /// is sent before anything reads again or stops.
+    async fn finish_reading(&mut self) {
+        if let Some(reading) = self.reading.take() {
+            let read = reading.await;
+            self.on_read(read);
+        }
+    }
+
     /// Sends the counters that moved as traffic deltas.
     fn send_traffic(&self, counters: Vec<super::api::UserCounters>) {
         let traffic: Vec<UserTraffic> = counters
@@ -553,6 +584,7 @@ impl Actor {
     /// alone for a few (reading 100,000 users' counters takes xray a third
     /// of a second), everyone's for many.
     async fn collect_before_removing(&mut self, api: &XrayApi, emails: &[String]) {
+        self.finish_reading().await;
         if emails.len() > PER_USER_READS {
             return self.collect_from(api).await;
         }
@@ -696,6 +728,7 @@ impl Actor {
     /// if xray dies with the agent, as in a container, nothing is lost) and
     /// leave xray running, recorded for the next agent.
     async fn detach(&mut self) {
+        self.finish_reading().await;
         if self.fallback.is_pending() {
             // The next agent adopts xray from this file.
             self.write_fallback_config();
@@ -707,6 +740,7 @@ impl Actor {
     }
 
     async fn shutdown(&mut self) {
+        self.finish_reading().await;
         if let Some(running) = self.running.take() {
             self.collect_from(&running.api).await;
             running.process.stop().await;
@@ -841,6 +875,16 @@ async fn wait_for_api(
 }
 
 /// Resolves when the running xray exits; pending while none runs.
+/// The periodic counter read in flight; pending forever when none is.
+async fn reading(
+    task: &mut Option<JoinHandle<Result<Vec<UserCounters>, XrayApiError>>>,
+) -> Result<Result<Vec<UserCounters>, XrayApiError>, JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn exited(running: &mut Option<Running>) {
     match running {
         Some(running) => running.process.exited().await,
