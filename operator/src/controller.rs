@@ -245,15 +245,7 @@ impl Controller {
         }
         self.metrics.failed_passes.inc();
         // A pass plans every kind at once: all of them failed.
-        for kind in Kind::VEIL {
-            self.metrics
-                .reconcile_total
-                .get_or_create(&KindResult {
-                    kind: kind.as_str().into(),
-                    result: "error".into(),
-                })
-                .inc();
-        }
+        self.count_reconciles("error");
         self.publish_revocations(snapshot, now);
     }
 
@@ -699,6 +691,20 @@ impl Controller {
         }
     }
 
+    /// Counts one reconcile of every kind with `result` (a pass plans
+    /// every kind at once).
+    fn count_reconciles(&self, result: &str) {
+        for kind in Kind::VEIL {
+            self.metrics
+                .reconcile_total
+                .get_or_create(&KindResult {
+                    kind: kind.as_str().into(),
+                    result: result.into(),
+                })
+                .inc();
+        }
+    }
+
     fn record_metrics(&self, counts: &BTreeMap<(Kind, String), i64>, plan_seconds: f64) {
         self.metrics.objects.clear();
         for ((kind, phase), count) in counts.iter() {
@@ -710,15 +716,7 @@ impl Controller {
                 })
                 .set(*count);
         }
-        for kind in Kind::VEIL {
-            self.metrics
-                .reconcile_total
-                .get_or_create(&KindResult {
-                    kind: kind.as_str().into(),
-                    result: "success".into(),
-                })
-                .inc();
-        }
+        self.count_reconciles("success");
         self.metrics
             .reconcile_duration_seconds
             .get_or_create(&KindLabel { kind: "all".into() })
