@@ -197,7 +197,7 @@ impl RunningChild {
                 None
             }
             () = cancel.cancelled() => Some(Exit::Cancelled),
-            () = sleep_until(deadline) => Some(Exit::TimedOut),
+            () = crate::throttle::sleep_until_some(deadline) => Some(Exit::TimedOut),
         };
         if let Some(exit) = forced {
             tracing::info!(pid = self.pid, ?exit, "stopping process group");
@@ -231,13 +231,6 @@ impl RunningChild {
                 reader.abort();
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

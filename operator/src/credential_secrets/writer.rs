@@ -33,8 +33,9 @@ use super::convert::{DesiredSecret, apply_body, observe};
 use super::{Observed, SecretName};
 use crate::backoff::Backoff;
 use crate::sink::WriteGate;
-use crate::sink::write_queue::{WriteQueue, sleep_until};
+use crate::sink::write_queue::WriteQueue;
 use crate::source::kube::resources::FIELD_MANAGER;
+use veil_agent::throttle::sleep_until_some;
 
 /// Writes in flight at once (statuses, the bulk of the writes, get 32).
 const MAX_IN_FLIGHT: usize = 8;
@@ -147,7 +148,7 @@ impl Writer {
                 Some(written) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.finish(written);
                 }
-                () = sleep_until(next_retry) => self.queue.promote_due(),
+                () = sleep_until_some(next_retry) => self.queue.promote_due(),
                 () = self.gate.changed() => {
                     if !self.gate.is_open() {
                         self.queue.clear();

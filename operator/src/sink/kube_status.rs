@@ -33,10 +33,11 @@ use tokio::task::JoinHandle;
 use veil_crds::object::ObjectKey;
 
 use super::WriteGate;
-use super::write_queue::{WriteQueue, sleep_until};
+use super::write_queue::WriteQueue;
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::source::kube::resources::{self, FIELD_MANAGER};
+use veil_agent::throttle::sleep_until_some;
 
 /// Writes in flight at once: enough to write 10,000 statuses in seconds,
 /// few enough not to be throttled by the API server's priority and fairness.
@@ -149,7 +150,7 @@ impl Writer {
                 Some(written) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.finish(written);
                 }
-                () = sleep_until(next_retry) => self.queue.promote_due(),
+                () = sleep_until_some(next_retry) => self.queue.promote_due(),
                 () = self.gate.changed() => {}
             }
         }

@@ -133,14 +133,6 @@ impl<K: Clone + Eq + Hash + Ord, V: Clone> Default for WriteQueue<K, V> {
     }
 }
 
-/// Sleeps until `at`, or forever without one (a `select!` arm).
-pub async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

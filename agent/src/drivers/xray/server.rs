@@ -166,10 +166,7 @@ impl Actor {
                     self.desired = desired.borrow_and_update().clone();
                     self.reconcile().await;
                 }
-                () = async { match retry {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }} => {
+                () = crate::throttle::sleep_until_some(retry) => {
                     self.retry_at = None;
                     self.reconcile().await;
                 }

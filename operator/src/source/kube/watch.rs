@@ -18,6 +18,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch as channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use veil_agent::throttle::sleep_until_some;
 use veil_crds::kind::Kind;
 
 use super::KubeOptions;
@@ -132,7 +133,7 @@ impl Aggregator {
                     let latest = first + self.options.debounce * MAX_DEBOUNCE_PERIODS;
                     publish_at = Some((now + self.options.debounce).min(latest));
                 }
-                () = sleep_until(wake) => {
+                () = sleep_until_some(wake) => {
                     publish_at = None;
                     burst_started = None;
                     self.sync_secret_watches();
@@ -236,13 +237,6 @@ enum Publish {
     Done,
     RetryAt(Instant),
     Stopped,
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Runs one watcher until the aggregator is gone, forwarding its events.
