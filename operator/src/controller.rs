@@ -83,7 +83,7 @@ pub struct Controller {
     /// Bumped whenever `generated` changes.
     generated_rev: u64,
     /// Finished runs already seen (webhooks fire once, on the transition).
-    finished_seen: Option<std::collections::HashSet<String>>,
+    finished_seen: Option<crate::records::RunStates>,
     book: GenerationBook,
     /// Book changes the store has not taken yet (retried each pass).
     unpersisted: crate::world::BookChanges,
@@ -635,16 +635,10 @@ impl Controller {
     fn notify_finished(&mut self, world: &crate::world::World) {
         use crate::plan::schedules::SCHEDULE_LABEL;
         let runs = self.runs.snapshot();
-        let finished: std::collections::HashSet<String> = runs
-            .values()
-            .filter(|r| crate::runs::is_finished(&r.phase))
-            .map(|r| r.uid.clone())
-            .collect();
-        let Some(seen) = self.finished_seen.replace(finished.clone()) else {
+        let Some(seen) = self.finished_seen.replace(runs.clone()) else {
             return; // first pass after start: nothing "just" finished
         };
-        for uid in finished.difference(&seen) {
-            let Some(state) = runs.get(uid) else { continue };
+        for state in crate::runs::just_finished(&seen, &runs) {
             let run_key = veil_crds::object::ObjectKey::new(
                 Kind::TaskRun,
                 &state.run.namespace,

@@ -16,7 +16,7 @@ use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::Protocol;
 
 use crate::agents::{NodeAssignment, NodeObservation};
-use crate::records::{RunStateRecord, TrafficBaselineRecord};
+use crate::records::{RunStateRecord, RunStates, TrafficBaselineRecord};
 use crate::world::World;
 
 pub mod conditions;
@@ -64,7 +64,7 @@ pub struct PlanInputs<'a> {
     /// The statuses last written (condition transition times are kept from them).
     pub previous: &'a Statuses,
     pub nodes: &'a BTreeMap<String, NodeObservation>,
-    pub runs: &'a BTreeMap<String, RunStateRecord>,
+    pub runs: &'a RunStates,
     pub now: DateTime<Utc>,
     /// A node silent longer than this is NotReady.
     pub node_timeout: chrono::Duration,
@@ -118,8 +118,9 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Plan {
     plan_with(inputs, None)
 }
 
-/// [`plan`], with VlessKeys planned incrementally when a cache is given.
-fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) -> Plan {
+/// [`plan`], with VlessKeys and TaskRuns planned incrementally when a
+/// planner is given.
+fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan {
     let task_inputs = tasks::TaskInputs {
         world: inputs.world,
         nodes: inputs.nodes,
@@ -128,14 +129,34 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         node_timeout: inputs.node_timeout,
     };
     let views = tasks::node_views(&task_inputs);
-    let task_plan = tasks::plan_tasks(&task_inputs, &views);
+    let scope = match planner.as_deref_mut() {
+        Some(planner) => {
+            let made = planner.keys.made(inputs.previous);
+            planner
+                .runs
+                .scope(inputs.world, inputs.runs, inputs.nodes, made)
+        }
+        None => tasks::Scope::full(inputs.world, inputs.runs),
+    };
+    let task_plan = tasks::plan_tasks(&task_inputs, &views, &scope);
     let mut runs = inputs.runs.clone();
     for change in &task_plan.run_changes {
-        runs.insert(change.uid.clone(), change.clone());
+        runs.insert(change.uid.clone(), Arc::new(change.clone()));
     }
-    let owners = RunOwners::index(inputs.world, &views, &runs);
-    let (schedule_actions, schedule_statuses) =
-        schedules::plan_schedules(inputs.world, &runs, inputs.last_schedule_times, inputs.now);
+    let settled = planner.as_deref().map(|p| &p.runs);
+    let owners = RunOwners::index(inputs.world, &views, &scope, &runs, settled);
+    let (schedule_actions, schedule_statuses) = schedules::plan_schedules(
+        inputs.world,
+        (
+            &schedules::ScheduleRuns {
+                runs: &scope.runs,
+                settled,
+            },
+            &runs,
+        ),
+        inputs.last_schedule_times,
+        inputs.now,
+    );
     let strategy_plan = strategies::plan_strategies(
         strategies::members::Sources {
             world: inputs.world,
@@ -144,11 +165,12 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         },
         &views,
     );
-    let vless_plan = plan_vless_with(inputs, &views, keys.as_deref_mut());
+    let vless_plan = plan_vless_with(inputs, &views, planner.as_deref_mut().map(|p| &mut p.keys));
     let mut bodies = KindBodies {
         views: &views,
-        runs: &runs,
+        running: running_by_node(&scope, &runs),
         owners: &owners,
+        runs: &runs,
         pending_reasons: &task_plan.pending_reasons,
         node_timeout: inputs.node_timeout,
         schedules: schedule_statuses,
@@ -156,19 +178,26 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         vless: vless_plan.statuses,
         kept: None,
     };
-    let built = match keys.as_deref() {
-        Some(cache) if cache.made(inputs.previous) => {
-            incremental::build_changed_statuses(inputs, &mut bodies, cache)
+    let built = match planner.as_deref() {
+        Some(planner) if planner.keys.made(inputs.previous) => {
+            incremental::build_changed_statuses(inputs, &mut bodies, planner)
         }
-        Some(cache) => {
-            bodies.kept = Some((Box::new(cache.kept()) as KeptKeys<'_>).peekable());
+        Some(planner) => {
+            bodies.kept = Some((Box::new(planner.keys.kept()) as KeptKeys<'_>).peekable());
             build_statuses(inputs, &mut bodies)
         }
         None => build_statuses(inputs, &mut bodies),
     };
     drop(bodies);
-    if let Some(cache) = keys {
-        cache.record(&built.statuses);
+    if let Some(planner) = planner {
+        planner.keys.record(&built.statuses);
+        let runner_of = |uid: &str| {
+            owners
+                .runner_of
+                .get(uid)
+                .and_then(|runner| runner.metadata.name.clone())
+        };
+        planner.runs.settle(inputs.world, &runs, runner_of);
     }
     Plan {
         statuses: built.statuses,
@@ -187,6 +216,19 @@ fn plan_with(inputs: &PlanInputs<'_>, mut keys: Option<&mut vless::KeyCache>) ->
         stale_baselines: vless_plan.stale_baselines,
         wake_at: vless_plan.wake_at,
     }
+}
+
+/// Runs Running on each node, among the run states in `scope`.
+fn running_by_node(scope: &tasks::Scope<'_>, runs: &RunStates) -> HashMap<String, usize> {
+    let mut running: HashMap<String, usize> = HashMap::new();
+    for state in scope.states(runs) {
+        if let Some(node) = &state.node
+            && state.phase == "Running"
+        {
+            *running.entry(node.clone()).or_default() += 1;
+        }
+    }
+    running
 }
 
 /// VLESS planning: incrementally with the key cache, else from scratch.
@@ -211,27 +253,26 @@ fn plan_vless_with(
 
 /// Which Runner each placed run belongs to: the one in its namespace whose
 /// node selector took its node (it gives the run its settings), and each
-/// Runner's runs, for the TaskRun's `status.runner` and the Runner's counts.
-struct RunOwners<'w, 'r> {
+/// Runner's runs by node and phase, for the TaskRun's `status.runner` and
+/// the Runner's counts (the settled runs' counts added).
+struct RunOwners<'w> {
     runner_of: HashMap<&'w str, &'w veil_crds::runner::Runner>,
-    runs_of_runner: HashMap<(&'w str, &'w str), Vec<&'r RunStateRecord>>,
+    runs_of_runner: HashMap<(&'w str, &'w str), nodes::RunCounts>,
 }
 
-impl<'w, 'r> RunOwners<'w, 'r> {
+impl<'w> RunOwners<'w> {
     fn index(
         world: &'w World,
         views: &BTreeMap<&str, tasks::NodeView<'_>>,
-        runs: &'r BTreeMap<String, RunStateRecord>,
-    ) -> RunOwners<'w, 'r> {
+        scope: &tasks::Scope<'w>,
+        runs: &RunStates,
+        settled: Option<&tasks::settled::SettledRuns>,
+    ) -> RunOwners<'w> {
         let mut owners = RunOwners {
             runner_of: HashMap::new(),
             runs_of_runner: HashMap::new(),
         };
-        for (key, object) in world.of_kind(Kind::TaskRun) {
-            let Object::TaskRun(run) = &*object.object else {
-                continue;
-            };
-            let uid = run.metadata.uid.as_deref().unwrap_or_default();
+        for &(key, uid, run) in &scope.runs {
             let Some(state) = runs.get(uid) else {
                 continue;
             };
@@ -245,19 +286,36 @@ impl<'w, 'r> RunOwners<'w, 'r> {
                     .runs_of_runner
                     .entry((key.namespace.as_str(), name))
                     .or_default()
-                    .push(state);
+                    .add_state(state);
+            }
+        }
+        for (key, object) in world.of_kind(Kind::Runner) {
+            let counts = settled.and_then(|s| s.runner_counts(&key.namespace, &key.name));
+            if let Some(counts) = counts {
+                owners
+                    .runs_of_runner
+                    .entry((key.namespace.as_str(), object_name(object)))
+                    .or_default()
+                    .merge(counts);
             }
         }
         owners
     }
 }
 
+/// An object's `metadata.name`.
+fn object_name(object: &crate::world::WorldObject) -> &str {
+    object.object.meta().name.as_deref().unwrap_or_default()
+}
+
 /// What the per-object status step reads besides [`PlanInputs`]: the
 /// statuses the kind planners built, taken out one object at a time.
 struct KindBodies<'a> {
     views: &'a BTreeMap<&'a str, tasks::NodeView<'a>>,
-    runs: &'a BTreeMap<String, RunStateRecord>,
-    owners: &'a RunOwners<'a, 'a>,
+    /// Runs Running on each node.
+    running: HashMap<String, usize>,
+    runs: &'a RunStates,
+    owners: &'a RunOwners<'a>,
     pending_reasons: &'a BTreeMap<String, String>,
     node_timeout: chrono::Duration,
     schedules: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
@@ -303,26 +361,28 @@ impl KindBodies<'_> {
                 let uid = run.metadata.uid.as_deref().unwrap_or_default();
                 plain(tasks::task_run_status(
                     object.meta().generation,
-                    self.runs.get(uid),
+                    self.runs.get(uid).map(|s| &**s),
                     self.pending_reasons.get(uid),
                     self.owners.runner_of.get(uid).copied(),
                 ))
             }
             Object::Runner(runner) => {
                 let name = runner.metadata.name.as_deref().unwrap_or_default();
+                let none = nodes::RunCounts::default();
                 let own = self
                     .owners
                     .runs_of_runner
                     .get(&(key.namespace.as_str(), name))
-                    .map_or(&[][..], Vec::as_slice);
+                    .unwrap_or(&none);
                 plain(nodes::runner_status(runner, self.views, own))
             }
             Object::Schedule(_) => plain(self.schedules.remove(key)?),
             Object::VeilNode(_) => {
                 let view = self.views.get(key.name.as_str());
                 let previous = parse(previous);
+                let running = self.running.get(key.name.as_str()).copied().unwrap_or(0);
                 let (body, conditions) =
-                    nodes::node_status(view, self.runs, self.node_timeout, previous.as_ref());
+                    nodes::node_status(view, running, self.node_timeout, previous.as_ref());
                 Planned::Body(body, conditions, nodes::journal_condition(view))
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {

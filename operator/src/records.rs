@@ -132,6 +132,11 @@ pub struct RunStateRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Every run state by TaskRun uid: a persistent map of shared records, so
+/// a copy for a pass costs nothing and an unchanged record is the very
+/// same allocation from pass to pass (planning compares by pointer first).
+pub type RunStates = imbl::OrdMap<String, std::sync::Arc<RunStateRecord>>;
+
 /// A registered agent (node), so VeilNodes survive operator restarts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use veil_crds::task_run::TaskRunPhase;
 use veil_crds::wire::{LogChunk, NodeReport, RegisterRequest, TaskUpdate};
 
+use std::sync::Arc;
+
+use crate::records::RunStates;
 use crate::store::{NodeRecord, ObjectRef, RunStateRecord, Store, StoreError};
 
 /// Lines of output kept in `status.logTail`.
@@ -26,7 +29,7 @@ pub const MAX_LOG_CHARS_PER_RUN: i64 = 16 * 1024 * 1024;
 /// Observed task runs by uid.
 pub struct RunBook {
     store: Store,
-    runs: Mutex<BTreeMap<String, RunStateRecord>>,
+    runs: Mutex<RunStates>,
     /// When each node's `last_seen` was last written: written at most every
     /// [`TOUCH_EVERY`], not on every report (each write is an fsync).
     touched: Mutex<BTreeMap<String, DateTime<Utc>>>,
@@ -51,6 +54,24 @@ pub fn is_finished(phase: &str) -> bool {
     matches!(phase, "Succeeded" | "Failed" | "Cancelled")
 }
 
+/// The runs finished in `now` that were unfinished or unknown in `before`,
+/// in uid order. Visits only what differs: the maps share every record
+/// (and subtree) that did not change.
+pub fn just_finished<'a>(
+    before: &RunStates,
+    now: &'a RunStates,
+) -> impl Iterator<Item = &'a RunStateRecord> {
+    before.diff(now).filter_map(|item| {
+        let (old, new) = match item {
+            imbl::ordmap::DiffItem::Add(_, new) => (None, new),
+            imbl::ordmap::DiffItem::Update { old, new } => (Some(old.1), new.1),
+            imbl::ordmap::DiffItem::Remove(..) => return None,
+        };
+        let was_finished = old.is_some_and(|old| is_finished(&old.phase));
+        (is_finished(&new.phase) && !was_finished).then_some(&**new)
+    })
+}
+
 /// The store key of a run's log: by uid, so a recreated run with the same name starts clean.
 pub fn log_ref(namespace: &str, uid: &str) -> ObjectRef {
     ObjectRef::new("TaskRun", namespace, uid)
@@ -63,7 +84,7 @@ impl RunBook {
             .run_states()
             .await?
             .into_iter()
-            .map(|r| (r.uid.clone(), r))
+            .map(|r| (r.uid.clone(), Arc::new(r)))
             .collect();
         Ok(RunBook {
             store,
@@ -81,18 +102,19 @@ impl RunBook {
             .run_states()
             .await?
             .into_iter()
-            .map(|r| (r.uid.clone(), r))
+            .map(|r| (r.uid.clone(), Arc::new(r)))
             .collect();
         *self.lock() = runs;
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunStateRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunStates> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A copy of every run state.
-    pub fn snapshot(&self) -> BTreeMap<String, RunStateRecord> {
+    /// Every run state as it is now (a persistent map: the copy shares
+    /// everything with the book's).
+    pub fn snapshot(&self) -> RunStates {
         self.lock().clone()
     }
 
@@ -110,7 +132,7 @@ impl RunBook {
         self.store.upsert_run_states(&records).await?;
         let mut runs = self.lock();
         for record in records {
-            runs.insert(record.uid.clone(), record);
+            runs.insert(record.uid.clone(), Arc::new(record));
         }
         Ok(())
     }
@@ -198,13 +220,15 @@ impl RunBook {
             let mut changed: BTreeMap<String, RunStateRecord> = BTreeMap::new();
             for update in &report.task_updates {
                 let uid = &update.run.uid;
-                let current = changed.get(uid).or_else(|| runs.get(uid));
+                let current = changed.get(uid).or_else(|| runs.get(uid).map(|r| &**r));
                 if let Some(next) = advance(current, update, node, now) {
                     changed.insert(uid.clone(), next);
                 }
             }
             for (uid, lines) in tails {
-                let Some(mut record) = changed.remove(&uid).or_else(|| runs.get(&uid).cloned())
+                let Some(mut record) = changed
+                    .remove(&uid)
+                    .or_else(|| runs.get(&uid).map(|r| (**r).clone()))
                 else {
                     continue;
                 };
@@ -307,6 +331,36 @@ mod tests {
             reason: None,
             message: None,
         }
+    }
+
+    #[test]
+    fn just_finished_lists_the_runs_that_finished_since_and_nothing_else() {
+        let now = Utc::now();
+        let with = |uid: &str, phase: &str| {
+            let mut record = placed(now);
+            record.uid = uid.into();
+            record.phase = phase.into();
+            (uid.to_owned(), Arc::new(record))
+        };
+        let before = RunStates::from_iter([
+            with("done-then", "Succeeded"),
+            with("finishes", "Running"),
+            with("stays", "Running"),
+            with("goes", "Failed"),
+            with("fails", "Pending"),
+        ]);
+        let mut now_runs = before.clone();
+        now_runs.insert("finishes".into(), with("finishes", "Succeeded").1);
+        now_runs.insert("fails".into(), with("fails", "Failed").1);
+        now_runs.insert("done-then".into(), with("done-then", "Succeeded").1);
+        now_runs.insert("new-done".into(), with("new-done", "Cancelled").1);
+        now_runs.insert("new-running".into(), with("new-running", "Running").1);
+        now_runs.remove("goes");
+        let uids: Vec<&str> = just_finished(&before, &now_runs)
+            .map(|r| r.uid.as_str())
+            .collect();
+        assert_eq!(uids, ["fails", "finishes", "new-done"]);
+        assert_eq!(just_finished(&now_runs, &now_runs).count(), 0);
     }
 
     #[test]

@@ -93,7 +93,7 @@ async fn serve() -> Served {
         world: &world,
         previous: &Statuses::new(),
         nodes: &BTreeMap::new(),
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now,
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),

@@ -298,7 +298,7 @@ fn the_world_calls_for_a_secret_per_known_id_and_per_generated_reality_key() {
         world: &world,
         previous: &Default::default(),
         nodes: &BTreeMap::new(),
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now,
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use veil_crds::kind::Kind;
 use veil_crds::object::ObjectKey;
 
+use super::tasks::settled::SettledRuns;
 use super::{
     BuiltStatuses, KindBodies, Plan, PlanInputs, StatusMemo, Statuses, plan_with, status_of, vless,
 };
@@ -22,13 +23,14 @@ use crate::world::WorldObject;
 /// The planner the controller keeps from pass to pass.
 #[derive(Default)]
 pub struct Planner {
-    keys: vless::KeyCache,
+    pub(super) keys: vless::KeyCache,
+    pub(super) runs: SettledRuns,
 }
 
 impl Planner {
     /// Plans `inputs`; the same plan as [`super::plan`] gives.
     pub fn step(&mut self, inputs: &PlanInputs<'_>) -> Plan {
-        plan_with(inputs, Some(&mut self.keys))
+        plan_with(inputs, Some(self))
     }
 }
 
@@ -41,15 +43,25 @@ impl Planner {
 pub(super) fn build_changed_statuses(
     inputs: &PlanInputs<'_>,
     bodies: &mut KindBodies<'_>,
-    cache: &vless::KeyCache,
+    planner: &Planner,
 ) -> BuiltStatuses {
+    let cache = &planner.keys;
     let mut out = Changed {
         statuses: inputs.previous.clone(),
         memo: inputs.memo.cloned().unwrap_or_default(),
         phase_counts: HashMap::new(),
         touched: Vec::new(),
     };
-    for kind in Kind::ALL.into_iter().filter(|kind| *kind != Kind::VlessKey) {
+    for key in planner.runs.gone() {
+        out.remove(key);
+    }
+    for key in planner.runs.open() {
+        if let Some(object) = inputs.world.objects.get(key) {
+            out.build(key, object, inputs, bodies);
+        }
+    }
+    let planned_whole = |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun);
+    for kind in Kind::ALL.into_iter().filter(planned_whole) {
         let first = ObjectKey::new(kind, "", "");
         let gone: Vec<ObjectKey> = inputs
             .previous
@@ -82,6 +94,11 @@ pub(super) fn build_changed_statuses(
         .collect();
     for (phase, count) in cache.phase_counts() {
         phase_counts.insert((Kind::VlessKey, phase.to_string()), count);
+    }
+    for (phase, count) in planner.runs.phase_counts() {
+        *phase_counts
+            .entry((Kind::TaskRun, phase.to_string()))
+            .or_default() += count;
     }
     out.touched.sort();
     out.touched.dedup();

@@ -24,20 +24,17 @@ pub const HEARTBEAT_WRITE_INTERVAL: chrono::Duration = chrono::Duration::minutes
 /// `lastHeartbeat` keeps its `previous` value while that is less than
 /// [`HEARTBEAT_WRITE_INTERVAL`] older than the latest heartbeat and the
 /// node stays Ready.
+/// `running`: the runs Running on the node.
 pub fn node_status(
     view: Option<&NodeView<'_>>,
-    runs: &BTreeMap<String, RunStateRecord>,
+    running: usize,
     timeout: chrono::Duration,
     previous: Option<&Value>,
 ) -> (Value, Conditions) {
     let observation = view.and_then(|v| v.observation);
     let ready = view.is_some_and(|v| v.ready);
     let heartbeat = observation.map(|o| last_heartbeat(o, ready, previous));
-    let running = view.map_or(0, |v| {
-        runs.values()
-            .filter(|r| r.node.as_deref() == Some(v.name) && r.phase == "Running")
-            .count()
-    });
+    let running = if view.is_some() { running } else { 0 };
     let body = json!({
         "os": observation.map(|o| o.registration.os.clone()),
         "arch": observation.map(|o| o.registration.arch.clone()),
@@ -167,7 +164,7 @@ pub fn journal_condition(view: Option<&NodeView<'_>>) -> super::memo::ExtraCondi
 pub fn runner_status(
     runner: &Runner,
     views: &BTreeMap<&str, NodeView<'_>>,
-    runs: &[&RunStateRecord],
+    runs: &RunCounts,
 ) -> (Value, Conditions) {
     let selected: Vec<&NodeView<'_>> = views
         .values()
@@ -182,9 +179,9 @@ pub fn runner_status(
         "runAsRoot": runner.spec.run_as_root.then_some(true),
         "readyNodes": ready,
         "capacity": runner.spec.max_parallel_tasks as usize * ready,
-        "running": count_runs(runs, "Running", None),
-        "succeeded": count_runs(runs, "Succeeded", None),
-        "failed": count_runs(runs, "Failed", None),
+        "running": runs.total("Running"),
+        "succeeded": runs.total("Succeeded"),
+        "failed": runs.total("Failed"),
         "nodes": nodes,
     });
     (
@@ -193,16 +190,60 @@ pub fn runner_status(
     )
 }
 
-/// Runs in `phase` (on `node`, or anywhere).
-fn count_runs(runs: &[&RunStateRecord], phase: &str, node: Option<&str>) -> usize {
-    runs.iter()
-        .filter(|r| r.phase == phase && node.is_none_or(|n| r.node.as_deref() == Some(n)))
-        .count()
+/// Runs by node and phase (a Runner's runs: each is placed on a node).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunCounts(BTreeMap<(String, String), i64>);
+
+impl RunCounts {
+    /// Counts `state` once, if it is placed.
+    pub fn add_state(&mut self, state: &RunStateRecord) {
+        if let Some(node) = &state.node {
+            self.add(node, &state.phase, 1);
+        }
+    }
+
+    /// Counts a run on `node` in `phase` once more (`by` 1) or once less.
+    pub fn add(&mut self, node: &str, phase: &str, by: i64) {
+        let key = (node.to_owned(), phase.to_owned());
+        let count = self.0.entry(key.clone()).or_default();
+        *count += by;
+        if *count == 0 {
+            self.0.remove(&key);
+        }
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &RunCounts) {
+        for ((node, phase), count) in &other.0 {
+            self.add(node, phase, *count);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Runs in `phase` on `node`.
+    fn on(&self, node: &str, phase: &str) -> i64 {
+        self.0
+            .get(&(node.to_owned(), phase.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Runs in `phase` on any node.
+    fn total(&self, phase: &str) -> i64 {
+        self.0
+            .iter()
+            .filter(|((_, p), _)| p == phase)
+            .map(|(_, count)| count)
+            .sum()
+    }
 }
 
 /// One selected node in the CRD's per-node shape: a workload phase and why
 /// not Running, the Runner's runs there, the executors it lacks.
-fn runner_node(runner: &Runner, view: &NodeView<'_>, runs: &[&RunStateRecord]) -> Value {
+fn runner_node(runner: &Runner, view: &NodeView<'_>, runs: &RunCounts) -> Value {
     let (phase, message) = match (view.ready, view.cordoned) {
         (true, false) => ("Running", None),
         (_, true) => ("Stopped", Some("the node is cordoned")),
@@ -220,9 +261,9 @@ fn runner_node(runner: &Runner, view: &NodeView<'_>, runs: &[&RunStateRecord]) -
         "phase": phase,
         "message": message,
         "capacity": runner.spec.max_parallel_tasks,
-        "running": count_runs(runs, "Running", Some(view.name)),
-        "succeeded": count_runs(runs, "Succeeded", Some(view.name)),
-        "failed": count_runs(runs, "Failed", Some(view.name)),
+        "running": runs.on(view.name, "Running"),
+        "succeeded": runs.on(view.name, "Succeeded"),
+        "failed": runs.on(view.name, "Failed"),
         "missingExecutors": missing,
     }))
 }

@@ -17,9 +17,10 @@ use veil_crds::schedule::{Schedule, SchedulePhase};
 use veil_crds::task_run::TaskRunPhase;
 
 use super::tasks::strip_nulls;
-use crate::records::RunStateRecord;
+use crate::records::{RunStateRecord, RunStates};
 use crate::schedule::{Decision, RunSummary, ScheduleEvent, ScheduleInput, decide};
 use crate::world::{World, timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Label naming the Schedule that made a TaskRun.
 pub const SCHEDULE_LABEL: &str = "veil.dev/schedule";
@@ -46,9 +47,16 @@ pub struct ScheduleActions {
 type Conditions = [(&'static str, &'static str, String, String); 3];
 
 /// Decides every Schedule; returns the actions and each Schedule's status body and conditions.
+/// The TaskRuns Schedules look through: the pass's TaskRuns (every one,
+/// or the open ones) and, for the incremental planner, the settled ones.
+pub struct ScheduleRuns<'a> {
+    pub runs: &'a [(&'a ObjectKey, &'a str, &'a veil_crds::task_run::TaskRun)],
+    pub settled: Option<&'a super::tasks::settled::SettledRuns>,
+}
+
 pub fn plan_schedules(
     world: &World,
-    runs: &BTreeMap<String, RunStateRecord>,
+    (scope, runs): (&ScheduleRuns<'_>, &RunStates),
     last_times: &BTreeMap<ObjectKey, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> (ScheduleActions, BTreeMap<ObjectKey, (Value, Conditions)>) {
@@ -58,7 +66,7 @@ pub fn plan_schedules(
         let Object::Schedule(schedule) = &*object.object else {
             continue;
         };
-        let owned = owned_runs(world, runs, key);
+        let owned = owned_runs(key, scope, runs);
         let summaries: Vec<RunSummary> = owned.iter().map(|(_, s)| s.clone()).collect();
         let created_at = schedule
             .metadata
@@ -152,39 +160,56 @@ fn task_run(key: &ObjectKey, schedule: &Schedule, name: &str, scheduled: DateTim
     })
 }
 
-/// TaskRuns of the world made by the Schedule `key`, with their summaries.
+/// The TaskRuns the Schedule `key` made, with their summaries, in key
+/// order: those among the pass's TaskRuns and the settled ones.
 fn owned_runs(
-    world: &World,
-    runs: &BTreeMap<String, RunStateRecord>,
     key: &ObjectKey,
+    scope: &ScheduleRuns<'_>,
+    runs: &RunStates,
 ) -> Vec<(ObjectKey, RunSummary)> {
-    world
-        .of_kind(Kind::TaskRun)
-        .filter(|(run_key, _)| run_key.namespace == key.namespace)
-        .filter_map(|(run_key, object)| {
-            let meta = object.object.meta();
-            let labels = meta.labels.as_ref()?;
-            if labels.get(SCHEDULE_LABEL) != Some(&key.name) {
+    let mut owned: Vec<(ObjectKey, RunSummary)> = scope
+        .runs
+        .iter()
+        .filter(|(run_key, _, _)| run_key.namespace == key.namespace)
+        .filter_map(|(run_key, uid, run)| {
+            let meta = &run.metadata;
+            if meta.labels.as_ref()?.get(SCHEDULE_LABEL) != Some(&key.name) {
                 return None;
             }
-            let scheduled = meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SCHEDULED_TIME_ANNOTATION))
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())?
-                .with_timezone(&Utc);
-            let state = meta.uid.as_ref().and_then(|uid| runs.get(uid));
-            Some((
-                run_key.clone(),
-                RunSummary {
-                    name: run_key.name.clone(),
-                    scheduled_time: scheduled,
-                    phase: state.map_or(TaskRunPhase::Pending, |s| phase(&s.phase)),
-                    finished_at: state.and_then(|s| s.finished_at),
-                },
-            ))
+            let summary = run_summary(run_key, meta, runs.get(*uid).map(|s| &**s))?;
+            Some(((*run_key).clone(), summary))
         })
-        .collect()
+        .collect();
+    if let Some(settled) = scope.settled {
+        owned.extend(
+            settled
+                .schedule_runs(&key.namespace, &key.name)
+                .map(|(run_key, summary)| (run_key.clone(), summary.clone())),
+        );
+    }
+    owned.sort_by(|a, b| a.0.cmp(&b.0));
+    owned
+}
+
+/// A TaskRun's summary for its Schedule: `None` without a readable
+/// scheduled-time annotation.
+pub fn run_summary(
+    run_key: &ObjectKey,
+    meta: &ObjectMeta,
+    state: Option<&RunStateRecord>,
+) -> Option<RunSummary> {
+    let scheduled = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SCHEDULED_TIME_ANNOTATION))
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())?
+        .with_timezone(&Utc);
+    Some(RunSummary {
+        name: run_key.name.clone(),
+        scheduled_time: scheduled,
+        phase: state.map_or(TaskRunPhase::Pending, |s| phase(&s.phase)),
+        finished_at: state.and_then(|s| s.finished_at),
+    })
 }
 
 fn phase(name: &str) -> TaskRunPhase {

@@ -21,15 +21,17 @@ use veil_crds::task_run::TaskRun;
 use veil_crds::wire::{ResolvedEnv, RunRef, SecretValue, TaskAssignment};
 
 use crate::agents::NodeObservation;
-use crate::records::{ObjectRef, RunStateRecord};
+use crate::records::{ObjectRef, RunStateRecord, RunStates};
 use crate::runs::is_finished;
-use crate::world::{World, timestamp};
+use crate::world::{World, WorldObject, timestamp};
+
+pub mod settled;
 
 /// What the task plan needs besides the world.
 pub struct TaskInputs<'a> {
     pub world: &'a World,
     pub nodes: &'a BTreeMap<String, NodeObservation>,
-    pub runs: &'a BTreeMap<String, RunStateRecord>,
+    pub runs: &'a RunStates,
     pub now: DateTime<Utc>,
     /// A node silent longer than this is NotReady (3 heartbeat intervals).
     pub node_timeout: chrono::Duration,
@@ -173,32 +175,77 @@ pub fn runner_on<'w>(
         .find(|r| r.spec.node_selector.matches(&view.labels))
 }
 
-/// Plans task placement and assignments.
-pub fn plan_tasks(inputs: &TaskInputs<'_>, views: &BTreeMap<&str, NodeView<'_>>) -> TaskPlan {
-    let mut plan = TaskPlan::default();
+/// The TaskRuns a pass plans and the run states that may be unfinished:
+/// every one ([`Scope::full`]), or, for the incremental planner, those
+/// not settled (see [`settled`]) and the stale ones.
+pub struct Scope<'a> {
+    /// The TaskRuns to plan with their uids, oldest first.
+    pub runs: Vec<(&'a ObjectKey, &'a str, &'a TaskRun)>,
+    /// Uids of the run states that may be unfinished (those of `runs` and
+    /// `stale`); `None`: every run state.
+    pub open: Option<Vec<String>>,
+    /// Run states whose TaskRun is gone.
+    pub stale: Vec<String>,
+}
+
+impl<'a> Scope<'a> {
+    /// Every TaskRun of the world and every run state.
+    pub fn full(world: &'a World, runs: &RunStates) -> Scope<'a> {
+        let tasks = task_runs(world);
+        let live: std::collections::HashSet<&str> = tasks.iter().map(|(_, uid, _)| *uid).collect();
+        let stale = runs
+            .keys()
+            .filter(|uid| !live.contains(uid.as_str()))
+            .cloned()
+            .collect();
+        Scope {
+            runs: tasks,
+            open: None,
+            stale,
+        }
+    }
+
+    /// The run states in scope, read from `runs`.
+    pub fn states<'r>(
+        &'r self,
+        runs: &'r RunStates,
+    ) -> Box<dyn Iterator<Item = &'r RunStateRecord> + 'r> {
+        match &self.open {
+            None => Box::new(runs.values().map(|state| &**state)),
+            Some(uids) => Box::new(
+                uids.iter()
+                    .filter_map(|uid| runs.get(uid.as_str()))
+                    .map(|state| &**state),
+            ),
+        }
+    }
+}
+
+/// Plans task placement and assignments of the TaskRuns in `scope`.
+pub fn plan_tasks(
+    inputs: &TaskInputs<'_>,
+    views: &BTreeMap<&str, NodeView<'_>>,
+    scope: &Scope<'_>,
+) -> TaskPlan {
     let mut active: BTreeMap<String, u32> = BTreeMap::new();
-    for state in inputs.runs.values() {
+    for state in scope.states(inputs.runs) {
         if let Some(node) = &state.node
             && !is_finished(&state.phase)
         {
             *active.entry(node.clone()).or_default() += 1;
         }
     }
-    let runs = task_runs(inputs.world);
-    let live: std::collections::HashSet<&str> = runs.iter().map(|(_, uid, _)| *uid).collect();
-    plan.stale_runs = inputs
-        .runs
-        .keys()
-        .filter(|uid| !live.contains(uid.as_str()))
-        .cloned()
-        .collect();
+    let plan = TaskPlan {
+        stale_runs: scope.stale.clone(),
+        ..TaskPlan::default()
+    };
     let mut planner = RunPlanner {
         inputs,
         views,
         active,
         plan,
     };
-    for &(key, uid, run) in &runs {
+    for &(key, uid, run) in &scope.runs {
         planner.run(key, uid, run);
     }
     let mut plan = planner.plan;
@@ -222,7 +269,7 @@ impl RunPlanner<'_, '_> {
     /// node) when placed, else cancelled, placed, kept waiting or refused.
     fn run(&mut self, key: &ObjectKey, uid: &str, run: &TaskRun) {
         let inputs = self.inputs;
-        let state = inputs.runs.get(uid);
+        let state = inputs.runs.get(uid).map(|s| &**s);
         if state.is_some_and(|s| is_finished(&s.phase)) {
             return;
         }
@@ -375,8 +422,15 @@ fn least_busy(
 
 /// TaskRuns of the world with their uid, oldest first.
 fn task_runs(world: &World) -> Vec<(&ObjectKey, &str, &TaskRun)> {
-    let mut runs: Vec<_> = world
-        .of_kind(Kind::TaskRun)
+    oldest_first(world.of_kind(Kind::TaskRun))
+}
+
+/// The TaskRuns among `objects` with their uid, oldest first (creation
+/// time, then key).
+pub fn oldest_first<'a>(
+    objects: impl Iterator<Item = (&'a ObjectKey, &'a WorldObject)>,
+) -> Vec<(&'a ObjectKey, &'a str, &'a TaskRun)> {
+    let mut runs: Vec<_> = objects
         .filter_map(|(key, o)| match &*o.object {
             Object::TaskRun(run) => {
                 Some((key, run.metadata.uid.as_deref().unwrap_or_default(), &**run))
@@ -384,7 +438,7 @@ fn task_runs(world: &World) -> Vec<(&ObjectKey, &str, &TaskRun)> {
             _ => None,
         })
         .collect();
-    runs.sort_by_key(|(key, _, run)| {
+    runs.sort_by_cached_key(|(key, _, run)| {
         (
             run.metadata
                 .creation_timestamp

@@ -57,7 +57,7 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
         world,
         previous,
         nodes: &BTreeMap::new(),
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now,
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),
@@ -369,7 +369,7 @@ fn heartbeats_rewrite_a_node_status_only_every_few_minutes() {
             world: &world,
             previous,
             nodes: &seen(at),
-            runs: &BTreeMap::new(),
+            runs: &Default::default(),
             now: at,
             node_timeout: chrono::Duration::seconds(30),
             last_schedule_times: &BTreeMap::new(),
@@ -409,7 +409,7 @@ fn a_node_whose_agent_cannot_write_its_journal_says_so_and_clears_it() {
             world: &world,
             previous,
             nodes: &nodes,
-            runs: &BTreeMap::new(),
+            runs: &Default::default(),
             now: t0,
             node_timeout: chrono::Duration::seconds(30),
             last_schedule_times: &BTreeMap::new(),
@@ -460,7 +460,7 @@ fn the_memo_reuses_unchanged_statuses_and_never_changes_one() {
             world: &world,
             previous,
             nodes: &seen_at(last_seen),
-            runs: &BTreeMap::new(),
+            runs: &Default::default(),
             now,
             node_timeout: chrono::Duration::seconds(30),
             last_schedule_times: &BTreeMap::new(),
@@ -547,7 +547,7 @@ spec:
     let inputs = tasks::TaskInputs {
         world: &world,
         nodes: &nodes,
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now: t,
         node_timeout: chrono::Duration::seconds(30),
     };
@@ -567,7 +567,7 @@ spec:
     // The claimed labels are shown in status, only there.
     let status = nodes::node_status(
         Some(&views["edge-1"]),
-        &BTreeMap::new(),
+        0,
         chrono::Duration::seconds(30),
         None,
     )
@@ -576,6 +576,7 @@ spec:
 }
 
 mod runners;
+mod tasks_incremental;
 
 /// `plan` stays pure: outside its tests, no file of it reaches the store,
 /// the sinks, the API, the sources or the controller (it reads plain data

@@ -100,7 +100,7 @@ fn every_status_of_the_examples_is_declared_in_its_crd() {
         world: &world,
         previous: &Statuses::new(),
         nodes: &nodes,
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now,
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),

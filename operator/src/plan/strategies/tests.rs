@@ -72,7 +72,7 @@ fn plan_with(yaml: &str, nodes: &BTreeMap<String, NodeObservation>) -> Plan {
         world: &world,
         previous: &Statuses::new(),
         nodes,
-        runs: &BTreeMap::new(),
+        runs: &Default::default(),
         now: t0(),
         node_timeout: chrono::Duration::seconds(30),
         last_schedule_times: &BTreeMap::new(),

@@ -72,9 +72,9 @@ fn a_runner_counts_its_own_runs_per_node_and_names_missing_executors() {
             log_tail: Vec::new(),
             updated_at: t,
         };
-        (uid, record)
+        (uid, std::sync::Arc::new(record))
     };
-    let runs = BTreeMap::from([
+    let runs = crate::records::RunStates::from_iter([
         state("team-a", "a1", "Succeeded"),
         state("team-a", "a2", "Failed"),
         state("team-a", "a3", "Running"),

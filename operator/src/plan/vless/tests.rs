@@ -196,7 +196,7 @@ impl Case {
     /// same plan (every VLESS test is also a test that neither the memo nor
     /// incremental planning ever changes a status).
     fn plan(&self) -> Plan {
-        let runs = BTreeMap::new();
+        let runs = crate::records::RunStates::new();
         let times = BTreeMap::new();
         let inputs = |memo| PlanInputs {
             world: &self.world,

@@ -166,3 +166,31 @@ pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The reconcile passes so far: (seconds spent, count).
+pub(crate) async fn pass_totals(op: &Operator) -> (f64, f64) {
+    let sum = op.metric("veil_reconcile_pass_duration_seconds_sum").await;
+    let count = op
+        .metric("veil_reconcile_pass_duration_seconds_count")
+        .await;
+    (sum.unwrap_or(0.0), count.unwrap_or(0.0))
+}
+
+/// User + system CPU seconds the process `pid` used so far.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, counted from 1.
+    (ticks(11) + ticks(12)) / 100.0
+}

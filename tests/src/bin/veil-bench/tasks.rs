@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Agent, Operator, OperatorOptions, ms, peak_rss_kib, percentile, write_atomically};
+use super::{
+    Agent, Operator, OperatorOptions, cpu_seconds, ms, pass_totals, peak_rss_kib, percentile,
+    write_atomically,
+};
 
 const RUNNER: &str = "apiVersion: veil.dev/v1alpha1\nkind: Runner\nmetadata:\n  name: bench\nspec:\n  nodeSelector:\n    matchLabels:\n      role: bench\n  maxParallelTasks: 16\n  executors: [shell]\n";
 
@@ -223,6 +226,7 @@ async fn agent_idle(agents: &[Agent; 2]) {
 /// `count` more runs (files of 100) once the history holds every run so far.
 async fn throughput_with_history(op: &Operator, dir: &Path, count: usize) {
     let before = finished(op).await.1;
+    let (cpu_before, passes_before) = (cpu_seconds(op.pid()), pass_totals(op).await);
     let started = Instant::now();
     for file in 0..count.div_ceil(100) {
         let n = 100.min(count - file * 100);
@@ -239,10 +243,15 @@ async fn throughput_with_history(op: &Operator, dir: &Path, count: usize) {
     )
     .await;
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds(op.pid()) - cpu_before;
+    let passes = pass_totals(op).await;
+    let (pass_seconds, pass_count) = (passes.0 - passes_before.0, passes.1 - passes_before.1);
     println!(
-        "taskruns_throughput_with_history: runs={count} with {before} finished in history elapsed={:.1}s rate={:.0} runs/s (target >= 250 runs/s)",
+        "taskruns_throughput_with_history: runs={count} with {before} finished in history elapsed={:.1}s rate={:.0} runs/s (target >= 250 runs/s); operator cpu={:.1}s passes={pass_count:.0} pass_mean={:.1}ms",
         elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
+        count as f64 / elapsed.as_secs_f64(),
+        cpu,
+        pass_seconds * 1000.0 / pass_count.max(1.0),
     );
 }
 

@@ -11,7 +11,7 @@ use veil_agent::drivers::xray::api::XrayApi;
 use veil_e2e::process::{Agent, AgentOptions, Operator, free_port};
 use veil_e2e::xray::{RealityDest, xray_binary};
 
-use super::{ms, percentile, write_atomically};
+use super::{cpu_seconds, ms, pass_totals, percentile, write_atomically};
 
 /// Keys on the one server: `VEIL_BENCH_VLESS_KEYS` (default 10,000).
 static KEYS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
@@ -320,34 +320,6 @@ async fn touch_every_user(port: u16, echo: std::net::SocketAddr) {
     while let Some(done) = tasks.join_next().await {
         done.expect("user request");
     }
-}
-
-/// The reconcile passes so far: (seconds spent, count).
-async fn pass_totals(op: &Operator) -> (f64, f64) {
-    let sum = op.metric("veil_reconcile_pass_duration_seconds_sum").await;
-    let count = op
-        .metric("veil_reconcile_pass_duration_seconds_count")
-        .await;
-    (sum.unwrap_or(0.0), count.unwrap_or(0.0))
-}
-
-/// User + system CPU seconds the process `pid` used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime: fields 14 and 15 of the line, counted from 1.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
