@@ -130,12 +130,7 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
     };
     let views = tasks::node_views(&task_inputs);
     let scope = match planner.as_deref_mut() {
-        Some(planner) => {
-            let made = planner.keys.made(inputs.previous);
-            planner
-                .runs
-                .scope(inputs.world, inputs.runs, inputs.nodes, made)
-        }
+        Some(planner) => planner.task_scope(inputs),
         None => tasks::Scope::full(inputs.world, inputs.runs),
     };
     let task_plan = tasks::plan_tasks(&task_inputs, &views, &scope);
@@ -145,26 +140,12 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
     }
     let settled = planner.as_deref().map(|p| &p.runs);
     let owners = RunOwners::index(inputs.world, &views, &scope, &runs, settled);
-    let (schedule_actions, schedule_statuses) = schedules::plan_schedules(
-        inputs.world,
-        (
-            &schedules::ScheduleRuns {
-                runs: &scope.runs,
-                settled,
-            },
-            &runs,
-        ),
-        inputs.last_schedule_times,
-        inputs.now,
-    );
-    let strategy_plan = strategies::plan_strategies(
-        strategies::members::Sources {
-            world: inputs.world,
-            previous: inputs.previous,
-            secrets: inputs.secrets,
-        },
-        &views,
-    );
+    let schedule_runs = schedules::ScheduleRuns {
+        runs: &scope.runs,
+        settled,
+    };
+    let (schedule_actions, schedule_statuses) = plan_schedules(inputs, &schedule_runs, &runs);
+    let strategy_plan = plan_strategies(inputs, &views);
     let vless_plan = plan_vless_with(inputs, &views, planner.as_deref_mut().map(|p| &mut p.keys));
     let mut bodies = KindBodies {
         views: &views,
@@ -178,26 +159,10 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
         vless: vless_plan.statuses,
         kept: None,
     };
-    let built = match planner.as_deref() {
-        Some(planner) if planner.keys.made(inputs.previous) => {
-            incremental::build_changed_statuses(inputs, &mut bodies, planner)
-        }
-        Some(planner) => {
-            bodies.kept = Some((Box::new(planner.keys.kept()) as KeptKeys<'_>).peekable());
-            build_statuses(inputs, &mut bodies)
-        }
-        None => build_statuses(inputs, &mut bodies),
-    };
+    let built = build_every_status(inputs, &mut bodies, planner.as_deref());
     drop(bodies);
     if let Some(planner) = planner {
-        planner.keys.record(&built.statuses);
-        let runner_of = |uid: &str| {
-            owners
-                .runner_of
-                .get(uid)
-                .and_then(|runner| runner.metadata.name.clone())
-        };
-        planner.runs.settle(inputs.world, &runs, runner_of);
+        planner.record(inputs.world, &built.statuses, &runs, &owners.runner_names());
     }
     Plan {
         statuses: built.statuses,
@@ -215,6 +180,52 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
         traffic_baselines: vless_plan.baselines,
         stale_baselines: vless_plan.stale_baselines,
         wake_at: vless_plan.wake_at,
+    }
+}
+
+/// The Schedules' decisions and statuses, from the TaskRuns they made.
+fn plan_schedules(
+    inputs: &PlanInputs<'_>,
+    scope: &schedules::ScheduleRuns<'_>,
+    runs: &RunStates,
+) -> (
+    schedules::ScheduleActions,
+    BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+) {
+    let times = inputs.last_schedule_times;
+    schedules::plan_schedules(inputs.world, (scope, runs), times, inputs.now)
+}
+
+/// The Strategies' placement and statuses.
+fn plan_strategies(
+    inputs: &PlanInputs<'_>,
+    views: &BTreeMap<&str, tasks::NodeView<'_>>,
+) -> strategies::StrategyPlan {
+    let sources = strategies::members::Sources {
+        world: inputs.world,
+        previous: inputs.previous,
+        secrets: inputs.secrets,
+    };
+    strategies::plan_strategies(sources, views)
+}
+
+/// Every object's finished status: only the changed ones when the
+/// planner made the previous statuses, else all (with the VlessKeys the
+/// key cache keeps).
+fn build_every_status<'a>(
+    inputs: &PlanInputs<'_>,
+    bodies: &mut KindBodies<'a>,
+    planner: Option<&'a Planner>,
+) -> BuiltStatuses {
+    match planner {
+        Some(planner) if planner.keys.made(inputs.previous) => {
+            incremental::build_changed_statuses(inputs, bodies, planner)
+        }
+        Some(planner) => {
+            bodies.kept = Some((Box::new(planner.keys.kept()) as KeptKeys<'_>).peekable());
+            build_statuses(inputs, bodies)
+        }
+        None => build_statuses(inputs, bodies),
     }
 }
 
@@ -300,6 +311,16 @@ impl<'w> RunOwners<'w> {
             }
         }
         owners
+    }
+}
+
+impl RunOwners<'_> {
+    /// The name of each placed run's Runner, by run uid.
+    fn runner_names(&self) -> HashMap<&str, &str> {
+        self.runner_of
+            .iter()
+            .map(|(uid, runner)| (*uid, runner.metadata.name.as_deref().unwrap_or_default()))
+            .collect()
     }
 }
 

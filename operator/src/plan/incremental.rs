@@ -4,9 +4,10 @@
 //! test in `tests/incremental.rs` checks that after every step of random
 //! histories.
 //!
-//! Today the VlessKeys, by far the most numerous objects, are planned
-//! incrementally (see [`super::vless::KeyCache`] for what marks a key);
-//! the other kinds are planned whole each pass.
+//! The VlessKeys and the TaskRuns, by far the most numerous objects, are
+//! planned incrementally (see [`super::vless::KeyCache`] for what marks a
+//! key, [`SettledRuns`] for what keeps a finished run); the other kinds
+//! are planned whole each pass.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,14 +33,36 @@ impl Planner {
     pub fn step(&mut self, inputs: &PlanInputs<'_>) -> Plan {
         plan_with(inputs, Some(self))
     }
+
+    /// The TaskRuns this pass plans (see [`SettledRuns::scope`]).
+    pub(super) fn task_scope<'w>(&mut self, inputs: &PlanInputs<'w>) -> super::tasks::Scope<'w> {
+        let made = self.keys.made(inputs.previous);
+        self.runs
+            .scope(inputs.world, inputs.runs, inputs.nodes, made)
+    }
+
+    /// Takes what the pass finished: its statuses, and its run states
+    /// (`runs`, with the pass's changes) with each placed run's Runner.
+    pub(super) fn record(
+        &mut self,
+        world: &crate::world::World,
+        statuses: &Statuses,
+        runs: &crate::records::RunStates,
+        runners: &HashMap<&str, &str>,
+    ) {
+        self.keys.record(statuses);
+        let runner_of = |uid: &str| runners.get(uid).map(|name| (*name).to_owned());
+        self.runs.settle(world, runs, runner_of);
+    }
 }
 
 /// The statuses of a pass whose previous statuses are the very ones the
 /// key cache last recorded (nothing replaced any since): those, with every
-/// object of the other kinds built again and the VlessKeys the cache
-/// recomputed or forgot updated. The same statuses, phase counts and memo
-/// entries as [`super::build_statuses`] gives, in time proportional to the
-/// other kinds and the changed keys, not to every key.
+/// object of the other kinds built again, the open TaskRuns built, and the
+/// VlessKeys the cache recomputed or forgot and the TaskRuns gone updated.
+/// The same statuses, phase counts and memo entries as
+/// [`super::build_statuses`] gives, in time proportional to the other
+/// kinds, the open runs and the changed keys, not to every key or run.
 pub(super) fn build_changed_statuses(
     inputs: &PlanInputs<'_>,
     bodies: &mut KindBodies<'_>,
@@ -52,31 +75,8 @@ pub(super) fn build_changed_statuses(
         phase_counts: HashMap::new(),
         touched: Vec::new(),
     };
-    for key in planner.runs.gone() {
-        out.remove(key);
-    }
-    for key in planner.runs.open() {
-        if let Some(object) = inputs.world.objects.get(key) {
-            out.build(key, object, inputs, bodies);
-        }
-    }
-    let planned_whole = |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun);
-    for kind in Kind::ALL.into_iter().filter(planned_whole) {
-        let first = ObjectKey::new(kind, "", "");
-        let gone: Vec<ObjectKey> = inputs
-            .previous
-            .range(first..)
-            .take_while(|(key, _)| key.kind == kind)
-            .filter(|(key, _)| !inputs.world.objects.contains_key(*key))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in &gone {
-            out.remove(key);
-        }
-        for (key, object) in inputs.world.of_kind(kind) {
-            out.build(key, object, inputs, bodies);
-        }
-    }
+    out.build_tasks(inputs, bodies, &planner.runs);
+    out.build_whole_kinds(inputs, bodies);
     for key in cache.recomputed() {
         match inputs.world.objects.get(key) {
             Some(object) => out.build(key, object, inputs, bodies),
@@ -86,20 +86,7 @@ pub(super) fn build_changed_statuses(
     for key in cache.forgotten() {
         out.remove(key);
     }
-    let mut phase_counts: BTreeMap<(Kind, String), i64> = out
-        .phase_counts
-        .into_iter()
-        .filter(|((kind, _), _)| *kind != Kind::VlessKey)
-        .map(|((kind, phase), count)| ((kind, phase.to_string()), count))
-        .collect();
-    for (phase, count) in cache.phase_counts() {
-        phase_counts.insert((Kind::VlessKey, phase.to_string()), count);
-    }
-    for (phase, count) in planner.runs.phase_counts() {
-        *phase_counts
-            .entry((Kind::TaskRun, phase.to_string()))
-            .or_default() += count;
-    }
+    let phase_counts = phase_counts(std::mem::take(&mut out.phase_counts), planner);
     out.touched.sort();
     out.touched.dedup();
     BuiltStatuses {
@@ -111,6 +98,28 @@ pub(super) fn build_changed_statuses(
             keys: out.touched,
         }),
     }
+}
+
+/// The phase counts of the objects built this pass (VlessKeys aside),
+/// with those of the keys and settled TaskRuns the planner keeps.
+fn phase_counts(
+    built: HashMap<(Kind, Arc<str>), i64>,
+    planner: &Planner,
+) -> BTreeMap<(Kind, String), i64> {
+    let mut counts: BTreeMap<(Kind, String), i64> = built
+        .into_iter()
+        .filter(|((kind, _), _)| *kind != Kind::VlessKey)
+        .map(|((kind, phase), count)| ((kind, phase.to_string()), count))
+        .collect();
+    for (phase, count) in planner.keys.phase_counts() {
+        counts.insert((Kind::VlessKey, phase.to_string()), count);
+    }
+    for (phase, count) in planner.runs.phase_counts() {
+        *counts
+            .entry((Kind::TaskRun, phase.to_string()))
+            .or_default() += count;
+    }
+    counts
 }
 
 /// The statuses being updated, with their memo and the phase counts of
@@ -161,6 +170,46 @@ impl Changed {
         });
         if inputs.memo.is_some() && !kept {
             self.memo.insert(key.clone(), status);
+        }
+    }
+
+    /// The TaskRuns: the gone ones' statuses dropped, the open ones built
+    /// (the settled ones keep theirs).
+    fn build_tasks(
+        &mut self,
+        inputs: &PlanInputs<'_>,
+        bodies: &mut KindBodies<'_>,
+        runs: &SettledRuns,
+    ) {
+        for key in runs.gone() {
+            self.remove(key);
+        }
+        for key in runs.open() {
+            if let Some(object) = inputs.world.objects.get(key) {
+                self.build(key, object, inputs, bodies);
+            }
+        }
+    }
+
+    /// The kinds planned whole each pass: every object built, the
+    /// statuses of those gone dropped.
+    fn build_whole_kinds(&mut self, inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) {
+        let planned_whole = |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun);
+        for kind in Kind::ALL.into_iter().filter(planned_whole) {
+            let first = ObjectKey::new(kind, "", "");
+            let gone: Vec<ObjectKey> = inputs
+                .previous
+                .range(first..)
+                .take_while(|(key, _)| key.kind == kind)
+                .filter(|(key, _)| !inputs.world.objects.contains_key(*key))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in &gone {
+                self.remove(key);
+            }
+            for (key, object) in inputs.world.of_kind(kind) {
+                self.build(key, object, inputs, bodies);
+            }
         }
     }
 

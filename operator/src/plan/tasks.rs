@@ -578,8 +578,19 @@ pub fn task_run_status(
         "exitCode": state.and_then(|s| s.exit_code),
         "logTail": state.map(|s| s.log_tail.clone()).unwrap_or_default(),
     });
-    let why = reason.clone().unwrap_or_else(|| phase.clone());
-    let conditions = match phase.as_str() {
+    let why = reason.unwrap_or_else(|| phase.clone());
+    let conditions = task_run_conditions(&phase, why, message);
+    (strip_nulls(status), conditions)
+}
+
+/// A TaskRun's conditions in `phase`; `why` is the reason of a run that
+/// failed or was cancelled.
+fn task_run_conditions(
+    phase: &str,
+    why: String,
+    message: String,
+) -> [(&'static str, &'static str, String, String); 3] {
+    match phase {
         "Succeeded" => [
             (
                 "Ready",
@@ -615,8 +626,7 @@ pub fn task_run_status(
             ("Reconciling", "True", "Pending".to_owned(), message),
             ("Stalled", "False", "Pending".to_owned(), String::new()),
         ],
-    };
-    (strip_nulls(status), conditions)
+    }
 }
 
 /// Drops `null` fields so statuses stay small and compare stably.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
-use veil_crds::wire::ServerAssignment;
+use veil_crds::wire::{ServerAssignment, Users};
 
 use super::tasks::NodeView;
 use crate::records::TrafficBaselineRecord;
@@ -85,30 +85,11 @@ pub fn plan_vless(inputs: &VlessInputs<'_>) -> VlessPlan {
         inputs.traffic,
         inputs.now,
     );
-    let mut user_sets = users::user_sets(&keys);
     let mut plan = VlessPlan {
         baselines,
         ..VlessPlan::default()
     };
-
-    // (users_hash, users) of every server that has an assignment.
-    let mut assigned: BTreeMap<&ObjectKey, (String, usize)> = BTreeMap::new();
-    for (&key, server) in &servers {
-        let Ok(reality) = &server.reality else {
-            continue;
-        };
-        let users = user_sets.remove(key).unwrap_or_default();
-        let count = users.len();
-        let assignment = users::assignment(server, reality, users);
-        assigned.insert(key, (assignment.vless.users_hash.clone(), count));
-        for node in &server.nodes {
-            plan.assignments
-                .entry(node.clone())
-                .or_default()
-                .push(assignment.clone());
-        }
-    }
-
+    let assigned = assign_servers(&servers, users::user_sets(&keys), &mut plan);
     for (&key, server) in &servers {
         let users = assigned.get(key).map_or(0, |(_, users)| *users);
         plan.statuses.insert(
@@ -134,13 +115,38 @@ pub fn plan_vless(inputs: &VlessInputs<'_>) -> VlessPlan {
             ),
         );
     }
-
     plan.wake_at = keys
         .iter()
         .filter_map(|key| next_change(key, inputs.now))
         .min();
     plan.stale_baselines = stale_baselines(inputs.world, inputs.traffic);
     plan
+}
+
+/// Adds every server's assignment (with its users) to its nodes'; returns
+/// the users hash and user count of each server that has one.
+fn assign_servers<'s>(
+    servers: &'s BTreeMap<&ObjectKey, servers::Server<'_>>,
+    mut user_sets: BTreeMap<&ObjectKey, Users>,
+    plan: &mut VlessPlan,
+) -> BTreeMap<&'s ObjectKey, (String, usize)> {
+    let mut assigned = BTreeMap::new();
+    for (&key, server) in servers {
+        let Ok(reality) = &server.reality else {
+            continue;
+        };
+        let users = user_sets.remove(key).unwrap_or_default();
+        let count = users.len();
+        let assignment = users::assignment(server, reality, users);
+        assigned.insert(key, (assignment.vless.users_hash.clone(), count));
+        for node in &server.nodes {
+            plan.assignments
+                .entry(node.clone())
+                .or_default()
+                .push(assignment.clone());
+        }
+    }
+    assigned
 }
 
 /// When time alone next changes `key`: its expiry (unless it is in error

@@ -46,25 +46,10 @@ pub fn strategy_status(
     let desired = nodes.len() - incapable.len();
     let conditions = conditions(entry, resolved, &nodes[..desired], incapable, &failures);
     let phase = summary_phase(&conditions, matches!(entry.role, Role::Backup { .. }));
-    let mut active = nodes[..desired]
-        .iter()
-        .map(|n| n.active_strategy.as_deref());
-    let first = active.next().flatten();
-    let active_strategy = active
-        .all(|name| name == first)
-        .then(|| first.map(str::to_owned))
-        .flatten();
-    let lowest = nodes[..desired]
-        .iter()
-        .filter(|n| n.score.is_some())
-        .min_by(|a, b| {
-            a.score
-                .partial_cmp(&b.score)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+    let lowest = lowest_score(&nodes[..desired]);
     let status = StrategyStatus {
         phase: Some(phase),
-        active_strategy,
+        active_strategy: common_active(&nodes[..desired]),
         score: lowest.and_then(|n| n.score),
         fail_phase: lowest.and_then(|n| n.fail_phase.clone()),
         desired_nodes: count(desired),
@@ -81,6 +66,25 @@ pub fn strategy_status(
         serde_json::to_value(&status).unwrap_or(Value::Null),
         conditions,
     )
+}
+
+/// The strategy every desired node has active, when they agree.
+fn common_active(nodes: &[StrategyNodeStatus]) -> Option<String> {
+    let mut active = nodes.iter().map(|n| n.active_strategy.as_deref());
+    let first = active.next().flatten();
+    active
+        .all(|name| name == first)
+        .then(|| first.map(str::to_owned))
+        .flatten()
+}
+
+/// The desired node with the lowest score (the weakest link).
+fn lowest_score(nodes: &[StrategyNodeStatus]) -> Option<&StrategyNodeStatus> {
+    nodes.iter().filter(|n| n.score.is_some()).min_by(|a, b| {
+        a.score
+            .partial_cmp(&b.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })
 }
 
 /// The Strategy on one node, and `(reason, "node: message")` when the

@@ -92,23 +92,8 @@ impl SettledRuns {
         let mut candidates: BTreeSet<String> = std::mem::take(&mut self.stale);
         self.gone.clear();
         for key in changed.iter().filter(|key| key.kind == Kind::TaskRun) {
-            if let Some(uid) = uid_of(&self.world, key) {
-                self.uids.remove(&uid);
-                candidates.insert(uid);
-            }
-            self.reopen(key);
-            match uid_of(&world.objects, key) {
-                Some(uid) => {
-                    self.uids.insert(uid, key.clone());
-                    self.open.insert(key.clone());
-                }
-                None if world.objects.contains_key(key) => {
-                    self.open.insert(key.clone());
-                }
-                None => {
-                    self.open.remove(key);
-                    self.gone.push(key.clone());
-                }
+            if let Some(old) = self.follow(key, &world.objects) {
+                candidates.insert(old);
             }
         }
         let changed_runs: Vec<String> = changed_keys(&self.runs, runs).cloned().collect();
@@ -137,6 +122,27 @@ impl SettledRuns {
             open: Some(uids),
             stale: self.stale.iter().cloned().collect(),
         }
+    }
+
+    /// Follows the TaskRun `key`, which changed in `objects` since the last
+    /// pass: planned this pass if it is still there, else gone. Returns
+    /// the uid it had (its run state may now be stale).
+    fn follow(&mut self, key: &ObjectKey, objects: &WorldObjects) -> Option<String> {
+        let old = uid_of(&self.world, key);
+        if let Some(uid) = &old {
+            self.uids.remove(uid);
+        }
+        self.reopen(key);
+        if let Some(uid) = uid_of(objects, key) {
+            self.uids.insert(uid, key.clone());
+        }
+        if objects.contains_key(key) {
+            self.open.insert(key.clone());
+        } else {
+            self.open.remove(key);
+            self.gone.push(key.clone());
+        }
+        old
     }
 
     /// After the pass: every open TaskRun whose run state (as the pass

@@ -177,14 +177,7 @@ pub fn resolve_one<'a>(
     // xray compares emails without regard to case: `Alice@x` and
     // `alice@x` are one user to it, so they are one email here too.
     let state = match holder {
-        Some(holder) => KeyState::Error(Problem {
-            reason: "DuplicateEmail",
-            message: format!(
-                "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier; xray ignores case in emails); set a different `email`",
-                server_key.name, holder.name
-            ),
-            stalled: true,
-        }),
+        Some(holder) => KeyState::Error(duplicate_email(&email, server_key, holder)),
         None => lifecycle(object, &usage, server, id.is_some(), now),
     };
     let resolved = Key {
@@ -198,6 +191,18 @@ pub fn resolve_one<'a>(
         state,
     };
     (resolved, baseline)
+}
+
+/// The error of a key whose email an older key on the server holds.
+fn duplicate_email(email: &str, server: &ObjectKey, holder: &ObjectKey) -> Problem {
+    Problem {
+        reason: "DuplicateEmail",
+        message: format!(
+            "email `{email}` is already used on ProtocolServer {} by VlessKey {} (created earlier; xray ignores case in emails); set a different `email`",
+            server.name, holder.name
+        ),
+        stalled: true,
+    }
 }
 
 /// Disabled, expired, over the limit, or eligible (and what it waits for).

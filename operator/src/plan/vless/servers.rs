@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use veil_crds::common::WorkloadPhase;
+use veil_crds::common::{SecretKeyRef, WorkloadPhase};
 use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
 use veil_crds::protocol_server::{Protocol, ProtocolServer, VlessServer};
@@ -123,38 +123,8 @@ fn reality_keys(
     vless: &VlessServer,
     secrets: &GeneratedSecrets,
 ) -> Result<RealityKeys, Problem> {
-    let stalled = |reason, message| Problem {
-        reason,
-        message,
-        stalled: true,
-    };
     let private = match &vless.reality.private_key_secret_ref {
-        Some(reference) => {
-            let name = reference.name.as_str();
-            let secret = ObjectKey::new(Kind::Secret, &key.namespace, name);
-            let where_ = format!(
-                "Secret {}/{name} (spec.vless.reality.privateKeySecretRef)",
-                key.namespace
-            );
-            if !world.objects.contains_key(&secret) {
-                return Err(stalled(
-                    "SecretNotFound",
-                    format!(
-                        "{where_} does not exist; create it with key `{}` holding an x25519 private key (`xray x25519`), or remove privateKeySecretRef to have a key pair generated",
-                        reference.key
-                    ),
-                ));
-            }
-            secret_value(world, &key.namespace, name, &reference.key).ok_or_else(|| {
-                stalled(
-                    "SecretKeyNotFound",
-                    format!(
-                        "{where_} has no key `{}`; add it with the x25519 private key (`xray x25519`)",
-                        reference.key
-                    ),
-                )
-            })?
-        }
+        Some(reference) => referenced_private_key(world, key, reference)?,
         None => {
             let uid = server.metadata.uid.as_deref().unwrap_or_default();
             secrets
@@ -169,7 +139,7 @@ fn reality_keys(
         }
     };
     let invalid = |error: reality::RealityKeyError| {
-        stalled(
+        stalled_by(
             "InvalidPrivateKey",
             format!("the Reality private key of this server is unusable: {error}"),
         )
@@ -177,5 +147,46 @@ fn reality_keys(
     Ok(RealityKeys {
         public: reality::public_key(&private).map_err(invalid)?,
         private: reality::canonical_private_key(&private).map_err(invalid)?,
+    })
+}
+
+/// A problem that stalls the server until its spec or a Secret changes.
+fn stalled_by(reason: &'static str, message: String) -> Problem {
+    Problem {
+        reason,
+        message,
+        stalled: true,
+    }
+}
+
+/// The private key in the Secret `privateKeySecretRef` names.
+fn referenced_private_key(
+    world: &World,
+    key: &ObjectKey,
+    reference: &SecretKeyRef,
+) -> Result<String, Problem> {
+    let name = reference.name.as_str();
+    let secret = ObjectKey::new(Kind::Secret, &key.namespace, name);
+    let where_ = format!(
+        "Secret {}/{name} (spec.vless.reality.privateKeySecretRef)",
+        key.namespace
+    );
+    if !world.objects.contains_key(&secret) {
+        return Err(stalled_by(
+            "SecretNotFound",
+            format!(
+                "{where_} does not exist; create it with key `{}` holding an x25519 private key (`xray x25519`), or remove privateKeySecretRef to have a key pair generated",
+                reference.key
+            ),
+        ));
+    }
+    secret_value(world, &key.namespace, name, &reference.key).ok_or_else(|| {
+        stalled_by(
+            "SecretKeyNotFound",
+            format!(
+                "{where_} has no key `{}`; add it with the x25519 private key (`xray x25519`)",
+                reference.key
+            ),
+        )
     })
 }
