@@ -400,7 +400,10 @@ impl KindBodies<'_> {
             Object::Schedule(_) => plain(self.schedules.remove(key)?),
             Object::VeilNode(_) => {
                 let view = self.views.get(key.name.as_str());
-                let previous = parse(previous);
+                // Only a node with an agent reads its last status (the
+                // heartbeat it showed): parsing is most of a quiet node's cost.
+                let observed = view.is_some_and(|v| v.observation.is_some());
+                let previous = if observed { parse(previous) } else { None };
                 let running = self.running.get(key.name.as_str()).copied().unwrap_or(0);
                 let (body, conditions) =
                     nodes::node_status(view, running, self.node_timeout, previous.as_ref());

@@ -26,6 +26,10 @@ use crate::world::WorldObject;
 pub struct Planner {
     pub(super) keys: vless::KeyCache,
     pub(super) runs: SettledRuns,
+    /// The world the last pass saw.
+    world: crate::world::WorldObjects,
+    /// Objects that left the world since the last pass.
+    gone: Vec<ObjectKey>,
 }
 
 impl Planner {
@@ -35,10 +39,26 @@ impl Planner {
     }
 
     /// The TaskRuns this pass plans (see [`SettledRuns::scope`]).
+    /// Follows the world's changes since the last pass and returns the
+    /// TaskRuns this pass plans (see [`SettledRuns::scope`]).
     pub(super) fn task_scope<'w>(&mut self, inputs: &PlanInputs<'w>) -> super::tasks::Scope<'w> {
+        let objects = &inputs.world.objects;
+        let changed: Vec<ObjectKey> = crate::world::changed_keys(&self.world, objects)
+            .cloned()
+            .collect();
+        self.gone = changed
+            .iter()
+            .filter(|key| !objects.contains_key(*key))
+            .cloned()
+            .collect();
+        self.world = objects.clone();
         let made = self.keys.made(inputs.previous);
-        self.runs
-            .scope(inputs.world, inputs.runs, inputs.nodes, made)
+        let context = super::tasks::settled::Context {
+            changed: &changed,
+            nodes: inputs.nodes,
+            made,
+        };
+        self.runs.scope(inputs.world, inputs.runs, context)
     }
 
     /// Takes what the pass finished: its statuses, and its run states
@@ -75,6 +95,9 @@ pub(super) fn build_changed_statuses(
         phase_counts: HashMap::new(),
         touched: Vec::new(),
     };
+    for key in planner.gone.iter().filter(|key| key.kind != Kind::VlessKey) {
+        out.remove(key);
+    }
     out.build_tasks(inputs, bodies, &planner.runs);
     out.build_whole_kinds(inputs, bodies);
     for key in cache.recomputed() {
@@ -173,17 +196,13 @@ impl Changed {
         }
     }
 
-    /// The TaskRuns: the gone ones' statuses dropped, the open ones built
-    /// (the settled ones keep theirs).
+    /// The open TaskRuns built (the settled ones keep their statuses).
     fn build_tasks(
         &mut self,
         inputs: &PlanInputs<'_>,
         bodies: &mut KindBodies<'_>,
         runs: &SettledRuns,
     ) {
-        for key in runs.gone() {
-            self.remove(key);
-        }
         for key in runs.open() {
             if let Some(object) = inputs.world.objects.get(key) {
                 self.build(key, object, inputs, bodies);
@@ -191,22 +210,10 @@ impl Changed {
         }
     }
 
-    /// The kinds planned whole each pass: every object built, the
-    /// statuses of those gone dropped.
+    /// The kinds planned whole each pass: every object built.
     fn build_whole_kinds(&mut self, inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) {
         let planned_whole = |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun);
         for kind in Kind::ALL.into_iter().filter(planned_whole) {
-            let first = ObjectKey::new(kind, "", "");
-            let gone: Vec<ObjectKey> = inputs
-                .previous
-                .range(first..)
-                .take_while(|(key, _)| key.kind == kind)
-                .filter(|(key, _)| !inputs.world.objects.contains_key(*key))
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in &gone {
-                self.remove(key);
-            }
             for (key, object) in inputs.world.of_kind(kind) {
                 self.build(key, object, inputs, bodies);
             }

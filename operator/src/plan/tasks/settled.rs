@@ -45,8 +45,6 @@ pub struct SettledRuns {
     uids: HashMap<String, ObjectKey>,
     /// Run states whose TaskRun was gone at the last pass.
     stale: BTreeSet<String>,
-    /// TaskRuns that left the world since the last pass.
-    gone: Vec<ObjectKey>,
     /// The world, run states and registered nodes the last pass saw.
     world: WorldObjects,
     runs: RunStates,
@@ -59,6 +57,16 @@ pub struct SettledRuns {
     runners: HashMap<(String, String), RunCounts>,
     /// Settled runs per Schedule (namespace, name), by TaskRun.
     schedules: HashMap<(String, String), BTreeMap<ObjectKey, RunSummary>>,
+}
+
+/// What else [`SettledRuns::scope`] follows.
+pub struct Context<'a> {
+    /// The world's keys that changed since the last pass.
+    pub changed: &'a [ObjectKey],
+    /// The registered agents.
+    pub nodes: &'a BTreeMap<String, NodeObservation>,
+    /// Whether the previous statuses are the ones the planner produced.
+    pub made: bool,
 }
 
 /// One settled TaskRun: what it contributes to the pass.
@@ -78,19 +86,21 @@ impl SettledRuns {
         &mut self,
         world: &'w World,
         runs: &RunStates,
-        nodes: &BTreeMap<String, NodeObservation>,
-        made: bool,
+        context: Context<'_>,
     ) -> Scope<'w> {
+        let Context {
+            changed,
+            nodes,
+            made,
+        } = context;
         let names: Vec<String> = nodes.keys().cloned().collect();
-        let changed: Vec<ObjectKey> = changed_keys(&self.world, &world.objects).cloned().collect();
-        let context = changed
+        let runners_moved = changed
             .iter()
             .any(|key| matches!(key.kind, Kind::Runner | Kind::VeilNode));
-        if !self.primed || !made || context || names != self.nodes {
+        if !self.primed || !made || runners_moved || names != self.nodes {
             self.open_all();
         }
         let mut candidates: BTreeSet<String> = std::mem::take(&mut self.stale);
-        self.gone.clear();
         for key in changed.iter().filter(|key| key.kind == Kind::TaskRun) {
             if let Some(old) = self.follow(key, &world.objects) {
                 candidates.insert(old);
@@ -140,7 +150,6 @@ impl SettledRuns {
             self.open.insert(key.clone());
         } else {
             self.open.remove(key);
-            self.gone.push(key.clone());
         }
         old
     }
@@ -164,11 +173,6 @@ impl SettledRuns {
             self.entries.insert(key, settled);
         }
         self.runs = runs.clone();
-    }
-
-    /// The TaskRuns that left the world since the last pass.
-    pub fn gone(&self) -> &[ObjectKey] {
-        &self.gone
     }
 
     /// The open TaskRuns (planned this pass), in key order.
