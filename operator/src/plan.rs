@@ -159,9 +159,10 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
         vless: vless_plan.statuses,
         kept: None,
     };
-    let built = build_every_status(inputs, &mut bodies, planner.as_deref());
+    let mut built = build_every_status(inputs, &mut bodies, planner.as_deref());
     drop(bodies);
     if let Some(planner) = planner {
+        planner.quiet_nodes = std::mem::take(&mut built.quiet_nodes);
         planner.record(inputs.world, &built.statuses, &runs, &owners.runner_names());
     }
     Plan {
@@ -421,6 +422,15 @@ impl KindBodies<'_> {
         })
     }
 
+    /// Whether the node `name` has no agent and no runs Running on it.
+    fn quiet(&self, name: &str) -> bool {
+        let observed = self
+            .views
+            .get(name)
+            .is_some_and(|view| view.observation.is_some());
+        !observed && self.running.get(name).is_none_or(|n| *n == 0)
+    }
+
     /// The phase of a kept VlessKey (keys are asked for in order).
     fn kept_phase(&mut self, key: &ObjectKey) -> Option<Arc<str>> {
         let kept = self.kept.as_mut()?;
@@ -436,6 +446,9 @@ struct BuiltStatuses {
     phase_counts: BTreeMap<(Kind, String), i64>,
     memo: StatusMemo,
     changed: Option<StatusDelta>,
+    /// VeilNodes without an agent or runs, with their phases (incremental
+    /// builds only: the next one keeps their statuses if that still holds).
+    quiet_nodes: incremental::QuietNodes,
 }
 
 /// Which statuses a plan changed, relative to the previous statuses it
@@ -492,6 +505,7 @@ fn build_statuses(inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) -> Built
         phase_counts,
         memo: StatusMemo::from_sorted(memo_entries),
         changed: None,
+        quiet_nodes: Default::default(),
     }
 }
 

@@ -30,7 +30,17 @@ pub struct Planner {
     world: crate::world::WorldObjects,
     /// Objects that left the world since the last pass.
     gone: Vec<ObjectKey>,
+    /// Keys that changed in the world since the last pass.
+    changed: std::collections::HashSet<ObjectKey>,
+    /// The quiet VeilNodes of the last pass.
+    pub(super) quiet_nodes: QuietNodes,
 }
+
+/// VeilNodes with no agent and no runs, with their status phases: such a
+/// node's status depends on its object alone (and the node timeout), so
+/// while it stays quiet and its object is the same, the status the last
+/// pass left stands.
+pub(super) type QuietNodes = HashMap<ObjectKey, (Arc<str>, chrono::Duration)>;
 
 impl Planner {
     /// Plans `inputs`; the same plan as [`super::plan`] gives.
@@ -52,6 +62,7 @@ impl Planner {
             .cloned()
             .collect();
         self.world = objects.clone();
+        self.changed = changed.iter().cloned().collect();
         let made = self.keys.made(inputs.previous);
         let context = super::tasks::settled::Context {
             changed: &changed,
@@ -94,15 +105,19 @@ pub(super) fn build_changed_statuses(
         memo: inputs.memo.cloned().unwrap_or_default(),
         phase_counts: HashMap::new(),
         touched: Vec::new(),
+        quiet_nodes: QuietNodes::new(),
     };
     for key in planner.gone.iter().filter(|key| key.kind != Kind::VlessKey) {
         out.remove(key);
     }
     out.build_tasks(inputs, bodies, &planner.runs);
+    out.build_nodes(inputs, bodies, planner);
     out.build_whole_kinds(inputs, bodies);
     for key in cache.recomputed() {
         match inputs.world.objects.get(key) {
-            Some(object) => out.build(key, object, inputs, bodies),
+            Some(object) => {
+                out.build(key, object, inputs, bodies);
+            }
             None => out.remove(key),
         }
     }
@@ -110,6 +125,7 @@ pub(super) fn build_changed_statuses(
         out.remove(key);
     }
     let phase_counts = phase_counts(std::mem::take(&mut out.phase_counts), planner);
+    let quiet_nodes = std::mem::take(&mut out.quiet_nodes);
     out.touched.sort();
     out.touched.dedup();
     BuiltStatuses {
@@ -120,6 +136,7 @@ pub(super) fn build_changed_statuses(
             base: inputs.previous.clone(),
             keys: out.touched,
         }),
+        quiet_nodes,
     }
 }
 
@@ -153,6 +170,8 @@ struct Changed {
     phase_counts: HashMap<(Kind, Arc<str>), i64>,
     /// Keys whose status was replaced or removed.
     touched: Vec<ObjectKey>,
+    /// This pass's quiet VeilNodes.
+    quiet_nodes: QuietNodes,
 }
 
 impl Changed {
@@ -164,7 +183,7 @@ impl Changed {
         object: &WorldObject,
         inputs: &PlanInputs<'_>,
         bodies: &mut KindBodies<'_>,
-    ) {
+    ) -> Option<Arc<str>> {
         let previous = inputs.previous.get(key);
         let remembered = inputs
             .memo
@@ -178,8 +197,9 @@ impl Changed {
             });
         let Some(status) = status else {
             self.remove(key);
-            return;
+            return None;
         };
+        let phase = Arc::clone(&status.phase);
         *self
             .phase_counts
             .entry((key.kind, Arc::clone(&status.phase)))
@@ -194,6 +214,7 @@ impl Changed {
         if inputs.memo.is_some() && !kept {
             self.memo.insert(key.clone(), status);
         }
+        Some(phase)
     }
 
     /// The open TaskRuns built (the settled ones keep their statuses).
@@ -210,9 +231,42 @@ impl Changed {
         }
     }
 
+    /// The VeilNodes: a node quiet in this pass and the last, whose object
+    /// did not change, keeps its status; every other one is built.
+    fn build_nodes(
+        &mut self,
+        inputs: &PlanInputs<'_>,
+        bodies: &mut KindBodies<'_>,
+        planner: &Planner,
+    ) {
+        for (key, object) in inputs.world.of_kind(Kind::VeilNode) {
+            let quiet = bodies.quiet(&key.name);
+            let kept = planner
+                .quiet_nodes
+                .get(key)
+                .filter(|(_, timeout)| *timeout == inputs.node_timeout)
+                .filter(|_| quiet && !planner.changed.contains(key));
+            if let Some((phase, _)) = kept {
+                *self
+                    .phase_counts
+                    .entry((key.kind, Arc::clone(phase)))
+                    .or_default() += 1;
+                self.quiet_nodes
+                    .insert(key.clone(), (Arc::clone(phase), inputs.node_timeout));
+                continue;
+            }
+            let phase = self.build(key, object, inputs, bodies);
+            if let Some(phase) = phase.filter(|_| quiet) {
+                self.quiet_nodes
+                    .insert(key.clone(), (phase, inputs.node_timeout));
+            }
+        }
+    }
+
     /// The kinds planned whole each pass: every object built.
     fn build_whole_kinds(&mut self, inputs: &PlanInputs<'_>, bodies: &mut KindBodies<'_>) {
-        let planned_whole = |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun);
+        let planned_whole =
+            |kind: &Kind| !matches!(kind, Kind::VlessKey | Kind::TaskRun | Kind::VeilNode);
         for kind in Kind::ALL.into_iter().filter(planned_whole) {
             for (key, object) in inputs.world.of_kind(kind) {
                 self.build(key, object, inputs, bodies);
