@@ -128,11 +128,11 @@ fn plan_with(inputs: &PlanInputs<'_>, mut planner: Option<&mut Planner>) -> Plan
         now: inputs.now,
         node_timeout: inputs.node_timeout,
     };
-    let views = tasks::node_views(&task_inputs);
     let scope = match planner.as_deref_mut() {
         Some(planner) => planner.task_scope(inputs),
         None => tasks::Scope::full(inputs.world, inputs.runs),
     };
+    let views = tasks::node_views(&task_inputs, planner.as_deref_mut().map(|p| &mut p.labels));
     let task_plan = tasks::plan_tasks(&task_inputs, &views, &scope);
     let mut runs = inputs.runs.clone();
     for change in &task_plan.run_changes {

@@ -34,6 +34,8 @@ pub struct Planner {
     changed: std::collections::HashSet<ObjectKey>,
     /// The quiet VeilNodes of the last pass.
     pub(super) quiet_nodes: QuietNodes,
+    /// Each VeilNode's merged labels.
+    pub(super) labels: super::tasks::NodeLabels,
 }
 
 /// VeilNodes with no agent and no runs, with their status phases: such a
@@ -61,6 +63,9 @@ impl Planner {
             .filter(|key| !objects.contains_key(*key))
             .cloned()
             .collect();
+        for key in self.gone.iter().filter(|key| key.kind == Kind::VeilNode) {
+            self.labels.forget(&key.name);
+        }
         self.world = objects.clone();
         self.changed = changed.iter().cloned().collect();
         let made = self.keys.made(inputs.previous);

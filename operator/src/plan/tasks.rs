@@ -10,7 +10,8 @@
 //! counted over every active run on the node). Least-loaded node first,
 //! ties by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -18,6 +19,7 @@ use veil_crds::kind::Kind;
 use veil_crds::object::{Object, ObjectKey};
 use veil_crds::runner::{Executor, Runner};
 use veil_crds::task_run::TaskRun;
+use veil_crds::veil_node::VeilNode;
 use veil_crds::wire::{ResolvedEnv, RunRef, SecretValue, TaskAssignment};
 
 use crate::agents::NodeObservation;
@@ -54,7 +56,7 @@ pub struct TaskPlan {
 #[derive(Debug)]
 pub struct NodeView<'a> {
     pub name: &'a str,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     pub ready: bool,
     pub cordoned: bool,
     pub observation: Option<&'a NodeObservation>,
@@ -66,7 +68,12 @@ pub struct NodeView<'a> {
 /// in status and never matched, so a node cannot claim its way into other
 /// servers' keys or other Runners' tasks. An agent without a VeilNode has
 /// no labels.
-pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>> {
+/// `labels`, when given, keeps each VeilNode's merged labels from pass to
+/// pass while its object is the same allocation.
+pub fn node_views<'a>(
+    inputs: &TaskInputs<'a>,
+    mut labels: Option<&mut NodeLabels>,
+) -> BTreeMap<&'a str, NodeView<'a>> {
     // VeilNodes come in name order (cluster-scoped: one namespace), so the
     // map is bulk-built; the few registered agents are merged in after.
     let mut views: BTreeMap<&str, NodeView<'_>> = inputs
@@ -76,13 +83,10 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
             let Object::VeilNode(node) = &*object.object else {
                 return None;
             };
-            let mut labels = node.metadata.labels.clone().unwrap_or_default();
-            labels.extend(
-                node.spec
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())),
-            );
+            let labels = match labels.as_deref_mut() {
+                Some(kept) => kept.of(&key.name, &object.object, node),
+                None => Arc::new(merged_labels(node)),
+            };
             let view = NodeView {
                 name: key.name.as_str(),
                 labels,
@@ -97,7 +101,7 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
         let ready = inputs.now - observation.last_seen <= inputs.node_timeout;
         let view = views.entry(name).or_insert_with(|| NodeView {
             name,
-            labels: BTreeMap::new(),
+            labels: Arc::default(),
             ready,
             cordoned: false,
             observation: None,
@@ -106,6 +110,48 @@ pub fn node_views<'a>(inputs: &TaskInputs<'a>) -> BTreeMap<&'a str, NodeView<'a>
         view.observation = Some(observation);
     }
     views
+}
+
+/// A VeilNode's labels: `metadata.labels`, then `spec.labels`, which win.
+fn merged_labels(node: &VeilNode) -> BTreeMap<String, String> {
+    let mut labels = node.metadata.labels.clone().unwrap_or_default();
+    labels.extend(
+        node.spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned())),
+    );
+    labels
+}
+
+/// Each VeilNode's merged labels with the object they were merged from.
+#[derive(Default)]
+pub struct NodeLabels(HashMap<String, (Arc<Object>, Arc<BTreeMap<String, String>>)>);
+
+impl NodeLabels {
+    /// The labels of `node` (the object `object`, named `name`): the kept
+    /// ones while the object is the same allocation.
+    fn of(
+        &mut self,
+        name: &str,
+        object: &Arc<Object>,
+        node: &VeilNode,
+    ) -> Arc<BTreeMap<String, String>> {
+        if let Some((kept, labels)) = self.0.get(name)
+            && Arc::ptr_eq(kept, object)
+        {
+            return Arc::clone(labels);
+        }
+        let labels = Arc::new(merged_labels(node));
+        self.0
+            .insert(name.to_owned(), (Arc::clone(object), Arc::clone(&labels)));
+        labels
+    }
+
+    /// Forgets a VeilNode that left the world.
+    pub fn forget(&mut self, name: &str) {
+        self.0.remove(name);
+    }
 }
 
 /// The tool an executor needs on the node.

@@ -551,13 +551,13 @@ spec:
         now: t,
         node_timeout: chrono::Duration::seconds(30),
     };
-    let views = tasks::node_views(&inputs);
+    let views = tasks::node_views(&inputs, None);
     let expected = BTreeMap::from([
         ("role".to_owned(), "edge".to_owned()),
         ("zone".to_owned(), "a".to_owned()),
     ]);
     assert_eq!(
-        views["edge-1"].labels, expected,
+        *views["edge-1"].labels, expected,
         "spec.labels win over metadata.labels"
     );
     assert!(
