@@ -56,7 +56,7 @@ pub struct TaskPlan {
 #[derive(Debug)]
 pub struct NodeView<'a> {
     pub name: &'a str,
-    pub labels: Arc<BTreeMap<String, String>>,
+    pub labels: Labels,
     pub ready: bool,
     pub cordoned: bool,
     pub observation: Option<&'a NodeObservation>,
@@ -126,7 +126,10 @@ fn merged_labels(node: &VeilNode) -> BTreeMap<String, String> {
 
 /// Each VeilNode's merged labels with the object they were merged from.
 #[derive(Default)]
-pub struct NodeLabels(HashMap<String, (Arc<Object>, Arc<BTreeMap<String, String>>)>);
+pub struct NodeLabels(HashMap<String, (Arc<Object>, Labels)>);
+
+/// A node's labels, shared.
+type Labels = Arc<BTreeMap<String, String>>;
 
 impl NodeLabels {
     /// The labels of `node` (the object `object`, named `name`): the kept
