@@ -519,7 +519,19 @@ impl TestCluster {
         let timeout = format!("--timeout={CRDS_ESTABLISHED}");
         let mut wait = vec!["wait", "--for=condition=Established", timeout.as_str()];
         wait.extend(names.iter().map(String::as_str));
-        check_output("kubectl wait for the CRDs", &self.kubectl(&wait))
+        // A CRD read before the API server gave it any status makes
+        // `kubectl wait` fail at once ("accessor error: <nil>") instead of
+        // waiting: ask again, a bounded number of times.
+        let mut output = self.kubectl(&wait);
+        for _ in 0..20 {
+            let early = String::from_utf8_lossy(&output.stderr).contains("accessor error");
+            if output.status.success() || !early {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            output = self.kubectl(&wait);
+        }
+        check_output("kubectl wait for the CRDs", &output)
     }
 }
 

@@ -137,6 +137,7 @@ impl KubeMode {
         if became_leader {
             self.cluster.adopted.clear();
             self.cluster.adopted_version = 0;
+            self.cluster.adopted_from = Default::default();
             self.failures = 0;
             self.node_failures = 0;
         }
@@ -325,6 +326,8 @@ struct ClusterObjects {
     adopted: HashMap<ObjectKey, Option<String>>,
     /// The snapshot version statuses were last adopted from.
     adopted_version: u64,
+    /// That snapshot's objects.
+    adopted_from: crate::source::SourceObjects,
     /// TaskRuns deleted here that the watch still reports.
     hidden: BTreeSet<ObjectKey>,
     /// Objects whose cluster status was adopted in this pass.
@@ -356,37 +359,53 @@ impl ClusterObjects {
             return;
         }
         self.adopted_version = snapshot.version;
-        // Non-Secret objects of the snapshot, all in `adopted` after the loop.
-        let mut objects = 0;
-        for (key, sourced) in &snapshot.objects {
-            if key.kind == Kind::Secret {
-                continue;
-            }
-            objects += 1;
-            let uid = sourced.object.meta().uid.as_ref();
-            if self
-                .adopted
-                .get(key)
-                .is_some_and(|adopted| adopted.as_ref() == uid)
-            {
-                continue;
-            }
-            self.adopted.insert(key.clone(), uid.cloned());
-            match snapshot.observed_statuses.get(key) {
-                Some(status) => {
-                    statuses.insert(key.clone(), status.clone());
-                    self.fresh.push(key.clone());
-                }
+        // Only the objects that changed since the last adoption can be new
+        // or carry a new uid: the source hands the others over as the same
+        // allocation (a diff that skips what the two maps share).
+        let changed: Vec<ObjectKey> =
+            crate::world::changed_keys(&self.adopted_from, &snapshot.objects)
+                .filter(|key| key.kind != Kind::Secret)
+                .cloned()
+                .collect();
+        for key in changed {
+            match snapshot.objects.get(&key) {
+                Some(sourced) => self.adopt(&key, sourced, snapshot, statuses),
+                // A created run the watch does not report yet stays.
+                None if created.contains_key(&key) => {}
                 None => {
-                    statuses.remove(key);
+                    self.adopted.remove(&key);
                 }
             }
         }
-        // Anything more is a created run or a deleted object: look closer
-        // only then (a tree lookup per entry).
-        if self.adopted.len() > objects {
-            self.adopted
-                .retain(|key, _| snapshot.objects.contains_key(key) || created.contains_key(key));
+        self.adopted_from = snapshot.objects.clone();
+    }
+
+    /// Adopts the cluster's status of `key` unless it was adopted for the
+    /// same uid already.
+    fn adopt(
+        &mut self,
+        key: &ObjectKey,
+        sourced: &SourcedObject,
+        snapshot: &SourceSnapshot,
+        statuses: &mut Statuses,
+    ) {
+        let uid = sourced.object.meta().uid.as_ref();
+        if self
+            .adopted
+            .get(key)
+            .is_some_and(|adopted| adopted.as_ref() == uid)
+        {
+            return;
+        }
+        self.adopted.insert(key.clone(), uid.cloned());
+        match snapshot.observed_statuses.get(key) {
+            Some(status) => {
+                statuses.insert(key.clone(), status.clone());
+                self.fresh.push(key.clone());
+            }
+            None => {
+                statuses.remove(key);
+            }
         }
     }
 
