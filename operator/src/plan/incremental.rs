@@ -66,10 +66,11 @@ impl Planner {
         for key in self.gone.iter().filter(|key| key.kind == Kind::VeilNode) {
             self.labels.forget(&key.name);
         }
-        self.world = objects.clone();
+        let before = std::mem::replace(&mut self.world, objects.clone());
         self.changed = changed.iter().cloned().collect();
         let made = self.keys.made(inputs.previous);
         let context = super::tasks::settled::Context {
+            before: &before,
             changed: &changed,
             nodes: inputs.nodes,
             made,

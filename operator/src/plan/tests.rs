@@ -67,6 +67,22 @@ fn plan_of(world: &crate::world::World, previous: &Statuses, now: chrono::DateTi
     })
 }
 
+/// The source holding `yaml` after `before`: objects whose document did
+/// not change are handed over as the same allocation, as the dir source
+/// does for an unchanged file.
+pub(crate) fn snapshot_after(before: &SourceSnapshot, yaml: &str) -> SourceSnapshot {
+    let mut source = snapshot(yaml);
+    source.objects = source
+        .objects
+        .into_iter()
+        .map(|(key, sourced)| match before.objects.get(&key) {
+            Some(old) if old.object.to_value() == sourced.object.to_value() => (key, old.clone()),
+            _ => (key, sourced),
+        })
+        .collect();
+    source
+}
+
 /// `uid-1`, `uid-2`, … in the order objects are first seen (key order).
 /// Fails unless two plans agree on everything the controller acts on
 /// (baselines as sets: their order carries no meaning).

@@ -45,8 +45,7 @@ pub struct SettledRuns {
     uids: HashMap<String, ObjectKey>,
     /// Run states whose TaskRun was gone at the last pass.
     stale: BTreeSet<String>,
-    /// The world, run states and registered nodes the last pass saw.
-    world: WorldObjects,
+    /// The run states and registered nodes the last pass saw.
     runs: RunStates,
     nodes: Vec<String>,
     /// Whether a pass ran since the cache was made or cleared.
@@ -61,7 +60,9 @@ pub struct SettledRuns {
 
 /// What else [`SettledRuns::scope`] follows.
 pub struct Context<'a> {
-    /// The world's keys that changed since the last pass.
+    /// The world's objects the last pass saw.
+    pub before: &'a WorldObjects,
+    /// The world's keys that changed since then.
     pub changed: &'a [ObjectKey],
     /// The registered agents.
     pub nodes: &'a BTreeMap<String, NodeObservation>,
@@ -89,6 +90,7 @@ impl SettledRuns {
         context: Context<'_>,
     ) -> Scope<'w> {
         let Context {
+            before,
             changed,
             nodes,
             made,
@@ -102,7 +104,7 @@ impl SettledRuns {
         }
         let mut candidates: BTreeSet<String> = std::mem::take(&mut self.stale);
         for key in changed.iter().filter(|key| key.kind == Kind::TaskRun) {
-            if let Some(old) = self.follow(key, &world.objects) {
+            if let Some(old) = self.follow(key, before, &world.objects) {
                 candidates.insert(old);
             }
         }
@@ -117,7 +119,6 @@ impl SettledRuns {
             .into_iter()
             .filter(|uid| runs.contains_key(uid) && !self.uids.contains_key(uid))
             .collect();
-        self.world = world.objects.clone();
         self.nodes = names;
         self.primed = true;
         let open = oldest_first(
@@ -134,11 +135,16 @@ impl SettledRuns {
         }
     }
 
-    /// Follows the TaskRun `key`, which changed in `objects` since the last
-    /// pass: planned this pass if it is still there, else gone. Returns
-    /// the uid it had (its run state may now be stale).
-    fn follow(&mut self, key: &ObjectKey, objects: &WorldObjects) -> Option<String> {
-        let old = uid_of(&self.world, key);
+    /// Follows the TaskRun `key`, which changed from `before` to `objects`:
+    /// planned this pass if it is still there, else gone. Returns the uid
+    /// it had (its run state may now be stale).
+    fn follow(
+        &mut self,
+        key: &ObjectKey,
+        before: &WorldObjects,
+        objects: &WorldObjects,
+    ) -> Option<String> {
+        let old = uid_of(before, key);
         if let Some(uid) = &old {
             self.uids.remove(uid);
         }

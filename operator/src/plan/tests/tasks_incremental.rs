@@ -145,17 +145,7 @@ impl Case {
     /// The source now holds `yaml`; unchanged documents stay the same
     /// allocation, as the dir source hands them over.
     fn edit(&mut self, yaml: &str) {
-        let mut source = snapshot(yaml);
-        source.objects = source
-            .objects
-            .into_iter()
-            .map(|(key, sourced)| match self.source.objects.get(&key) {
-                Some(old) if old.object.to_value() == sourced.object.to_value() => {
-                    (key, old.clone())
-                }
-                _ => (key, sourced),
-            })
-            .collect();
+        let source = crate::plan::tests::snapshot_after(&self.source, yaml);
         let mut n = self.uids;
         let (world, _) = self.book.build_world(&source, self.now, || {
             n += 1;

@@ -133,17 +133,7 @@ impl Case {
     /// allocation, as the dir source does for an unchanged file.
     fn edit(&mut self, yaml: &str) {
         let mut n = self.uids;
-        let mut source = snapshot(yaml);
-        source.objects = source
-            .objects
-            .into_iter()
-            .map(|(key, sourced)| match self.source.objects.get(&key) {
-                Some(old) if old.object.to_value() == sourced.object.to_value() => {
-                    (key, old.clone())
-                }
-                _ => (key, sourced),
-            })
-            .collect();
+        let source = crate::plan::tests::snapshot_after(&self.source, yaml);
         let (world, _) = self.book.build_world(&source, self.now, || {
             n += 1;
             format!("uid-{n}")
