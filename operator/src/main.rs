@@ -3,7 +3,9 @@ use std::process::ExitCode;
 /// mimalloc instead of glibc malloc: with glibc's per-thread arenas the
 /// operator's RSS grew to 281 MiB over 10,000 task runs (fragmentation from
 /// the reconcile loop's short-lived 10,000-element structures); see
-/// docs/benchmarks.md.
+/// docs/benchmarks.md. The `system-alloc` feature keeps glibc malloc, so a
+/// heap profiler that hooks it (heaptrack) sees every allocation.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

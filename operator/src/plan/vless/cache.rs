@@ -37,13 +37,16 @@ use super::keys::{Key, KeyState};
 use super::servers;
 use super::usage::PeriodUsage;
 use super::{VlessInputs, VlessPlan};
+use crate::records::TrafficBaselineRecord;
 
 mod dirty;
 mod facts;
 mod index;
+mod small_set;
 mod statuses;
 
 use facts::{NodeFacts, ServerFacts};
+use small_set::SmallSet;
 
 /// What the last passes made of every VlessKey, and the indexes that say
 /// which keys a change reaches. Starts empty: the first pass computes all.
@@ -71,7 +74,7 @@ pub struct KeyCache {
     /// Keys by uid.
     by_uid: HashMap<String, ObjectKey>,
     /// Keys on a vless server by the traffic user they read.
-    by_user: HashMap<super::UserKey, BTreeSet<ObjectKey>>,
+    by_user: HashMap<super::UserKey, SmallSet<ObjectKey>>,
     /// Baselines whose key is gone.
     stale_baselines: BTreeSet<String>,
     /// Keys recomputed by the last [`KeyCache::plan`], whose finished
@@ -85,8 +88,8 @@ pub struct KeyCache {
     /// The generated VLESS ids the last pass saw.
     ids: super::GeneratedValues,
     /// Keys whose last resolution began a period whose baseline is not
-    /// stored yet.
-    awaiting: BTreeSet<ObjectKey>,
+    /// stored yet, with the baseline it proposed.
+    awaiting: BTreeMap<ObjectKey, TrafficBaselineRecord>,
     /// The statuses the last pass finished ([`KeyCache::record`]).
     recorded: crate::plan::Statuses,
     /// How many keys have each phase.
@@ -97,7 +100,7 @@ pub struct KeyCache {
 type Group = (ObjectKey, String);
 
 /// The keys of one [`Group`] by creation time, then key.
-type Members = BTreeSet<(Option<DateTime<Utc>>, ObjectKey)>;
+type Members = SmallSet<(Option<DateTime<Utc>>, ObjectKey)>;
 
 /// One VlessKey as the cache knows it.
 struct Entry {
@@ -168,6 +171,10 @@ enum Settled {
 struct Dirty {
     resolve: BTreeSet<ObjectKey>,
     status: BTreeSet<ObjectKey>,
+    /// Keys whose proposed baseline is stored now, exactly as proposed:
+    /// they resolve as they did (their usage was counted from that very
+    /// baseline), so the baseline's arrival alone does not resolve them.
+    confirmed: BTreeSet<ObjectKey>,
 }
 
 impl KeyCache {

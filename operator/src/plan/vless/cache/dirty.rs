@@ -67,7 +67,16 @@ impl KeyCache {
         self.ids = inputs.secrets.vless_ids.clone();
         let due = self.timers.iter().take_while(|(at, _)| *at <= inputs.now);
         dirty.resolve.extend(due.map(|(_, key)| key.clone()));
-        dirty.resolve.extend(self.awaiting.iter().cloned());
+        let traffic = inputs.traffic;
+        self.awaiting.retain(|key, proposed| {
+            if traffic.baseline(&proposed.key_uid) == Some(proposed) {
+                dirty.confirmed.insert(key.clone());
+                return false;
+            }
+            // Not stored (a follower, a failed write) or stored otherwise.
+            dirty.resolve.insert(key.clone());
+            true
+        });
         if !self.made(inputs.previous) {
             self.check_statuses(inputs.previous, dirty);
         }
@@ -150,7 +159,9 @@ impl KeyCache {
                     }
                 }
                 Touched::Baseline(uid) => {
-                    if let Some(key) = self.by_uid.get(uid) {
+                    if let Some(key) = self.by_uid.get(uid)
+                        && !dirty.confirmed.contains(key)
+                    {
                         dirty.resolve.insert(key.clone());
                     }
                     self.note_baseline(uid, traffic);

@@ -137,11 +137,10 @@ impl KeyCache {
                 inputs.now,
             );
             self.store(key, &object.object, named, created, &resolved, inputs.now);
-            if baseline.is_some() {
-                self.awaiting.insert(key.clone());
-            } else {
-                self.awaiting.remove(key);
-            }
+            match &baseline {
+                Some(proposed) => self.awaiting.insert(key.clone(), proposed.clone()),
+                None => self.awaiting.remove(key),
+            };
             baselines.extend(baseline);
         }
         baselines

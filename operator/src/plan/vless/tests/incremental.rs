@@ -59,7 +59,8 @@ enum Op {
         refused: Vec<usize>,
     },
     Traffic(usize, u64),
-    /// Another leader stored a different baseline for key `.0`.
+    /// Another leader stored a different baseline for key `.0` (one it
+    /// had, or one this operator proposed and could not store).
     ForeignBaseline(usize, i64),
     /// This pass's baselines and ids are not stored (a follower, a failed write).
     Lag,
@@ -311,8 +312,19 @@ fn run(ops: Vec<Op>) {
                     .objects
                     .get(&key)
                     .and_then(|o| o.object.meta().uid.clone());
-                let baseline = uid.and_then(|uid| case.traffic.baseline(&uid).cloned());
-                if let Some(baseline) = baseline {
+                let stored = uid
+                    .as_ref()
+                    .and_then(|uid| case.traffic.baseline(uid).cloned());
+                // Or, where the last pass's proposal was not stored (a
+                // lag), another leader stored its own for that period.
+                let proposed = || {
+                    let uid = uid.as_ref()?;
+                    last.traffic_baselines
+                        .iter()
+                        .find(|b| &b.key_uid == uid)
+                        .cloned()
+                };
+                if let Some(baseline) = stored.or_else(proposed) {
                     case.traffic
                         .put_baseline(TrafficBaselineRecord { uplink, ..baseline });
                 }
@@ -380,4 +392,28 @@ proptest! {
     fn incremental_planning_equals_the_full_plan(ops in proptest::collection::vec(op(), 1..40)) {
         run(ops);
     }
+}
+
+/// A key's proposed baseline replaced by another leader's before this
+/// operator's next pass: the key counts from the stored one (a proposal
+/// stored as made resolves nothing again; one stored otherwise does).
+#[test]
+fn a_baseline_stored_otherwise_than_proposed_resolves_the_key_again() {
+    let daily = KeySpec {
+        server: 0,
+        email: Some(1),
+        given_id: true,
+        enabled: true,
+        expires: None,
+        limit: true,
+        period: 1,
+    };
+    run(vec![
+        Op::Key(0, Some(daily)),
+        Op::Traffic(0, 500),
+        // A new day: the key proposes a baseline of its 750 bytes so far.
+        Op::Clock(86_400),
+        Op::ForeignBaseline(0, 10),
+        Op::Heartbeat(0),
+    ]);
 }
