@@ -298,11 +298,13 @@ impl Controller {
         let leading = self.follow_cluster(snapshot).await?;
         self.complete_secrets(&world).await?;
         let started = Instant::now();
+        let secrets_ms = (started - pass_started).as_secs_f64() * 1e3 - world_ms;
         let plan = self.plan_pass(&world, &nodes, now);
         let plan_seconds = started.elapsed().as_secs_f64();
         if leading {
             self.persist_books(&plan).await?;
         }
+        let books_ms = started.elapsed().as_secs_f64() * 1e3 - plan_seconds * 1e3;
         self.agents.set_assignments(plan.assignments.clone(), now);
         let replan = self.act_on_schedules(&plan, snapshot, now).await?;
         // After the schedule actions, which reset `wake_at`.
@@ -323,7 +325,9 @@ impl Controller {
             objects = world.objects.len(),
             status_writes = written,
             world_ms,
+            secrets_ms,
             plan_ms = plan_seconds * 1e3,
+            books_ms,
             total_ms = pass_started.elapsed().as_secs_f64() * 1e3,
             "reconciled"
         );

@@ -16,6 +16,8 @@ use veil_operator::cli::{Cli, Command, LogFormat};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Run(_) | Command::Up(_));
+    #[cfg(target_os = "linux")]
+    without_huge_pages();
     init_tracing(cli.log_format, long_running);
     match cli.run().await.map_err(anyhow::Error::from) {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,6 +26,18 @@ async fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// No transparent huge pages for the operator's heap. mimalloc asks for
+/// them on its arenas, and the first touch of a huge page zeroes all 2 MiB
+/// of it: loading 100,000 objects spent a fifth of its CPU zeroing pages
+/// (docs/benchmarks.md). Best effort: a kernel that refuses leaves the
+/// operator as fast as before.
+#[cfg(target_os = "linux")]
+fn without_huge_pages() {
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("note: transparent huge pages stay on ({error})");
     }
 }
 

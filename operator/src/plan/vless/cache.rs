@@ -52,7 +52,9 @@ use small_set::SmallSet;
 /// which keys a change reaches. Starts empty: the first pass computes all.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: BTreeMap<ObjectKey, Entry>,
+    /// Boxed: an entry is a few hundred bytes, and a B-tree keeps eleven
+    /// slots per node whether used or not.
+    entries: BTreeMap<ObjectKey, Box<Entry>>,
     /// Keys by the server they name (whether it exists or not).
     by_server: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Of those, the keys whose status is not settled ([`Settled::No`]):

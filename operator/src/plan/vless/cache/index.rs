@@ -185,7 +185,7 @@ impl KeyCache {
                 resolved.email.clone(),
             )
         });
-        self.reindex(key, old.as_ref(), (&server, next, traffic_user.as_ref()));
+        self.reindex(key, old.as_deref(), (&server, next, traffic_user.as_ref()));
         if let Some(uid) = object.meta().uid.as_deref() {
             self.by_uid.insert(uid.to_owned(), key.clone());
             self.stale_baselines.remove(uid);
@@ -216,7 +216,7 @@ impl KeyCache {
             phase,
             settled,
         };
-        self.entries.insert(key.clone(), entry);
+        self.entries.insert(key.clone(), Box::new(entry));
     }
 
     /// Keeps `key` in its server's [`KeyCache::unsettled`] set exactly when
