@@ -127,6 +127,20 @@ pub enum VlessKeyPhase {
     Error,
 }
 
+impl VlessKeyPhase {
+    /// The phase as it reads in a status (its serialized name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlessKeyPhase::Pending => "Pending",
+            VlessKeyPhase::Active => "Active",
+            VlessKeyPhase::Disabled => "Disabled",
+            VlessKeyPhase::Expired => "Expired",
+            VlessKeyPhase::LimitExceeded => "LimitExceeded",
+            VlessKeyPhase::Error => "Error",
+        }
+    }
+}
+
 /// Observed state of a key. Never contains the id or the link.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -170,3 +184,26 @@ pub struct VlessKeyStatus {
 }
 
 impl_object_status!(VlessKeyStatus);
+
+#[cfg(test)]
+mod tests {
+    use super::VlessKeyPhase;
+
+    #[test]
+    fn a_phase_reads_as_it_serializes() {
+        for phase in [
+            VlessKeyPhase::Pending,
+            VlessKeyPhase::Active,
+            VlessKeyPhase::Disabled,
+            VlessKeyPhase::Expired,
+            VlessKeyPhase::LimitExceeded,
+            VlessKeyPhase::Error,
+        ] {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                phase.as_str(),
+                "{phase:?}"
+            );
+        }
+    }
+}

@@ -342,7 +342,7 @@ struct KindBodies<'a> {
     node_timeout: chrono::Duration,
     schedules: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
     strategies: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
-    vless: BTreeMap<ObjectKey, (Value, memo::Conditions)>,
+    vless: BTreeMap<ObjectKey, (vless::Body, memo::Conditions)>,
     /// VlessKeys whose last status stands (incremental planning), with
     /// their phases, in key order.
     kept: Option<std::iter::Peekable<KeptKeys<'a>>>,
@@ -411,10 +411,11 @@ impl KindBodies<'_> {
                 Planned::Body(body, conditions, nodes::journal_condition(view))
             }
             Object::ProtocolServer(server) if server.spec.protocol == Protocol::Vless => {
-                plain(self.vless.remove(key)?)
+                let (body, conditions) = self.vless.remove(key)?;
+                plain((body.into_value(), conditions))
             }
             Object::VlessKey(_) => match self.vless.remove(key) {
-                Some(body) => plain(body),
+                Some((body, conditions)) => plain((body.into_value(), conditions)),
                 None => Planned::Keep(self.kept_phase(key)?),
             },
             Object::Strategy(_) => plain(self.strategies.remove(key)?),

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use veil_crds::common::{NodeWorkloadStatus, WorkloadPhase};
 use veil_crds::validate::Rfc3339;
 use veil_crds::vless_key::{VlessKeyPhase, VlessKeyStatus};
@@ -44,7 +43,7 @@ pub fn key_status(
     views: &BTreeMap<&str, NodeView<'_>>,
     previous: Option<&str>,
     now: DateTime<Utc>,
-) -> (Value, Conditions) {
+) -> (VlessKeyStatus, Conditions) {
     let eligible = matches!(key.state, KeyState::Eligible(None));
     // Parsed only while some node has not applied the current set.
     let in_flight = match (server, users_hash) {
@@ -89,8 +88,7 @@ pub fn key_status(
         nodes: nodes.into_iter().map(|(status, _)| status).collect(),
         ..VlessKeyStatus::default()
     };
-    let body = serde_json::to_value(&status).unwrap_or(Value::Null);
-    (body, conditions)
+    (status, conditions)
 }
 
 /// The user on one node, and whether the server refused this user there.

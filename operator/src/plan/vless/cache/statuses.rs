@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde_json::Value;
+use veil_crds::common::WorkloadPhase;
 use veil_crds::object::{Object, ObjectKey};
+use veil_crds::vless_key::VlessKeyStatus;
 use veil_crds::wire::ServerAssignment;
 
 use super::super::keys::{Key, KeyState};
 use super::super::servers::Server;
-use super::super::{VlessInputs, VlessPlan, key_status, server_status, users};
+use super::super::{Body, VlessInputs, VlessPlan, key_status, server_status, users};
 use super::{Dirty, KeyCache, Settled};
 
 impl KeyCache {
@@ -25,10 +26,9 @@ impl KeyCache {
         for (&key, server) in servers {
             let set = self.users.entry(key.clone()).or_default();
             let count = set.len();
-            plan.statuses.insert(
-                key.clone(),
-                server_status::server_status(server, count, inputs.views),
-            );
+            let (body, conditions) = server_status::server_status(server, count, inputs.views);
+            plan.statuses
+                .insert(key.clone(), (Body::Json(body), conditions));
             let Ok(reality) = &server.reality else {
                 continue;
             };
@@ -81,7 +81,7 @@ impl KeyCache {
                 .filter(|_| r.on_server)
                 .and_then(|(k, _)| hashes.get(k))
                 .map(String::as_str);
-            let (body, conditions) = key_status::key_status(
+            let (status, conditions) = key_status::key_status(
                 &resolved,
                 server.map(|(_, s)| s).filter(|_| r.on_server),
                 hash,
@@ -89,45 +89,33 @@ impl KeyCache {
                 inputs.previous.get(key).map(|raw| raw.get()),
                 inputs.now,
             );
-            entry.settled = settled(&r.state, &body);
+            entry.settled = settled(&r.state, &status);
             let (server_key, now_settled) = (entry.server.clone(), entry.settled);
-            let phase: Arc<str> = Arc::from(
-                body.get("phase")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Unknown"),
-            );
+            let phase: Arc<str> = Arc::from(status.phase.as_str());
             let old = std::mem::replace(&mut entry.phase, Arc::clone(&phase));
             if old != phase {
                 self.count_phase(&old, -1);
                 self.count_phase(&phase, 1);
             }
-            plan.statuses.insert(key.clone(), (body, conditions));
+            plan.statuses
+                .insert(key.clone(), (Body::Key(Box::new(status)), conditions));
             self.note_settled(&server_key, key, now_settled);
             self.recomputed.push(key.clone());
         }
     }
 }
 
-/// Whether the status `body` survives nodes applying another user set.
-fn settled(state: &KeyState, body: &Value) -> Settled {
-    let phases: Vec<&str> = body
-        .get("nodes")
-        .and_then(Value::as_array)
-        .map(|nodes| {
-            nodes
-                .iter()
-                .map(|n| n.get("phase").and_then(Value::as_str).unwrap_or(""))
-                .collect()
-        })
-        .unwrap_or_default();
-    if phases.is_empty() {
+/// Whether the key's `status` survives nodes applying another user set.
+fn settled(state: &KeyState, status: &VlessKeyStatus) -> Settled {
+    let all = |phase: WorkloadPhase| status.nodes.iter().all(|n| n.phase == phase);
+    if status.nodes.is_empty() {
         return Settled::Independent;
     }
     match state {
         KeyState::Error(_) => Settled::No,
-        KeyState::Eligible(None) if phases.iter().all(|p| *p == "Running") => Settled::AllRunning,
+        KeyState::Eligible(None) if all(WorkloadPhase::Running) => Settled::AllRunning,
         KeyState::Eligible(None) => Settled::No,
-        _ if phases.iter().all(|p| *p == "Stopped") => Settled::AllStopped,
+        _ if all(WorkloadPhase::Stopped) => Settled::AllStopped,
         _ => Settled::No,
     }
 }
