@@ -10,7 +10,7 @@
 //! |-----------------------------------------|---------------------------------|
 //! | its object (new, changed, deleted)      | it, and the keys sharing its email on that server |
 //! | its server's facts ([`ServerFacts`])    | every key naming that server    |
-//! | its generated id, its traffic, baseline | it                              |
+//! | its generated id, its traffic, baseline | it (not a baseline stored just as it proposed) |
 //! | the clock passing its expiry or period  | it (timer: `next_change`)       |
 //! | its last status, if not the one we made | it (status only)                |
 //! | the server's nodes ([`NodeFacts`])      | every key of the server (status only) |
