@@ -176,6 +176,14 @@ pub(crate) async fn pass_totals(op: &Operator) -> (f64, f64) {
     (sum.unwrap_or(0.0), count.unwrap_or(0.0))
 }
 
+/// Seconds the reconcile passes so far spent planning (world in, plan
+/// out: the pure part of a pass, without its store writes).
+pub(crate) async fn plan_seconds(op: &Operator) -> f64 {
+    op.metric("veil_reconcile_duration_seconds_sum{kind=\"all\"}")
+        .await
+        .unwrap_or(0.0)
+}
+
 /// User + system CPU seconds the process `pid` used so far.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

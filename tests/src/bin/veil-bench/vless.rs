@@ -11,7 +11,7 @@ use veil_agent::drivers::xray::api::XrayApi;
 use veil_e2e::process::{Agent, AgentOptions, Operator, free_port};
 use veil_e2e::xray::{RealityDest, xray_binary};
 
-use super::{cpu_seconds, ms, pass_totals, percentile, write_atomically};
+use super::{cpu_seconds, ms, pass_totals, percentile, plan_seconds, write_atomically};
 
 /// Keys on the one server: `VEIL_BENCH_VLESS_KEYS` (default 10,000).
 static KEYS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
@@ -130,6 +130,7 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
     let sent_before = assignment_bytes(op).await;
     let cpu_before = cpu_seconds(op.pid());
     let passes_before = pass_totals(op).await;
+    let planned_before = plan_seconds(op).await;
     for i in 0..ops {
         let name = format!("lat{i:04}");
         let file = dir.join(format!("{name}.yaml"));
@@ -155,6 +156,10 @@ async fn add_remove_latency(op: &Operator, dir: &Path, ops: usize, present: usiz
         cpu * 1e3 / (2 * ops) as f64,
         2 * ops,
         (passes.0 - passes_before.0) * 1e3 / pass_count.max(1.0),
+    );
+    println!(
+        "vless_plan_per_change: {:.3}ms planning per key change with {present} other keys (the passes' plan timings; target < 2 ms at 100,000)",
+        (plan_seconds(op).await - planned_before) * 1e3 / (2 * ops) as f64,
     );
     added.sort();
     removed.sort();
