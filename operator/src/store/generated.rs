@@ -93,37 +93,21 @@ impl Store {
         }
         let mut values = with_pool!(self, pool => async {
             let mut tx = begin_write(pool).await?;
-            // The rows inserted come back; a key stored before keeps its
-            // value, read below (at the start of 100,000 keys, reading
-            // every value back was a second pass over all of them).
-            let mut values = Vec::with_capacity(candidates.len());
             for chunk in candidates.chunks(batch::rows_per_statement(3)) {
                 let mut query =
                     QueryBuilder::new("INSERT INTO generated_values (scope, name, value) ");
                 query.push_values(chunk, |mut row, (key, value)| {
                     row.push_bind(scope).push_bind(key.as_str()).push_bind(value.as_str());
                 });
-                query.push(" ON CONFLICT (scope, name) DO NOTHING RETURNING name, value");
-                values.extend(
-                    query
-                        .build_query_as::<(String, String)>()
-                        .fetch_all(&mut *tx)
-                        .await?,
-                );
+                query.push(" ON CONFLICT (scope, name) DO NOTHING");
+                query.build().execute(&mut *tx).await?;
             }
-            let inserted: std::collections::HashSet<&str> =
-                values.iter().map(|(key, _)| key.as_str()).collect();
-            let held: Vec<String> = candidates
-                .iter()
-                .map(|(key, _)| key)
-                .filter(|key| !inserted.contains(key.as_str()))
-                .cloned()
-                .collect();
-            for chunk in held.chunks(batch::rows_per_statement(1)) {
+            let mut values = Vec::with_capacity(candidates.len());
+            for chunk in candidates.chunks(batch::rows_per_statement(1)) {
                 let mut query = QueryBuilder::new("SELECT name, value FROM generated_values WHERE scope = ");
                 query.push_bind(scope).push(" AND name IN (");
                 let mut separated = query.separated(", ");
-                for key in chunk {
+                for (key, _) in chunk {
                     separated.push_bind(key.as_str());
                 }
                 query.push(")");
