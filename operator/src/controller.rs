@@ -296,15 +296,17 @@ impl Controller {
         let world = self.world(snapshot, &nodes, now).await?;
         let world_ms = pass_started.elapsed().as_secs_f64() * 1e3;
         let leading = self.follow_cluster(snapshot).await?;
+        let secrets_started = Instant::now();
         self.complete_secrets(&world).await?;
+        let secrets_ms = secrets_started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
-        let secrets_ms = (started - pass_started).as_secs_f64() * 1e3 - world_ms;
         let plan = self.plan_pass(&world, &nodes, now);
         let plan_seconds = started.elapsed().as_secs_f64();
+        let books_started = Instant::now();
         if leading {
             self.persist_books(&plan).await?;
         }
-        let books_ms = started.elapsed().as_secs_f64() * 1e3 - plan_seconds * 1e3;
+        let books_ms = books_started.elapsed().as_secs_f64() * 1e3;
         self.agents.set_assignments(plan.assignments.clone(), now);
         let replan = self.act_on_schedules(&plan, snapshot, now).await?;
         // After the schedule actions, which reset `wake_at`.
